@@ -1,0 +1,86 @@
+"""Base class of analyses that turn a run's documents into a derived run.
+
+An analysis failure is recorded in its derived run (``exit_status="fail"`` and the
+reason) and logged with its traceback; it never propagates to the RunEngine, so it
+never stops a scan.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from event_model import ComposeRunBundle, DocumentRouter, compose_run
+
+from .. import __version__
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[str, dict], None]
+
+
+class DerivedRunCallback(DocumentRouter):
+    """Turns one raw run into one derived run, emitted to ``emit(name, doc)``.
+
+    Subclasses implement the document methods they need and call
+    :meth:`open_derived` (usually from ``start``) and :meth:`finish` is called on
+    the parent's stop. Documents are never mutated.
+    """
+
+    analysis: str = "analysis"
+
+    def __init__(self, emit: Emit):
+        super().__init__()
+        self._emit = emit
+        self._bundle: ComposeRunBundle | None = None
+        self._failed = False
+        self._closed = False
+
+    # -- derived-run lifecycle -------------------------------------------------
+    def open_derived(self, parent_start: dict, parameters: dict, **provenance) -> ComposeRunBundle:
+        """Emit the derived run's start document, naming parent, analysis,
+        parameters and package version (plus any ``provenance`` keys)."""
+        metadata = {
+            "purpose": "derived",
+            "analysis": self.analysis,
+            "parameters": parameters,
+            "parent_uids": [parent_start["uid"]],
+            "parent_scan_id": parent_start.get("scan_id"),
+            "xrd_bluesky_version": __version__,
+            **{k: parent_start[k] for k in ("sample", "energy_keV", "calibrant") if k in parent_start},
+            **provenance,
+        }
+        self._bundle = compose_run(metadata=metadata)
+        self._emit("start", self._bundle.start_doc)
+        return self._bundle
+
+    def emit(self, name: str, doc: dict) -> None:
+        """Send a document of the derived run downstream."""
+        self._emit(name, doc)
+
+    def finish(self, parent_stop: dict) -> None:
+        """Hook run when the parent run stops, before the derived run is closed."""
+
+    def _close(self, exit_status: str, reason: str = "") -> None:
+        if self._bundle is not None and not self._closed:
+            self._closed = True
+            self._emit("stop", self._bundle.compose_stop(exit_status=exit_status, reason=reason))
+
+    # -- dispatch with isolation -------------------------------------------------
+    def __call__(self, name: str, doc: dict, validate: bool = False):
+        if self._failed or self._closed:
+            return name, doc
+        try:
+            if name == "stop":
+                self.finish(doc)
+                status = doc.get("exit_status", "success")
+                self._close("success" if status == "success" else status,
+                            "" if status == "success" else f"parent run ended {status}: {doc.get('reason', '')}")
+                return name, doc
+            return super().__call__(name, doc, validate)
+        except Exception as exc:  # an analysis must never take the scan down
+            self._failed = True
+            logger.exception("%s failed on a %r document of run %s", self.analysis, name,
+                             doc.get("run_start") or doc.get("uid"))
+            self._close("fail", f"{type(exc).__name__}: {exc}")
+            return name, doc

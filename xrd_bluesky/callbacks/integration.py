@@ -1,0 +1,188 @@
+"""Live 1D integration of every frame of a measurement run.
+
+For each frame: dark subtraction (from the run's ``dark`` stream), mask (detector
+gaps, beamstop, negative and saturated pixels), solid-angle and polarization
+corrections, then pyFAI integration in q (1/nm) and 2theta (deg). The derived run's
+events carry both patterns with their Poisson errors and the stage position.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from ..errors import MissingMetadataError
+from ..science.geometry import StagePosition
+from ..science.image_formation import Beamstop, pixel_geometry
+from ..science.integration import integrate_1d, invalid_pixels
+from .derived import DerivedRunCallback, Emit
+from .frames import FrameRef, StreamFrames
+from .geometry_source import GeometrySource
+
+#: Stream names the integration reads.
+DARK_STREAM = "dark"
+PRIMARY_STREAM = "primary"
+
+
+class LiveIntegration(DerivedRunCallback):
+    """Integrate each frame of a run into a derived run.
+
+    Parameters
+    ----------
+    emit : callable
+        Receives the derived run's ``(name, doc)``.
+    geometry : GeometrySource
+        The geometry and its provenance.
+    npt : int
+        Number of radial bins.
+    polarization_factor : float
+        pyFAI polarization factor.
+    beamstop : Beamstop, optional
+        The beamline's beamstop; its shadow (grown by ``beamstop_margin_mm``, mm) is masked.
+    """
+
+    analysis = "integration_1d"
+
+    def __init__(self, emit: Emit, geometry: GeometrySource, *, npt: int = 2000,
+                 polarization_factor: float = 0.99, beamstop: Beamstop | None = None,
+                 beamstop_margin_mm: float = 0.5):
+        super().__init__(emit)
+        self.geometry = geometry
+        self.npt = npt
+        self.polarization_factor = polarization_factor
+        self.beamstop = beamstop
+        self.beamstop_margin_mm = beamstop_margin_mm
+        self._frames = StreamFrames()
+        self._streams: dict[str, dict] = {}  # descriptor uid -> descriptor
+        self._events: dict[tuple[str, int], dict] = {}  # (stream, seq_num) -> event
+        self._refs: dict[tuple[str, int], FrameRef] = {}
+        self._dark: np.ndarray | None = None
+        self._waiting_for_dark = False
+        self._derived_descriptor = None
+
+    def start(self, doc):
+        self._parent = doc
+        self._energy = doc.get("energy_keV")
+        self._stage_keys = doc.get("stage_motors", {})
+        self._waiting_for_dark = bool(doc.get("dark_frames"))
+        self.open_derived(doc, {"npt": self.npt, "polarization_factor": self.polarization_factor,
+                                "units": ["q_nm^-1", "2th_deg"], "method": "bbox/csr/cython",
+                                "beamstop": self.beamstop.as_dict() if self.beamstop else None,
+                                "beamstop_margin_mm": self.beamstop_margin_mm},
+                          geometry=self.geometry.provenance(),
+                          calibration_uid=self.geometry.calibration_uid, gain_map_uid=None)
+
+    def descriptor(self, doc):
+        self._streams[doc["uid"]] = doc
+
+    def event(self, doc):
+        stream = self._streams[doc["descriptor"]]["name"]
+        self._events[(stream, doc["seq_num"])] = doc
+        self._process_ready()
+
+    def stream_resource(self, doc):
+        self._frames.stream_resource(doc)
+
+    def stream_datum(self, doc):
+        stream = self._streams[doc["descriptor"]]["name"]
+        _, refs = self._frames.refs(doc)
+        for seq_num, ref in refs:
+            self._refs[(stream, seq_num)] = ref
+        self._process_ready()
+
+    def finish(self, parent_stop):
+        if self._waiting_for_dark:  # the run announced darks that never came
+            self._waiting_for_dark = False
+            self._process_ready()
+        if self._refs:
+            raise MissingMetadataError(f"frames without events at the end of the run: {sorted(self._refs)}")
+
+    # -----------------------------------------------------------------------------
+    def _process_ready(self) -> None:
+        for key in sorted(k for k in self._refs if k in self._events and k[0] == DARK_STREAM):
+            self._take_dark(key)
+        if self._waiting_for_dark:
+            return
+        for key in sorted(k for k in self._refs if k in self._events and k[0] == PRIMARY_STREAM):
+            self._integrate(key)
+
+    def _frames_of(self, key: tuple[str, int]) -> tuple[np.ndarray, dict]:
+        ref, event = self._refs.pop(key), self._events.pop(key)
+        desc = self._streams[event["descriptor"]]
+        image_keys = [k for k, v in desc["data_keys"].items() if v.get("external") == "STREAM:"]
+        n = int(desc["data_keys"][image_keys[0]]["shape"][0])
+        return ref.read(n), desc
+
+    def _take_dark(self, key) -> None:
+        frames, _ = self._frames_of(key)
+        self._dark = frames.astype(np.float64).mean(axis=0)
+        self._waiting_for_dark = False
+
+    def _stage_position(self, event: dict) -> StagePosition | None:
+        if not self._stage_keys:
+            return None
+        try:
+            return StagePosition(*(float(event["data"][self._stage_keys[axis]])
+                                   for axis in ("x", "y", "distance")))
+        except KeyError as exc:
+            raise MissingMetadataError(f"stage motor reading {exc} missing from event {event['uid']}") from exc
+
+    def _integrate(self, key) -> None:
+        event = self._events[key]
+        frames, desc = self._frames_of(key)
+        config = _detector_config(desc)
+        position = self._stage_position(event)
+        poni = self.geometry.poni(position, self._energy)
+        if poni.detector != config["model"]:
+            poni = replace(poni, detector=config["model"])
+        frame = frames.sum(axis=0, dtype=np.float64) if len(frames) > 1 else frames[0]
+        dark = None if self._dark is None else self._dark * len(frames)
+        static = None
+        if self.beamstop is not None:
+            static = self.beamstop.shadow(pixel_geometry(poni, self.polarization_factor),
+                                          margin_mm=self.beamstop_margin_mm)
+        mask = invalid_pixels(frames.min(axis=0), poni.detector, static_mask=static)
+        if config["max_count"]:
+            mask |= frames.max(axis=0) >= config["max_count"]
+        kw = dict(npt=self.npt, dark=dark, mask=mask, polarization_factor=self.polarization_factor)
+        q = integrate_1d(frame, poni, unit="q_nm^-1", **kw)
+        tth = integrate_1d(frame, poni, unit="2th_deg", **kw)
+        data = {"q": q.radial, "intensity_q": q.intensity, "sigma_q": q.sigma,
+                "two_theta": tth.radial, "intensity_2theta": tth.intensity, "sigma_2theta": tth.sigma,
+                "dark_subtracted": self._dark is not None, "parent_seq_num": key[1]}
+        if position is not None:
+            data.update({"stage_x": position.x, "stage_y": position.y, "stage_distance": position.distance})
+        if self._derived_descriptor is None:
+            self._derived_descriptor = self._bundle.compose_descriptor(
+                name="primary", data_keys=_data_keys(self.npt, position is not None))
+            self.emit("descriptor", self._derived_descriptor.descriptor_doc)
+        now = time.time()
+        self.emit("event", self._derived_descriptor.compose_event(
+            data=data, timestamps={k: now for k in data}, seq_num=key[1]))
+
+
+def _detector_config(desc: dict) -> dict:
+    """Model name and counter depth of the stream's area detector configuration."""
+    for config in desc.get("configuration", {}).values():
+        data = config.get("data", {})
+        model = next((v for k, v in data.items() if k.endswith("_model")), None)
+        if model:
+            max_count = next((v for k, v in data.items() if k.endswith("_max_count")), None)
+            return {"model": model, "max_count": max_count}
+    raise MissingMetadataError(f"descriptor {desc['uid']} has no detector configuration with a '*_model' key")
+
+
+def _data_keys(npt: int, with_stage: bool) -> dict:
+    arr = lambda units: {"dtype": "array", "dtype_numpy": "<f8", "shape": [npt], "source": "xrd_bluesky", "units": units}  # noqa: E731
+    keys = {
+        "q": arr("1/nm"), "intensity_q": arr("counts"), "sigma_q": arr("counts"),
+        "two_theta": arr("deg"), "intensity_2theta": arr("counts"), "sigma_2theta": arr("counts"),
+        "dark_subtracted": {"dtype": "boolean", "shape": [], "source": "xrd_bluesky", "units": ""},
+        "parent_seq_num": {"dtype": "integer", "shape": [], "source": "xrd_bluesky", "units": ""},
+    }
+    if with_stage:
+        for axis in ("x", "y", "distance"):
+            keys[f"stage_{axis}"] = {"dtype": "number", "shape": [], "source": "xrd_bluesky", "units": "mm"}
+    return keys

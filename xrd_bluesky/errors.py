@@ -1,0 +1,47 @@
+"""Domain exceptions of xrd-bluesky.
+
+Every error raised on bad input derives from :class:`XRDBlueskyError` and names the
+file, key or value at fault, so that a scientist at the beamline can act on it.
+"""
+
+
+class XRDBlueskyError(Exception):
+    """Base class of all domain errors."""
+
+
+class GeometryError(XRDBlueskyError, ValueError):
+    """A detector geometry is non-physical (distance, wavelength, pixel size...)."""
+
+
+class CorruptFrameError(XRDBlueskyError, OSError):
+    """A frame file cannot be read or is truncated."""
+
+
+class ShapeMismatchError(XRDBlueskyError, ValueError):
+    """An array does not have the shape the detector model requires."""
+
+
+class MissingMetadataError(XRDBlueskyError, KeyError):
+    """A metadata key that an analysis needs is absent."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class MonitorError(XRDBlueskyError, ValueError):
+    """An ion-chamber or other monitor value is non-physical (zero, negative, NaN)."""
+
+
+class CalibrationError(XRDBlueskyError, RuntimeError):
+    """Geometry calibration failed (rings not found, divergence, large residual)."""
+
+
+class FitError(XRDBlueskyError, RuntimeError):
+    """A peak or model fit did not converge."""
+
+
+class SampleError(XRDBlueskyError, KeyError):
+    """A sample is not known to the sample library or its description is invalid."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""

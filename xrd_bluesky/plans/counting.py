@@ -1,0 +1,94 @@
+"""Counting at several detector-stage positions, with shutter-closed dark frames."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from bluesky.utils import plan
+
+DARK_STREAM = "dark"
+
+
+def stage_motors(stage) -> dict[str, str]:
+    """Data-key names of a detector stage's ``x``, ``y`` and ``distance`` motors."""
+    return {axis: getattr(stage, axis).name for axis in ("x", "y", "distance")}
+
+
+@plan
+def take_darks(detectors: Sequence[Any], shutter, *, closed: Any = "closed", opened: Any = "open"):
+    """Close ``shutter``, read ``detectors`` into the ``dark`` stream, reopen it."""
+    yield from bps.mv(shutter, closed)
+    yield from bps.trigger_and_read(list(detectors), name=DARK_STREAM)
+    yield from bps.mv(shutter, opened)
+
+
+def multi_position_count(detectors: Sequence[Any], stage, positions: Iterable[Sequence[float]], *,
+                         num: int = 1, shutter=None, energy=None, sample: dict | None = None,
+                         purpose: str = "measurement", md: dict | None = None):
+    """Count ``num`` times at each detector-stage position.
+
+    Parameters
+    ----------
+    detectors : list
+        Readable devices (area detector, ion chambers), triggered together.
+    stage : device
+        Detector stage with ``x``, ``y`` and ``distance`` motors (mm).
+    positions : iterable of (x, y, distance)
+        Stage positions in mm.
+    num : int
+        Exposures per position.
+    shutter : settable, optional
+        Fast shutter; when given, dark frames are taken first (shutter closed) into
+        the ``dark`` stream.
+    energy : readable, optional
+        Photon-energy signal (keV), recorded in the start document.
+    sample : dict, optional
+        Sample description (name, composition, thickness_mm).
+    purpose : str
+        The run's purpose (decides its live analysis).
+    md : dict, optional
+        Extra metadata.
+
+    Yields
+    ------
+    Msg
+        Bluesky messages.
+    """
+    positions = [tuple(float(v) for v in p) for p in positions]
+    motors = [stage.x, stage.y, stage.distance]
+    _md = {
+        "purpose": purpose,
+        "detectors": [d.name for d in detectors],
+        "motors": [m.name for m in motors],
+        "num_points": num * len(positions),
+        "num_intervals": num * len(positions) - 1,
+        "plan_name": "multi_position_count",
+        "plan_args": {"detectors": [repr(d) for d in detectors], "stage": repr(stage),
+                      "positions": positions, "num": num},
+        "stage_motors": stage_motors(stage),
+        "positions_mm": positions,
+        "dark_frames": shutter is not None,
+        "hints": {"dimensions": [([m.name for m in motors], "primary")]},
+    }
+    if sample is not None:
+        _md["sample"] = sample
+
+    @bpp.stage_decorator(list(detectors))
+    def inner(start_md):
+        @bpp.run_decorator(md=start_md)
+        def body():
+            if shutter is not None:
+                yield from take_darks(detectors, shutter)
+            for position in positions:
+                yield from bps.mv(*[arg for m, v in zip(motors, position) for arg in (m, v)])
+                for _ in range(num):
+                    yield from bps.trigger_and_read(list(detectors) + motors)
+        return (yield from body())
+
+    if energy is not None:
+        _md["energy_keV"] = float((yield from bps.rd(energy)))
+    _md.update(md or {})
+    return (yield from inner(_md))

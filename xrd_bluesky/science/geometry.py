@@ -1,0 +1,183 @@
+"""Detector geometry: pyFAI detector models, validated PONI geometries and the
+detector-position model that maps stage motor positions to a geometry.
+
+Stage convention (written down once, used by the simulator, the calibration and the
+integration alike): the detector stage's axes are parallel to the detector's own
+axes. Moving the stage by ``+dx`` mm moves the detector towards increasing column
+index (pyFAI dim2), so the PONI, fixed in the laboratory, is found ``dx`` closer to
+the detector origin: ``poni2 = poni2_ref - dx``; likewise ``y`` with dim1 and
+``poni1``; the ``distance`` motor moves along the detector normal:
+``dist = dist_ref + d_distance``. Rotations do not change with translations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+import pyFAI.detectors
+from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+from ..errors import GeometryError
+
+#: Accepted wavelength range in Angstrom (0.05-5 A: 2.5-250 keV).
+WAVELENGTH_RANGE_A = (0.05, 5.0)
+
+
+@lru_cache(maxsize=8)
+def detector_model(name: str) -> pyFAI.detectors.Detector:
+    """Return the pyFAI detector model called ``name`` (e.g. ``"Pilatus2MCdTe"``).
+
+    Raises
+    ------
+    GeometryError
+        When pyFAI does not know the name.
+    """
+    try:
+        return pyFAI.detectors.detector_factory(name)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise GeometryError(f"unknown detector model {name!r}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Poni:
+    """A pyFAI geometry: lengths in metres, angles in radians, wavelength in metres."""
+
+    dist: float
+    poni1: float
+    poni2: float
+    rot1: float = 0.0
+    rot2: float = 0.0
+    rot3: float = 0.0
+    wavelength: float = 1e-10
+    detector: str = "Pilatus2MCdTe"
+
+    def __post_init__(self) -> None:
+        validate_poni(self)
+
+    def integrator(self) -> AzimuthalIntegrator:
+        """A pyFAI ``AzimuthalIntegrator`` for this geometry (cached per geometry)."""
+        return _integrator(self)
+
+    def as_dict(self) -> dict:
+        """Plain dict of the parameters (JSON-serialisable)."""
+        return asdict(self)
+
+    def beam_centre_px(self) -> tuple[float, float]:
+        """Direct-beam position (row, column) in pixels, via pyFAI's Fit2D view."""
+        fit2d = self.integrator().getFit2D()
+        return fit2d["centerY"], fit2d["centerX"]
+
+    def write(self, path: str | Path) -> Path:
+        """Write a pyFAI PONI file and return its path."""
+        path = Path(path)
+        ai = self.integrator()
+        if path.exists():
+            path.unlink()
+        ai.save(str(path))
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Poni":
+        """Read a pyFAI PONI file; the detector is stored by its pyFAI name."""
+        path = Path(path)
+        if not path.is_file():
+            raise GeometryError(f"PONI file not found: {path}")
+        try:
+            ai = pyFAI.load(str(path))
+        except Exception as exc:  # pyFAI raises many types on bad files
+            raise GeometryError(f"cannot read PONI file {path}: {exc}") from exc
+        return cls.from_integrator(ai, source=str(path))
+
+    @classmethod
+    def from_integrator(cls, ai, source: str = "geometry") -> "Poni":
+        """Build from a pyFAI geometry object (``Geometry`` or ``AzimuthalIntegrator``)."""
+        if ai.wavelength is None:
+            raise GeometryError(f"{source}: no wavelength")
+        det = ai.detector
+        name = _detector_name(det)
+        return cls(
+            dist=float(ai.dist), poni1=float(ai.poni1), poni2=float(ai.poni2),
+            rot1=float(ai.rot1), rot2=float(ai.rot2), rot3=float(ai.rot3),
+            wavelength=float(ai.wavelength), detector=name,
+        )
+
+
+def _detector_name(det) -> str:
+    """The name under which ``detector_factory`` rebuilds ``det``."""
+    return type(det).__name__ if type(det).__name__ != "Detector" else det.name
+
+
+@lru_cache(maxsize=32)
+def _integrator(poni: Poni) -> AzimuthalIntegrator:
+    return AzimuthalIntegrator(
+        dist=poni.dist, poni1=poni.poni1, poni2=poni.poni2,
+        rot1=poni.rot1, rot2=poni.rot2, rot3=poni.rot3,
+        wavelength=poni.wavelength, detector=detector_model(poni.detector),
+    )
+
+
+def validate_poni(poni: Poni) -> None:
+    """Raise :class:`GeometryError` naming the parameter when ``poni`` is non-physical."""
+    for key in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength"):
+        value = getattr(poni, key)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise GeometryError(f"geometry parameter {key}={value!r} is not a finite number")
+    if poni.dist <= 0:
+        raise GeometryError(f"sample-detector distance must be > 0 m, got dist={poni.dist!r}")
+    wl_a = poni.wavelength * 1e10
+    if not WAVELENGTH_RANGE_A[0] <= wl_a <= WAVELENGTH_RANGE_A[1]:
+        raise GeometryError(
+            f"wavelength {wl_a:.4g} A outside {WAVELENGTH_RANGE_A[0]}-{WAVELENGTH_RANGE_A[1]} A"
+        )
+    det = detector_model(poni.detector)
+    if not (det.pixel1 > 0 and det.pixel2 > 0):
+        raise GeometryError(f"detector {poni.detector!r} has pixel size <= 0")
+
+
+@dataclass(frozen=True)
+class StagePosition:
+    """Detector-stage motor positions in mm."""
+
+    x: float
+    y: float
+    distance: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"x": self.x, "y": self.y, "distance": self.distance}
+
+
+@dataclass(frozen=True)
+class DetectorPositionModel:
+    """Geometry as a function of the detector-stage position.
+
+    ``reference`` is the geometry when the stage is at ``reference_position``; any
+    other position follows from the stage convention of this module.
+    """
+
+    reference: Poni
+    reference_position: StagePosition
+
+    def poni_at(self, position: StagePosition) -> Poni:
+        """The geometry (PONI) at a stage position (mm)."""
+        ref, pos0 = self.reference, self.reference_position
+        return replace(
+            ref,
+            poni1=ref.poni1 - (position.y - pos0.y) * 1e-3,
+            poni2=ref.poni2 - (position.x - pos0.x) * 1e-3,
+            dist=ref.dist + (position.distance - pos0.distance) * 1e-3,
+        )
+
+    def with_wavelength(self, wavelength_m: float) -> "DetectorPositionModel":
+        """The same model at another wavelength (m)."""
+        return replace(self, reference=replace(self.reference, wavelength=wavelength_m))
+
+    def as_dict(self) -> dict:
+        return {"reference": self.reference.as_dict(),
+                "reference_position": self.reference_position.as_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DetectorPositionModel":
+        return cls(Poni(**data["reference"]), StagePosition(**data["reference_position"]))

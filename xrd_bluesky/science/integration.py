@@ -1,0 +1,97 @@
+"""Azimuthal integration of corrected frames with pyFAI's geometry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ShapeMismatchError
+from .geometry import Poni, detector_model
+
+#: pyFAI integration method: bounding-box pixel splitting, CSR sparse matrix, Cython.
+METHOD = ("bbox", "csr", "cython")
+
+#: pyFAI unit names and the units written on data keys.
+UNITS = {"q_nm^-1": "1/nm", "2th_deg": "deg", "q_A^-1": "1/A"}
+
+
+@dataclass(frozen=True)
+class IntegrationResult:
+    """A 1D pattern with its units: radial positions, intensity and its 1-sigma error.
+
+    ``intensity`` is in counts per pixel of the PONI's solid angle (pyFAI's
+    solid-angle normalisation) after dark subtraction and polarization correction;
+    bins without any valid pixel are NaN.
+    """
+
+    radial: np.ndarray
+    intensity: np.ndarray
+    sigma: np.ndarray
+    unit: str
+    count: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
+
+    @property
+    def radial_units(self) -> str:
+        return UNITS[self.unit]
+
+
+def check_frame_shape(frame: np.ndarray, detector: str, source: str = "frame") -> None:
+    """Raise :class:`ShapeMismatchError` unless ``frame`` fits the detector model."""
+    shape = detector_model(detector).shape
+    if np.shape(frame) != tuple(shape):
+        raise ShapeMismatchError(f"{source} has shape {np.shape(frame)}, detector {detector!r} needs {tuple(shape)}")
+
+
+def invalid_pixels(frame: np.ndarray, detector: str, max_count: int | None = None,
+                   static_mask: np.ndarray | None = None) -> np.ndarray:
+    """Mask (True = bad) of the detector's gaps, non-finite, negative and saturated
+    pixels of ``frame``, and of ``static_mask``."""
+    check_frame_shape(frame, detector)
+    det = detector_model(detector)
+    mask = np.zeros(frame.shape, bool) if det.mask is None else det.mask.astype(bool).copy()
+    with np.errstate(invalid="ignore"):
+        mask |= ~np.isfinite(frame) | (frame < 0)
+        if max_count is not None:
+            mask |= frame >= max_count
+    if static_mask is not None:
+        check_frame_shape(static_mask, detector, "mask")
+        mask |= static_mask.astype(bool)
+    return mask
+
+
+def integrate_1d(frame: np.ndarray, poni: Poni, *, npt: int = 2000, unit: str = "q_nm^-1",
+                 dark: np.ndarray | None = None, mask: np.ndarray | None = None,
+                 polarization_factor: float | None = 0.99) -> IntegrationResult:
+    """Dark-subtract, mask, correct (solid angle, polarization) and integrate to 1D.
+
+    Parameters
+    ----------
+    frame : ndarray
+        Raw counts.
+    poni : Poni
+        Geometry.
+    npt : int
+        Number of radial bins.
+    unit : str
+        pyFAI radial unit: ``"q_nm^-1"`` (1/nm), ``"2th_deg"`` (deg) or ``"q_A^-1"`` (1/A).
+    dark : ndarray, optional
+        Dark frame (counts) of the same exposure.
+    mask : ndarray, optional
+        True = bad pixel.
+    polarization_factor : float or None
+        pyFAI polarization factor; None for no correction.
+    """
+    if unit not in UNITS:
+        raise ValueError(f"unknown radial unit {unit!r}; use one of {sorted(UNITS)}")
+    check_frame_shape(frame, poni.detector)
+    data = np.asarray(frame, dtype=np.float32)
+    res = poni.integrator().integrate1d(
+        data, npt, unit=unit, method=METHOD, dark=dark, mask=mask,
+        polarization_factor=polarization_factor, correctSolidAngle=True, error_model="poisson",
+    )
+    count = np.asarray(res.count)
+    empty = count <= 0
+    intensity = np.where(empty, np.nan, res.intensity)
+    sigma = np.where(empty, np.nan, res.sigma)
+    return IntegrationResult(np.asarray(res.radial), intensity, sigma, unit, count)

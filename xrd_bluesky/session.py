@@ -1,0 +1,68 @@
+"""What ``xrd-bluesky session`` (IPython) and ``xrd-bluesky demo`` set up: the
+catalog, the simulated beamline, a RunEngine with the raw writer (critical) and the
+analysis router whose derived runs go to the processed writer."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from bluesky import RunEngine
+
+from .callbacks import AnalysisRouter, GeometrySource
+from .sim_devices import Beamline, BeamlineConfig, make_beamline
+from .store import Catalog, open_catalog
+from .store.writer import run_writer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Session:
+    """A ready beamline session."""
+
+    RE: RunEngine
+    catalog: Catalog
+    beamline: Beamline
+    router: AnalysisRouter
+    geometry: GeometrySource | None
+
+    def namespace(self) -> dict:
+        """Names for an interactive session."""
+        import bluesky.plan_stubs as bps
+        import bluesky.plans as bp
+
+        from . import plans
+
+        return {"RE": self.RE, "catalog": self.catalog, "raw": self.catalog.raw,
+                "processed": self.catalog.processed, "beamline": self.beamline,
+                "bp": bp, "bps": bps, "plans": plans, "session": self, **self.beamline.devices}
+
+    def close(self) -> None:
+        self.catalog.close()
+
+
+def build_session(*, directory: str | Path | None = None, uri: str | None = None,
+                  config: BeamlineConfig | None = None) -> Session:
+    """Open the catalog, build the simulated beamline and subscribe writers and router.
+
+    Until a calibration exists, live integration uses the simulator's true geometry,
+    labelled ``"simulator_truth"`` in every derived run.
+    """
+    catalog = open_catalog(uri, directory=directory)
+    frames_dir = catalog.frames_dir if catalog.frames_dir is not None else Path(directory or ".") / "frames"
+    beamline = make_beamline(config, data_dir=frames_dir)
+    RE = RunEngine({})
+    RE.subscribe(run_writer(catalog.raw))  # raw data is critical: a failure stops the scan
+    processed = run_writer(catalog.processed)
+    session = Session(RE, catalog, beamline, None, None)  # type: ignore[arg-type]
+
+    def current_geometry() -> GeometrySource:
+        if session.geometry is not None:
+            return session.geometry
+        return GeometrySource(beamline.true_geometry(), "simulator_truth")
+
+    session.router = AnalysisRouter(processed, current_geometry, beamstop=beamline.config.beamstop)
+    RE.subscribe(session.router)
+    return session

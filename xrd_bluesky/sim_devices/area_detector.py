@@ -1,0 +1,136 @@
+"""Simulated area detector writing frames to HDF5 and announcing them with
+StreamResource / StreamDatum documents, as real area detectors do."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Callable, Iterator
+
+import h5py
+import numpy as np
+from ophyd import Component as Cpt
+from ophyd import Device
+from ophyd.status import Status
+
+from ..science.image_formation import DetectorResponse, detect
+from .signals import UnitSignal
+
+#: HDF5 dataset holding the frames, stacked along the first axis.
+FRAME_DATASET = "/entry/data/data"
+
+
+class SimAreaDetector(Device):
+    """A photon-counting area detector.
+
+    Each trigger records ``num_frames`` frames of ``acquire_time`` seconds; the
+    expected photon image comes from ``render(exposure_s)`` (the beamline's scene),
+    detection (gain, noise, defects, depth) from ``response``. Frames go to one HDF5
+    file per staging in ``data_dir``; the data key ``<name>_image`` is external
+    (``STREAM:``), with shape ``[num_frames, rows, columns]``.
+    """
+
+    acquire_time = Cpt(UnitSignal, value=1.0, units="s", kind="config")
+    num_frames = Cpt(UnitSignal, value=1, units="", kind="config")
+    model = Cpt(UnitSignal, value="", units="", kind="config")
+    max_count = Cpt(UnitSignal, value=0, units="counts", kind="config")
+
+    def __init__(self, *args, render: Callable[[float], np.ndarray], response: DetectorResponse,
+                 data_dir: str | Path, rng: np.random.Generator,
+                 clock: Callable[[], float] = time.time, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._render = render
+        self.response = response
+        self._data_dir = Path(data_dir)
+        self._rng = rng
+        self._clock = clock
+        self.model.put(response.detector)
+        self.max_count.put(response.max_count)
+        self._file: Path | None = None
+        self._resource_uid: str | None = None
+        self._frames_written = 0
+        self._frames_announced = 0
+        self._pending: deque = deque()
+
+    @property
+    def image_key(self) -> str:
+        return f"{self.name}_image"
+
+    def stage(self):
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._resource_uid = str(uuid.uuid4())
+        self._file = self._data_dir / f"{self.name}_{self._resource_uid}.h5"
+        self._frames_written = self._frames_announced = 0
+        self._pending.clear()
+        return super().stage()
+
+    def unstage(self):
+        self._file = None
+        return super().unstage()
+
+    def trigger(self) -> Status:
+        if self._file is None:
+            raise RuntimeError(f"{self.name} must be staged before it is triggered")
+        exposure = float(self.acquire_time.get())
+        n = int(self.num_frames.get())
+        expected = self._render(exposure)
+        frames = np.stack([detect(expected, self.response, exposure, self._rng) for _ in range(n)])
+        self._append(frames)
+        status = Status(obj=self)
+        status.set_finished()
+        return status
+
+    def _append(self, frames: np.ndarray) -> None:
+        rows, cols = self.response.shape
+        with h5py.File(self._file, "a") as f:
+            if FRAME_DATASET not in f:
+                f.create_dataset(FRAME_DATASET, shape=(0, rows, cols), maxshape=(None, rows, cols),
+                                 dtype="<i4", chunks=(1, rows, cols))
+                self._pending.append(("stream_resource", {
+                    "uid": self._resource_uid,
+                    "data_key": self.image_key,
+                    "mimetype": "application/x-hdf5",
+                    "uri": self._file.resolve().as_uri().replace("file://", "file://localhost", 1),
+                    "parameters": {"dataset": FRAME_DATASET, "chunk_shape": [1, rows, cols]},
+                }))
+            dset = f[FRAME_DATASET]
+            start = dset.shape[0]
+            dset.resize(start + len(frames), axis=0)
+            dset[start:] = frames
+        self._frames_written += len(frames)
+
+    def describe(self):
+        desc = super().describe()
+        rows, cols = self.response.shape
+        desc[self.image_key] = {
+            "source": f"SIM:{self.name}",
+            "dtype": "array",
+            "dtype_numpy": "<i4",
+            "shape": [int(self.num_frames.get()), rows, cols],
+            "external": "STREAM:",
+            "units": "counts",
+        }
+        return desc
+
+    def collect_asset_docs(self, index: int | None = None) -> Iterator[tuple[str, dict]]:
+        """Yield the StreamResource (once per file) and a StreamDatum for the events
+        whose frames were written since the last call."""
+        while self._pending:
+            yield self._pending.popleft()
+        n = int(self.num_frames.get())
+        start, stop = self._frames_announced // n, self._frames_written // n
+        if stop > start:
+            yield "stream_datum", {
+                "uid": f"{self._resource_uid}/{start}",
+                "stream_resource": self._resource_uid,
+                "descriptor": "",
+                "indices": {"start": start, "stop": stop},
+                "seq_nums": {"start": 0, "stop": 0},
+            }
+            self._frames_announced = stop * n
+
+    def get_index(self) -> int:
+        """Number of events' worth of frames written."""
+        return self._frames_written // int(self.num_frames.get())

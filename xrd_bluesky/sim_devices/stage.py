@@ -1,0 +1,31 @@
+"""Motorised stages: the detector stage and the DF-XRM goniometer."""
+
+from __future__ import annotations
+
+from ophyd import Component as Cpt
+from ophyd import Device, SoftPositioner
+
+from ..science.geometry import StagePosition
+
+
+class DetectorStage(Device):
+    """Detector stage with transverse motors ``x``, ``y`` and the ``distance`` motor (mm).
+
+    Axis convention: see :mod:`xrd_bluesky.science.geometry`.
+    """
+
+    x = Cpt(SoftPositioner, egu="mm", init_pos=0.0)
+    y = Cpt(SoftPositioner, egu="mm", init_pos=0.0)
+    distance = Cpt(SoftPositioner, egu="mm", init_pos=300.0)
+
+    def position_now(self) -> StagePosition:
+        """Current motor positions (mm)."""
+        return StagePosition(float(self.x.position), float(self.y.position), float(self.distance.position))
+
+
+class Goniometer(Device):
+    """Sample goniometer: ``omega`` (vertical axis), ``chi`` and ``phi`` (deg)."""
+
+    omega = Cpt(SoftPositioner, egu="deg", init_pos=0.0)
+    chi = Cpt(SoftPositioner, egu="deg", init_pos=0.0)
+    phi = Cpt(SoftPositioner, egu="deg", init_pos=0.0)

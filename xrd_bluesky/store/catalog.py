@@ -1,0 +1,117 @@
+"""Open the Tiled catalog of Bluesky runs: ``raw`` for what the RunEngine wrote,
+``processed`` for derived runs.
+
+By default an in-process Tiled server (:class:`tiled.server.SimpleTiledServer`)
+persists everything in the data directory (``XRD_BLUESKY_DATA``, default under the
+user's data directory): its SQLite catalog, DuckDB tables, arrays, and the frames
+the detectors write (``<data dir>/frames``), which the server may read. A remote
+Tiled is opened by URI with the API key from ``TILED_API_KEY`` only.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+from tiled.client import from_uri
+from tiled.client.container import Container
+from tiled.media_type_registration import default_serialization_registry
+from tiled.structures.core import Spec
+
+logger = logging.getLogger(__name__)
+
+#: The containers every catalog has.
+CONTAINERS = ("raw", "processed")
+_RUN_CATALOG_SPEC = Spec("CatalogOfBlueskyRuns", version="3.0")
+
+
+def data_directory() -> Path:
+    """The data directory: ``$XRD_BLUESKY_DATA`` or the user's data directory."""
+    env = os.environ.get("XRD_BLUESKY_DATA")
+    return Path(env).expanduser().resolve() if env else Path(platformdirs.user_data_dir("xrd-bluesky"))
+
+
+@dataclass
+class Catalog:
+    """A Tiled catalog of Bluesky runs with ``raw`` and ``processed`` containers.
+
+    ``raw`` and ``processed`` are bluesky-tiled-plugins ``CatalogOfBlueskyRuns``:
+    ``catalog.raw[uid]``, ``catalog.raw[-1]``, ``catalog.raw[scan_id]`` and
+    ``catalog.raw.search(...)`` work as in databroker.
+    """
+
+    client: Container
+    frames_dir: Path | None
+    uri: str
+    _server: object | None = None
+
+    @property
+    def raw(self):
+        return self.client["raw"]
+
+    @property
+    def processed(self):
+        return self.client["processed"]
+
+    def close(self) -> None:
+        """Stop the embedded server, if this catalog runs one."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
+_registered = False
+
+
+def _register_document_exporter() -> None:
+    """Let the server export runs as Bluesky documents (``run.documents()``, replay).
+
+    Must happen before the server's app is built.
+    """
+    global _registered
+    if not _registered:
+        from bluesky_tiled_plugins.exporters import json_seq_exporter
+
+        default_serialization_registry.register("BlueskyRun", "application/json-seq", json_seq_exporter)
+        _registered = True
+
+
+def _ensure_containers(client: Container) -> None:
+    for name in CONTAINERS:
+        if name not in client:
+            client.create_container(name, specs=[_RUN_CATALOG_SPEC])
+
+
+def open_catalog(uri: str | None = None, *, directory: str | Path | None = None) -> Catalog:
+    """Open the embedded catalog (``uri=None``) or a remote Tiled server.
+
+    Parameters
+    ----------
+    uri : str, optional
+        ``http(s)://host:port[/api/v1]`` of a Tiled server; its API key is read from
+        the ``TILED_API_KEY`` environment variable (never from the URI or a file).
+    directory : path, optional
+        Data directory of the embedded server (default :func:`data_directory`).
+    """
+    if uri is not None:
+        client = from_uri(uri, api_key=os.environ.get("TILED_API_KEY"))
+        _ensure_containers(client)
+        return Catalog(client, None, uri)
+
+    from tiled.server import SimpleTiledServer
+
+    _register_document_exporter()
+    directory = Path(directory) if directory is not None else data_directory()
+    frames = directory / "frames"
+    frames.mkdir(parents=True, exist_ok=True)
+    server = SimpleTiledServer(directory / "tiled", readable_storage=[frames])
+    client = from_uri(server.uri)
+    _ensure_containers(client)
+    logger.info("embedded Tiled catalog in %s at %s", directory, server.web_ui_link)
+    catalog = Catalog(client, frames, server.uri, server)
+    atexit.register(catalog.close)  # the server thread would otherwise keep the process alive
+    return catalog

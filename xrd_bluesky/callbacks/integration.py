@@ -9,11 +9,10 @@ events carry both patterns with their Poisson errors and the stage position.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import numpy as np
 
-from ..errors import MissingMetadataError
+from ..errors import GeometryError, MissingMetadataError
 from ..science.geometry import StagePosition
 from ..science.image_formation import Beamstop, pixel_geometry
 from ..science.integration import integrate_1d, invalid_pixels
@@ -136,14 +135,14 @@ class LiveIntegration(DerivedRunCallback):
         position = self._stage_position(event)
         poni = self.geometry.poni(position, self._energy)
         if poni.detector != config["model"]:
-            poni = replace(poni, detector=config["model"])
+            raise GeometryError(f"geometry is for detector {poni.detector!r}, frames come from {config['model']!r}")
         frame = frames.sum(axis=0, dtype=np.float64) if len(frames) > 1 else frames[0]
         dark = None if self._dark is None else self._dark * len(frames)
         static = None
         if self.beamstop is not None:
             static = self.beamstop.shadow(pixel_geometry(poni, self.polarization_factor),
                                           margin_mm=self.beamstop_margin_mm)
-        mask = invalid_pixels(frames.min(axis=0), poni.detector, static_mask=static)
+        mask = invalid_pixels(frames.min(axis=0), poni, static_mask=static)
         if config["max_count"]:
             mask |= frames.max(axis=0) >= config["max_count"]
         kw = dict(npt=self.npt, dark=dark, mask=mask, polarization_factor=self.polarization_factor)

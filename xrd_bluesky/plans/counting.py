@@ -76,19 +76,20 @@ def multi_position_count(detectors: Sequence[Any], stage, positions: Iterable[Se
     if sample is not None:
         _md["sample"] = sample
 
-    @bpp.stage_decorator(list(detectors))
-    def inner(start_md):
-        @bpp.run_decorator(md=start_md)
-        def body():
-            if shutter is not None:
-                yield from take_darks(detectors, shutter)
-            for position in positions:
-                yield from bps.mv(*[arg for m, v in zip(motors, position) for arg in (m, v)])
-                for _ in range(num):
-                    yield from bps.trigger_and_read(list(detectors) + motors)
-        return (yield from body())
+    def exposures():
+        for position in positions:
+            yield from bps.mv(*[arg for m, v in zip(motors, position) for arg in (m, v)])
+            for _ in range(num):
+                yield from bps.trigger_and_read(list(detectors) + motors)
+
+    @bpp.run_decorator(md=_md)
+    def body():
+        # each stream gets its own staging, hence its own frame file and StreamResource
+        if shutter is not None:
+            yield from bpp.stage_wrapper(take_darks(detectors, shutter), list(detectors))
+        yield from bpp.stage_wrapper(exposures(), list(detectors))
 
     if energy is not None:
         _md["energy_keV"] = float((yield from bps.rd(energy)))
     _md.update(md or {})
-    return (yield from inner(_md))
+    return (yield from body())

@@ -93,11 +93,11 @@ class Crystal:
             if f2 < 1e-6:
                 continue  # systematic absence
             key = (round(d, 6), round(f2, 3))
-            groups.setdefault(key, []).append(hkl)
+            groups.setdefault(key, []).append((hkl, d, f2))
         result = []
-        for (d, f2), members in groups.items():
-            rep = max(members)  # deterministic representative: largest hkl tuple
-            result.append(Reflection(rep, len(members), d, f2))
+        for members in groups.values():
+            hkl, d, f2 = max(members)  # deterministic representative: largest hkl tuple
+            result.append(Reflection(hkl, len(members), d, f2))
         return sorted(result, key=lambda r: -r.d_A)
 
 

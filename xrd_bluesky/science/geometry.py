@@ -12,6 +12,7 @@ the detector origin: ``poni2 = poni2_ref - dx``; likewise ``y`` with dim1 and
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
@@ -27,18 +28,19 @@ WAVELENGTH_RANGE_A = (0.05, 5.0)
 
 
 @lru_cache(maxsize=8)
-def detector_model(name: str) -> pyFAI.detectors.Detector:
-    """Return the pyFAI detector model called ``name`` (e.g. ``"Pilatus2MCdTe"``).
+def detector_model(name: str, config: str = "") -> pyFAI.detectors.Detector:
+    """Return the pyFAI detector model called ``name`` (e.g. ``"Pilatus2MCdTe"``),
+    configured by ``config`` (pyFAI's detector configuration as JSON) when given.
 
     Raises
     ------
     GeometryError
-        When pyFAI does not know the name.
+        When pyFAI does not know the name or rejects the configuration.
     """
     try:
-        return pyFAI.detectors.detector_factory(name)
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise GeometryError(f"unknown detector model {name!r}: {exc}") from exc
+        return pyFAI.detectors.detector_factory(name, json.loads(config) if config else None)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise GeometryError(f"unknown detector model {name!r} (config {config!r}): {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Poni:
     rot3: float = 0.0
     wavelength: float = 1e-10
     detector: str = "Pilatus2MCdTe"
+    detector_config: str = ""
 
     def __post_init__(self) -> None:
         validate_poni(self)
@@ -96,18 +99,26 @@ class Poni:
         """Build from a pyFAI geometry object (``Geometry`` or ``AzimuthalIntegrator``)."""
         if ai.wavelength is None:
             raise GeometryError(f"{source}: no wavelength")
-        det = ai.detector
-        name = _detector_name(det)
+        name, config = _detector_identity(ai.detector)
         return cls(
             dist=float(ai.dist), poni1=float(ai.poni1), poni2=float(ai.poni2),
             rot1=float(ai.rot1), rot2=float(ai.rot2), rot3=float(ai.rot3),
-            wavelength=float(ai.wavelength), detector=name,
+            wavelength=float(ai.wavelength), detector=name, detector_config=config,
         )
 
+    def detector_model(self) -> pyFAI.detectors.Detector:
+        """The pyFAI detector of this geometry."""
+        return detector_model(self.detector, self.detector_config)
 
-def _detector_name(det) -> str:
-    """The name under which ``detector_factory`` rebuilds ``det``."""
-    return type(det).__name__ if type(det).__name__ != "Detector" else det.name
+
+def _detector_identity(det) -> tuple[str, str]:
+    """(name, JSON configuration) under which ``detector_factory`` rebuilds ``det``;
+    the configuration is empty when the name alone does."""
+    name = type(det).__name__
+    config = det.get_config()
+    if pyFAI.detectors.detector_factory(name).get_config() == config:
+        return name, ""
+    return name, json.dumps(config, sort_keys=True)
 
 
 @lru_cache(maxsize=32)
@@ -115,7 +126,7 @@ def _integrator(poni: Poni) -> AzimuthalIntegrator:
     return AzimuthalIntegrator(
         dist=poni.dist, poni1=poni.poni1, poni2=poni.poni2,
         rot1=poni.rot1, rot2=poni.rot2, rot3=poni.rot3,
-        wavelength=poni.wavelength, detector=detector_model(poni.detector),
+        wavelength=poni.wavelength, detector=poni.detector_model(),
     )
 
 
@@ -132,7 +143,7 @@ def validate_poni(poni: Poni) -> None:
         raise GeometryError(
             f"wavelength {wl_a:.4g} A outside {WAVELENGTH_RANGE_A[0]}-{WAVELENGTH_RANGE_A[1]} A"
         )
-    det = detector_model(poni.detector)
+    det = poni.detector_model()
     if not (det.pixel1 > 0 and det.pixel2 > 0):
         raise GeometryError(f"detector {poni.detector!r} has pixel size <= 0")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ShapeMismatchError
-from .geometry import Poni, detector_model
+from .geometry import Poni
 
 #: pyFAI integration method: bounding-box pixel splitting, CSR sparse matrix, Cython.
 METHOD = ("bbox", "csr", "cython")
@@ -36,26 +36,30 @@ class IntegrationResult:
         return UNITS[self.unit]
 
 
-def check_frame_shape(frame: np.ndarray, detector: str, source: str = "frame") -> None:
-    """Raise :class:`ShapeMismatchError` unless ``frame`` fits the detector model."""
-    shape = detector_model(detector).shape
-    if np.shape(frame) != tuple(shape):
-        raise ShapeMismatchError(f"{source} has shape {np.shape(frame)}, detector {detector!r} needs {tuple(shape)}")
+def check_frame_shape(frame: np.ndarray, poni: Poni, source: str = "frame") -> None:
+    """Raise :class:`ShapeMismatchError` unless ``frame`` fits the geometry's detector.
+
+    The check is explicit (not an ``assert``), so it also holds under ``python -O``.
+    """
+    shape = poni.detector_model().shape
+    if np.ndim(frame) != 2 or (shape is not None and np.shape(frame) != tuple(shape)):
+        raise ShapeMismatchError(
+            f"{source} has shape {np.shape(frame)}, detector {poni.detector!r} needs {tuple(shape or ())}")
 
 
-def invalid_pixels(frame: np.ndarray, detector: str, max_count: int | None = None,
+def invalid_pixels(frame: np.ndarray, poni: Poni, max_count: int | None = None,
                    static_mask: np.ndarray | None = None) -> np.ndarray:
     """Mask (True = bad) of the detector's gaps, non-finite, negative and saturated
     pixels of ``frame``, and of ``static_mask``."""
-    check_frame_shape(frame, detector)
-    det = detector_model(detector)
+    check_frame_shape(frame, poni)
+    det = poni.detector_model()
     mask = np.zeros(frame.shape, bool) if det.mask is None else det.mask.astype(bool).copy()
     with np.errstate(invalid="ignore"):
         mask |= ~np.isfinite(frame) | (frame < 0)
         if max_count is not None:
             mask |= frame >= max_count
     if static_mask is not None:
-        check_frame_shape(static_mask, detector, "mask")
+        check_frame_shape(static_mask, poni, "mask")
         mask |= static_mask.astype(bool)
     return mask
 
@@ -84,7 +88,7 @@ def integrate_1d(frame: np.ndarray, poni: Poni, *, npt: int = 2000, unit: str = 
     """
     if unit not in UNITS:
         raise ValueError(f"unknown radial unit {unit!r}; use one of {sorted(UNITS)}")
-    check_frame_shape(frame, poni.detector)
+    check_frame_shape(frame, poni)
     data = np.asarray(frame, dtype=np.float32)
     res = poni.integrator().integrate1d(
         data, npt, unit=unit, method=METHOD, dark=dark, mask=mask,

@@ -1,0 +1,54 @@
+"""Shared fixtures: one embedded Tiled catalog per test session, a fresh RunEngine
+and a fresh simulated beamline (Pilatus 1M for speed) per test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bluesky import RunEngine
+
+from xrd_bluesky.callbacks import AnalysisRouter, GeometrySource
+from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
+from xrd_bluesky.store import open_catalog
+from xrd_bluesky.store.writer import run_writer
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REALDATA = SHARED / "realdata"
+TEST_DETECTOR = "Pilatus1M"
+
+
+def realdata(*parts: str) -> Path:
+    """Path of a file in ../shared/realdata, skipping the test when it is absent."""
+    path = REALDATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data {path} not available (../shared/realdata is absent in a user's clone)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def catalog(tmp_path_factory):
+    cat = open_catalog(directory=tmp_path_factory.mktemp("catalog"))
+    yield cat
+    cat.close()
+
+
+@pytest.fixture
+def RE():
+    return RunEngine({}, call_returns_result=False)
+
+
+@pytest.fixture
+def beamline(catalog):
+    return make_beamline(BeamlineConfig(detector=TEST_DETECTOR, seed=7), data_dir=catalog.frames_dir)
+
+
+@pytest.fixture
+def live(RE, catalog, beamline):
+    """RE subscribed to the raw writer and an analysis router on the simulator's truth."""
+    RE.subscribe(run_writer(catalog.raw))
+    router = AnalysisRouter(run_writer(catalog.processed),
+                            lambda: GeometrySource(beamline.true_geometry(), "simulator_truth"),
+                            beamstop=beamline.config.beamstop)
+    RE.subscribe(router)
+    return RE

@@ -13,11 +13,10 @@ import time
 import numpy as np
 
 from ..errors import GeometryError, MissingMetadataError
-from ..science.geometry import StagePosition
 from ..science.image_formation import Beamstop, pixel_geometry
 from ..science.integration import integrate_1d, invalid_pixels
 from .derived import DerivedRunCallback, Emit
-from .frames import FrameRef, StreamFrames
+from .frame_events import FrameEvent, FrameEvents, detector_config, mean_dark, stage_position
 from .geometry_source import GeometrySource
 
 #: Stream names the integration reads.
@@ -53,16 +52,12 @@ class LiveIntegration(DerivedRunCallback):
         self.polarization_factor = polarization_factor
         self.beamstop = beamstop
         self.beamstop_margin_mm = beamstop_margin_mm
-        self._frames = StreamFrames()
-        self._streams: dict[str, dict] = {}  # descriptor uid -> descriptor
-        self._events: dict[tuple[str, int], dict] = {}  # (stream, seq_num) -> event
-        self._refs: dict[tuple[str, int], FrameRef] = {}
+        self._pairs = FrameEvents()
         self._dark: np.ndarray | None = None
         self._waiting_for_dark = False
         self._derived_descriptor = None
 
     def start(self, doc):
-        self._parent = doc
         self._energy = doc.get("energy_keV")
         self._stage_keys = doc.get("stage_motors", {})
         self._waiting_for_dark = bool(doc.get("dark_frames"))
@@ -74,65 +69,39 @@ class LiveIntegration(DerivedRunCallback):
                           calibration_uid=self.geometry.calibration_uid, gain_map_uid=None)
 
     def descriptor(self, doc):
-        self._streams[doc["uid"]] = doc
-
-    def event(self, doc):
-        stream = self._streams[doc["descriptor"]]["name"]
-        self._events[(stream, doc["seq_num"])] = doc
-        self._process_ready()
+        self._pairs.descriptor(doc)
 
     def stream_resource(self, doc):
-        self._frames.stream_resource(doc)
+        self._pairs.stream_resource(doc)
+
+    def event(self, doc):
+        self._pairs.event(doc)
+        self._process_ready()
 
     def stream_datum(self, doc):
-        stream = self._streams[doc["descriptor"]]["name"]
-        _, refs = self._frames.refs(doc)
-        for seq_num, ref in refs:
-            self._refs[(stream, seq_num)] = ref
+        self._pairs.stream_datum(doc)
         self._process_ready()
 
     def finish(self, parent_stop):
-        if self._waiting_for_dark:  # the run announced darks that never came
-            self._waiting_for_dark = False
-            self._process_ready()
-        if self._refs:
-            raise MissingMetadataError(f"frames without events at the end of the run: {sorted(self._refs)}")
+        self._waiting_for_dark = False  # darks announced but never taken: integrate without
+        self._process_ready()
+        if self._pairs.unmatched_frames():
+            raise MissingMetadataError(f"frames without events at the end of the run: {self._pairs.unmatched_frames()}")
 
     # -----------------------------------------------------------------------------
     def _process_ready(self) -> None:
-        for key in sorted(k for k in self._refs if k in self._events and k[0] == DARK_STREAM):
-            self._take_dark(key)
-        if self._waiting_for_dark:
-            return
-        for key in sorted(k for k in self._refs if k in self._events and k[0] == PRIMARY_STREAM):
-            self._integrate(key)
+        darks = self._pairs.ready(DARK_STREAM)
+        if darks:
+            self._dark = mean_dark(darks)
+            self._waiting_for_dark = False
+        if not self._waiting_for_dark:
+            for frame_event in self._pairs.ready(PRIMARY_STREAM):
+                self._integrate(frame_event)
 
-    def _frames_of(self, key: tuple[str, int]) -> tuple[np.ndarray, dict]:
-        ref, event = self._refs.pop(key), self._events.pop(key)
-        desc = self._streams[event["descriptor"]]
-        image_keys = [k for k, v in desc["data_keys"].items() if v.get("external") == "STREAM:"]
-        n = int(desc["data_keys"][image_keys[0]]["shape"][0])
-        return ref.read(n), desc
-
-    def _take_dark(self, key) -> None:
-        frames, _ = self._frames_of(key)
-        self._dark = frames.astype(np.float64).mean(axis=0)
-        self._waiting_for_dark = False
-
-    def _stage_position(self, event: dict) -> StagePosition | None:
-        if not self._stage_keys:
-            return None
-        try:
-            return StagePosition(*(float(event["data"][self._stage_keys[axis]])
-                                   for axis in ("x", "y", "distance")))
-        except KeyError as exc:
-            raise MissingMetadataError(f"stage motor reading {exc} missing from event {event['uid']}") from exc
-
-    def _integrate(self, key) -> None:
-        event = self._events[key]
-        frames, desc = self._frames_of(key)
-        config = _detector_config(desc)
-        position = self._stage_position(event)
+    def _integrate(self, fe: FrameEvent) -> None:
+        frames = fe.frames
+        config = detector_config(fe.descriptor)
+        position = stage_position(fe.event, self._stage_keys)
         poni = self.geometry.poni(position, self._energy)
         if poni.detector != config["model"]:
             raise GeometryError(f"geometry is for detector {poni.detector!r}, frames come from {config['model']!r}")
@@ -150,7 +119,7 @@ class LiveIntegration(DerivedRunCallback):
         tth = integrate_1d(frame, poni, unit="2th_deg", **kw)
         data = {"q": q.radial, "intensity_q": q.intensity, "sigma_q": q.sigma,
                 "two_theta": tth.radial, "intensity_2theta": tth.intensity, "sigma_2theta": tth.sigma,
-                "dark_subtracted": self._dark is not None, "parent_seq_num": key[1]}
+                "dark_subtracted": self._dark is not None, "parent_seq_num": fe.seq_num}
         if position is not None:
             data.update({"stage_x": position.x, "stage_y": position.y, "stage_distance": position.distance})
         if self._derived_descriptor is None:
@@ -159,18 +128,7 @@ class LiveIntegration(DerivedRunCallback):
             self.emit("descriptor", self._derived_descriptor.descriptor_doc)
         now = time.time()
         self.emit("event", self._derived_descriptor.compose_event(
-            data=data, timestamps={k: now for k in data}, seq_num=key[1]))
-
-
-def _detector_config(desc: dict) -> dict:
-    """Model name and counter depth of the stream's area detector configuration."""
-    for config in desc.get("configuration", {}).values():
-        data = config.get("data", {})
-        model = next((v for k, v in data.items() if k.endswith("_model")), None)
-        if model:
-            max_count = next((v for k, v in data.items() if k.endswith("_max_count")), None)
-            return {"model": model, "max_count": max_count}
-    raise MissingMetadataError(f"descriptor {desc['uid']} has no detector configuration with a '*_model' key")
+            data=data, timestamps={k: now for k in data}, seq_num=fe.seq_num))
 
 
 def _data_keys(npt: int, with_stage: bool) -> dict:

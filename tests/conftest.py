@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from bluesky import RunEngine
 
-from xrd_bluesky.callbacks import AnalysisRouter, GeometrySource
+from xrd_bluesky.callbacks import AnalysisRouter
+from xrd_bluesky.science.geometry_source import GeometrySource
 from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.writer import run_writer

@@ -10,9 +10,11 @@ from pathlib import Path
 
 from bluesky import RunEngine
 
-from .callbacks import AnalysisRouter, GeometrySource
+from .callbacks import AnalysisRouter
+from .science.geometry_source import GeometrySource
 from .sim_devices import Beamline, BeamlineConfig, make_beamline
 from .store import Catalog, open_catalog
+from .store.calibrations import geometry_from_calibration, latest_calibration
 from .store.writer import run_writer
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,21 @@ class Session:
                 "processed": self.catalog.processed, "beamline": self.beamline,
                 "bp": bp, "bps": bps, "plans": plans, "session": self, **self.beamline.devices}
 
+    def use_calibration(self, uid: str | None) -> GeometrySource | None:
+        """Pin the calibration that later analyses use (``None``: the latest good one)."""
+        self.geometry = None if uid is None else geometry_from_calibration(self.catalog.processed[uid])
+        return self.geometry
+
+    def current_geometry(self) -> GeometrySource:
+        """The pinned calibration, else the latest good one in the catalog, else the
+        simulator's true geometry (labelled ``"simulator_truth"``)."""
+        if self.geometry is not None:
+            return self.geometry
+        latest = latest_calibration(self.catalog.processed)
+        if latest is not None:
+            return latest
+        return GeometrySource(self.beamline.true_geometry(), "simulator_truth")
+
     def close(self) -> None:
         self.catalog.close()
 
@@ -47,8 +64,10 @@ def build_session(*, directory: str | Path | None = None, uri: str | None = None
                   config: BeamlineConfig | None = None) -> Session:
     """Open the catalog, build the simulated beamline and subscribe writers and router.
 
-    Until a calibration exists, live integration uses the simulator's true geometry,
-    labelled ``"simulator_truth"`` in every derived run.
+    Live integration uses the current calibration (see :meth:`Session.current_geometry`);
+    until one exists, the simulator's true geometry, labelled ``"simulator_truth"``.
+    Calibrations start from the beamline's nominal geometry and export PONI files to
+    ``<data dir>/calibrations``.
     """
     catalog = open_catalog(uri, directory=directory)
     frames_dir = catalog.frames_dir if catalog.frames_dir is not None else Path(directory or ".") / "frames"
@@ -57,12 +76,8 @@ def build_session(*, directory: str | Path | None = None, uri: str | None = None
     RE.subscribe(run_writer(catalog.raw))  # raw data is critical: a failure stops the scan
     processed = run_writer(catalog.processed)
     session = Session(RE, catalog, beamline, None, None)  # type: ignore[arg-type]
-
-    def current_geometry() -> GeometrySource:
-        if session.geometry is not None:
-            return session.geometry
-        return GeometrySource(beamline.true_geometry(), "simulator_truth")
-
-    session.router = AnalysisRouter(processed, current_geometry, beamstop=beamline.config.beamstop)
+    session.router = AnalysisRouter(processed, session.current_geometry, beamstop=beamline.config.beamstop,
+                                    nominal=beamline.config.nominal_geometry(),
+                                    export_dir=frames_dir.parent / "calibrations")
     RE.subscribe(session.router)
     return session

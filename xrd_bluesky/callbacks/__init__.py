@@ -1,7 +1,7 @@
 """Document-stream consumers: the analysis router and the analyses it dispatches."""
 
-from .geometry_source import GeometrySource
+from .calibration import GeometryCalibration
 from .integration import LiveIntegration
 from .router import AnalysisRouter
 
-__all__ = ["AnalysisRouter", "GeometrySource", "LiveIntegration"]
+__all__ = ["AnalysisRouter", "GeometryCalibration", "LiveIntegration"]

@@ -17,7 +17,7 @@ from ..science.image_formation import Beamstop, pixel_geometry
 from ..science.integration import integrate_1d, invalid_pixels
 from .derived import DerivedRunCallback, Emit
 from .frame_events import FrameEvent, FrameEvents, detector_config, mean_dark, stage_position
-from .geometry_source import GeometrySource
+from ..science.geometry_source import GeometrySource
 
 #: Stream names the integration reads.
 DARK_STREAM = "dark"

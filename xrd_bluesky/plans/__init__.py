@@ -1,6 +1,7 @@
 """Bluesky plans of xrd-bluesky. They take any devices that follow the Bluesky
 protocols, simulated or real."""
 
+from .calibration import DEFAULT_CALIBRATION_POSITIONS, calibration_scan
 from .counting import multi_position_count, take_darks
 
-__all__ = ["multi_position_count", "take_darks"]
+__all__ = ["DEFAULT_CALIBRATION_POSITIONS", "calibration_scan", "multi_position_count", "take_darks"]

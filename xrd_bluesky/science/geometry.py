@@ -70,7 +70,7 @@ class Poni:
 
     def beam_centre_px(self) -> tuple[float, float]:
         """Direct-beam position (row, column) in pixels, via pyFAI's Fit2D view."""
-        fit2d = self.integrator().getFit2D()
+        fit2d = self.fit2d()
         return fit2d["centerY"], fit2d["centerX"]
 
     def write(self, path: str | Path) -> Path:
@@ -93,6 +93,23 @@ class Poni:
         except Exception as exc:  # pyFAI raises many types on bad files
             raise GeometryError(f"cannot read PONI file {path}: {exc}") from exc
         return cls.from_integrator(ai, source=str(path))
+
+    @classmethod
+    def from_fit2d(cls, direct_distance_mm: float, centre_x_px: float, centre_y_px: float, *,
+                   tilt_deg: float = 0.0, tilt_plane_deg: float = 0.0, wavelength: float,
+                   detector: str) -> "Poni":
+        """Build from Fit2D-style parameters: direct-beam distance (mm), beam centre
+        (column x, row y, pixels), tilt and tilt-plane rotation (deg), wavelength (m)."""
+        from pyFAI.geometry import Geometry
+
+        geo = Geometry(detector=detector_model(detector), wavelength=wavelength)
+        geo.setFit2D(direct_distance_mm, centre_x_px, centre_y_px, tilt=tilt_deg, tiltPlanRotation=tilt_plane_deg)
+        return replace(cls.from_integrator(geo), detector=detector)
+
+    def fit2d(self) -> dict:
+        """Fit2D-style view: ``directDist`` (mm), ``centerX``/``centerY`` (px), ``tilt``,
+        ``tiltPlanRotation`` (deg)."""
+        return self.integrator().getFit2D()
 
     @classmethod
     def from_integrator(cls, ai, source: str = "geometry") -> "Poni":

@@ -34,6 +34,15 @@ def default_geometry(detector: str = "Pilatus2MCdTe") -> DetectorPositionModel:
     return DetectorPositionModel(poni, StagePosition(0.0, 0.0, 300.0))
 
 
+def nominal_geometry(truth: DetectorPositionModel) -> DetectorPositionModel:
+    """What the beamline staff believe before calibrating: the true direct-beam
+    distance 1.5 % long, the beam centre 10 px right and 8 px up, no tilt."""
+    f2 = truth.reference.fit2d()
+    poni = Poni.from_fit2d(f2["directDist"] * 1.015, f2["centerX"] + 10, f2["centerY"] - 8,
+                           wavelength=truth.reference.wavelength, detector=truth.reference.detector)
+    return DetectorPositionModel(poni, truth.reference_position)
+
+
 @dataclass(frozen=True)
 class BeamlineConfig:
     """Everything that defines a simulated beamline.
@@ -56,6 +65,10 @@ class BeamlineConfig:
         """The true detector-position model at this configuration's energy."""
         model = self.geometry or default_geometry(self.detector)
         return model.with_wavelength(wavelength_m(self.energy_keV))
+
+    def nominal_geometry(self) -> DetectorPositionModel:
+        """The nominal geometry calibrations start from (see :func:`nominal_geometry`)."""
+        return nominal_geometry(self.true_geometry())
 
 
 @dataclass

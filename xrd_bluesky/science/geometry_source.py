@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..science.geometry import DetectorPositionModel, Poni, StagePosition
-from ..science.units import wavelength_m
+from .geometry import DetectorPositionModel, Poni, StagePosition
+from .units import wavelength_m
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,35 @@
+"""Find calibrations in the catalog: the latest good one, or one named by uid."""
+
+from __future__ import annotations
+
+from tiled.queries import Key
+
+from ..errors import CalibrationError
+from ..science.geometry import DetectorPositionModel, Poni, StagePosition
+from ..science.geometry_source import GeometrySource
+
+_PONI_KEYS = ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength")
+
+
+def geometry_from_calibration(run) -> GeometrySource:
+    """The detector-position model stored in a derived calibration run."""
+    uid = run.start["uid"]
+    if run.start.get("analysis") != "calibration":
+        raise CalibrationError(f"run {uid} is not a calibration (analysis={run.start.get('analysis')!r})")
+    if (run.stop or {}).get("exit_status") != "success":
+        raise CalibrationError(f"calibration {uid} did not succeed: {(run.stop or {}).get('reason', 'not finished')}")
+    table = run["model"].read()
+    row = {k: table[k].values[0] for k in table.data_vars}
+    poni = Poni(**{k: float(row[k]) for k in _PONI_KEYS}, detector=str(row["detector"]))
+    ref = StagePosition(float(row["reference_x"]), float(row["reference_y"]), float(row["reference_distance"]))
+    return GeometrySource(DetectorPositionModel(poni, ref), "calibration", calibration_uid=uid)
+
+
+def latest_calibration(processed) -> GeometrySource | None:
+    """The newest successful calibration in the ``processed`` container, or None."""
+    runs = processed.search(Key("analysis") == "calibration")
+    for uid in reversed(list(runs)):
+        run = runs[uid]
+        if (run.stop or {}).get("exit_status") == "success":
+            return geometry_from_calibration(run)
+    return None

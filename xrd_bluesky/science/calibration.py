@@ -38,6 +38,14 @@ class CalibrationSettings:
     ``max_distance_change``: largest accepted relative change of the distance from the
     guess; ``max_centre_shift_mm``: largest accepted move of the beam centre (mm) —
     beyond these the guess was too far for automatic ring assignment.
+    ``ring_schedule``: how many rings (innermost first; None = all) each round of
+    extraction and refinement uses, so that the geometry converges on the well
+    separated inner rings before outer, crowded rings are assigned.
+    ``outlier_cut``: control points further than this many robust standard deviations
+    from their ring are dropped before the final refinement of each round.
+    ``coarse_*``: the coarse alignment (see :func:`coarse_align`): ring-score widths
+    (deg), number of bright pixels, PONI search range and step (px), relative distance
+    search range.
     """
 
     max_residual_deg: float = 0.02
@@ -45,8 +53,14 @@ class CalibrationSettings:
     min_points: int = 50
     max_distance_change: float = 0.1
     max_centre_shift_mm: float = 10.0
-    iterations: int = 3
+    ring_schedule: tuple[int | None, ...] = (3, 6, 12, None)
+    coarse_widths_deg: tuple[float, ...] = (0.3, 0.1, 0.03)
+    coarse_points: int = 20000
+    coarse_shift_px: float = 40.0
+    coarse_step_px: float = 4.0
+    coarse_distance_range: float = 0.08
     points_per_degree: float = 1.0
+    outlier_cut: float = 4.0
     fix: tuple[str, ...] = ("wavelength", "rot3")
 
     def as_dict(self) -> dict:
@@ -123,17 +137,23 @@ def refine_position(image: np.ndarray, guess: Poni, calibrant_name: str, *,
     """
     cal = calibrant(calibrant_name, guess.wavelength)
     det = _detector_with_mask(guess, image, mask)
+    start = coarse_align(image, guess, cal, det.mask.astype(bool), settings)
     sg = SingleGeometry(label, np.asarray(image, dtype=np.float32), calibrant=cal, detector=det,
-                        geometry=guess.integrator())
-    for _ in range(settings.iterations):
-        points = sg.extract_cp(pts_per_deg=settings.points_per_degree)
+                        geometry=start.integrator())
+    for max_rings in settings.ring_schedule:
+        points = sg.extract_cp(max_rings=max_rings, pts_per_deg=settings.points_per_degree)
         data = np.asarray(points.getList(), dtype=float).reshape(-1, 3)
         rings = len(np.unique(data[:, 2])) if len(data) else 0
-        if rings < settings.min_rings or len(data) < settings.min_points:
+        if rings < min(settings.min_rings, max_rings or settings.min_rings) or len(data) < settings.min_points:
             raise CalibrationError(
                 f"{label}: rings not found ({len(data)} control points on {rings} rings of "
                 f"{calibrant_name}; need {settings.min_points} on {settings.min_rings})")
         sg.geometry_refinement.refine3(fix=list(settings.fix))
+        data = _drop_outliers(sg, data, cal, settings.outlier_cut)
+        sg.geometry_refinement.data = data
+        sg.geometry_refinement.refine3(fix=list(settings.fix))
+    if rings < settings.min_rings:
+        raise CalibrationError(f"{label}: only {rings} rings of {calibrant_name} found; need {settings.min_rings}")
     refined = replace(Poni.from_integrator(sg.get_ai()), detector=guess.detector,
                       detector_config=guess.detector_config)
     _check_not_diverged(label, guess, refined, settings)
@@ -143,6 +163,95 @@ def refine_position(image: np.ndarray, guess: Poni, calibrant_name: str, *,
             f"{label}: residual {res:.4f} deg above {settings.max_residual_deg} deg "
             f"(wrong calibrant {calibrant_name!r}, or a guess too far off?)")
     return PositionCalibration(label, refined, res, rings, len(data), position, data)
+
+
+def coarse_align(image: np.ndarray, guess: Poni, cal, mask: np.ndarray,
+                 settings: CalibrationSettings = CalibrationSettings()) -> Poni:
+    """Shift the guess's PONI and distance until the brightest pixels fall on the rings.
+
+    The ring extraction assigns pixels to rings within a quarter of the ring spacing
+    of the guess; a guess a few millimetres off (common before a first calibration)
+    lands outside that. The score of a geometry is the mean over the brightest pixels
+    of ``exp(-dtth^2 / 2w^2)``, ``dtth`` the distance (rad) to the nearest ring. A grid
+    search over PONI shifts (``settings.coarse_shift_px`` pixels) and distances
+    (``settings.coarse_distance_range``, relative) at the widest width is followed by
+    Nelder-Mead at the narrower widths. Tilts are left to the refinement.
+
+    Pixel positions in the laboratory are linear in (poni1, poni2, dist) for fixed
+    rotations, so they are computed once with pyFAI and shifted exactly.
+    """
+    from scipy.optimize import minimize
+
+    rows, cols = _brightest_pixels(image, mask, settings.coarse_points)
+    if rows.size == 0:
+        return guess
+    rings = np.sort(np.asarray([t for t in cal.get_2th() if t is not None], dtype=float))
+    det = guess.detector_model()
+    base, axes = _lab_positions(guess, rows.astype(float), cols.astype(float))
+    # u = (relative distance change, PONI shift along dim1 (px), along dim2 (px))
+    steps = np.array([guess.dist, det.pixel1, det.pixel2])[:, None, None] * axes
+
+    def score(u: np.ndarray, width: float, n: int) -> np.ndarray:
+        """Scores of candidates u (k x 3) on the first n bright pixels."""
+        pos = base[None, :, :n] + np.einsum("kj,jcn->kcn", np.atleast_2d(u), steps[:, :, :n])
+        tth = np.arctan2(np.hypot(pos[:, 1], pos[:, 2]), pos[:, 0])
+        idx = np.clip(np.searchsorted(rings, tth), 1, len(rings) - 1)
+        nearest = np.minimum(np.abs(tth - rings[idx - 1]), np.abs(tth - rings[idx]))
+        return -np.mean(np.exp(-0.5 * (nearest / width) ** 2), axis=1)
+
+    widths = np.radians(settings.coarse_widths_deg)
+    shifts = np.arange(-settings.coarse_shift_px, settings.coarse_shift_px + 1e-9, settings.coarse_step_px)
+    s1, s2 = (a.ravel() for a in np.meshgrid(shifts, shifts, indexing="ij"))
+    best, best_score = np.zeros(3), np.inf
+    for d in np.arange(-settings.coarse_distance_range, settings.coarse_distance_range + 1e-9, 0.01):
+        grid = np.column_stack([np.full(s1.size, d), s1, s2])
+        scores = score(grid, widths[0], 1500)
+        if scores.min() < best_score:
+            best, best_score = grid[np.argmin(scores)], scores.min()
+    u = best
+    simplex_steps = np.diag([0.005, settings.coarse_step_px / 2, settings.coarse_step_px / 2])
+    for width in widths[1:]:
+        u = minimize(lambda v: float(score(v, width, rows.size)[0]), u, method="Nelder-Mead",
+                     options={"xatol": 1e-3, "fatol": 1e-6,
+                              "initial_simplex": np.vstack([u, u + simplex_steps])}).x
+    return replace(guess, dist=guess.dist * (1 + u[0]), poni1=guess.poni1 + u[1] * det.pixel1,
+                   poni2=guess.poni2 + u[2] * det.pixel2)
+
+
+def _lab_positions(poni: Poni, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Laboratory (z, y, x) positions (m) of pixels, shape (3, n), and their derivatives
+    with respect to (dist, poni1, poni2), shape (3, 3, n), from pyFAI's geometry."""
+    from pyFAI.geometry import Geometry
+
+    def zyx(**change) -> np.ndarray:
+        params = {k: getattr(poni, k) for k in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3")}
+        params.update({k: params[k] + v for k, v in change.items()})
+        geo = Geometry(detector=poni.detector_model(), wavelength=poni.wavelength, **params)
+        return np.array(geo.calc_pos_zyx(d1=rows, d2=cols))
+
+    base = zyx()
+    axes = np.stack([zyx(**{k: 1e-3}) - base for k in ("dist", "poni1", "poni2")]) / 1e-3
+    return base, axes
+
+
+def _brightest_pixels(image: np.ndarray, mask: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of (about) the ``n`` brightest valid pixels, shuffled."""
+    valid = ~mask & np.isfinite(image)
+    values = image[valid]
+    if values.size == 0:
+        return np.array([], int), np.array([], int)
+    threshold = np.percentile(values, 100.0 * (1.0 - min(1.0, n / values.size)))
+    rows, cols = np.nonzero(valid & (image >= threshold))
+    order = np.random.default_rng(0).permutation(rows.size)[:n]
+    return rows[order], cols[order]
+
+
+def _drop_outliers(sg: SingleGeometry, data: np.ndarray, cal, cut: float) -> np.ndarray:
+    """Control points within ``cut`` robust standard deviations of their ring."""
+    ring_tth = np.asarray(cal.get_2th())[data[:, 2].astype(int)]
+    delta = sg.geometry_refinement.tth(data[:, 0], data[:, 1]) - ring_tth
+    spread = 1.4826 * np.median(np.abs(delta - np.median(delta)))
+    return data[np.abs(delta - np.median(delta)) <= max(cut * spread, 1e-6)]
 
 
 def _check_not_diverged(label: str, guess: Poni, refined: Poni, settings: CalibrationSettings) -> None:

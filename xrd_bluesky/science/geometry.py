@@ -97,14 +97,14 @@ class Poni:
     @classmethod
     def from_fit2d(cls, direct_distance_mm: float, centre_x_px: float, centre_y_px: float, *,
                    tilt_deg: float = 0.0, tilt_plane_deg: float = 0.0, wavelength: float,
-                   detector: str) -> "Poni":
+                   detector: str, detector_config: str = "") -> "Poni":
         """Build from Fit2D-style parameters: direct-beam distance (mm), beam centre
         (column x, row y, pixels), tilt and tilt-plane rotation (deg), wavelength (m)."""
         from pyFAI.geometry import Geometry
 
-        geo = Geometry(detector=detector_model(detector), wavelength=wavelength)
+        geo = Geometry(detector=detector_model(detector, detector_config), wavelength=wavelength)
         geo.setFit2D(direct_distance_mm, centre_x_px, centre_y_px, tilt=tilt_deg, tiltPlanRotation=tilt_plane_deg)
-        return replace(cls.from_integrator(geo), detector=detector)
+        return replace(cls.from_integrator(geo), detector=detector, detector_config=detector_config)
 
     def fit2d(self) -> dict:
         """Fit2D-style view: ``directDist`` (mm), ``centerX``/``centerY`` (px), ``tilt``,

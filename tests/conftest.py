@@ -12,6 +12,7 @@ from xrd_bluesky.callbacks import AnalysisRouter
 from xrd_bluesky.science.geometry_source import GeometrySource
 from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
 from xrd_bluesky.store import open_catalog
+from xrd_bluesky.store.calibrations import latest_calibration
 from xrd_bluesky.store.writer import run_writer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -46,10 +47,14 @@ def beamline(catalog):
 
 @pytest.fixture
 def live(RE, catalog, beamline):
-    """RE subscribed to the raw writer and an analysis router on the simulator's truth."""
+    """RE subscribed to the raw writer and the analysis router: integration uses the
+    latest calibration in the catalog, else the simulator's truth."""
     RE.subscribe(run_writer(catalog.raw))
-    router = AnalysisRouter(run_writer(catalog.processed),
-                            lambda: GeometrySource(beamline.true_geometry(), "simulator_truth"),
-                            beamstop=beamline.config.beamstop)
+    def geometry():
+        return latest_calibration(catalog.processed) or GeometrySource(beamline.true_geometry(), "simulator_truth")
+
+    router = AnalysisRouter(run_writer(catalog.processed), geometry, beamstop=beamline.config.beamstop,
+                            nominal=beamline.config.nominal_geometry(),
+                            export_dir=catalog.frames_dir.parent / "calibrations")
     RE.subscribe(router)
     return RE

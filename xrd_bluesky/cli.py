@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -14,6 +15,40 @@ def _demo(args) -> int:
     result = run_demo(Path(args.output), directory=Path(args.directory) if args.directory else None,
                       detector=args.detector)
     return 0 if result["worst_ring_error_deg"] <= 0.02 else 1
+
+
+def _calibrate(args) -> int:
+    from dataclasses import replace
+
+    import fabio
+    import numpy as np
+
+    from .errors import CorruptFrameError
+    from .science.calibration import CalibrationSettings, refine_position
+    from .science.geometry import Poni
+    from .science.units import HC_KEV_ANGSTROM
+
+    try:
+        image = fabio.open(args.frame).data.astype(np.float64)
+    except Exception as exc:  # fabio raises many types on bad files
+        raise CorruptFrameError(f"cannot read frame {args.frame}: {exc}") from exc
+    guess = Poni.read(args.guess)
+    wavelength_A = args.wavelength_A if args.wavelength_A is not None else HC_KEV_ANGSTROM / args.energy_keV
+    guess = replace(guess, wavelength=wavelength_A * 1e-10)
+    mask = fabio.open(args.mask).data.astype(bool) if args.mask else None
+    result = refine_position(image, guess, args.calibrant, mask=mask, label=str(args.frame),
+                             settings=CalibrationSettings(max_residual_deg=args.max_residual_deg))
+    result.poni.write(args.output)
+    f2 = result.poni.fit2d()
+    p = result.poni
+    print(f"refined geometry of {args.frame} ({args.calibrant}, {wavelength_A:.5f} A):")
+    print(f"  dist {p.dist * 1e3:.4f} mm  poni1 {p.poni1 * 1e3:.4f} mm  poni2 {p.poni2 * 1e3:.4f} mm")
+    print(f"  rot1 {math.degrees(p.rot1):.4f} deg  rot2 {math.degrees(p.rot2):.4f} deg  rot3 {math.degrees(p.rot3):.4f} deg")
+    print(f"  beam centre x {f2['centerX']:.2f} px  y {f2['centerY']:.2f} px  direct distance {f2['directDist']:.3f} mm  "
+          f"tilt {f2['tilt']:.4f} deg")
+    print(f"  residual {result.residual_deg:.5f} deg rms over {result.points} points on {result.rings} rings")
+    print(f"written {args.output}")
+    return 0
 
 
 def _session(args) -> int:
@@ -48,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--detector", default="Pilatus2MCdTe", help="pyFAI detector model")
     demo.set_defaults(func=_demo)
 
+    cal = sub.add_parser("calibrate", help="refine the geometry of one calibrant frame from a guess PONI")
+    cal.add_argument("frame", help="calibrant image (any format fabio reads)")
+    cal.add_argument("--calibrant", required=True, help="pyFAI calibrant name, e.g. CeO2, LaB6, AgBh")
+    wl = cal.add_mutually_exclusive_group(required=True)
+    wl.add_argument("--energy-keV", dest="energy_keV", type=float, help="photon energy (keV)")
+    wl.add_argument("--wavelength-A", dest="wavelength_A", type=float, help="wavelength (Angstrom)")
+    cal.add_argument("--guess", required=True, help="initial geometry (PONI file)")
+    cal.add_argument("--mask", help="mask image, non-zero = bad pixel")
+    cal.add_argument("--max-residual-deg", type=float, default=0.02, help="largest accepted rms residual (deg)")
+    cal.add_argument("-o", "--output", required=True, help="refined PONI file")
+    cal.set_defaults(func=_calibrate)
+
     session = sub.add_parser("session", help="IPython with RE, devices, catalog and callbacks ready")
     session.add_argument("--directory", help="data directory of the embedded catalog")
     session.add_argument("--catalog", help="URI of a remote Tiled server (API key from TILED_API_KEY)")
@@ -59,7 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    from .errors import XRDBlueskyError
+
+    try:
+        return args.func(args)
+    except XRDBlueskyError as exc:
+        print(f"xrd-bluesky {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

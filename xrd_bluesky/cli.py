@@ -14,7 +14,9 @@ def _demo(args) -> int:
 
     result = run_demo(Path(args.output), directory=Path(args.directory) if args.directory else None,
                       detector=args.detector)
-    return 0 if result["worst_ring_error_deg"] <= 0.02 else 1
+    centre_px, distance_pct, tilt_deg = result["calibration_worst"]
+    ok = result["worst_ring_error_deg"] <= 0.02 and centre_px <= 0.2 and distance_pct <= 0.05 and tilt_deg <= 0.02
+    return 0 if ok else 1
 
 
 def _calibrate(args) -> int:

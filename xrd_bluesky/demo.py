@@ -1,7 +1,9 @@
 """``xrd-bluesky demo``: the main job on the simulated beamline and embedded catalog.
 
-Step 1: a CeO2 count at three detector positions with live integration; the ring
-positions found in the derived runs are compared with the calibrant's true 2theta.
+Step 1: a CeO2 calibration scan at five detector positions, calibrated live; the
+refined geometry is compared with the simulator's truth.
+Step 2: a CeO2 count at three detector positions, integrated live with that
+calibration; the ring positions found are compared with the calibrant's true 2theta.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .plans import multi_position_count  # noqa: E402
+from .plans import calibration_scan, multi_position_count  # noqa: E402
+from .science.geometry import StagePosition  # noqa: E402
 from .science.peaks import fit_gaussian  # noqa: E402
 from .science.units import two_theta_rad, wavelength_m  # noqa: E402
 from .session import Session, build_session  # noqa: E402
@@ -63,9 +66,43 @@ def run_demo(output: Path, *, directory: Path | None = None, detector: str = "Pi
     output.mkdir(parents=True, exist_ok=True)
     session = build_session(directory=directory, config=BeamlineConfig(detector=detector))
     try:
-        return _calibrant_step(session, output)
+        calibration = _calibration_step(session)
+        return {**calibration, **_calibrant_step(session, output)}
     finally:
         session.close()
+
+
+def _calibration_step(session: Session) -> dict:
+    import time
+
+    bl = session.beamline
+    bl.sample_changer.slot.put("CeO2")
+    t0 = time.perf_counter()
+    (uid,) = session.RE(calibration_scan(bl.detector, bl.stage, "CeO2", monitors=[bl.i0, bl.it],
+                                         shutter=bl.source.shutter, energy=bl.source.energy))
+    elapsed = time.perf_counter() - t0
+    derived = _derived_of(session, uid)
+    if derived.stop["exit_status"] != "success":
+        raise RuntimeError(f"calibration failed: {derived.stop['reason']}")
+    geometry = session.current_geometry()
+    truth = bl.true_geometry()
+    print(f"step 1: calibration scan {uid} (scan {session.catalog.raw[uid].start['scan_id']}), "
+          f"refined live in derived run {derived.start['uid']} ({elapsed:.0f} s for scan and calibration)")
+    table = derived["positions"].read()
+    worst = np.zeros(3)
+    for i in range(len(table["dist"])):
+        pos = StagePosition(*(float(table[f"stage_{a}"][i]) for a in ("x", "y", "distance")))
+        found, true = geometry.model.poni_at(pos), truth.poni_at(pos)
+        err = (np.max(np.abs(np.subtract(found.beam_centre_px(), true.beam_centre_px()))),
+               abs(found.dist - true.dist) / true.dist * 100,
+               np.degrees(max(abs(found.rot1 - true.rot1), abs(found.rot2 - true.rot2))))
+        worst = np.maximum(worst, err)
+        print(f"  x={pos.x:+6.1f} y={pos.y:+6.1f} distance={pos.distance:6.1f} mm: residual "
+              f"{float(table['residual_rms'][i]):.4f} deg on {int(table['rings'][i])} rings; model vs truth: "
+              f"centre {err[0]:.3f} px, distance {err[1]:.4f} %, tilt {err[2]:.4f} deg")
+    print(f"  worst: centre {worst[0]:.3f} px (target 0.2), distance {worst[1]:.4f} % (0.05), "
+          f"tilt {worst[2]:.4f} deg (0.02); PONI files in {session.catalog.frames_dir.parent / 'calibrations'}")
+    return {"calibration_uid": derived.start["uid"], "calibration_worst": tuple(worst)}
 
 
 def _calibrant_step(session: Session, output: Path) -> dict:
@@ -78,8 +115,9 @@ def _calibrant_step(session: Session, output: Path) -> dict:
         energy=bl.source.energy, sample=sample.metadata()))
     derived = _derived_of(session, uid)
     data = derived["primary"].read()
-    print(f"raw run      {uid}  (scan {session.catalog.raw[uid].start['scan_id']})")
-    print(f"derived run  {derived.start['uid']}  geometry: {derived.start['geometry']['source']}")
+    print(f"step 2: CeO2 count {uid} (scan {session.catalog.raw[uid].start['scan_id']}), integrated live in "
+          f"{derived.start['uid']} with geometry from {derived.start['geometry']['source']} "
+          f"{derived.start['calibration_uid'] or ''}")
     print(f"catalog      {session.catalog.uri.split('?')[0]}  frames in {session.catalog.frames_dir}")
     fig, ax = plt.subplots(figsize=(9, 5))
     worst = 0.0
@@ -96,7 +134,7 @@ def _calibrant_step(session: Session, output: Path) -> dict:
         ax.axvline(np.degrees(tth), color="k", lw=0.3, ls=":")
     ax.set_xlabel("2theta (deg)")
     ax.set_ylabel("intensity (counts per PONI-pixel solid angle)")
-    ax.set_title(f"CeO2 at {energy:.1f} keV, live integration at three detector positions")
+    ax.set_title(f"CeO2 at {energy:.1f} keV, live integration with the live calibration")
     ax.legend()
     plot = output / "demo_calibrant.png"
     fig.savefig(plot, dpi=120)

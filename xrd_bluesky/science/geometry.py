@@ -138,7 +138,8 @@ def _detector_identity(det) -> tuple[str, str]:
     return name, json.dumps(config, sort_keys=True)
 
 
-@lru_cache(maxsize=32)
+#: Integrators hold large per-pixel arrays and sparse matrices: keep a few.
+@lru_cache(maxsize=6)
 def _integrator(poni: Poni) -> AzimuthalIntegrator:
     return AzimuthalIntegrator(
         dist=poni.dist, poni1=poni.poni1, poni2=poni.poni2,

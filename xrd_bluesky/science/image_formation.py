@@ -64,7 +64,7 @@ class PixelGeometry:
     polarization: np.ndarray
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)
 def pixel_geometry(poni: Poni, polarization_factor: float = 0.99) -> PixelGeometry:
     """Compute (and cache) the per-pixel arrays of ``poni``."""
     ai = poni.integrator()
@@ -149,7 +149,7 @@ def _module_slices(det) -> list[tuple[slice, slice]]:
     return [(slice(r, r + size[0]), slice(c, c + size[1])) for r in starts[0] for c in starts[1]]
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=8)
 def photons_per_incident_photon(sample: Sample, poni: Poni, beamstop: Beamstop | None,
                                 polarization_factor: float = 0.99) -> np.ndarray:
     """Expected scattered photons per pixel per incident photon (float32 image, cached).

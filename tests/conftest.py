@@ -13,6 +13,7 @@ from xrd_bluesky.science.geometry_source import GeometrySource
 from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.calibrations import latest_calibration
+from xrd_bluesky.store.gain_maps import gain_map_from_run, latest_gain_map_uid
 from xrd_bluesky.store.writer import run_writer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -48,13 +49,18 @@ def beamline(catalog):
 @pytest.fixture
 def live(RE, catalog, beamline):
     """RE subscribed to the raw writer and the analysis router: integration uses the
-    latest calibration in the catalog, else the simulator's truth."""
+    latest calibration in the catalog (else the simulator's truth) and the latest gain
+    map (the test beamline's detector is the same in every test: same seed)."""
     RE.subscribe(run_writer(catalog.raw))
     def geometry():
         return latest_calibration(catalog.processed) or GeometrySource(beamline.true_geometry(), "simulator_truth")
 
+    def gain_map():
+        uid = latest_gain_map_uid(catalog.processed)
+        return None if uid is None else gain_map_from_run(catalog.processed[uid])
+
     router = AnalysisRouter(run_writer(catalog.processed), geometry, beamstop=beamline.config.beamstop,
                             nominal=beamline.config.nominal_geometry(),
-                            export_dir=catalog.frames_dir.parent / "calibrations")
+                            export_dir=catalog.frames_dir.parent, gain_map=gain_map)
     RE.subscribe(router)
     return RE

@@ -13,6 +13,7 @@ from xrd_bluesky.science.geometry import DetectorPositionModel, StagePosition
 from xrd_bluesky.science.image_formation import pixel_geometry
 from xrd_bluesky.science.integration import integrate_1d, invalid_pixels
 from xrd_bluesky.science.units import two_theta_rad, wavelength_m
+from xrd_bluesky.store.gain_maps import gain_map_from_run
 
 POSITIONS = [(0.0, 0.0, 300.0), (12.0, -8.0, 260.0)]
 
@@ -56,6 +57,10 @@ def test_derived_run_equals_plain_pyfai(ceo2_run, catalog, beamline):
     # made by an earlier test in this session's catalog)
     recorded = derived.start["geometry"]
     model = DetectorPositionModel.from_dict(recorded["model"])
+    flat, bad = None, False
+    if derived.start["gain_map_uid"]:  # a gain map made by an earlier test is current
+        source = gain_map_from_run(catalog.processed[derived.start["gain_map_uid"]])
+        flat, bad = source.gain, source.bad
     raw = catalog.raw[uid]
     frames = raw["primary"]["det_image"].read()
     dark = raw["dark"]["det_image"].read()[0, 0].astype(float)
@@ -64,10 +69,10 @@ def test_derived_run_equals_plain_pyfai(ceo2_run, catalog, beamline):
         poni = replace(model.poni_at(StagePosition(*pos)), wavelength=wavelength_m(17.0))
         frame = frames[i, 0]
         shadow = beamline.config.beamstop.shadow(pixel_geometry(poni, 0.99), margin_mm=0.5)
-        mask = invalid_pixels(frame, poni, static_mask=shadow) | (frame >= 2**20 - 1)
+        mask = invalid_pixels(frame, poni, static_mask=shadow) | (frame >= 2**20 - 1) | bad
         ai = poni.integrator()
         ref = ai.integrate1d(frame.astype(np.float32), 2000, unit="2th_deg", method=("bbox", "csr", "cython"),
-                             dark=dark, mask=mask, polarization_factor=0.99, error_model="poisson")
+                             dark=dark, flat=flat, mask=mask, polarization_factor=0.99, error_model="poisson")
         got = np.asarray(data["intensity_2theta"][i])
         valid = np.asarray(ref.count) > 0
         np.testing.assert_allclose(np.asarray(data["two_theta"][i]), ref.radial, rtol=1e-12)

@@ -14,7 +14,9 @@ from .callbacks import AnalysisRouter
 from .science.geometry_source import GeometrySource
 from .sim_devices import Beamline, BeamlineConfig, make_beamline
 from .store import Catalog, open_catalog
+from .science.gain_map_source import GainMapSource
 from .store.calibrations import geometry_from_calibration, latest_calibration
+from .store.gain_maps import gain_map_from_run, latest_gain_map_uid
 from .store.writer import run_writer
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ class Session:
     beamline: Beamline
     router: AnalysisRouter
     geometry: GeometrySource | None
+    gain_map_uid: str | None = None
+    _gain_map: GainMapSource | None = None
 
     def namespace(self) -> dict:
         """Names for an interactive session."""
@@ -56,6 +60,20 @@ class Session:
             return latest
         return GeometrySource(self.beamline.true_geometry(), "simulator_truth")
 
+    def use_gain_map(self, uid: str | None) -> None:
+        """Pin the gain map later integrations apply (``None``: the latest good one)."""
+        self.gain_map_uid = uid
+
+    def current_gain_map(self) -> GainMapSource | None:
+        """The pinned gain map, else the latest good one in the catalog, else None
+        (arrays are read from the catalog once per uid)."""
+        uid = self.gain_map_uid or latest_gain_map_uid(self.catalog.processed)
+        if uid is None:
+            return None
+        if self._gain_map is None or self._gain_map.gain_map_uid != uid:
+            self._gain_map = gain_map_from_run(self.catalog.processed[uid])
+        return self._gain_map
+
     def close(self) -> None:
         self.catalog.close()
 
@@ -78,6 +96,6 @@ def build_session(*, directory: str | Path | None = None, uri: str | None = None
     session = Session(RE, catalog, beamline, None, None)  # type: ignore[arg-type]
     session.router = AnalysisRouter(processed, session.current_geometry, beamstop=beamline.config.beamstop,
                                     nominal=beamline.config.nominal_geometry(),
-                                    export_dir=frames_dir.parent / "calibrations")
+                                    export_dir=frames_dir.parent, gain_map=session.current_gain_map)
     RE.subscribe(session.router)
     return session

@@ -17,6 +17,7 @@ from ..science.image_formation import Beamstop, pixel_geometry
 from ..science.integration import integrate_1d, invalid_pixels
 from .derived import DerivedRunCallback, Emit
 from .frame_events import FrameEvent, FrameEvents, detector_config, mean_dark, stage_position
+from ..science.gain_map_source import GainMapSource
 from ..science.geometry_source import GeometrySource
 
 #: Stream names the integration reads.
@@ -39,15 +40,18 @@ class LiveIntegration(DerivedRunCallback):
         pyFAI polarization factor.
     beamstop : Beamstop, optional
         The beamline's beamstop; its shadow (grown by ``beamstop_margin_mm``, mm) is masked.
+    gain_map : GainMapSource, optional
+        Gain map (frames are divided by it) and bad-pixel mask; its uid is recorded.
     """
 
     analysis = "integration_1d"
 
     def __init__(self, emit: Emit, geometry: GeometrySource, *, npt: int = 2000,
                  polarization_factor: float = 0.99, beamstop: Beamstop | None = None,
-                 beamstop_margin_mm: float = 0.5):
+                 beamstop_margin_mm: float = 0.5, gain_map: GainMapSource | None = None):
         super().__init__(emit)
         self.geometry = geometry
+        self.gain_map = gain_map
         self.npt = npt
         self.polarization_factor = polarization_factor
         self.beamstop = beamstop
@@ -66,7 +70,8 @@ class LiveIntegration(DerivedRunCallback):
                                 "beamstop": self.beamstop.as_dict() if self.beamstop else None,
                                 "beamstop_margin_mm": self.beamstop_margin_mm},
                           geometry=self.geometry.provenance(),
-                          calibration_uid=self.geometry.calibration_uid, gain_map_uid=None)
+                          calibration_uid=self.geometry.calibration_uid,
+                          gain_map_uid=self.gain_map.gain_map_uid if self.gain_map else None)
 
     def descriptor(self, doc):
         self._pairs.descriptor(doc)
@@ -114,7 +119,11 @@ class LiveIntegration(DerivedRunCallback):
         mask = invalid_pixels(frames.min(axis=0), poni, static_mask=static)
         if config["max_count"]:
             mask |= frames.max(axis=0) >= config["max_count"]
-        kw = dict(npt=self.npt, dark=dark, mask=mask, polarization_factor=self.polarization_factor)
+        flat = None
+        if self.gain_map is not None:
+            mask |= self.gain_map.bad
+            flat = self.gain_map.gain
+        kw = dict(npt=self.npt, dark=dark, flat=flat, mask=mask, polarization_factor=self.polarization_factor)
         q = integrate_1d(frame, poni, unit="q_nm^-1", **kw)
         tth = integrate_1d(frame, poni, unit="2th_deg", **kw)
         data = {"q": q.radial, "intensity_q": q.intensity, "sigma_q": q.sigma,

@@ -12,7 +12,9 @@ from ..science.calibration import CalibrationSettings
 from ..science.geometry import DetectorPositionModel
 from ..science.geometry_source import GeometrySource
 from ..science.image_formation import Beamstop
+from ..science.gain_map_source import GainMapSource
 from .calibration import GeometryCalibration
+from .gain_map import GainMapBuilder
 from .derived import Emit
 from .integration import LiveIntegration
 
@@ -37,15 +39,19 @@ class AnalysisRouter(RunRouter):
         Nominal geometry that calibrations start from; without it calibration runs
         are not analysed.
     export_dir : path, optional
-        Where calibrations export PONI files.
+        Where analyses export files: ``calibrations/`` (PONI files), ``gain_maps/``
+        (TIFF/EDF).
     calibration_settings : CalibrationSettings
         Thresholds of the automatic calibration.
+    gain_map : callable, optional
+        Returns the current :class:`GainMapSource` (or None) when a run starts.
     """
 
     def __init__(self, emit: Emit, geometry: Callable[[], GeometrySource | None], *,
                  beamstop: Beamstop | None = None, npt: int = 2000,
                  nominal: DetectorPositionModel | None = None, export_dir: str | Path | None = None,
-                 calibration_settings: CalibrationSettings = CalibrationSettings()):
+                 calibration_settings: CalibrationSettings = CalibrationSettings(),
+                 gain_map: Callable[[], GainMapSource | None] = lambda: None):
         self.emit = emit
         self.geometry = geometry
         self.beamstop = beamstop
@@ -53,17 +59,28 @@ class AnalysisRouter(RunRouter):
         self.nominal = nominal
         self.export_dir = export_dir
         self.calibration_settings = calibration_settings
+        self.gain_map = gain_map
         super().__init__([self._factory])
 
     def _factory(self, name: str, start_doc: dict):
         purpose = start_doc.get("purpose")
-        if purpose == "measurement":
-            geometry = self.geometry()
-            if geometry is None:
-                logger.warning("run %s: no geometry available, not integrated", start_doc["uid"])
+        if purpose == "calibration":
+            if self.nominal is None:
+                logger.warning("run %s: no nominal geometry configured, not calibrated", start_doc["uid"])
                 return [], []
-            return [LiveIntegration(self.emit, geometry, npt=self.npt, beamstop=self.beamstop)], []
-        if purpose == "calibration" and self.nominal is not None:
-            return [GeometryCalibration(self.emit, self.nominal, export_dir=self.export_dir,
+            return [GeometryCalibration(self.emit, self.nominal, export_dir=self._export("calibrations"),
                                         beamstop=self.beamstop, settings=self.calibration_settings)], []
-        return [], []
+        if purpose not in ("measurement", "gain_map"):
+            return [], []
+        geometry = self.geometry()
+        if geometry is None:
+            logger.warning("run %s: no geometry available, not analysed", start_doc["uid"])
+            return [], []
+        if purpose == "gain_map":
+            return [GainMapBuilder(self.emit, geometry, beamstop=self.beamstop,
+                                   export_dir=self._export("gain_maps"))], []
+        return [LiveIntegration(self.emit, geometry, npt=self.npt, beamstop=self.beamstop,
+                                gain_map=self.gain_map())], []
+
+    def _export(self, kind: str) -> Path | None:
+        return None if self.export_dir is None else Path(self.export_dir) / kind

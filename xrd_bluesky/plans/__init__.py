@@ -3,5 +3,7 @@ protocols, simulated or real."""
 
 from .calibration import DEFAULT_CALIBRATION_POSITIONS, calibration_scan
 from .counting import multi_position_count, take_darks
+from .gain_map import gain_map_scan
 
-__all__ = ["DEFAULT_CALIBRATION_POSITIONS", "calibration_scan", "multi_position_count", "take_darks"]
+__all__ = ["DEFAULT_CALIBRATION_POSITIONS", "calibration_scan", "gain_map_scan", "multi_position_count",
+           "take_darks"]

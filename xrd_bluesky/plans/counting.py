@@ -18,15 +18,16 @@ def stage_motors(stage) -> dict[str, str]:
 
 
 @plan
-def take_darks(detectors: Sequence[Any], shutter, *, closed: Any = "closed", opened: Any = "open"):
-    """Close ``shutter``, read ``detectors`` into the ``dark`` stream, reopen it."""
+def take_darks(detectors: Sequence[Any], shutter, *, num: int = 1, closed: Any = "closed", opened: Any = "open"):
+    """Close ``shutter``, read ``detectors`` ``num`` times into the ``dark`` stream, reopen it."""
     yield from bps.mv(shutter, closed)
-    yield from bps.trigger_and_read(list(detectors), name=DARK_STREAM)
+    for _ in range(num):
+        yield from bps.trigger_and_read(list(detectors), name=DARK_STREAM)
     yield from bps.mv(shutter, opened)
 
 
 def multi_position_count(detectors: Sequence[Any], stage, positions: Iterable[Sequence[float]], *,
-                         num: int = 1, shutter=None, energy=None, sample: dict | None = None,
+                         num: int = 1, shutter=None, num_darks: int = 1, energy=None, sample: dict | None = None,
                          purpose: str = "measurement", md: dict | None = None):
     """Count ``num`` times at each detector-stage position.
 
@@ -41,8 +42,10 @@ def multi_position_count(detectors: Sequence[Any], stage, positions: Iterable[Se
     num : int
         Exposures per position.
     shutter : settable, optional
-        Fast shutter; when given, dark frames are taken first (shutter closed) into
-        the ``dark`` stream.
+        Fast shutter; when given, ``num_darks`` dark frames are taken first (shutter
+        closed) into the ``dark`` stream.
+    num_darks : int
+        Dark exposures.
     energy : readable, optional
         Photon-energy signal (keV), recorded in the start document.
     sample : dict, optional
@@ -86,7 +89,7 @@ def multi_position_count(detectors: Sequence[Any], stage, positions: Iterable[Se
     def body():
         # each stream gets its own staging, hence its own frame file and StreamResource
         if shutter is not None:
-            yield from bpp.stage_wrapper(take_darks(detectors, shutter), list(detectors))
+            yield from bpp.stage_wrapper(take_darks(detectors, shutter, num=num_darks), list(detectors))
         yield from bpp.stage_wrapper(exposures(), list(detectors))
 
     if energy is not None:

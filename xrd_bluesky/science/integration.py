@@ -65,8 +65,8 @@ def invalid_pixels(frame: np.ndarray, poni: Poni, max_count: int | None = None,
 
 
 def integrate_1d(frame: np.ndarray, poni: Poni, *, npt: int = 2000, unit: str = "q_nm^-1",
-                 dark: np.ndarray | None = None, mask: np.ndarray | None = None,
-                 polarization_factor: float | None = 0.99) -> IntegrationResult:
+                 dark: np.ndarray | None = None, flat: np.ndarray | None = None,
+                 mask: np.ndarray | None = None, polarization_factor: float | None = 0.99) -> IntegrationResult:
     """Dark-subtract, mask, correct (solid angle, polarization) and integrate to 1D.
 
     Parameters
@@ -81,6 +81,8 @@ def integrate_1d(frame: np.ndarray, poni: Poni, *, npt: int = 2000, unit: str = 
         pyFAI radial unit: ``"q_nm^-1"`` (1/nm), ``"2th_deg"`` (deg) or ``"q_A^-1"`` (1/A).
     dark : ndarray, optional
         Dark frame (counts) of the same exposure.
+    flat : ndarray, optional
+        Gain map: the dark-subtracted frame is divided by it.
     mask : ndarray, optional
         True = bad pixel.
     polarization_factor : float or None
@@ -91,7 +93,7 @@ def integrate_1d(frame: np.ndarray, poni: Poni, *, npt: int = 2000, unit: str = 
     check_frame_shape(frame, poni)
     data = np.asarray(frame, dtype=np.float32)
     res = poni.integrator().integrate1d(
-        data, npt, unit=unit, method=METHOD, dark=dark, mask=mask,
+        data, npt, unit=unit, method=METHOD, dark=dark, flat=flat, mask=mask,
         polarization_factor=polarization_factor, correctSolidAngle=True, error_model="poisson",
     )
     count = np.asarray(res.count)

@@ -1,0 +1,142 @@
+"""Live gain map at the end of a gain-map run.
+
+Per detector-stage position: dark-subtracted mean of its frames, geometry from the
+current calibration, a mask of invalid, saturated and beamstop-shadowed pixels; then
+:func:`~xrd_bluesky.science.gain_map.compute_gain_map`. The derived run has a
+``gain_map`` stream (gain, bad-pixel mask, uncertainty) and a ``statistics`` stream;
+the map is exported as float32 TIFF (gain and 1/gain) and EDF to
+``<export_dir>/<derived uid>/`` with provenance in the headers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import MissingMetadataError
+from ..science.gain_map import GainMap, GainMapSettings, PositionData, check_shadows_disjoint, compute_gain_map
+from ..science.geometry import StagePosition
+from ..science.geometry_source import GeometrySource
+from ..science.image_formation import Beamstop, pixel_geometry
+from ..science.integration import invalid_pixels
+from .derived import DerivedRunCallback, Emit
+from .frame_events import FrameEvents, detector_config, mean_dark, stage_position
+
+#: Margin (mm) around the predicted beamstop shadow that is left out of the gain map.
+BEAMSTOP_MARGIN_MM = 0.5
+
+
+class GainMapBuilder(DerivedRunCallback):
+    """Compute the detector gain map from a gain-map run.
+
+    Parameters
+    ----------
+    emit : callable
+        Receives the derived run's documents.
+    geometry : GeometrySource
+        Current calibration.
+    beamstop : Beamstop, optional
+        The beamline's beamstop.
+    export_dir : path, optional
+        Where the TIFF/EDF files go.
+    settings : GainMapSettings
+        Parameters of the computation.
+    """
+
+    analysis = "gain_map"
+
+    def __init__(self, emit: Emit, geometry: GeometrySource, *, beamstop: Beamstop | None = None,
+                 export_dir: str | Path | None = None, settings: GainMapSettings = GainMapSettings()):
+        super().__init__(emit)
+        self.geometry = geometry
+        self.beamstop = beamstop
+        self.export_dir = Path(export_dir) if export_dir is not None else None
+        self.settings = settings
+        self._pairs = FrameEvents()
+
+    def start(self, doc):
+        for key in ("energy_keV", "stage_motors"):
+            if key not in doc:
+                raise MissingMetadataError(f"gain-map run {doc['uid']} has no {key!r} in its start document")
+        self._parent = doc
+        self.open_derived(doc, {"settings": self.settings.as_dict(), "beamstop_margin_mm": BEAMSTOP_MARGIN_MM},
+                          geometry=self.geometry.provenance(), calibration_uid=self.geometry.calibration_uid)
+
+    def descriptor(self, doc):
+        self._pairs.descriptor(doc)
+
+    def stream_resource(self, doc):
+        self._pairs.stream_resource(doc)
+
+    def event(self, doc):
+        self._pairs.event(doc)
+
+    def stream_datum(self, doc):
+        self._pairs.stream_datum(doc)
+
+    def finish(self, parent_stop):
+        darks = self._pairs.ready("dark")
+        dark = mean_dark(darks) if darks else None
+        groups: dict[StagePosition, list] = {}
+        config = None
+        for fe in self._pairs.ready("primary"):
+            config = detector_config(fe.descriptor)
+            groups.setdefault(stage_position(fe.event, self._parent["stage_motors"]), []).append(fe.frames)
+        if not groups:
+            raise MissingMetadataError("gain-map run has no frames in its primary stream")
+        positions = [self._position_data(i, pos, np.concatenate(frames), dark, config)
+                     for i, (pos, frames) in enumerate(groups.items())]
+        if self.beamstop is not None:
+            check_shadows_disjoint([p.poni for p in positions], self.beamstop, [p.label for p in positions])
+        result = compute_gain_map(positions, dark_rate=dark, settings=self.settings)
+        self._emit_result(result)
+
+    def _position_data(self, index: int, position: StagePosition, frames: np.ndarray, dark, config) -> PositionData:
+        poni = self.geometry.poni(position, self._parent["energy_keV"])
+        label = f"position {index} (x={position.x:g}, y={position.y:g}, distance={position.distance:g} mm)"
+        mean = frames.astype(np.float64).mean(axis=0)
+        if dark is not None:
+            mean -= dark
+        static = None
+        if self.beamstop is not None:
+            static = self.beamstop.shadow(pixel_geometry(poni, self.settings.polarization_factor),
+                                          margin_mm=BEAMSTOP_MARGIN_MM)
+        mask = invalid_pixels(frames.min(axis=0), poni, static_mask=static)
+        if config and config["max_count"]:
+            mask |= frames.max(axis=0) >= config["max_count"]
+        return PositionData(label, mean, len(frames), poni, mask)
+
+    def _emit_result(self, result: GainMap) -> None:
+        rows, cols = result.gain.shape
+        image = {"dtype": "array", "shape": [rows, cols], "source": "xrd_bluesky"}
+        desc = self._bundle.compose_descriptor(name="gain_map", data_keys={
+            "gain": {**image, "dtype_numpy": "<f4", "units": ""},
+            "bad": {**image, "dtype_numpy": "|u1", "units": ""},
+            "gain_sigma": {**image, "dtype_numpy": "<f4", "units": ""},
+        })
+        self.emit("descriptor", desc.descriptor_doc)
+        data = {"gain": result.gain, "bad": result.bad.astype(np.uint8), "gain_sigma": result.sigma}
+        now = time.time()
+        self.emit("event", desc.compose_event(data=data, timestamps={k: now for k in data}, seq_num=1))
+        stats = {k: v for k, v in result.statistics.items()}
+        sdesc = self._bundle.compose_descriptor(name="statistics", data_keys={
+            k: {"dtype": "number" if isinstance(v, float) else "integer", "shape": [], "source": "xrd_bluesky",
+                "units": "photons" if "photons" in k else ""} for k, v in stats.items()})
+        self.emit("descriptor", sdesc.descriptor_doc)
+        self.emit("event", sdesc.compose_event(data=stats, timestamps={k: now for k in stats}, seq_num=1))
+        if self.export_dir is not None:
+            self._export(result)
+
+    def _export(self, result: GainMap) -> None:
+        uid = self._bundle.start_doc["uid"]
+        folder = self.export_dir / uid
+        folder.mkdir(parents=True, exist_ok=True)
+        header = {"gain_map_uid": uid, "parent_uid": self._parent["uid"],
+                  "calibration_uid": self.geometry.calibration_uid or "", "xrd_bluesky_version": __version__,
+                  "convention": "corrected = raw / gain; NaN = bad pixel"}
+        result.export(folder / f"gain_map_{uid}_gain.tif", form="gain", metadata=header)
+        result.export(folder / f"gain_map_{uid}_inverse.tif", form="inverse", metadata=header)
+        result.export(folder / f"gain_map_{uid}_gain.edf", form="gain", metadata=header)

@@ -53,6 +53,50 @@ def _calibrate(args) -> int:
     return 0
 
 
+def _gain_map(args) -> int:
+    import glob
+
+    import fabio
+    import numpy as np
+
+    from .errors import CorruptFrameError, ShapeMismatchError
+    from .science.gain_map import PositionData, compute_gain_map
+    from .science.geometry import Poni
+    from .science.integration import invalid_pixels
+
+    if len(args.frames) != len(args.poni):
+        raise SystemExit("give one --poni per --frames")
+
+    def read(pattern: str) -> np.ndarray:
+        files = sorted(glob.glob(pattern))
+        if not files:
+            raise CorruptFrameError(f"no files match {pattern!r}")
+        frames = []
+        for name in files:
+            try:
+                frames.append(fabio.open(name).data.astype(np.float64))
+            except Exception as exc:  # fabio raises many types on bad files
+                raise CorruptFrameError(f"cannot read frame {name}: {exc}") from exc
+            if frames[-1].shape != frames[0].shape:
+                raise ShapeMismatchError(f"{name} has shape {frames[-1].shape}, {files[0]} has {frames[0].shape}")
+        return np.stack(frames)
+
+    dark = read(args.dark).mean(axis=0) if args.dark else None
+    positions = []
+    for i, (pattern, poni_file) in enumerate(zip(args.frames, args.poni)):
+        stack = read(pattern)
+        poni = Poni.read(poni_file)
+        mean = stack.mean(axis=0) - (dark if dark is not None else 0.0)
+        positions.append(PositionData(f"position {i} ({pattern})", mean, len(stack), poni,
+                                      invalid_pixels(stack.min(axis=0), poni)))
+    result = compute_gain_map(positions, dark_rate=dark)
+    result.export(args.output, form=args.form, metadata={"frames": " ".join(args.frames), "poni": " ".join(args.poni)})
+    for key, value in result.statistics.items():
+        print(f"{key}: {value}")
+    print(f"written {args.output} ({args.form})")
+    return 0
+
+
 def _session(args) -> int:
     import IPython
 
@@ -96,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--max-residual-deg", type=float, default=0.02, help="largest accepted rms residual (deg)")
     cal.add_argument("-o", "--output", required=True, help="refined PONI file")
     cal.set_defaults(func=_calibrate)
+
+    gm = sub.add_parser("gain-map", help="gain map from amorphous-scatterer frames at several positions")
+    gm.add_argument("--frames", action="append", required=True, help="glob of one position's frames (repeat)")
+    gm.add_argument("--poni", action="append", required=True, help="PONI file of that position (repeat)")
+    gm.add_argument("--dark", help="glob of dark frames of the same exposure")
+    gm.add_argument("-o", "--output", required=True, help="output image, .tif or .edf (float32)")
+    gm.add_argument("--form", choices=["gain", "inverse"], default="gain", help="write gain or 1/gain")
+    gm.set_defaults(func=_gain_map)
 
     session = sub.add_parser("session", help="IPython with RE, devices, catalog and callbacks ready")
     session.add_argument("--directory", help="data directory of the embedded catalog")

@@ -2,8 +2,10 @@
 
 Step 1: a CeO2 calibration scan at five detector positions, calibrated live; the
 refined geometry is compared with the simulator's truth.
-Step 2: a CeO2 count at three detector positions, integrated live with that
-calibration; the ring positions found are compared with the calibrant's true 2theta.
+Step 2: a gain-map scan of glass slides at five positions, the gain map computed live
+with that calibration and compared with the simulator's true gain.
+Step 3: a CeO2 count at three detector positions, integrated live with the calibration
+and the gain map; the ring positions found are compared with the calibrant's true 2theta.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .plans import calibration_scan, multi_position_count  # noqa: E402
+from .plans import calibration_scan, gain_map_scan, multi_position_count  # noqa: E402
+from .science.gain_map_simulation import GAIN_POSITIONS  # noqa: E402
 from .science.geometry import StagePosition  # noqa: E402
 from .science.peaks import fit_gaussian  # noqa: E402
 from .science.units import two_theta_rad, wavelength_m  # noqa: E402
@@ -67,7 +70,8 @@ def run_demo(output: Path, *, directory: Path | None = None, detector: str = "Pi
     session = build_session(directory=directory, config=BeamlineConfig(detector=detector))
     try:
         calibration = _calibration_step(session)
-        return {**calibration, **_calibrant_step(session, output)}
+        gain = _gain_map_step(session)
+        return {**calibration, **gain, **_calibrant_step(session, output)}
     finally:
         session.close()
 
@@ -105,6 +109,38 @@ def _calibration_step(session: Session) -> dict:
     return {"calibration_uid": derived.start["uid"], "calibration_worst": tuple(worst)}
 
 
+def _gain_map_step(session: Session) -> dict:
+    bl = session.beamline
+    bl.sample_changer.slot.put("glass")
+    flux = float(bl.source.flux.get())
+    bl.source.flux.put(2.5e12)  # about 1e5 photons per pixel over 5 positions x 4 frames: 0.3 % noise
+    try:
+        (uid,) = session.RE(gain_map_scan(bl.detector, bl.stage, GAIN_POSITIONS, frames_per_position=4,
+                                          exposure=1.0, shutter=bl.source.shutter,
+                                          geometry=session.current_geometry().model, beamstop=bl.config.beamstop,
+                                          energy=bl.source.energy, sample=bl.sample_changer.sample().metadata()))
+    finally:
+        bl.source.flux.put(flux)
+    derived = _derived_of(session, uid)
+    if derived.stop["exit_status"] != "success":
+        raise RuntimeError(f"gain map failed: {derived.stop['reason']}")
+    source = session.current_gain_map()
+    sigma = np.asarray(derived["gain_map"]["gain_sigma"].read())[0]
+    truth = bl.detector.response
+    normal = ~(source.bad | truth.gaps) & np.isfinite(sigma)
+    ratio = source.gain[normal] / truth.gain[normal]
+    rms = float(np.std(ratio / np.median(ratio)))
+    expected = float(np.sqrt(np.mean(sigma[normal] ** 2)))
+    defects = truth.dead | truth.damaged | truth.hot
+    print(f"step 2: gain-map scan {uid}, gain map {derived.start['uid']} "
+          f"(calibration {derived.start['calibration_uid']})")
+    print(f"  gain vs truth: rms error {rms:.4f} (photon-statistics expectation {expected:.4f}); "
+          f"defective pixels flagged {int((source.bad & defects).sum())} of {int(defects.sum())}, "
+          f"other pixels flagged {int((source.bad & ~defects & ~truth.gaps).sum())}")
+    print(f"  files in {session.catalog.frames_dir.parent / 'gain_maps' / derived.start['uid']}")
+    return {"gain_map_uid": derived.start["uid"], "gain_rms_error": rms, "gain_rms_expected": expected}
+
+
 def _calibrant_step(session: Session, output: Path) -> dict:
     bl = session.beamline
     bl.sample_changer.slot.put("CeO2")
@@ -115,9 +151,9 @@ def _calibrant_step(session: Session, output: Path) -> dict:
         energy=bl.source.energy, sample=sample.metadata()))
     derived = _derived_of(session, uid)
     data = derived["primary"].read()
-    print(f"step 2: CeO2 count {uid} (scan {session.catalog.raw[uid].start['scan_id']}), integrated live in "
+    print(f"step 3: CeO2 count {uid} (scan {session.catalog.raw[uid].start['scan_id']}), integrated live in "
           f"{derived.start['uid']} with geometry from {derived.start['geometry']['source']} "
-          f"{derived.start['calibration_uid'] or ''}")
+          f"{derived.start['calibration_uid'] or ''} and gain map {derived.start['gain_map_uid']}")
     print(f"catalog      {session.catalog.uri.split('?')[0]}  frames in {session.catalog.frames_dir}")
     fig, ax = plt.subplots(figsize=(9, 5))
     worst = 0.0

@@ -4,6 +4,7 @@ analysis router whose derived runs go to the processed writer."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,4 +99,8 @@ def build_session(*, directory: str | Path | None = None, uri: str | None = None
                                     nominal=beamline.config.nominal_geometry(),
                                     export_dir=frames_dir.parent, gain_map=session.current_gain_map)
     RE.subscribe(session.router)
+    # pyFAI calls gc.collect() whenever a geometry changes; with a RunEngine and a
+    # Tiled server loaded each call walks millions of objects. Freezing what exists
+    # now (long-lived by nature) takes them out of every later collection.
+    gc.freeze()
     return session

@@ -140,6 +140,9 @@ def refine_position(image: np.ndarray, guess: Poni, calibrant_name: str, *,
     start = coarse_align(image, guess, cal, det.mask.astype(bool), settings)
     sg = SingleGeometry(label, np.asarray(image, dtype=np.float32), calibrant=cal, detector=det,
                         geometry=start.integrator())
+    # pyFAI runs gc.collect() at every parameter change of the refinement; in a
+    # process holding a RunEngine and a Tiled server that costs seconds per call
+    sg.geometry_refinement.auto_gc = False
     for max_rings in settings.ring_schedule:
         points = sg.extract_cp(max_rings=max_rings, pts_per_deg=settings.points_per_degree)
         data = np.asarray(points.getList(), dtype=float).reshape(-1, 3)

@@ -64,8 +64,8 @@ def _gain_map(args) -> int:
     from .science.geometry import Poni
     from .science.integration import invalid_pixels
 
-    if len(args.frames) != len(args.poni):
-        raise SystemExit("give one --poni per --frames")
+    if len(args.frames) != len(args.poni) or (args.mask and len(args.mask) != len(args.frames)):
+        raise SystemExit("give one --poni (and, if any, one --mask) per --frames")
 
     def read(pattern: str) -> np.ndarray:
         files = sorted(glob.glob(pattern))
@@ -87,8 +87,9 @@ def _gain_map(args) -> int:
         stack = read(pattern)
         poni = Poni.read(poni_file)
         mean = stack.mean(axis=0) - (dark if dark is not None else 0.0)
+        static = fabio.open(args.mask[i]).data.astype(bool) if args.mask else None
         positions.append(PositionData(f"position {i} ({pattern})", mean, len(stack), poni,
-                                      invalid_pixels(stack.min(axis=0), poni)))
+                                      invalid_pixels(stack.min(axis=0), poni, static_mask=static)))
     result = compute_gain_map(positions, dark_rate=dark)
     result.export(args.output, form=args.form, metadata={"frames": " ".join(args.frames), "poni": " ".join(args.poni)})
     for key, value in result.statistics.items():
@@ -144,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     gm = sub.add_parser("gain-map", help="gain map from amorphous-scatterer frames at several positions")
     gm.add_argument("--frames", action="append", required=True, help="glob of one position's frames (repeat)")
     gm.add_argument("--poni", action="append", required=True, help="PONI file of that position (repeat)")
+    gm.add_argument("--mask", action="append", help="mask image of that position, non-zero = bad "
+                    "(beamstop shadow...); repeat once per --frames")
     gm.add_argument("--dark", help="glob of dark frames of the same exposure")
     gm.add_argument("-o", "--output", required=True, help="output image, .tif or .edf (float32)")
     gm.add_argument("--form", choices=["gain", "inverse"], default="gain", help="write gain or 1/gain")

@@ -27,7 +27,7 @@ from pyFAI.goniometer import SingleGeometry
 
 from xrd_bluesky.science.calibration import fit_position_model, refine_position
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.image_formation import Beamstop, DetectorResponse, detect, expected_photons, pixel_geometry
+from xrd_bluesky.science.image_formation import DetectorResponse, detect, expected_photons, pixel_geometry
 from xrd_bluesky.science.samples import default_library
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 from xrd_bluesky.science.geometry import StagePosition

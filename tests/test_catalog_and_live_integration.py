@@ -11,7 +11,7 @@ from xrd_bluesky.callbacks.frames import path_from_uri
 from xrd_bluesky.plans import multi_position_count
 from xrd_bluesky.science.geometry import DetectorPositionModel, StagePosition
 from xrd_bluesky.science.image_formation import pixel_geometry
-from xrd_bluesky.science.integration import integrate_1d, invalid_pixels
+from xrd_bluesky.science.integration import invalid_pixels
 from xrd_bluesky.science.units import two_theta_rad, wavelength_m
 from xrd_bluesky.store.gain_maps import gain_map_from_run
 

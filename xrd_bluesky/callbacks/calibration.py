@@ -25,8 +25,8 @@ from ..science.calibration import CalibrationSettings, PositionCalibration, fit_
 from ..science.geometry import DetectorPositionModel, StagePosition
 from ..science.image_formation import Beamstop, pixel_geometry
 from ..science.units import wavelength_m
-from .derived import DerivedRunCallback, Emit
-from .frame_events import FrameEvents, mean_dark, stage_position
+from .derived import Emit, FrameRunCallback, require_keys
+from .frame_events import mean_dark, stage_position
 
 #: Margin (mm) added around the beamstop shadow predicted by the guess geometry.
 GUESS_BEAMSTOP_MARGIN_MM = 2.0
@@ -50,7 +50,7 @@ MODEL_KEYS = {
 }
 
 
-class GeometryCalibration(DerivedRunCallback):
+class GeometryCalibration(FrameRunCallback):
     """Calibrate the detector geometry from a calibration run.
 
     Parameters
@@ -76,12 +76,9 @@ class GeometryCalibration(DerivedRunCallback):
         self.export_dir = Path(export_dir) if export_dir is not None else None
         self.beamstop = beamstop
         self.settings = settings
-        self._pairs = FrameEvents()
 
     def start(self, doc):
-        for key in ("calibrant", "energy_keV", "stage_motors"):
-            if key not in doc:
-                raise MissingMetadataError(f"calibration run {doc['uid']} has no {key!r} in its start document")
+        require_keys(doc, ("calibrant", "energy_keV", "stage_motors"), "calibration run")
         self._calibrant = doc["calibrant"]
         self._nominal = self.nominal.with_wavelength(wavelength_m(doc["energy_keV"]))
         self._stage_keys = doc["stage_motors"]
@@ -89,23 +86,11 @@ class GeometryCalibration(DerivedRunCallback):
                                 "calibrant": self._calibrant,
                                 "beamstop_margin_mm": GUESS_BEAMSTOP_MARGIN_MM})
 
-    def descriptor(self, doc):
-        self._pairs.descriptor(doc)
-
-    def stream_resource(self, doc):
-        self._pairs.stream_resource(doc)
-
-    def event(self, doc):
-        self._pairs.event(doc)
-
-    def stream_datum(self, doc):
-        self._pairs.stream_datum(doc)
-
     def finish(self, parent_stop):
-        darks = self._pairs.ready("dark")
+        darks = self.frames.ready("dark")
         dark = mean_dark(darks) if darks else 0.0
         sums: dict[StagePosition, list] = {}
-        for fe in self._pairs.ready("primary"):
+        for fe in self.frames.ready("primary"):
             position = stage_position(fe.event, self._stage_keys)
             frames = fe.frames.astype(np.float64) - dark
             entry = sums.setdefault(position, [0.0, 0])

@@ -13,6 +13,8 @@ from typing import Callable
 from event_model import ComposeRunBundle, DocumentRouter, compose_run
 
 from .. import __version__
+from ..errors import MissingMetadataError
+from .frame_events import FrameEvents
 
 logger = logging.getLogger(__name__)
 
@@ -84,3 +86,40 @@ class DerivedRunCallback(DocumentRouter):
                              doc.get("run_start") or doc.get("uid"))
             self._close("fail", f"{type(exc).__name__}: {exc}")
             return name, doc
+
+
+class FrameRunCallback(DerivedRunCallback):
+    """A derived-run callback that collects the parent run's frames.
+
+    Descriptors, events, StreamResources and StreamDatums go to ``self.frames`` (a
+    :class:`~xrd_bluesky.callbacks.frame_events.FrameEvents`); :meth:`frames_arrived`
+    runs after each event or StreamDatum, for analyses that work frame by frame.
+    """
+
+    def __init__(self, emit: Emit):
+        super().__init__(emit)
+        self.frames = FrameEvents()
+
+    def frames_arrived(self) -> None:
+        """Hook: new events or frames are in ``self.frames``."""
+
+    def descriptor(self, doc):
+        self.frames.descriptor(doc)
+
+    def stream_resource(self, doc):
+        self.frames.stream_resource(doc)
+
+    def event(self, doc):
+        self.frames.event(doc)
+        self.frames_arrived()
+
+    def stream_datum(self, doc):
+        self.frames.stream_datum(doc)
+        self.frames_arrived()
+
+
+def require_keys(doc: dict, keys: tuple[str, ...], what: str) -> None:
+    """Raise :class:`MissingMetadataError` naming the first of ``keys`` absent from ``doc``."""
+    for key in keys:
+        if key not in doc:
+            raise MissingMetadataError(f"{what} {doc.get('uid')} has no {key!r} in its start document")

@@ -22,14 +22,14 @@ from ..science.geometry import StagePosition
 from ..science.geometry_source import GeometrySource
 from ..science.image_formation import Beamstop, pixel_geometry
 from ..science.integration import invalid_pixels
-from .derived import DerivedRunCallback, Emit
-from .frame_events import FrameEvents, detector_config, mean_dark, stage_position
+from .derived import Emit, FrameRunCallback, require_keys
+from .frame_events import detector_config, mean_dark, stage_position
 
 #: Margin (mm) around the predicted beamstop shadow that is left out of the gain map.
 BEAMSTOP_MARGIN_MM = 0.5
 
 
-class GainMapBuilder(DerivedRunCallback):
+class GainMapBuilder(FrameRunCallback):
     """Compute the detector gain map from a gain-map run.
 
     Parameters
@@ -55,34 +55,19 @@ class GainMapBuilder(DerivedRunCallback):
         self.beamstop = beamstop
         self.export_dir = Path(export_dir) if export_dir is not None else None
         self.settings = settings
-        self._pairs = FrameEvents()
 
     def start(self, doc):
-        for key in ("energy_keV", "stage_motors"):
-            if key not in doc:
-                raise MissingMetadataError(f"gain-map run {doc['uid']} has no {key!r} in its start document")
+        require_keys(doc, ("energy_keV", "stage_motors"), "gain-map run")
         self._parent = doc
         self.open_derived(doc, {"settings": self.settings.as_dict(), "beamstop_margin_mm": BEAMSTOP_MARGIN_MM},
                           geometry=self.geometry.provenance(), calibration_uid=self.geometry.calibration_uid)
 
-    def descriptor(self, doc):
-        self._pairs.descriptor(doc)
-
-    def stream_resource(self, doc):
-        self._pairs.stream_resource(doc)
-
-    def event(self, doc):
-        self._pairs.event(doc)
-
-    def stream_datum(self, doc):
-        self._pairs.stream_datum(doc)
-
     def finish(self, parent_stop):
-        darks = self._pairs.ready("dark")
+        darks = self.frames.ready("dark")
         dark = mean_dark(darks) if darks else None
         groups: dict[StagePosition, list] = {}
         config = None
-        for fe in self._pairs.ready("primary"):
+        for fe in self.frames.ready("primary"):
             config = detector_config(fe.descriptor)
             groups.setdefault(stage_position(fe.event, self._parent["stage_motors"]), []).append(fe.frames)
         if not groups:

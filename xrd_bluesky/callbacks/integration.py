@@ -15,8 +15,8 @@ import numpy as np
 from ..errors import GeometryError, MissingMetadataError
 from ..science.image_formation import Beamstop, pixel_geometry
 from ..science.integration import integrate_1d, invalid_pixels
-from .derived import DerivedRunCallback, Emit
-from .frame_events import FrameEvent, FrameEvents, detector_config, mean_dark, stage_position
+from .derived import Emit, FrameRunCallback
+from .frame_events import FrameEvent, detector_config, mean_dark, stage_position
 from ..science.gain_map_source import GainMapSource
 from ..science.geometry_source import GeometrySource
 
@@ -25,7 +25,7 @@ DARK_STREAM = "dark"
 PRIMARY_STREAM = "primary"
 
 
-class LiveIntegration(DerivedRunCallback):
+class LiveIntegration(FrameRunCallback):
     """Integrate each frame of a run into a derived run.
 
     Parameters
@@ -56,7 +56,6 @@ class LiveIntegration(DerivedRunCallback):
         self.polarization_factor = polarization_factor
         self.beamstop = beamstop
         self.beamstop_margin_mm = beamstop_margin_mm
-        self._pairs = FrameEvents()
         self._dark: np.ndarray | None = None
         self._waiting_for_dark = False
         self._derived_descriptor = None
@@ -73,34 +72,20 @@ class LiveIntegration(DerivedRunCallback):
                           calibration_uid=self.geometry.calibration_uid,
                           gain_map_uid=self.gain_map.gain_map_uid if self.gain_map else None)
 
-    def descriptor(self, doc):
-        self._pairs.descriptor(doc)
-
-    def stream_resource(self, doc):
-        self._pairs.stream_resource(doc)
-
-    def event(self, doc):
-        self._pairs.event(doc)
-        self._process_ready()
-
-    def stream_datum(self, doc):
-        self._pairs.stream_datum(doc)
-        self._process_ready()
-
     def finish(self, parent_stop):
         self._waiting_for_dark = False  # darks announced but never taken: integrate without
-        self._process_ready()
-        if self._pairs.unmatched_frames():
-            raise MissingMetadataError(f"frames without events at the end of the run: {self._pairs.unmatched_frames()}")
+        self.frames_arrived()
+        if self.frames.unmatched_frames():
+            raise MissingMetadataError(f"frames without events at the end of the run: {self.frames.unmatched_frames()}")
 
     # -----------------------------------------------------------------------------
-    def _process_ready(self) -> None:
-        darks = self._pairs.ready(DARK_STREAM)
+    def frames_arrived(self) -> None:
+        darks = self.frames.ready(DARK_STREAM)
         if darks:
             self._dark = mean_dark(darks)
             self._waiting_for_dark = False
         if not self._waiting_for_dark:
-            for frame_event in self._pairs.ready(PRIMARY_STREAM):
+            for frame_event in self.frames.ready(PRIMARY_STREAM):
                 self._integrate(frame_event)
 
     def _integrate(self, fe: FrameEvent) -> None:

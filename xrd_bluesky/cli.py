@@ -106,8 +106,11 @@ def _session(args) -> int:
     session = build_session(directory=Path(args.directory) if args.directory else None, uri=args.catalog)
     banner = ("xrd-bluesky session: RE, catalog (raw/processed), beamline devices "
               f"({', '.join(session.beamline.devices)}), plans, bp, bps are ready.")
-    IPython.start_ipython(argv=[], user_ns=session.namespace(), display_banner=True,
-                          config=_ipython_banner(banner))
+    try:
+        IPython.start_ipython(argv=[], user_ns=session.namespace(), display_banner=True,
+                              config=_ipython_banner(banner))
+    finally:
+        session.close()  # stops the embedded server's thread, which would keep the process alive
     return 0
 
 

@@ -113,5 +113,8 @@ def open_catalog(uri: str | None = None, *, directory: str | Path | None = None)
     _ensure_containers(client)
     logger.info("embedded Tiled catalog in %s at %s", directory, server.web_ui_link)
     catalog = Catalog(client, frames, server.uri, server)
-    atexit.register(catalog.close)  # the server thread would otherwise keep the process alive
+    # The server's thread is not a daemon: Python joins it before atexit handlers run,
+    # so callers must close() the catalog; this handler covers interpreter teardown paths
+    # where the thread has already been asked to stop.
+    atexit.register(catalog.close)
     return catalog

@@ -1,0 +1,28 @@
+"""The interactive session: what `xrd-bluesky session` hands to IPython."""
+
+import subprocess
+import sys
+
+from xrd_bluesky.session import build_session
+from xrd_bluesky.sim_devices import BeamlineConfig
+
+
+def test_session_namespace_is_ready(tmp_path):
+    session = build_session(directory=tmp_path, config=BeamlineConfig(detector="Pilatus1M"))
+    try:
+        ns = session.namespace()
+        for name in ("RE", "catalog", "raw", "processed", "det", "det_stage", "source", "i0", "it",
+                     "sample_changer", "gonio", "plans", "bp", "bps", "session"):
+            assert name in ns, name
+        assert session.current_geometry().label == "simulator_truth"
+        assert session.current_gain_map() is None
+    finally:
+        session.close()
+
+
+def test_session_command_starts_ipython(tmp_path):
+    """The console command starts IPython with the names defined (stdin piped)."""
+    code = "print('READY', type(RE).__name__, det.name, len(raw) >= 0)\nexit\n"
+    out = subprocess.run([sys.executable, "-m", "xrd_bluesky.cli", "session", "--directory", str(tmp_path)],
+                         input=code, capture_output=True, text=True, timeout=120)
+    assert "READY RunEngine det True" in out.stdout, out.stderr[-2000:]

@@ -131,13 +131,13 @@ def check_shadows_disjoint(ponis: list[Poni], beamstop, labels: list[str] | None
                            + ": move those positions further apart")
 
 
-def _corrected(position: PositionData, polarization_factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """(C_p, 2theta in rad): the frame divided by relative solid angle and polarization,
-    NaN where masked."""
+def _corrected(position: PositionData, polarization_factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(C_p, 2theta in rad, norm): the frame divided by ``norm`` = relative solid angle x
+    polarization factor, NaN where masked."""
     pix = pixel_geometry(position.poni, polarization_factor)
     norm = pix.solid_angle_sr / np.nanmedian(pix.solid_angle_sr) * pix.polarization
     c = np.where(position.mask, np.nan, position.mean_frame / norm)
-    return c, pix.two_theta
+    return c, pix.two_theta, norm
 
 
 def radial_profile(values: np.ndarray, tth: np.ndarray, bin_width: float, min_pixels: int,
@@ -206,25 +206,19 @@ def compute_gain_map(positions: list[PositionData], *, dark_rate: np.ndarray | N
     gain = np.ones(shape)
     for _ in range(settings.iterations):
         estimates, weights = [], []
-        for p, (c, tth) in zip(positions, corrected):
+        for p, (c, tth, norm) in zip(positions, corrected):
             width = settings.bin_width_px * det.pixel1 / p.poni.dist
             centres, profile = radial_profile(c / gain, tth, width, settings.min_bin_pixels,
                                               settings.clip_sigma, p.label)
             expected = _interp_extrapolate(tth, centres, profile)
             with np.errstate(invalid="ignore", divide="ignore"):
                 estimates.append(c / expected)
-            weights.append(_photons(p, c, expected))
+            # weight: photons behind the estimate = expected counts (gain 1) x frames
+            weights.append(np.where(np.isfinite(c), expected * norm * p.n_frames, 0.0))
         gain, photons = _combine(np.array(estimates), np.array(weights), settings.clip_sigma)
         good = np.isfinite(gain) & (gain > settings.dead_below)
         gain = gain / np.median(gain[good])
     return _finish(gain, photons, dark_rate, positions, settings)
-
-
-def _photons(p: PositionData, c: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    """Expected photons per pixel summed over the position's frames (the weight of its
-    gain estimate): the expected counts (gain 1) in the frame's own units x frames."""
-    scale = p.mean_frame / np.where(c == 0, np.nan, c)  # = solid angle x polarization factor
-    return np.nan_to_num(expected * scale * p.n_frames, nan=0.0)
 
 
 def _combine(estimates: np.ndarray, weights: np.ndarray, clip_sigma: float) -> tuple[np.ndarray, np.ndarray]:

@@ -132,6 +132,13 @@ def test_live_gain_map_then_integration_applies_it(live, catalog, beamline):
     assert integ.start["gain_map_uid"] == derived.start["uid"]
     assert integ.stop["exit_status"] == "success"
 
+    # provenance: the integration walks back to its own raw run and the gain-map scan
+    from xrd_bluesky.store import lineage
+
+    tree = lineage(catalog, integ.start["uid"])
+    assert {measured, uid} <= tree.raw_uids()
+    assert [n.uid for n in tree.inputs["gain_map"]] == [derived.start["uid"]]
+
 
 def test_cli_gain_map_from_files(gain_set, tmp_path, capsys):
     """Frames, PONI files and beamstop masks from elsewhere: the command writes a

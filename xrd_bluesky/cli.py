@@ -98,6 +98,19 @@ def _gain_map(args) -> int:
     return 0
 
 
+def _lineage(args) -> int:
+    from .store import lineage, open_catalog
+
+    catalog = open_catalog(args.catalog, directory=args.directory)
+    try:
+        tree = lineage(catalog, args.uid)
+        print("\n".join(tree.lines()))
+        print(f"raw runs: {', '.join(sorted(tree.raw_uids()))}")
+    finally:
+        catalog.close()
+    return 0
+
+
 def _session(args) -> int:
     import IPython
 
@@ -154,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     gm.add_argument("-o", "--output", required=True, help="output image, .tif or .edf (float32)")
     gm.add_argument("--form", choices=["gain", "inverse"], default="gain", help="write gain or 1/gain")
     gm.set_defaults(func=_gain_map)
+
+    lin = sub.add_parser("lineage", help="walk a run back to the raw runs it came from")
+    lin.add_argument("uid", help="uid of a raw or derived run")
+    lin.add_argument("--catalog", help="URI of a remote Tiled server (API key from TILED_API_KEY)")
+    lin.add_argument("--directory", help="data directory of the embedded catalog")
+    lin.set_defaults(func=_lineage)
 
     session = sub.add_parser("session", help="IPython with RE, devices, catalog and callbacks ready")
     session.add_argument("--directory", help="data directory of the embedded catalog")

@@ -17,8 +17,8 @@ Method (ours):
 3. Per-position gain ``g_p = C_p / profile_p(2theta_p)``; combined gain: the mean of
    the ``g_p`` weighted by each position's photon count, NaN-aware (a pixel shadowed
    at one position takes its gain from the others), outlying positions rejected.
-4. Steps 2-3 repeat so that the profile no longer carries the module composition of
-   its bins; the gain is normalised to median 1.
+4. Steps 2-3 repeat (5 times by default) so that the profile no longer carries the
+   module composition of its bins; the gain is normalised to median 1.
 5. Bad pixels on both sides from a robust local z-score (dead, damaged, low), plus
    hot pixels from the darks; per-pixel uncertainty from photon statistics.
 
@@ -59,7 +59,7 @@ class GainMapSettings:
     bin_width_px: float = 1.0
     min_bin_pixels: int = 50
     clip_sigma: float = 3.0
-    iterations: int = 3
+    iterations: int = 5
     bad_sigma: float = 6.0
     local_window: int = 9
     dead_below: float = 0.2

@@ -1,5 +1,6 @@
 """The catalog: embedded Tiled server by default, remote Tiled by URI."""
 
 from .catalog import Catalog, data_directory, open_catalog
+from .lineage import LineageNode, lineage
 
-__all__ = ["Catalog", "data_directory", "open_catalog"]
+__all__ = ["Catalog", "LineageNode", "data_directory", "lineage", "open_catalog"]

@@ -1,0 +1,57 @@
+"""Provenance: walk a derived run back to the raw runs it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import MissingMetadataError
+
+#: Start-document keys that name the runs an analysis used.
+INPUT_KEYS = ("parent_uids", "calibration_uid", "gain_map_uid")
+
+
+@dataclass
+class LineageNode:
+    """One run in a lineage tree: where it is, what it is, and what it was made from."""
+
+    uid: str
+    container: str
+    kind: str
+    inputs: dict[str, list["LineageNode"]] = field(default_factory=dict)
+
+    def raw_uids(self) -> set[str]:
+        """Uids of every raw run this run depends on."""
+        if self.container == "raw":
+            return {self.uid}
+        return set().union(*(n.raw_uids() for nodes in self.inputs.values() for n in nodes))
+
+    def lines(self, indent: str = "") -> list[str]:
+        """A printable tree."""
+        out = [f"{indent}{self.container}/{self.uid}  {self.kind}"]
+        for role, nodes in self.inputs.items():
+            for node in nodes:
+                out += node.lines(indent + f"  {role}: ".ljust(len(indent) + 2))
+        return out
+
+
+def lineage(catalog, uid: str) -> LineageNode:
+    """The lineage tree of run ``uid`` (raw or processed) in ``catalog``.
+
+    Follows ``parent_uids``, ``calibration_uid`` and ``gain_map_uid`` of every derived
+    run's start document down to raw runs.
+    """
+    for container in ("processed", "raw"):
+        runs = getattr(catalog, container)
+        if uid in runs:
+            start = runs[uid].start
+            kind = start.get("analysis") or start.get("purpose") or start.get("plan_name", "run")
+            node = LineageNode(uid, container, kind)
+            if container == "processed":
+                for key in INPUT_KEYS:
+                    value = start.get(key)
+                    uids = value if isinstance(value, list) else [value] if value else []
+                    if uids:
+                        node.inputs[key.removesuffix("_uids").removesuffix("_uid")] = [
+                            lineage(catalog, u) for u in uids]
+            return node
+    raise MissingMetadataError(f"run {uid} is in neither the raw nor the processed catalog")

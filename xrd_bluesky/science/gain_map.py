@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from ..errors import ShapeMismatchError, XRDBlueskyError
 from .geometry import Poni
-from .image_formation import pixel_geometry
+from .image_formation import module_slices, pixel_geometry
 
 
 class GainMapError(XRDBlueskyError, ValueError):
@@ -48,9 +48,9 @@ class GainMapSettings:
     ``bin_width_px``: 2theta bin width in units of a pixel's angular size;
     ``min_bin_pixels``: fewest valid pixels for a bin to count; ``clip_sigma``:
     sigma-clipping of bin means; ``iterations``: profile/gain refinements;
-    ``bad_sigma``: robust z beyond which a pixel is flagged (both sides);
-    ``local_window``: neighbourhood (px) of the local median the z-score is taken
-    against; ``dead_below``: gains below this are dead; ``hot_dark_sigma``: dark rate
+    ``bad_sigma``: robust z beyond which a pixel is flagged (both sides), taken
+    against its module's median (``local_window`` x ``local_window`` px neighbourhood
+    for detectors without modules); ``dead_below``: gains below this are dead; ``hot_dark_sigma``: dark rate
     z beyond which a pixel is hot; ``smooth_window``: median-filter window (px) at
     the detector's point-spread width, 0 = no smoothing (a real pixel-to-pixel gain
     variation would be smoothed away, so the default is off).
@@ -204,7 +204,7 @@ def compute_gain_map(positions: list[PositionData], *, dark_rate: np.ndarray | N
     corrected = [_corrected(p, settings.polarization_factor) for p in positions]
     det = positions[0].poni.detector_model()
     gain = np.ones(shape)
-    for _ in range(settings.iterations):
+    for round_ in range(settings.iterations):
         estimates, weights = [], []
         for p, (c, tth, norm) in zip(positions, corrected):
             width = settings.bin_width_px * det.pixel1 / p.poni.dist
@@ -215,23 +215,27 @@ def compute_gain_map(positions: list[PositionData], *, dark_rate: np.ndarray | N
                 estimates.append(c / expected)
             # weight: photons behind the estimate = expected counts (gain 1) x frames
             weights.append(np.where(np.isfinite(c), expected * norm * p.n_frames, 0.0))
-        gain, photons = _combine(np.array(estimates), np.array(weights), settings.clip_sigma)
+        last = round_ == settings.iterations - 1
+        gain, photons = _combine(np.array(estimates), np.array(weights), settings.clip_sigma if last else None)
         good = np.isfinite(gain) & (gain > settings.dead_below)
         gain = gain / np.median(gain[good])
     return _finish(gain, photons, dark_rate, positions, settings)
 
 
-def _combine(estimates: np.ndarray, weights: np.ndarray, clip_sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Photon-weighted mean over positions, NaN-aware, rejecting positions more than
-    ``clip_sigma`` Poisson sigmas from the weighted median-ish centre."""
+def _combine(estimates: np.ndarray, weights: np.ndarray,
+             clip_sigma: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Photon-weighted mean over positions, NaN-aware; with ``clip_sigma``, positions
+    more than that many Poisson sigmas from the mean are rejected and it is recomputed
+    (only in the final round: the rejection costs as much as the mean)."""
     w = np.where(np.isfinite(estimates) & (weights > 0), weights, 0.0)
     est = np.nan_to_num(estimates)
     total = w.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (w * est).sum(axis=0) / total
-        sigma = np.maximum(mean, 1e-3) / np.sqrt(np.maximum(w, 1e-12))  # Poisson sigma of each estimate
-    w = np.where(np.abs(est - mean) <= clip_sigma * sigma + 1e-12, w, 0.0)
-    total = w.sum(axis=0)
+    if clip_sigma is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (w * est).sum(axis=0) / total
+            sigma = np.maximum(mean, 1e-3) / np.sqrt(np.maximum(w, 1e-12))  # Poisson sigma of each estimate
+        w = np.where(np.abs(est - mean) <= clip_sigma * sigma + 1e-12, w, 0.0)
+        total = w.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(total > 0, (w * est).sum(axis=0) / total, np.nan)
     return mean, total
@@ -241,7 +245,7 @@ def _finish(gain: np.ndarray, photons: np.ndarray, dark_rate: np.ndarray | None,
             positions: list[PositionData], settings: GainMapSettings) -> GainMap:
     never_seen = ~np.isfinite(gain)
     filled = np.where(never_seen, 1.0, gain)
-    local = ndimage.median_filter(filled, size=settings.local_window, mode="nearest")
+    local = _local_baseline(filled, positions[0].poni.detector_model(), settings.local_window)
     with np.errstate(invalid="ignore", divide="ignore"):
         sigma = filled / np.sqrt(np.maximum(photons, 1e-12))  # counts = gain x Poisson photons
     resid = filled - local
@@ -269,6 +273,19 @@ def _finish(gain: np.ndarray, photons: np.ndarray, dark_rate: np.ndarray | None,
         "never_seen": int(never_seen.sum()),
     }
     return GainMap(filled.astype(np.float32), bad, np.where(valid, sigma, np.nan).astype(np.float32), stats)
+
+
+def _local_baseline(gain: np.ndarray, det, window: int) -> np.ndarray:
+    """What a pixel's gain is compared with to flag it: the median of its module
+    (a module's gain is flat up to pixel noise), or for a detector without modules the
+    median of a ``window`` x ``window`` neighbourhood."""
+    slices = module_slices(det)
+    if len(slices) == 1:
+        return ndimage.median_filter(gain, size=window, mode="nearest")
+    baseline = np.ones_like(gain)
+    for rows, cols in slices:
+        baseline[rows, cols] = np.median(gain[rows, cols])
+    return baseline
 
 
 def published_gain_map(positions: list[PositionData], *, n_bins: int = 2000, high_sigma: float = 4.0,

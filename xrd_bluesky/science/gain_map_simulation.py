@@ -8,7 +8,7 @@ import numpy as np
 
 from .gain_map import PositionData
 from .geometry import DetectorPositionModel, StagePosition
-from .image_formation import Beamstop, DetectorResponse, _module_slices, detect, expected_photons, pixel_geometry
+from .image_formation import Beamstop, DetectorResponse, module_slices, detect, expected_photons, pixel_geometry
 from .integration import invalid_pixels
 from .samples import default_library
 
@@ -85,7 +85,7 @@ def score_gain_map(gain: np.ndarray, bad: np.ndarray, truth: GainMapSet) -> Gain
     from .geometry import detector_model
 
     biases = [float(np.mean(gain[r, c][ok[r, c]] / scale / true_gain[r, c][ok[r, c]]) - 1)
-              for r, c in _module_slices(detector_model(response.detector)) if ok[r, c].sum() > 1000]
+              for r, c in module_slices(detector_model(response.detector)) if ok[r, c].sum() > 1000]
     flagged = bad & ~response.gaps
     return GainMapScore(rms, poisson, max(abs(b) for b in biases), int((flagged & response.damaged).sum()),
                         int((flagged & response.dead).sum()), int((flagged & normal).sum()), int(normal.sum()))

@@ -117,7 +117,7 @@ class DetectorResponse:
         shape = det.shape
         gain = rng.lognormal(-0.5 * pixel_rms**2, pixel_rms, size=shape)
         gaps = det.mask.astype(bool) if det.mask is not None else np.zeros(shape, bool)
-        for rows, cols in _module_slices(det):
+        for rows, cols in module_slices(det):
             gain[rows, cols] *= 1.0 + module_rms * rng.standard_normal()
         good = np.flatnonzero(~gaps.ravel())
         picks = rng.choice(good, size=n_dead + n_damaged + n_hot, replace=False)
@@ -139,7 +139,7 @@ class DetectorResponse:
         return rate
 
 
-def _module_slices(det) -> list[tuple[slice, slice]]:
+def module_slices(det) -> list[tuple[slice, slice]]:
     """Row and column slices of each detector module (one module if not modular)."""
     size = getattr(det, "MODULE_SIZE", None)
     gap = getattr(det, "MODULE_GAP", None)

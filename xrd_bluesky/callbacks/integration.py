@@ -1,8 +1,9 @@
 """Live 1D integration of every frame of a measurement run.
 
-For each frame: dark subtraction (from the run's ``dark`` stream), mask (detector
-gaps, beamstop, negative and saturated pixels), solid-angle and polarization
-corrections, then pyFAI integration in q (1/nm) and 2theta (deg). The derived run's
+For each frame: dark subtraction (from the run's ``dark`` stream), gain map (the
+current one, if any), mask (detector gaps, beamstop, the gain map's bad pixels,
+negative and saturated pixels), solid-angle and polarization corrections, then pyFAI
+integration in q (1/nm) and 2theta (deg). The derived run's
 events carry both patterns with their Poisson errors and the stage position.
 """
 
@@ -13,12 +14,12 @@ import time
 import numpy as np
 
 from ..errors import GeometryError, MissingMetadataError
+from ..science.gain_map_source import GainMapSource
+from ..science.geometry_source import GeometrySource
 from ..science.image_formation import Beamstop, pixel_geometry
 from ..science.integration import integrate_1d, invalid_pixels
 from .derived import Emit, FrameRunCallback
 from .frame_events import FrameEvent, detector_config, mean_dark, stage_position
-from ..science.gain_map_source import GainMapSource
-from ..science.geometry_source import GeometrySource
 
 #: Stream names the integration reads.
 DARK_STREAM = "dark"

@@ -9,13 +9,13 @@ from typing import Callable
 from event_model import RunRouter
 
 from ..science.calibration import CalibrationSettings
+from ..science.gain_map_source import GainMapSource
 from ..science.geometry import DetectorPositionModel
 from ..science.geometry_source import GeometrySource
 from ..science.image_formation import Beamstop
-from ..science.gain_map_source import GainMapSource
 from .calibration import GeometryCalibration
-from .gain_map import GainMapBuilder
 from .derived import Emit
+from .gain_map import GainMapBuilder
 from .integration import LiveIntegration
 
 logger = logging.getLogger(__name__)

@@ -208,7 +208,9 @@ def compute_gain_map(positions: list[PositionData], *, dark_rate: np.ndarray | N
         estimates, weights = [], []
         for p, (c, tth, norm) in zip(positions, corrected):
             width = settings.bin_width_px * det.pixel1 / p.poni.dist
-            centres, profile = radial_profile(c / gain, tth, width, settings.min_bin_pixels,
+            with np.errstate(invalid="ignore", divide="ignore"):
+                flat_fielded = c / gain  # dead pixels (gain 0) become inf: left out of the profile
+            centres, profile = radial_profile(flat_fielded, tth, width, settings.min_bin_pixels,
                                               settings.clip_sigma, p.label)
             expected = _interp_extrapolate(tth, centres, profile)
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -15,12 +15,14 @@ reason; a geometry is never returned silently wrong.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyFAI.calibrant
+import pyFAI.detectors
 from pyFAI.goniometer import GeometryTransformation, GoniometerRefinement, SingleGeometry
 
 from ..errors import CalibrationError
@@ -99,7 +101,10 @@ def residual_deg(poni: Poni, points: np.ndarray, cal: pyFAI.calibrant.Calibrant)
 
 
 def _detector_with_mask(poni: Poni, image: np.ndarray, mask: np.ndarray | None):
-    det = poni.detector_model().__class__() if not poni.detector_config else poni.detector_model()
+    """A fresh detector of the geometry's model (the cached one is shared) whose mask
+    adds negative pixels of ``image`` and ``mask`` to the model's own."""
+    config = json.loads(poni.detector_config) if poni.detector_config else None
+    det = pyFAI.detectors.detector_factory(poni.detector, config)
     bad = image < 0 if det.mask is None else (det.mask.astype(bool) | (image < 0))
     if mask is not None:
         bad = bad | mask.astype(bool)

@@ -3,7 +3,6 @@ StreamResource / StreamDatum documents, as real area detectors do."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import deque
 from pathlib import Path
@@ -38,14 +37,12 @@ class SimAreaDetector(Device):
     max_count = Cpt(UnitSignal, value=0, units="counts", kind="config")
 
     def __init__(self, *args, render: Callable[[float], np.ndarray], response: DetectorResponse,
-                 data_dir: str | Path, rng: np.random.Generator,
-                 clock: Callable[[], float] = time.time, **kwargs):
+                 data_dir: str | Path, rng: np.random.Generator, **kwargs):
         super().__init__(*args, **kwargs)
         self._render = render
         self.response = response
         self._data_dir = Path(data_dir)
         self._rng = rng
-        self._clock = clock
         self.model.put(response.detector)
         self.max_count.put(response.max_count)
         self._file: Path | None = None

@@ -3,14 +3,12 @@ detector, sample changer and goniometer, seeded and configurable."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from ..science.geometry import DetectorPositionModel, Poni, StagePosition
+from ..science.geometry import DetectorPositionModel, Poni, StagePosition, detector_model
 from ..science.image_formation import Beamstop, DetectorResponse, expected_photons
 from ..science.monitors import FluxCalibration
 from ..science.samples import Sample, default_library
@@ -25,8 +23,6 @@ from .stage import DetectorStage, Goniometer
 def default_geometry(detector: str = "Pilatus2MCdTe") -> DetectorPositionModel:
     """The simulator's true geometry: beam near the detector centre, slightly off,
     detector tilted by 0.7 and -0.5 deg, 300 mm from the sample at stage (0, 0, 300)."""
-    from ..science.geometry import detector_model
-
     det = detector_model(detector)
     rows, cols = det.shape
     poni = Poni(dist=0.300, poni1=0.47 * rows * det.pixel1, poni2=0.53 * cols * det.pixel2,
@@ -101,8 +97,7 @@ class Beamline:
 
 
 def make_beamline(config: BeamlineConfig | None = None, *, data_dir: str | Path,
-                  library: dict[str, Sample] | None = None,
-                  clock: Callable[[], float] = time.time) -> Beamline:
+                  library: dict[str, Sample] | None = None) -> Beamline:
     """Build the simulated beamline.
 
     Parameters
@@ -113,8 +108,6 @@ def make_beamline(config: BeamlineConfig | None = None, *, data_dir: str | Path,
         Where the detector writes its HDF5 files.
     library : dict, optional
         Samples by name (default: :func:`~xrd_bluesky.science.samples.default_library`).
-    clock : callable
-        Time source for the detector's timestamps (injectable for tests).
     """
     config = config or BeamlineConfig()
     seeds = np.random.SeedSequence(config.seed).spawn(4)
@@ -140,8 +133,7 @@ def make_beamline(config: BeamlineConfig | None = None, *, data_dir: str | Path,
                                 polarization_factor=config.polarization_factor)
 
     detector = SimAreaDetector(name="det", render=render, response=response,
-                               data_dir=Path(data_dir), rng=np.random.default_rng(seeds[1]),
-                               clock=clock)
+                               data_dir=Path(data_dir), rng=np.random.default_rng(seeds[1]))
 
     def gate_time() -> float:
         return float(detector.acquire_time.get()) * int(detector.num_frames.get())

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from tiled.queries import Key
-
 from ..errors import CalibrationError
 from ..science.geometry import DetectorPositionModel, Poni, StagePosition
 from ..science.geometry_source import GeometrySource
+from .derived_runs import latest_successful
 
 _PONI_KEYS = ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength")
 
@@ -27,9 +26,5 @@ def geometry_from_calibration(run) -> GeometrySource:
 
 def latest_calibration(processed) -> GeometrySource | None:
     """The newest successful calibration in the ``processed`` container, or None."""
-    runs = processed.search(Key("analysis") == "calibration")
-    for uid in reversed(list(runs)):
-        run = runs[uid]
-        if (run.stop or {}).get("exit_status") == "success":
-            return geometry_from_calibration(run)
-    return None
+    run = latest_successful(processed, "calibration")
+    return None if run is None else geometry_from_calibration(run)

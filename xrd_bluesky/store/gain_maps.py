@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from tiled.queries import Key
-
 from ..errors import XRDBlueskyError
 from ..science.gain_map_source import GainMapSource
+from .derived_runs import latest_successful
 
 
 def latest_gain_map_uid(processed) -> str | None:
     """Uid of the newest successful gain-map run in ``processed``, or None."""
-    runs = processed.search(Key("analysis") == "gain_map")
-    for uid in reversed(list(runs)):
-        if (runs[uid].stop or {}).get("exit_status") == "success":
-            return uid
-    return None
+    run = latest_successful(processed, "gain_map")
+    return None if run is None else run.start["uid"]
 
 
 def gain_map_from_run(run) -> GainMapSource:

@@ -169,7 +169,7 @@ def _calibrant_step(session: Session, output: Path) -> dict:
     for _, tth in sample.ring_table(wavelength_m(energy))[:12]:
         ax.axvline(np.degrees(tth), color="k", lw=0.3, ls=":")
     ax.set_xlabel("2theta (deg)")
-    ax.set_ylabel("intensity (counts per PONI-pixel solid angle)")
+    ax.set_ylabel("intensity (counts/sr)")
     ax.set_title(f"CeO2 at {energy:.1f} keV, live integration with the live calibration")
     ax.legend()
     plot = output / "demo_calibrant.png"

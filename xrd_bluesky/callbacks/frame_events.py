@@ -73,14 +73,16 @@ def frames_per_event(descriptor: dict) -> int:
 
 
 def detector_config(descriptor: dict) -> dict:
-    """Model name (``*_model``) and counter depth (``*_max_count``) of the stream's
-    area-detector configuration."""
+    """Model name (``*_model``), counter depth (``*_max_count``, counts) and frame
+    exposure (``*_acquire_time``, s; None if absent) of the stream's area-detector
+    configuration."""
     for config in descriptor.get("configuration", {}).values():
         data = config.get("data", {})
         model = next((v for k, v in data.items() if k.endswith("_model")), None)
         if model:
-            max_count = next((v for k, v in data.items() if k.endswith("_max_count")), None)
-            return {"model": model, "max_count": max_count}
+            def value(suffix):
+                return next((v for k, v in data.items() if k.endswith(suffix)), None)
+            return {"model": model, "max_count": value("_max_count"), "acquire_time": value("_acquire_time")}
     raise MissingMetadataError(f"descriptor {descriptor['uid']} has no detector configuration with a '*_model' key")
 
 

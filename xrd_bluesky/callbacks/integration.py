@@ -1,23 +1,44 @@
-"""Live 1D integration of every frame of a measurement run.
+"""Live corrected integration, stitching and absolute scale of a measurement run.
 
-For each frame: dark subtraction (from the run's ``dark`` stream), gain map (the
-current one, if any), mask (detector gaps, beamstop, the gain map's bad pixels,
-negative and saturated pixels), solid-angle and polarization corrections, then pyFAI
-integration in q (1/nm) and 2theta (deg). The derived run's
-events carry both patterns with their Poisson errors and the stage position.
+Per frame: dark subtraction (the run's ``dark`` stream), gain map, mask (detector gaps,
+beamstop, the gain map's bad pixels, the frame's negative and saturated pixels),
+polarization and absolute solid angle, integrated in q (1/nm) and 2theta (deg) with
+Poisson errors (counts/sr), and — when the I0/It monitors, exposure and thickness are
+usable — on the absolute scale (1/cm/sr). Frames at several detector positions are
+stitched (pyFAI MultiGeometry's definition) into common bins, live whenever the stage
+moves on and finally at the stop; a named background run is subtracted and a named
+standard run's factor applied.
+
+Derived-run streams (all intensities with their 1-sigma errors):
+
+``primary``    per frame: q and 2theta patterns (counts/sr), monitors, the absolute
+               scale's flag and its reason when refused;
+``absolute``   per frame with usable monitors: the q pattern in 1/cm/sr;
+``cake``       per frame, when configured: (azimuth, q) cake in counts/sr;
+``stitched``   per completed position set and at the stop: all frames in common q
+               bins (counts/sr) and, over frames with usable monitors, in 1/cm/sr;
+``subtracted`` with ``stitched``, when the run names a ``background_uid``: sample minus
+               background in 1/cm/sr (times the standard's factor, if one is named).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from ..errors import GeometryError, MissingMetadataError
+from ..errors import GeometryError, MissingMetadataError, MonitorError
+from ..science.absolute_scale import Exposure, absolute, scaled, subtract
+from ..science.corrected_integration import BinSums, CorrectedIntegrator
 from ..science.gain_map_source import GainMapSource
+from ..science.geometry import Poni, StagePosition
 from ..science.geometry_source import GeometrySource
 from ..science.image_formation import Beamstop, pixel_geometry
-from ..science.integration import integrate_1d, invalid_pixels
+from ..science.integration import IntegrationResult
+from ..science.monitors import FluxCalibration
+from ..science.multi_geometry import covered_radial_range, stitch
 from .derived import Emit, FrameRunCallback
 from .frame_events import FrameEvent, detector_config, mean_dark, stage_position
 
@@ -25,9 +46,39 @@ from .frame_events import FrameEvent, detector_config, mean_dark, stage_position
 DARK_STREAM = "dark"
 PRIMARY_STREAM = "primary"
 
+#: Default ion-chamber data keys (upstream, downstream); a run's start document may
+#: name others under ``monitors: {"i0": ..., "it": ...}``.
+MONITOR_KEYS = {"i0": "I0_counts", "it": "It_counts"}
+
+
+@dataclass(frozen=True)
+class ReferencePattern:
+    """A stored run's final stitched pattern on the absolute scale.
+
+    Attributes
+    ----------
+    uid : str
+        The raw run it came from.
+    pattern : IntegrationResult
+        q (1/nm), intensity and sigma (1/cm/sr).
+    thickness_mm : float
+        The thickness (mm) it was scaled with.
+    standard_factor : float or None
+        For a standard run: known / measured.
+    """
+
+    uid: str
+    pattern: IntegrationResult
+    thickness_mm: float
+    standard_factor: float | None = None
+
+
+#: Looks up a raw run's :class:`ReferencePattern` by uid.
+References = Callable[[str], ReferencePattern]
+
 
 class LiveIntegration(FrameRunCallback):
-    """Integrate each frame of a run into a derived run.
+    """Integrate, stitch and scale each frame of a measurement run into a derived run.
 
     Parameters
     ----------
@@ -43,13 +94,21 @@ class LiveIntegration(FrameRunCallback):
         The beamline's beamstop; its shadow (grown by ``beamstop_margin_mm``, mm) is masked.
     gain_map : GainMapSource, optional
         Gain map (frames are divided by it) and bad-pixel mask; its uid is recorded.
+    cake : (int, int), optional
+        ``(radial, azimuthal)`` bins of a per-frame cake in q; none if None.
+    flux_calibration : FluxCalibration
+        I0 counts to flux (ph/s).
+    references : callable, optional
+        Resolves ``background_uid`` and ``standard_uid`` of the run's start document.
     """
 
-    analysis = "integration_1d"
+    analysis = "integration"
 
     def __init__(self, emit: Emit, geometry: GeometrySource, *, npt: int = 2000,
                  polarization_factor: float = 0.99, beamstop: Beamstop | None = None,
-                 beamstop_margin_mm: float = 0.5, gain_map: GainMapSource | None = None):
+                 beamstop_margin_mm: float = 0.5, gain_map: GainMapSource | None = None,
+                 cake: tuple[int, int] | None = None, flux_calibration: FluxCalibration = FluxCalibration(),
+                 references: References | None = None):
         super().__init__(emit)
         self.geometry = geometry
         self.gain_map = gain_map
@@ -57,29 +116,52 @@ class LiveIntegration(FrameRunCallback):
         self.polarization_factor = polarization_factor
         self.beamstop = beamstop
         self.beamstop_margin_mm = beamstop_margin_mm
+        self.cake = cake
+        self.flux_calibration = flux_calibration
+        self.references = references
         self._dark: np.ndarray | None = None
         self._waiting_for_dark = False
-        self._derived_descriptor = None
+        self._descriptors: dict[str, object] = {}
+        self._integrators: dict[tuple, dict[str, CorrectedIntegrator]] = {}
+        self._stitched: list[BinSums] = []
+        self._stitched_abs: list[BinSums] = []
+        self._position: StagePosition | None = None
 
+    # -- run lifecycle -------------------------------------------------------
     def start(self, doc):
         self._energy = doc.get("energy_keV")
         self._stage_keys = doc.get("stage_motors", {})
+        self._monitor_keys = {**MONITOR_KEYS, **doc.get("monitors", {})}
+        self._thickness_mm = (doc.get("sample") or {}).get("thickness_mm")
         self._waiting_for_dark = bool(doc.get("dark_frames"))
+        self._ranges = self._radial_ranges(doc)
+        self._background = self._reference(doc, "background_uid")
+        self._standard = self._reference(doc, "standard_uid")
+        if self._standard is not None and self._standard.standard_factor is None:
+            raise MissingMetadataError(f"standard run {self._standard.uid} has no standard factor")
         self.open_derived(doc, {"npt": self.npt, "polarization_factor": self.polarization_factor,
-                                "units": ["q_nm^-1", "2th_deg"], "method": "bbox/csr/cython",
+                                "units": ["q_nm^-1", "2th_deg"], "method": "bbox split, CSR (pyFAI), fused kernel",
+                                "radial_ranges": {k: list(v) for k, v in self._ranges.items()},
+                                "cake": list(self.cake) if self.cake else None,
                                 "beamstop": self.beamstop.as_dict() if self.beamstop else None,
-                                "beamstop_margin_mm": self.beamstop_margin_mm},
+                                "beamstop_margin_mm": self.beamstop_margin_mm,
+                                "monitors": self._monitor_keys,
+                                "flux_calibration": {"slope": self.flux_calibration.slope,
+                                                     "offset": self.flux_calibration.offset}},
                           geometry=self.geometry.provenance(),
                           calibration_uid=self.geometry.calibration_uid,
-                          gain_map_uid=self.gain_map.gain_map_uid if self.gain_map else None)
+                          gain_map_uid=self.gain_map.gain_map_uid if self.gain_map else None,
+                          background_uid=self._background.uid if self._background else None,
+                          standard_uid=self._standard.uid if self._standard else None)
 
     def finish(self, parent_stop):
         self._waiting_for_dark = False  # darks announced but never taken: integrate without
         self.frames_arrived()
         if self.frames.unmatched_frames():
             raise MissingMetadataError(f"frames without events at the end of the run: {self.frames.unmatched_frames()}")
+        if self._stitched:
+            self._emit_stitched(final=True)
 
-    # -----------------------------------------------------------------------------
     def frames_arrived(self) -> None:
         darks = self.frames.ready(DARK_STREAM)
         if darks:
@@ -89,52 +171,156 @@ class LiveIntegration(FrameRunCallback):
             for frame_event in self.frames.ready(PRIMARY_STREAM):
                 self._integrate(frame_event)
 
+    # -- per frame -----------------------------------------------------------
     def _integrate(self, fe: FrameEvent) -> None:
-        frames = fe.frames
         config = detector_config(fe.descriptor)
         position = stage_position(fe.event, self._stage_keys)
         poni = self.geometry.poni(position, self._energy)
         if poni.detector != config["model"]:
             raise GeometryError(f"geometry is for detector {poni.detector!r}, frames come from {config['model']!r}")
-        frame = frames.sum(axis=0, dtype=np.float64) if len(frames) > 1 else frames[0]
-        dark = None if self._dark is None else self._dark * len(frames)
-        static = None
-        if self.beamstop is not None:
-            static = self.beamstop.shadow(pixel_geometry(poni, self.polarization_factor),
-                                          margin_mm=self.beamstop_margin_mm)
-        mask = invalid_pixels(frames.min(axis=0), poni, static_mask=static)
-        if config["max_count"]:
-            mask |= frames.max(axis=0) >= config["max_count"]
-        flat = None
-        if self.gain_map is not None:
-            mask |= self.gain_map.bad
-            flat = self.gain_map.gain
-        kw = dict(npt=self.npt, dark=dark, flat=flat, mask=mask, polarization_factor=self.polarization_factor)
-        q = integrate_1d(frame, poni, unit="q_nm^-1", **kw)
-        tth = integrate_1d(frame, poni, unit="2th_deg", **kw)
-        data = {"q": q.radial, "intensity_q": q.intensity, "sigma_q": q.sigma,
+        if self._stitched and position != self._position:
+            self._emit_stitched(final=False)
+        self._position = position
+        frame = _combined_frame(fe.frames, config["max_count"])
+        integrators = self._integrators_for(poni, len(fe.frames), config["max_count"])
+        q = integrators["q"].sums(frame)
+        tth = integrators["2th"].sums(frame).result()
+        self._stitched.append(q)
+        pattern = q.result()
+        data = {"q": pattern.radial, "intensity_q": pattern.intensity, "sigma_q": pattern.sigma,
                 "two_theta": tth.radial, "intensity_2theta": tth.intensity, "sigma_2theta": tth.sigma,
                 "dark_subtracted": self._dark is not None, "parent_seq_num": fe.seq_num}
         if position is not None:
             data.update({"stage_x": position.x, "stage_y": position.y, "stage_distance": position.distance})
-        if self._derived_descriptor is None:
-            self._derived_descriptor = self._bundle.compose_descriptor(
-                name="primary", data_keys=_data_keys(self.npt, position is not None))
-            self.emit("descriptor", self._derived_descriptor.descriptor_doc)
+        exposure, reason = self._exposure(fe, config)
+        data.update({"i0": _monitor(fe, self._monitor_keys["i0"]), "it": _monitor(fe, self._monitor_keys["it"]),
+                     "exposure_s": exposure.exposure_s if exposure else np.nan,
+                     "absolute_ok": exposure is not None, "absolute_reason": reason})
+        self._event("primary", data, fe.seq_num)
+        if exposure is not None:
+            scaled_sums = absolute(q, exposure)
+            self._stitched_abs.append(scaled_sums)
+            abs_pattern = scaled_sums.result()
+            self._event("absolute", {"q": abs_pattern.radial, "intensity": abs_pattern.intensity,
+                                     "sigma": abs_pattern.sigma, "transmission": exposure.transmission,
+                                     "flux_ph_s": exposure.flux_ph_s, "parent_seq_num": fe.seq_num}, fe.seq_num)
+        if "cake" in integrators:
+            cake = integrators["cake"].sums(frame).result()
+            self._event("cake", {"q": cake.radial, "azimuth": cake.azimuthal, "intensity": cake.intensity,
+                                 "sigma": cake.sigma, "parent_seq_num": fe.seq_num}, fe.seq_num)
+
+    def _exposure(self, fe: FrameEvent, config: dict) -> tuple[Exposure | None, str]:
+        """The frame's :class:`Exposure`, or None and the reason it is unusable."""
+        try:
+            acquire_time = config.get("acquire_time")
+            exposure = Exposure(_monitor(fe, self._monitor_keys["i0"]), _monitor(fe, self._monitor_keys["it"]),
+                                None if acquire_time is None else float(acquire_time) * len(fe.frames),
+                                self._thickness_mm, self.flux_calibration)
+            exposure.check()
+        except (MonitorError, MissingMetadataError) as exc:
+            return None, str(exc)
+        return exposure, ""
+
+    def _integrators_for(self, poni: Poni, n_frames: int, max_count) -> dict[str, CorrectedIntegrator]:
+        key = (poni, n_frames)
+        if key not in self._integrators:
+            static = self.beamstop.shadow(pixel_geometry(poni, self.polarization_factor),
+                                          margin_mm=self.beamstop_margin_mm) if self.beamstop else None
+            gain = None
+            if self.gain_map is not None:
+                static = self.gain_map.bad if static is None else static | self.gain_map.bad
+                gain = self.gain_map.gain
+            common = dict(mask=static, gain=gain, polarization_factor=self.polarization_factor,
+                          dark=None if self._dark is None else self._dark * n_frames,
+                          max_count=None if not max_count else max_count * n_frames)
+            built = {"q": CorrectedIntegrator(poni, npt=self.npt, unit="q_nm^-1", radial_range=self._ranges["q_nm^-1"], **common),
+                     "2th": CorrectedIntegrator(poni, npt=self.npt, unit="2th_deg", radial_range=self._ranges["2th_deg"], **common)}
+            if self.cake:
+                built["cake"] = CorrectedIntegrator(poni, npt=self.cake[0], npt_azim=self.cake[1], unit="q_nm^-1",
+                                                    radial_range=self._ranges["q_nm^-1"], **common)
+            self._integrators[key] = built
+        return self._integrators[key]
+
+    def _radial_ranges(self, doc: dict) -> dict[str, tuple[float, float]]:
+        """Common q and 2theta ranges of every position the run will visit."""
+        positions = doc.get("positions_mm") or [None]
+        ponis = [self.geometry.poni(None if p is None else StagePosition(*p), self._energy) for p in positions]
+        return {unit: covered_radial_range(ponis, unit) for unit in ("q_nm^-1", "2th_deg")}
+
+    def _reference(self, doc: dict, key: str) -> ReferencePattern | None:
+        uid = doc.get(key)
+        if uid is None:
+            return None
+        if self.references is None:
+            raise MissingMetadataError(f"run names {key}={uid!r} but no catalog is available to look it up")
+        return self.references(uid)
+
+    # -- stitched results ----------------------------------------------------
+    def _emit_stitched(self, final: bool) -> None:
+        counts = stitch(self._stitched).result()
+        positions = len({(k[0], k[1]) for k in self._integrators})
+        self._event("stitched", {"q": counts.radial, "intensity": counts.intensity, "sigma": counts.sigma,
+                                 "frames": len(self._stitched), "positions": positions, "final": final})
+        if not self._stitched_abs:
+            return
+        pattern = stitch(self._stitched_abs).result()
+        factor = self._standard.standard_factor if self._standard else 1.0
+        self._event("stitched_absolute", {"q": pattern.radial, "intensity": pattern.intensity,
+                                          "sigma": pattern.sigma, "frames": len(self._stitched_abs),
+                                          "thickness_mm": self._thickness_mm, "final": final})
+        if self._background is not None:
+            bg = self._background
+            background = scaled(bg.pattern, bg.thickness_mm / self._thickness_mm)
+            result = scaled(subtract(pattern, background), factor)
+            self._event("subtracted", {"q": result.radial, "intensity": result.intensity, "sigma": result.sigma,
+                                       "standard_factor": factor, "final": final})
+
+    def _event(self, stream: str, data: dict, seq_num: int | None = None) -> None:
+        if stream not in self._descriptors:
+            self._descriptors[stream] = self._bundle.compose_descriptor(name=stream, data_keys=_data_keys(stream, data))
+            self.emit("descriptor", self._descriptors[stream].descriptor_doc)
+        descriptor = self._descriptors[stream]
         now = time.time()
-        self.emit("event", self._derived_descriptor.compose_event(
-            data=data, timestamps={k: now for k in data}, seq_num=fe.seq_num))
+        kw = {} if seq_num is None else {"seq_num": seq_num}
+        self.emit("event", descriptor.compose_event(data=data, timestamps={k: now for k in data}, **kw))
 
 
-def _data_keys(npt: int, with_stage: bool) -> dict:
-    arr = lambda units: {"dtype": "array", "dtype_numpy": "<f8", "shape": [npt], "source": "xrd_bluesky", "units": units}  # noqa: E731
-    keys = {
-        "q": arr("1/nm"), "intensity_q": arr("counts"), "sigma_q": arr("counts"),
-        "two_theta": arr("deg"), "intensity_2theta": arr("counts"), "sigma_2theta": arr("counts"),
-        "dark_subtracted": {"dtype": "boolean", "shape": [], "source": "xrd_bluesky", "units": ""},
-        "parent_seq_num": {"dtype": "integer", "shape": [], "source": "xrd_bluesky", "units": ""},
-    }
-    if with_stage:
-        for axis in ("x", "y", "distance"):
-            keys[f"stage_{axis}"] = {"dtype": "number", "shape": [], "source": "xrd_bluesky", "units": "mm"}
+def _combined_frame(frames: np.ndarray, max_count) -> np.ndarray:
+    """One frame of an event: the frame itself, or the sum of several with pixels
+    saturated or negative in any of them set to -1 (invalid)."""
+    if len(frames) == 1:
+        return frames[0]
+    total = frames.sum(axis=0, dtype=np.float64)
+    bad = (frames < 0).any(axis=0)
+    if max_count:
+        bad |= (frames >= max_count).any(axis=0)
+    total[bad] = -1.0
+    return total
+
+
+def _monitor(fe: FrameEvent, key: str) -> float:
+    value = fe.event["data"].get(key)
+    return np.nan if value is None else float(value)
+
+
+#: Units of the derived data keys.
+UNITS = {"q": "1/nm", "two_theta": "deg", "azimuth": "deg", "intensity_q": "counts/sr", "sigma_q": "counts/sr",
+         "intensity_2theta": "counts/sr", "sigma_2theta": "counts/sr", "i0": "counts", "it": "counts",
+         "exposure_s": "s", "flux_ph_s": "ph/s", "thickness_mm": "mm", "transmission": "", "standard_factor": "",
+         "stage_x": "mm", "stage_y": "mm", "stage_distance": "mm"}
+#: Intensity units per stream.
+INTENSITY_UNITS = {"absolute": "1/cm/sr", "stitched_absolute": "1/cm/sr", "subtracted": "1/cm/sr",
+                   "cake": "counts/sr", "stitched": "counts/sr"}
+
+
+def _data_keys(stream: str, data: dict) -> dict:
+    keys = {}
+    for name, value in data.items():
+        units = UNITS.get(name, INTENSITY_UNITS.get(stream, "") if name in ("intensity", "sigma") else "")
+        if isinstance(value, np.ndarray):
+            keys[name] = {"dtype": "array", "dtype_numpy": value.dtype.str, "shape": list(value.shape),
+                          "source": "xrd_bluesky", "units": units}
+        else:
+            dtype = {bool: "boolean", str: "string", int: "integer"}.get(type(value), "number")
+            keys[name] = {"dtype": dtype, "shape": [], "source": "xrd_bluesky", "units": units}
     return keys

@@ -22,7 +22,8 @@ class IntegrationResult:
 
     ``intensity`` is in counts per pixel of the PONI's solid angle (pyFAI's
     solid-angle normalisation) after dark subtraction and polarization correction;
-    bins without any valid pixel are NaN.
+    bins without any valid pixel are NaN. A 2D cake has ``azimuthal`` bin centres (deg)
+    and arrays of shape ``(len(azimuthal), len(radial))``.
     """
 
     radial: np.ndarray
@@ -30,6 +31,7 @@ class IntegrationResult:
     sigma: np.ndarray
     unit: str
     count: np.ndarray = field(repr=False, default=None)  # type: ignore[assignment]
+    azimuthal: np.ndarray | None = field(repr=False, default=None)
 
     @property
     def radial_units(self) -> str:

@@ -1,0 +1,191 @@
+"""Absolute intensity scale, 1/cm/sr (Sheyfer et al., Phys. Rev. Lett. 125, 125504 (2020), Eq. S1).
+
+    I(q) = I_s(q) / (F_s T_s t f dOmega) - I_bg(q) / (F_bg T_bg t f dOmega)
+
+``I_s``, ``I_bg``: dark-subtracted, gain-corrected counts of sample and background;
+``F``: incident flux (photons/s) from the I0 ion chamber through its linear calibration;
+``T``: transmission ``(It/I0) / air transmission``; ``t``: exposure (s) — the I0 gate
+spans every frame of an exposure, so photons on the sample are ``F * t`` for the summed
+frames; ``f``: the sample's thickness (cm), used for both terms; ``dOmega``: each pixel's
+absolute solid angle (sr), already in the normalization of
+:class:`~xrd_bluesky.science.corrected_integration.CorrectedIntegrator`, so dividing
+a pattern in counts/sr by ``F T t f`` gives 1/cm/sr.
+
+The secondary-standard route: a measured standard (water, glassy carbon) against its
+known cross-section gives a factor that then multiplies other runs' patterns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import MissingMetadataError, MonitorError
+from .corrected_integration import BinSums
+from .integration import IntegrationResult
+from .monitors import AIR_TRANSMISSION, FluxCalibration
+
+#: Statistical margin (standard deviations of It/I0 counting noise) before a
+#: transmission above 1 is called non-physical.
+TRANSMISSION_SIGMAS = 5.0
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """The monitors and sample facts of one exposure that put it on the absolute scale.
+
+    Parameters
+    ----------
+    i0_counts, it_counts : float
+        Upstream and downstream ion-chamber counts during the exposure (counts).
+    exposure_s : float
+        Total exposure of the (summed) frames the counts belong to (s).
+    thickness_mm : float
+        Sample thickness (mm).
+    calibration : FluxCalibration
+        I0 rate to flux (ph/s).
+    air_transmission : float
+        Transmission of the air between the chambers (no sample).
+    """
+
+    i0_counts: float
+    it_counts: float
+    exposure_s: float
+    thickness_mm: float | None
+    calibration: FluxCalibration = FluxCalibration()
+    air_transmission: float = AIR_TRANSMISSION
+
+    def check(self) -> None:
+        """Raise :class:`MonitorError` (or :class:`MissingMetadataError` for a missing
+        thickness) naming the value that makes the exposure unusable."""
+        for name, value in (("I0", self.i0_counts), ("It", self.it_counts)):
+            if value is None or not math.isfinite(value) or value <= 0:
+                raise MonitorError(f"monitor {name}={value!r} counts is not positive and finite")
+        if not (self.exposure_s is not None and math.isfinite(self.exposure_s) and self.exposure_s > 0):
+            raise MonitorError(f"exposure {self.exposure_s!r} s is not positive")
+        if self.thickness_mm is None:
+            raise MissingMetadataError("sample thickness_mm is missing: no absolute scale without it")
+        if not (math.isfinite(self.thickness_mm) and self.thickness_mm > 0):
+            raise MissingMetadataError(f"sample thickness_mm={self.thickness_mm!r} is not positive")
+        t = self.raw_transmission
+        limit = 1.0 + TRANSMISSION_SIGMAS * math.sqrt(1.0 / self.i0_counts + 1.0 / self.it_counts)
+        if t > limit:
+            raise MonitorError(f"transmission (It/I0)/air = {t:.5g} > 1 (It={self.it_counts!r}, "
+                               f"I0={self.i0_counts!r}, air {self.air_transmission})")
+        self.calibration.flux(self.i0_counts, self.exposure_s)  # raises on flux <= 0
+
+    @property
+    def raw_transmission(self) -> float:
+        """``(It / I0) / air transmission``, unclipped."""
+        return self.it_counts / self.i0_counts / self.air_transmission
+
+    @property
+    def transmission(self) -> float:
+        """Sample transmission, at most 1 (a value within counting noise above 1 is 1)."""
+        return min(self.raw_transmission, 1.0)
+
+    @property
+    def flux_ph_s(self) -> float:
+        """Incident flux (photons/s)."""
+        return self.calibration.flux(self.i0_counts, self.exposure_s)
+
+    def factor(self, thickness_mm: float | None = None) -> float:
+        """``F T t f`` (photons cm): divide counts/sr by it for 1/cm/sr.
+
+        ``thickness_mm`` (mm) overrides the exposure's own (Eq. S1 divides the
+        background by the *sample's* thickness)."""
+        self.check()
+        f_cm = 0.1 * (self.thickness_mm if thickness_mm is None else thickness_mm)
+        return self.flux_ph_s * self.transmission * self.exposure_s * f_cm
+
+    def as_dict(self) -> dict:
+        """Plain values for a start or event document."""
+        d = asdict(self)
+        d["calibration"] = asdict(self.calibration)
+        return d
+
+
+def absolute(sums: BinSums, exposure: Exposure, thickness_mm: float | None = None) -> BinSums:
+    """Sums whose intensity is in 1/cm/sr (see :meth:`Exposure.factor`)."""
+    return sums.normalized_by(exposure.factor(thickness_mm))
+
+
+def subtract(sample: IntegrationResult, background: IntegrationResult) -> IntegrationResult:
+    """``sample - background`` on the sample's bins, errors added in quadrature.
+
+    The background is interpolated (linearly, with its sigma) when its bins differ;
+    sample bins outside the background's range are NaN.
+    """
+    if sample.unit != background.unit:
+        raise ValueError(f"cannot subtract a {background.unit} background from a {sample.unit} pattern")
+    if np.array_equal(sample.radial, background.radial):
+        bg, bg_sigma = background.intensity, background.sigma
+    else:
+        ok = np.isfinite(background.intensity)
+        x = background.radial[ok]
+        bg = np.interp(sample.radial, x, background.intensity[ok], left=np.nan, right=np.nan)
+        bg_sigma = np.interp(sample.radial, x, background.sigma[ok], left=np.nan, right=np.nan)
+    return IntegrationResult(sample.radial, sample.intensity - bg,
+                             np.hypot(sample.sigma, bg_sigma), sample.unit, sample.count)
+
+
+@dataclass(frozen=True)
+class StandardFactor:
+    """The factor that puts a measured standard on its known absolute curve.
+
+    Attributes
+    ----------
+    factor : float
+        Weighted mean of ``known / measured`` over the range (dimensionless).
+    sigma : float
+        Its 1-sigma statistical error.
+    low, high : float
+        Extreme relative deviations of the per-bin ratio from ``factor`` over the range
+        (the flatness: -0.02 and 0.03 mean -2 % and +3 %).
+    radial_range : (float, float)
+        Range used, in the pattern's radial unit.
+    """
+
+    factor: float
+    sigma: float
+    low: float
+    high: float
+    radial_range: tuple[float, float]
+
+
+def standard_factor(measured: IntegrationResult, known_radial: np.ndarray, known_intensity: np.ndarray,
+                    radial_range: tuple[float, float]) -> StandardFactor:
+    """Scale factor ``known / measured`` of a standard and its flatness.
+
+    Parameters
+    ----------
+    measured : IntegrationResult
+        The standard's pattern (any consistent intensity unit).
+    known_radial, known_intensity : ndarray
+        The standard's known curve, radial in the pattern's unit, intensity in the
+        target unit (e.g. 1/cm/sr); interpolated linearly onto the pattern's bins.
+    radial_range : (float, float)
+        Where to compare, in the pattern's radial unit.
+    """
+    lo, hi = radial_range
+    sel = (measured.radial >= lo) & (measured.radial <= hi) & np.isfinite(measured.intensity) & (measured.intensity > 0)
+    sel &= (measured.radial >= np.min(known_radial)) & (measured.radial <= np.max(known_radial))
+    if sel.sum() < 3:
+        raise ValueError(f"fewer than 3 usable bins of the standard between {lo} and {hi} {measured.radial_units}")
+    order = np.argsort(known_radial)
+    known = np.interp(measured.radial[sel], np.asarray(known_radial)[order], np.asarray(known_intensity)[order])
+    ratio = known / measured.intensity[sel]
+    ratio_sigma = ratio * measured.sigma[sel] / measured.intensity[sel]
+    weights = 1.0 / ratio_sigma**2
+    factor = float(np.sum(weights * ratio) / np.sum(weights))
+    deviation = ratio / factor - 1.0
+    return StandardFactor(factor, float(1.0 / math.sqrt(np.sum(weights))), float(deviation.min()),
+                          float(deviation.max()), (float(lo), float(hi)))
+
+
+def scaled(pattern: IntegrationResult, factor: float) -> IntegrationResult:
+    """``pattern`` with intensity and sigma multiplied by ``factor``."""
+    return IntegrationResult(pattern.radial, pattern.intensity * factor, pattern.sigma * factor,
+                             pattern.unit, pattern.count, pattern.azimuthal)

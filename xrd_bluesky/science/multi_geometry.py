@@ -1,0 +1,44 @@
+"""Stitching frames from several detector positions into one pattern.
+
+The definition is pyFAI's ``MultiGeometry``: every position is integrated into the same
+bins with the absolute solid angle in its normalization, the per-bin sums of signal,
+variance, normalization and pixel count are added over positions, and only then
+divided — so a bin seen by two positions gets the counts-weighted mean, not the mean
+of two means, and the overlap has no step beyond noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..errors import GeometryError
+from .corrected_integration import BinSums
+from .geometry import Poni
+from .integration import UNITS
+
+
+def covered_radial_range(ponis: Iterable[Poni], unit: str = "q_nm^-1") -> tuple[float, float]:
+    """The radial range (in ``unit``) the pixel centres of all geometries cover,
+    as pyFAI's ``MultiGeometry`` guesses it when none is given."""
+    if unit not in UNITS:
+        raise ValueError(f"unknown radial unit {unit!r}; use one of {sorted(UNITS)}")
+    lows, highs = [], []
+    for poni in ponis:
+        radial = poni.integrator().array_from_unit(unit=unit)
+        lows.append(float(np.nanmin(radial)))
+        highs.append(float(np.nanmax(radial)))
+    if not lows:
+        raise GeometryError("no detector position to cover")
+    return min(lows), max(highs)
+
+
+def stitch(sums: Iterable[BinSums]) -> BinSums:
+    """Add the per-bin sums of several positions (or frames) sharing the same bins."""
+    total = None
+    for s in sums:
+        total = s if total is None else total + s
+    if total is None:
+        raise ValueError("nothing to stitch")
+    return total

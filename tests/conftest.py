@@ -14,6 +14,7 @@ from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.calibrations import latest_calibration
 from xrd_bluesky.store.gain_maps import gain_map_from_run, latest_gain_map_uid
+from xrd_bluesky.store.references import reference_pattern
 from xrd_bluesky.store.writer import run_writer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -61,6 +62,26 @@ def live(RE, catalog, beamline):
 
     router = AnalysisRouter(run_writer(catalog.processed), geometry, beamstop=beamline.config.beamstop,
                             nominal=beamline.config.nominal_geometry(),
-                            export_dir=catalog.frames_dir.parent, gain_map=gain_map)
+                            export_dir=catalog.frames_dir.parent, gain_map=gain_map,
+                            references=lambda uid: reference_pattern(catalog.processed, uid))
     RE.subscribe(router)
     return RE
+
+
+@pytest.fixture
+def with_gain_map(live, catalog, beamline):
+    """The live RE, with a gain map of the test detector in the catalog (measured here,
+    as a beamline would, if no earlier test made one); flux restored afterwards."""
+    from xrd_bluesky.plans import gain_map_scan
+
+    if latest_gain_map_uid(catalog.processed) is None:
+        bl = beamline
+        flux = bl.source.flux.get()
+        bl.sample_changer.slot.put("glass")
+        bl.source.flux.put(2e12)
+        live(gain_map_scan(bl.detector, bl.stage, [(0, 0, 300), (0, 12, 300), (0, -12, 300), (15, 6, 300)],
+                           frames_per_position=3, exposure=1.0, shutter=bl.source.shutter,
+                           geometry=bl.true_geometry(), beamstop=bl.config.beamstop, energy=bl.source.energy))
+        bl.source.flux.put(flux)
+    assert latest_gain_map_uid(catalog.processed) is not None
+    return live

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -127,6 +128,13 @@ def _session(args) -> int:
     return 0
 
 
+def _bench_integrate(args) -> int:
+    from .bench import integrate
+
+    integrate(args.detector, n_frames=args.frames, npt=args.npt, repeats=args.repeats)
+    return 0
+
+
 def _ipython_banner(text: str):
     from traitlets.config import Config
 
@@ -174,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--directory", help="data directory of the embedded catalog")
     lin.set_defaults(func=_lineage)
 
+    bench = sub.add_parser("bench", help="side-by-side benchmarks against the reference path")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    bint = bench_sub.add_parser("integrate", help="1D integration and MultiGeometry, ours vs pyFAI CSR")
+    bint.add_argument("--detector", default="Pilatus2MCdTe", help="pyFAI detector model")
+    bint.add_argument("--frames", type=int, default=8, help="distinct frames cycled through")
+    bint.add_argument("--npt", type=int, default=2000, help="radial bins")
+    bint.add_argument("--repeats", type=int, default=5, help="timing repeats (the best is reported)")
+    bint.set_defaults(func=_bench_integrate)
+
     session = sub.add_parser("session", help="IPython with RE, devices, catalog and callbacks ready")
     session.add_argument("--directory", help="data directory of the embedded catalog")
     session.add_argument("--catalog", help="URI of a remote Tiled server (API key from TILED_API_KEY)")
@@ -182,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # pyFAI's MultiGeometry thread pool races in numexpr with a single numexpr thread
+    os.environ.setdefault("NUMEXPR_NUM_THREADS", "2")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

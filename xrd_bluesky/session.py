@@ -18,6 +18,7 @@ from .store import Catalog, open_catalog
 from .science.gain_map_source import GainMapSource
 from .store.calibrations import geometry_from_calibration, latest_calibration
 from .store.gain_maps import gain_map_from_run, latest_gain_map_uid
+from .store.references import reference_pattern
 from .store.writer import run_writer
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,9 @@ def build_session(*, directory: str | Path | None = None, uri: str | None = None
     session = Session(RE, catalog, beamline, None, None)  # type: ignore[arg-type]
     session.router = AnalysisRouter(processed, session.current_geometry, beamstop=beamline.config.beamstop,
                                     nominal=beamline.config.nominal_geometry(),
-                                    export_dir=frames_dir.parent, gain_map=session.current_gain_map)
+                                    export_dir=frames_dir.parent, gain_map=session.current_gain_map,
+                                    references=lambda uid: reference_pattern(catalog.processed, uid),
+                                    flux_calibration=beamline.config.flux_calibration)
     RE.subscribe(session.router)
     # pyFAI calls gc.collect() whenever a geometry changes; with a RunEngine and a
     # Tiled server loaded each call walks millions of objects. Freezing what exists

@@ -18,25 +18,26 @@ Derived-run streams (all intensities with their 1-sigma errors):
 ``stitched``   per completed position set and at the stop: all frames in common q
                bins (counts/sr) and, over frames with usable monitors, in 1/cm/sr;
 ``subtracted`` with ``stitched``, when the run names a ``background_uid``: sample minus
-               background in 1/cm/sr (times the standard's factor, if one is named).
+               background in 1/cm/sr (times the standard's factor, if one is named);
+``standard``   at the stop of a run whose start document says ``standard: "water"``:
+               the factor known / measured and its flatness.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from ..errors import GeometryError, MissingMetadataError, MonitorError
-from ..science.absolute_scale import Exposure, absolute, scaled, subtract
+from ..science.absolute_scale import (KNOWN_STANDARDS, Exposure, ReferencePattern, absolute, scaled,
+                                      standard_factor, subtract)
 from ..science.corrected_integration import BinSums, CorrectedIntegrator
 from ..science.gain_map_source import GainMapSource
 from ..science.geometry import Poni, StagePosition
 from ..science.geometry_source import GeometrySource
 from ..science.image_formation import Beamstop, pixel_geometry
-from ..science.integration import IntegrationResult
 from ..science.monitors import FluxCalibration
 from ..science.multi_geometry import covered_radial_range, stitch
 from .derived import Emit, FrameRunCallback
@@ -49,28 +50,6 @@ PRIMARY_STREAM = "primary"
 #: Default ion-chamber data keys (upstream, downstream); a run's start document may
 #: name others under ``monitors: {"i0": ..., "it": ...}``.
 MONITOR_KEYS = {"i0": "I0_counts", "it": "It_counts"}
-
-
-@dataclass(frozen=True)
-class ReferencePattern:
-    """A stored run's final stitched pattern on the absolute scale.
-
-    Attributes
-    ----------
-    uid : str
-        The raw run it came from.
-    pattern : IntegrationResult
-        q (1/nm), intensity and sigma (1/cm/sr).
-    thickness_mm : float
-        The thickness (mm) it was scaled with.
-    standard_factor : float or None
-        For a standard run: known / measured.
-    """
-
-    uid: str
-    pattern: IntegrationResult
-    thickness_mm: float
-    standard_factor: float | None = None
 
 
 #: Looks up a raw run's :class:`ReferencePattern` by uid.
@@ -137,6 +116,9 @@ class LiveIntegration(FrameRunCallback):
         self._ranges = self._radial_ranges(doc)
         self._background = self._reference(doc, "background_uid")
         self._standard = self._reference(doc, "standard_uid")
+        self._is_standard = doc.get("standard")
+        if self._is_standard is not None and self._is_standard not in KNOWN_STANDARDS:
+            raise MissingMetadataError(f"unknown standard {self._is_standard!r}; known: {sorted(KNOWN_STANDARDS)}")
         if self._standard is not None and self._standard.standard_factor is None:
             raise MissingMetadataError(f"standard run {self._standard.uid} has no standard factor")
         self.open_derived(doc, {"npt": self.npt, "polarization_factor": self.polarization_factor,
@@ -268,6 +250,12 @@ class LiveIntegration(FrameRunCallback):
         self._event("stitched_absolute", {"q": pattern.radial, "intensity": pattern.intensity,
                                           "sigma": pattern.sigma, "frames": len(self._stitched_abs),
                                           "thickness_mm": self._thickness_mm, "final": final})
+        if final and self._is_standard:
+            known = KNOWN_STANDARDS[self._is_standard]
+            result = standard_factor(pattern, known["radial"], known["intensity"], known["radial_range"])
+            self._event("standard", {"standard_factor": result.factor, "standard_factor_sigma": result.sigma,
+                                     "deviation_low": result.low, "deviation_high": result.high,
+                                     "radial_low": result.radial_range[0], "radial_high": result.radial_range[1]})
         if self._background is not None:
             bg = self._background
             background = scaled(bg.pattern, bg.thickness_mm / self._thickness_mm)
@@ -306,7 +294,8 @@ def _monitor(fe: FrameEvent, key: str) -> float:
 #: Units of the derived data keys.
 UNITS = {"q": "1/nm", "two_theta": "deg", "azimuth": "deg", "intensity_q": "counts/sr", "sigma_q": "counts/sr",
          "intensity_2theta": "counts/sr", "sigma_2theta": "counts/sr", "i0": "counts", "it": "counts",
-         "exposure_s": "s", "flux_ph_s": "ph/s", "thickness_mm": "mm", "transmission": "", "standard_factor": "",
+         "exposure_s": "s", "flux_ph_s": "ph/s", "thickness_mm": "mm", "transmission": "", "standard_factor": "", "standard_factor_sigma": "",
+         "deviation_low": "", "deviation_high": "", "radial_low": "1/nm", "radial_high": "1/nm",
          "stage_x": "mm", "stage_y": "mm", "stage_distance": "mm"}
 #: Intensity units per stream.
 INTENSITY_UNITS = {"absolute": "1/cm/sr", "stitched_absolute": "1/cm/sr", "subtracted": "1/cm/sr",

@@ -13,10 +13,11 @@ from ..science.gain_map_source import GainMapSource
 from ..science.geometry import DetectorPositionModel
 from ..science.geometry_source import GeometrySource
 from ..science.image_formation import Beamstop
+from ..science.monitors import FluxCalibration
 from .calibration import GeometryCalibration
 from .derived import Emit
 from .gain_map import GainMapBuilder
-from .integration import LiveIntegration
+from .integration import LiveIntegration, References
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +46,21 @@ class AnalysisRouter(RunRouter):
         Thresholds of the automatic calibration.
     gain_map : callable, optional
         Returns the current :class:`GainMapSource` (or None) when a run starts.
+    references : callable, optional
+        Looks up the stored absolute pattern of a background or standard run by uid.
+    cake : (int, int), optional
+        ``(radial, azimuthal)`` bins of a per-frame cake of measurement runs.
+    flux_calibration : FluxCalibration
+        The I0 chamber's counts-to-flux calibration.
     """
 
     def __init__(self, emit: Emit, geometry: Callable[[], GeometrySource | None], *,
                  beamstop: Beamstop | None = None, npt: int = 2000,
                  nominal: DetectorPositionModel | None = None, export_dir: str | Path | None = None,
                  calibration_settings: CalibrationSettings = CalibrationSettings(),
-                 gain_map: Callable[[], GainMapSource | None] = lambda: None):
+                 gain_map: Callable[[], GainMapSource | None] = lambda: None,
+                 references: References | None = None, cake: tuple[int, int] | None = None,
+                 flux_calibration: FluxCalibration = FluxCalibration()):
         self.emit = emit
         self.geometry = geometry
         self.beamstop = beamstop
@@ -60,6 +69,9 @@ class AnalysisRouter(RunRouter):
         self.export_dir = export_dir
         self.calibration_settings = calibration_settings
         self.gain_map = gain_map
+        self.references = references
+        self.cake = cake
+        self.flux_calibration = flux_calibration
         super().__init__([self._factory])
 
     def _factory(self, name: str, start_doc: dict):
@@ -80,7 +92,8 @@ class AnalysisRouter(RunRouter):
             return [GainMapBuilder(self.emit, geometry, beamstop=self.beamstop,
                                    export_dir=self._export("gain_maps"))], []
         return [LiveIntegration(self.emit, geometry, npt=self.npt, beamstop=self.beamstop,
-                                gain_map=self.gain_map())], []
+                                gain_map=self.gain_map(), cake=self.cake, flux_calibration=self.flux_calibration,
+                                references=self.references)], []
 
     def _export(self, kind: str) -> Path | None:
         return None if self.export_dir is None else Path(self.export_dir) / kind

@@ -26,6 +26,15 @@ from ..errors import MissingMetadataError, MonitorError
 from .corrected_integration import BinSums
 from .integration import IntegrationResult
 from .monitors import AIR_TRANSMISSION, FluxCalibration
+from .samples import WATER_LOW_Q_CM_SR
+
+#: Known absolute curves of secondary standards: radial unit, range and intensity (1/cm/sr)
+#: as a function of the radial coordinate. Water at 20 C is flat at 0.0163 1/cm/sr
+#: below about 5 1/nm.
+KNOWN_STANDARDS = {
+    "water": {"unit": "q_nm^-1", "radial_range": (0.0, 5.0),
+              "radial": np.array([0.0, 5.0]), "intensity": np.full(2, WATER_LOW_Q_CM_SR)},
+}
 
 #: Statistical margin (standard deviations of It/I0 counting noise) before a
 #: transmission above 1 is called non-physical.
@@ -189,3 +198,25 @@ def scaled(pattern: IntegrationResult, factor: float) -> IntegrationResult:
     """``pattern`` with intensity and sigma multiplied by ``factor``."""
     return IntegrationResult(pattern.radial, pattern.intensity * factor, pattern.sigma * factor,
                              pattern.unit, pattern.count, pattern.azimuthal)
+
+
+@dataclass(frozen=True)
+class ReferencePattern:
+    """A stored run's final stitched pattern on the absolute scale.
+
+    Attributes
+    ----------
+    uid : str
+        The raw run it came from.
+    pattern : IntegrationResult
+        q (1/nm), intensity and sigma (1/cm/sr).
+    thickness_mm : float
+        The thickness (mm) it was scaled with.
+    standard_factor : float or None
+        For a standard run: known / measured.
+    """
+
+    uid: str
+    pattern: IntegrationResult
+    thickness_mm: float
+    standard_factor: float | None = None

@@ -19,11 +19,13 @@ as pyFAI's ``MultiGeometry`` does: add the sums, then divide.
 
 The pixel-splitting matrix comes from pyFAI's own CSR engine; constant per-bin sums
 (normalization, dark, pixel count) are computed once, leaving one fused pass per frame
-(:func:`~xrd_bluesky.science.csr_kernel.fused_bin_sums`).
+(:func:`~xrd_bluesky.science.integration_kernel.fused_bin_sums`).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numba
@@ -31,7 +33,7 @@ import numpy as np
 import scipy.sparse
 
 from ..errors import GeometryError, ShapeMismatchError
-from .csr_kernel import balanced_ranges, fused_bin_sums
+from .integration_kernel import balanced_ranges, fused_bin_sums
 from .geometry import Poni
 from .integration import UNITS, IntegrationResult, check_frame_shape
 
@@ -147,25 +149,20 @@ class CorrectedIntegrator:
             norm = norm * np.where(good_gain, gain, 0.0)
         if not valid.any():
             raise GeometryError("every pixel is masked: nothing to integrate")
-        m, self.radial, self.azimuthal = _pyfai_csr(ai, shape, npt, npt_azim, unit, radial_range, ~valid)
+        self._splitting = pixel_splitting(poni, npt, npt_azim, unit, radial_range, ~valid)
+        self.radial, self.azimuthal = self._splitting.radial, self._splitting.azimuthal
         self._norm = np.where(valid, norm, 0.0).ravel()
-        dark_flat = np.zeros(valid.size) if dark is None else np.where(valid, dark, 0.0).ravel()
-        self._dark = dark_flat
-        self.has_dark = dark is not None
-        self._static = np.stack([m @ self._norm, m @ dark_flat, m @ valid.ravel().astype(np.float64)], axis=1)
-        by_pixel = m.tocsc()
-        by_pixel.sort_indices()
-        self._colptr = by_pixel.indptr.astype(np.int64)
-        self._rows = by_pixel.indices.astype(np.uint16 if m.shape[0] <= np.iinfo(np.uint16).max else np.int32)
-        self._coef = by_pixel.data.astype(np.float32)
-        self._bounds = balanced_ranges(self._colptr, numba.get_num_threads())
-        self._acc = np.empty((len(self._bounds) - 1, m.shape[0], 2))
-        self._lost = np.empty((len(self._bounds) - 1, m.shape[0], 3))
+        self._dark = np.zeros(valid.size) if dark is None else np.where(valid, dark, 0.0).ravel()
+        m = self._splitting.matrix()
+        self._static = np.stack([m @ self._norm, m @ self._dark, m @ valid.ravel().astype(np.float64)], axis=1)
+        n_ranges = len(self._splitting.bounds) - 1
+        self._acc = np.empty((n_ranges, self.n_bins, 2))
+        self._lost = np.empty((n_ranges, self.n_bins, 3))
         self.shape = shape
 
     @property
     def n_bins(self) -> int:
-        return self._acc.shape[1]
+        return self._splitting.n_bins
 
     def sums(self, frame: np.ndarray) -> BinSums:
         """Integrate one frame (raw counts, the detector's shape) into per-bin sums."""
@@ -173,7 +170,8 @@ class CorrectedIntegrator:
             raise ShapeMismatchError(f"frame has shape {np.shape(frame)}, detector "
                                      f"{self.poni.detector!r} needs {self.shape}")
         flat = np.ascontiguousarray(frame).reshape(-1)
-        fused_bin_sums(self._colptr, self._rows, self._coef, self._bounds, flat, self.max_count,
+        split = self._splitting
+        fused_bin_sums(split.colptr, split.rows, split.coef, split.bounds, flat, self.max_count,
                        self._norm, self._dark, self._acc, self._lost)
         raw, raw_var = self._acc.sum(axis=0).T
         lost_norm, lost_dark, lost_count = self._lost.sum(axis=0).T
@@ -191,25 +189,67 @@ class CorrectedIntegrator:
         return self.sums(frame).result()
 
 
-def _pyfai_csr(ai, shape, npt, npt_azim, unit, radial_range, mask):
-    """pyFAI's own bounding-box CSR matrix (bins x pixels, float32) without masked
-    pixels, and the bin centres (radial in ``unit``; azimuth in deg or None)."""
+@dataclass(frozen=True)
+class PixelSplitting:
+    """pyFAI's bounding-box pixel-splitting matrix (bins x pixels) in CSC form, without
+    masked pixels, with the bin centres (radial in the unit; azimuth in deg or None)
+    and the per-thread pixel ranges of the kernel."""
+
+    colptr: np.ndarray
+    rows: np.ndarray
+    coef: np.ndarray
+    n_bins: int
+    radial: np.ndarray
+    azimuthal: np.ndarray | None
+    bounds: np.ndarray
+
+    def matrix(self) -> scipy.sparse.csc_matrix:
+        """The matrix for scipy products (shares the arrays)."""
+        return scipy.sparse.csc_matrix((self.coef, self.rows, self.colptr), shape=(self.n_bins, len(self.colptr) - 1))
+
+
+#: Recently built pixel-splitting matrices (about 50 MB each for a 2M detector) by
+#: geometry, bins, unit, range and mask: one per detector position and unit of a run,
+#: shared by the following runs.
+_SPLITTING_CACHE: OrderedDict[tuple, PixelSplitting] = OrderedDict()
+SPLITTING_CACHE_SIZE = 8
+
+
+def pixel_splitting(poni: Poni, npt: int, npt_azim: int | None, unit: str,
+                    radial_range: tuple[float, float] | None, mask: np.ndarray) -> PixelSplitting:
+    """pyFAI's own CSR matrix for these bins, masked pixels removed, as a (cached)
+    :class:`PixelSplitting`. ``mask``: True = bad pixel."""
+    key = (poni, npt, npt_azim, unit, None if radial_range is None else tuple(map(float, radial_range)),
+           hashlib.sha1(np.packbits(mask).tobytes()).hexdigest())
+    if key in _SPLITTING_CACHE:
+        _SPLITTING_CACHE.move_to_end(key)
+        return _SPLITTING_CACHE[key]
+    ai = poni.integrator()
+    shape = mask.shape
     dummy = np.zeros(shape, np.float32)
     kw = dict(unit=unit, method=("bbox", "csr", "cython"), mask=mask, radial_range=radial_range,
               correctSolidAngle=False)
     if npt_azim:
         res = ai.integrate2d_ng(dummy, npt, npt_azim, **kw)
-        engine, azimuthal = ai.engines[res.method].engine, np.asarray(res.azimuthal, np.float64)
+        azimuthal = np.asarray(res.azimuthal, np.float64)
     else:
         res = ai.integrate1d_ng(dummy, npt, **kw)
-        engine, azimuthal = ai.engines[res.method].engine, None
-    data, indices, indptr = (np.asarray(a) for a in engine.lut)
+        azimuthal = None
+    data, indices, indptr = (np.asarray(a) for a in ai.engines[res.method].engine.lut)
+    n_pixels = int(np.prod(shape))
     matrix = scipy.sparse.csr_matrix((data.astype(np.float32), indices.astype(np.int32), indptr.astype(np.int32)),
-                                     shape=(len(indptr) - 1, int(np.prod(shape))))
-    keep = ~mask.ravel()
-    matrix = matrix @ scipy.sparse.diags(keep.astype(np.float32))
+                                     shape=(len(indptr) - 1, n_pixels))
+    matrix = (matrix @ scipy.sparse.diags((~mask.ravel()).astype(np.float32))).tocsc()
     matrix.eliminate_zeros()
     matrix.sort_indices()
     if not np.isfinite(matrix.data).all():
         raise GeometryError("pyFAI's pixel-splitting matrix has non-finite weights")
-    return matrix, np.asarray(res.radial, np.float64), azimuthal
+    colptr = matrix.indptr.astype(np.int32 if matrix.nnz < np.iinfo(np.int32).max else np.int64)
+    n_bins = matrix.shape[0]
+    split = PixelSplitting(colptr, matrix.indices.astype(np.uint16 if n_bins <= np.iinfo(np.uint16).max else np.int32),
+                           matrix.data.astype(np.float32), n_bins, np.asarray(res.radial, np.float64), azimuthal,
+                           balanced_ranges(colptr, numba.get_num_threads()))
+    _SPLITTING_CACHE[key] = split
+    while len(_SPLITTING_CACHE) > SPLITTING_CACHE_SIZE:
+        _SPLITTING_CACHE.popitem(last=False)
+    return split

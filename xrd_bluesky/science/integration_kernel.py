@@ -35,7 +35,7 @@ def fused_bin_sums(colptr: np.ndarray, rows: np.ndarray, coef: np.ndarray, bound
     Parameters
     ----------
     colptr, rows, coef : ndarray
-        The pixel-splitting matrix (bins x pixels) in CSC form: int64 column pointers,
+        The pixel-splitting matrix (bins x pixels) in CSC form: int32 (or int64) column pointers,
         bin numbers (uint16 or int32), float32 weights.
     bounds : ndarray
         Pixel-range boundaries, one range per thread (balanced by entries).

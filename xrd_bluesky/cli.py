@@ -16,7 +16,8 @@ def _demo(args) -> int:
     result = run_demo(Path(args.output), directory=Path(args.directory) if args.directory else None,
                       detector=args.detector)
     centre_px, distance_pct, tilt_deg = result["calibration_worst"]
-    ok = result["worst_ring_error_deg"] <= 0.02 and centre_px <= 0.2 and distance_pct <= 0.05 and tilt_deg <= 0.02
+    ok = (result["worst_ring_error_deg"] <= 0.02 and centre_px <= 0.2 and distance_pct <= 0.05 and tilt_deg <= 0.02
+          and abs(result["water_factor"] - 1) <= 0.02 and result["absolute_worst_rel"] <= 0.02)
     return 0 if ok else 1
 
 

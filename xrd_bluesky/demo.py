@@ -6,6 +6,9 @@ Step 2: a gain-map scan of glass slides at five positions, the gain map computed
 with that calibration and compared with the simulator's true gain.
 Step 3: a CeO2 count at three detector positions, integrated live with the calibration
 and the gain map; the ring positions found are compared with the calibrant's true 2theta.
+Step 4: water (as secondary standard), buffer and a protein-like solute in buffer, each
+at three detector positions, stitched live, put on the absolute scale from the ion
+chambers, the buffer subtracted; compared with the simulator's true cross-sections.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from .plans import calibration_scan, gain_map_scan, multi_position_count  # noqa
 from .science.gain_map_simulation import GAIN_POSITIONS  # noqa: E402
 from .science.geometry import StagePosition  # noqa: E402
 from .science.peaks import fit_gaussian  # noqa: E402
+from .science.samples import WATER_LOW_Q_CM_SR, solute_cross_section  # noqa: E402
 from .science.units import two_theta_rad, wavelength_m  # noqa: E402
 from .session import Session, build_session  # noqa: E402
 from .sim_devices import BeamlineConfig  # noqa: E402
@@ -71,7 +75,7 @@ def run_demo(output: Path, *, directory: Path | None = None, detector: str = "Pi
     try:
         calibration = _calibration_step(session)
         gain = _gain_map_step(session)
-        return {**calibration, **gain, **_calibrant_step(session, output)}
+        return {**calibration, **gain, **_calibrant_step(session, output), **_absolute_step(session, output)}
     finally:
         session.close()
 
@@ -178,6 +182,53 @@ def _calibrant_step(session: Session, output: Path) -> dict:
     print(f"worst ring-position error: {worst:.4f} deg (target 0.02 deg)")
     print(f"plot         {plot}")
     return {"raw_uid": uid, "derived_uid": derived.start["uid"], "worst_ring_error_deg": worst, "plot": plot}
+
+
+def _absolute_step(session: Session, output: Path) -> dict:
+    bl = session.beamline
+
+    def measure(slot: str, md: dict) -> str:
+        bl.sample_changer.slot.put(slot)
+        (uid,) = session.RE(multi_position_count(
+            [bl.detector, bl.i0, bl.it], bl.stage, DEMO_POSITIONS, shutter=bl.source.shutter,
+            energy=bl.source.energy, sample=bl.sample_changer.sample().metadata(), md=md))
+        return uid
+
+    water = measure("water", {"standard": "water"})
+    buffer = measure("buffer", {})
+    sample = measure("sample_in_buffer", {"background_uid": buffer, "standard_uid": water})
+    factor = float(np.asarray(_derived_of(session, water)["standard"].read()["standard_factor"])[-1])
+    derived = _derived_of(session, sample)
+    stitched, subtracted = (derived[s].read() for s in ("stitched_absolute", "subtracted"))
+    q, inten, sigma = (np.asarray(stitched[k])[-1] for k in ("q", "intensity", "sigma"))
+    truth = bl.sample_changer.sample().cross_section_q(q)
+    precise = np.isfinite(inten) & (sigma < 0.005 * inten)
+    worst = float(np.max(np.abs(inten[precise] / truth[precise] - 1)))
+    diff = np.asarray(subtracted["intensity"])[-1]
+    solute = solute_cross_section(q)
+    strong = np.isfinite(diff) & (solute > 0.1 * WATER_LOW_Q_CM_SR)
+    solute_error = float(np.sum(diff[strong]) / np.sum(solute[strong]) - 1)
+    print(f"step 4: water {water} (standard), buffer {buffer}, sample in buffer {sample}, "
+          f"each at {len(DEMO_POSITIONS)} positions; absolute scale and subtraction in {derived.start['uid']}")
+    print(f"  water standard factor {factor:.4f} (1 = the monitors' absolute scale is right)")
+    print(f"  sample in buffer (x standard factor) vs true dSigma/dOmega: worst {100 * worst:.2f} % over q "
+          f"{q[precise].min():.2f}-{q[precise].max():.2f} 1/nm (target 2 %)")
+    print(f"  sample minus buffer vs true solute scattering (q < {q[strong].max():.2f} 1/nm): "
+          f"{100 * solute_error:+.2f} %")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.loglog(q, inten, lw=0.8, label="sample in buffer, stitched (3 positions)")
+    ax.loglog(q, truth, "k:", lw=0.8, label="truth")
+    ax.loglog(q, diff, lw=0.8, label="minus buffer x standard factor")
+    ax.loglog(q, solute, "k--", lw=0.8, label="true solute scattering")
+    ax.set_xlabel("q (1/nm)")
+    ax.set_ylabel("dSigma/dOmega (1/cm/sr)")
+    ax.set_ylim(1e-4, 1.0)
+    ax.legend()
+    plot = output / "demo_absolute.png"
+    fig.savefig(plot, dpi=120)
+    plt.close(fig)
+    print(f"plot         {plot}")
+    return {"water_factor": factor, "absolute_worst_rel": worst, "solute_rel": solute_error}
 
 
 def _derived_of(session: Session, parent_uid: str):

@@ -13,10 +13,13 @@ Derived-run streams (all intensities with their 1-sigma errors):
 
 ``primary``    per frame: q and 2theta patterns (counts/sr), monitors, the absolute
                scale's flag and its reason when refused;
-``absolute``   per frame with usable monitors: the q pattern in 1/cm/sr;
+``absolute``   per frame with usable monitors: the q pattern in 1/cm/sr (times the
+               named standard's factor, recorded as ``standard_factor``; 1 without);
 ``cake``       per frame, when configured: (azimuth, q) cake in counts/sr;
 ``stitched``   per completed position set and at the stop: all frames in common q
-               bins (counts/sr) and, over frames with usable monitors, in 1/cm/sr;
+               bins (counts/sr);
+``stitched_absolute`` with it, over frames with usable monitors, in 1/cm/sr (times the
+               standard's factor, as ``absolute``);
 ``subtracted`` with ``stitched``, when the run names a ``background_uid``: sample minus
                background in 1/cm/sr (times the standard's factor, if one is named);
 ``standard``   at the stop of a run whose start document says ``standard: "water"``:
@@ -182,9 +185,10 @@ class LiveIntegration(FrameRunCallback):
         if exposure is not None:
             scaled_sums = absolute(q, exposure)
             self._stitched_abs.append(scaled_sums)
-            abs_pattern = scaled_sums.result()
+            abs_pattern = scaled(scaled_sums.result(), self._standard_factor())
             self._event("absolute", {"q": abs_pattern.radial, "intensity": abs_pattern.intensity,
-                                     "sigma": abs_pattern.sigma, "transmission": exposure.transmission,
+                                     "sigma": abs_pattern.sigma, "standard_factor": self._standard_factor(),
+                                     "transmission": exposure.transmission,
                                      "flux_ph_s": exposure.flux_ph_s, "parent_seq_num": fe.seq_num}, fe.seq_num)
         if "cake" in integrators:
             cake = integrators["cake"].sums(frame).result()
@@ -245,11 +249,13 @@ class LiveIntegration(FrameRunCallback):
                                  "frames": len(self._stitched), "positions": positions, "final": final})
         if not self._stitched_abs:
             return
-        pattern = stitch(self._stitched_abs).result()
-        factor = self._standard.standard_factor if self._standard else 1.0
-        self._event("stitched_absolute", {"q": pattern.radial, "intensity": pattern.intensity,
-                                          "sigma": pattern.sigma, "frames": len(self._stitched_abs),
-                                          "thickness_mm": self._thickness_mm, "final": final})
+        pattern = stitch(self._stitched_abs).result()  # monitors' absolute scale
+        factor = self._standard_factor()
+        calibrated = scaled(pattern, factor)
+        self._event("stitched_absolute", {"q": pattern.radial, "intensity": calibrated.intensity,
+                                          "sigma": calibrated.sigma, "frames": len(self._stitched_abs),
+                                          "thickness_mm": self._thickness_mm, "standard_factor": factor,
+                                          "final": final})
         if final and self._is_standard:
             known = KNOWN_STANDARDS[self._is_standard]
             result = standard_factor(pattern, known["radial"], known["intensity"], known["radial_range"])
@@ -262,6 +268,10 @@ class LiveIntegration(FrameRunCallback):
             result = scaled(subtract(pattern, background), factor)
             self._event("subtracted", {"q": result.radial, "intensity": result.intensity, "sigma": result.sigma,
                                        "standard_factor": factor, "final": final})
+
+    def _standard_factor(self) -> float:
+        """The named standard run's factor (known / measured), 1 without one."""
+        return self._standard.standard_factor if self._standard else 1.0
 
     def _event(self, stream: str, data: dict, seq_num: int | None = None) -> None:
         if stream not in self._descriptors:

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from . import integrate_files
+
 
 def _demo(args) -> int:
     from .demo import run_demo
@@ -182,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--catalog", help="URI of a remote Tiled server (API key from TILED_API_KEY)")
     lin.add_argument("--directory", help="data directory of the embedded catalog")
     lin.set_defaults(func=_lineage)
+
+    integrate_files.add_parser(sub)
 
     bench = sub.add_parser("bench", help="side-by-side benchmarks against the reference path")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)

@@ -128,3 +128,98 @@ def integrate(detector: str = "Pilatus2MCdTe", n_frames: int = 8, npt: int = 200
     for name, value in out.items():
         print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
     return out
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process (MB), from /proc."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float = 30.0,
+         warmup_s: float = 20.0, detector: str = "Pilatus2MCdTe") -> dict:
+    """The whole live chain at a detector frame rate, on pre-rendered frames.
+
+    A RunEngine counts glass with the simulated detector (``frames_per_event`` frames of
+    ``1/frame_rate`` s per trigger, pre-rendered so that rendering is not timed), I0 and
+    It, as fast as the chain allows, for ``seconds`` (s) after ``warmup_s`` (s). Every
+    frame is written to HDF5, announced, read back, dark-subtracted and masked; each
+    event's frames are integrated in q and 2theta, put on the absolute scale, and
+    raw and derived documents are written to an embedded Tiled catalog. Prints the
+    frame rate sustained and the growth of resident memory after the warm-up.
+    """
+    import tempfile
+
+    import bluesky.plan_stubs as bps
+    import bluesky.preprocessors as bpp
+
+    from .plans.counting import stage_motors, take_darks
+    from .session import build_session
+
+    out: dict[str, float | int | str] = {"detector": detector, "frames_per_event": frames_per_event,
+                                         "target_frame_rate_hz": frame_rate}
+    with tempfile.TemporaryDirectory(prefix="xrd-bluesky-bench-") as tmp:
+        session = build_session(directory=tmp, config=BeamlineConfig(detector=detector))
+        try:
+            bl = session.beamline
+            bl.sample_changer.slot.put("glass")
+            det = bl.detector
+            det.acquire_time.put(1.0 / frame_rate)
+            det.num_frames.put(frames_per_event)
+            poni = bl.true_poni()
+            photons = expected_photons(bl.sample_changer.sample(), poni, flux_ph_s=bl.config.flux_ph_s,
+                                       exposure_s=1.0 / frame_rate, beamstop=bl.config.beamstop)
+            rng = np.random.default_rng(0)
+            det.use_prerendered(np.stack([detect(photons, det.response, 1.0 / frame_rate, rng)
+                                          for _ in range(2 * frames_per_event)]))
+            samples: list[tuple[float, int, float]] = []  # (time s, frames, RSS MB)
+            primary: set[str] = set()
+
+            def progress(name, doc):
+                if name == "descriptor" and doc["name"] == "primary":
+                    primary.add(doc["uid"])
+                elif name == "event" and doc["descriptor"] in primary:
+                    samples.append((time.perf_counter(), (len(samples) + 1) * frames_per_event, _rss_mb()))
+
+            stage = bl.stage
+            position = (stage.x.position, stage.y.position, stage.distance.position)
+            md = {"purpose": "measurement", "stage_motors": stage_motors(stage), "positions_mm": [position],
+                  "dark_frames": True, "energy_keV": float(bl.source.energy.get()),
+                  "sample": bl.sample_changer.sample().metadata(), "plan_name": "bench_live"}
+            detectors = [det, bl.i0, bl.it]
+            motors = [stage.x, stage.y, stage.distance]
+
+            @bpp.run_decorator(md=md)
+            def plan():
+                yield from bpp.stage_wrapper(take_darks(detectors, bl.source.shutter), detectors)
+                end = time.perf_counter() + warmup_s + seconds
+
+                def counts():
+                    while time.perf_counter() < end:
+                        yield from bps.trigger_and_read(detectors + motors)
+                yield from bpp.stage_wrapper(counts(), detectors)
+
+            token = session.RE.subscribe(progress)
+            session.RE(plan())
+            session.RE.unsubscribe(token)
+            t = np.array([s[0] for s in samples])
+            n = np.array([s[1] for s in samples])
+            rss = np.array([s[2] for s in samples])
+            after = t >= t[0] + warmup_s
+            out["frames"] = int(n[-1])
+            out["seconds_measured"] = float(t[-1] - t[after][0])
+            out["frame_rate_hz"] = float((n[-1] - n[after][0]) / (t[-1] - t[after][0]))
+            out["rss_after_warmup_mb"] = float(rss[after][0])
+            out["rss_end_mb"] = float(rss[-1])
+            out["rss_growth_after_warmup_mb"] = float(rss[-1] - rss[after][0])
+            derived = session.catalog.processed.values().last()
+            out["derived_exit_status"] = (derived.stop or {}).get("exit_status", "none")
+            out["derived_absolute_events"] = int(len(derived["absolute"].read()["intensity"]))
+        finally:
+            session.close()
+    for name, value in out.items():
+        print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
+    return out

@@ -138,6 +138,14 @@ def _bench_integrate(args) -> int:
     return 0
 
 
+def _bench_live(args) -> int:
+    from .bench import live
+
+    result = live(args.seconds, frames_per_event=args.frames_per_event, frame_rate=args.frame_rate,
+                  warmup_s=args.warmup, detector=args.detector)
+    return 0 if result["frame_rate_hz"] >= args.frame_rate else 1
+
+
 def _ipython_banner(text: str):
     from traitlets.config import Config
 
@@ -195,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     bint.add_argument("--npt", type=int, default=2000, help="radial bins")
     bint.add_argument("--repeats", type=int, default=5, help="timing repeats (the best is reported)")
     bint.set_defaults(func=_bench_integrate)
+    blive = bench_sub.add_parser("live", help="the live chain at a detector frame rate on pre-rendered frames")
+    blive.add_argument("--seconds", type=float, default=120.0, help="measured duration after the warm-up (s)")
+    blive.add_argument("--warmup", type=float, default=20.0, help="warm-up (s)")
+    blive.add_argument("--frame-rate", type=float, default=30.0, help="detector frame rate (Hz): exposure 1/rate")
+    blive.add_argument("--frames-per-event", type=int, default=10, help="frames per trigger")
+    blive.add_argument("--detector", default="Pilatus2MCdTe", help="pyFAI detector model")
+    blive.set_defaults(func=_bench_live)
 
     session = sub.add_parser("session", help="IPython with RE, devices, catalog and callbacks ready")
     session.add_argument("--directory", help="data directory of the embedded catalog")

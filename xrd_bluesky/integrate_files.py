@@ -118,6 +118,7 @@ def _read_hdf5(path: Path) -> tuple[list[np.ndarray], bool]:
     """The frames of ``HDF5_DATASET`` in ``path`` (one per 2D slice of a 3D stack) and
     whether the dataset is a stack."""
     import h5py
+    import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 and other detector filters)
 
     try:
         with h5py.File(path, "r") as f:

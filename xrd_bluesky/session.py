@@ -19,7 +19,7 @@ from .science.gain_map_source import GainMapSource
 from .store.calibrations import geometry_from_calibration, latest_calibration
 from .store.gain_maps import gain_map_from_run, latest_gain_map_uid
 from .store.references import reference_pattern
-from .store.writer import run_writer
+from .store.writer import DERIVED_BATCH_SIZE, run_writer
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def build_session(*, directory: str | Path | None = None, uri: str | None = None
     beamline = make_beamline(config, data_dir=frames_dir)
     RE = RunEngine({})
     RE.subscribe(run_writer(catalog.raw))  # raw data is critical: a failure stops the scan
-    processed = run_writer(catalog.processed)
+    processed = run_writer(catalog.processed, batch_size=DERIVED_BATCH_SIZE)
     session = Session(RE, catalog, beamline, None, None)  # type: ignore[arg-type]
     session.router = AnalysisRouter(processed, session.current_geometry, beamstop=beamline.config.beamstop,
                                     nominal=beamline.config.nominal_geometry(),

@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import h5py
+import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 and other detector filters)
 import numpy as np
 
 from ..errors import CorruptFrameError, MissingMetadataError

@@ -41,6 +41,7 @@ from ..science.gain_map_source import GainMapSource
 from ..science.geometry import Poni, StagePosition
 from ..science.geometry_source import GeometrySource
 from ..science.image_formation import Beamstop, pixel_geometry
+from ..science.integration_kernel import sum_frames
 from ..science.monitors import FluxCalibration
 from ..science.multi_geometry import covered_radial_range, stitch
 from .derived import Emit, FrameRunCallback
@@ -105,8 +106,10 @@ class LiveIntegration(FrameRunCallback):
         self._waiting_for_dark = False
         self._descriptors: dict[str, object] = {}
         self._integrators: dict[tuple, dict[str, CorrectedIntegrator]] = {}
-        self._stitched: list[BinSums] = []
-        self._stitched_abs: list[BinSums] = []
+        # running totals (constant memory however long the run) and their frame counts
+        self._stitched: BinSums | None = None
+        self._stitched_abs: BinSums | None = None
+        self._n_stitched = self._n_stitched_abs = 0
         self._position: StagePosition | None = None
 
     # -- run lifecycle -------------------------------------------------------
@@ -144,7 +147,7 @@ class LiveIntegration(FrameRunCallback):
         self.frames_arrived()
         if self.frames.unmatched_frames():
             raise MissingMetadataError(f"frames without events at the end of the run: {self.frames.unmatched_frames()}")
-        if self._stitched:
+        if self._stitched is not None:
             self._emit_stitched(final=True)
 
     def frames_arrived(self) -> None:
@@ -163,14 +166,15 @@ class LiveIntegration(FrameRunCallback):
         poni = self.geometry.poni(position, self._energy)
         if poni.detector != config["model"]:
             raise GeometryError(f"geometry is for detector {poni.detector!r}, frames come from {config['model']!r}")
-        if self._stitched and position != self._position:
+        if self._stitched is not None and position != self._position:
             self._emit_stitched(final=False)
         self._position = position
         frame = _combined_frame(fe.frames, config["max_count"])
         integrators = self._integrators_for(poni, len(fe.frames), config["max_count"])
         q = integrators["q"].sums(frame)
         tth = integrators["2th"].sums(frame).result()
-        self._stitched.append(q)
+        self._stitched = stitch([self._stitched, q])
+        self._n_stitched += 1
         pattern = q.result()
         data = {"q": pattern.radial, "intensity_q": pattern.intensity, "sigma_q": pattern.sigma,
                 "two_theta": tth.radial, "intensity_2theta": tth.intensity, "sigma_2theta": tth.sigma,
@@ -184,7 +188,8 @@ class LiveIntegration(FrameRunCallback):
         self._event("primary", data, fe.seq_num)
         if exposure is not None:
             scaled_sums = absolute(q, exposure)
-            self._stitched_abs.append(scaled_sums)
+            self._stitched_abs = stitch([self._stitched_abs, scaled_sums])
+            self._n_stitched_abs += 1
             abs_pattern = scaled(scaled_sums.result(), self._standard_factor())
             self._event("absolute", {"q": abs_pattern.radial, "intensity": abs_pattern.intensity,
                                      "sigma": abs_pattern.sigma, "standard_factor": self._standard_factor(),
@@ -243,17 +248,17 @@ class LiveIntegration(FrameRunCallback):
 
     # -- stitched results ----------------------------------------------------
     def _emit_stitched(self, final: bool) -> None:
-        counts = stitch(self._stitched).result()
-        positions = len({(k[0], k[1]) for k in self._integrators})
+        counts = self._stitched.result()
+        positions = len({poni for poni, _ in self._integrators})
         self._event("stitched", {"q": counts.radial, "intensity": counts.intensity, "sigma": counts.sigma,
-                                 "frames": len(self._stitched), "positions": positions, "final": final})
-        if not self._stitched_abs:
+                                 "frames": self._n_stitched, "positions": positions, "final": final})
+        if self._stitched_abs is None:
             return
-        pattern = stitch(self._stitched_abs).result()  # monitors' absolute scale
+        pattern = self._stitched_abs.result()  # monitors' absolute scale
         factor = self._standard_factor()
         calibrated = scaled(pattern, factor)
         self._event("stitched_absolute", {"q": pattern.radial, "intensity": calibrated.intensity,
-                                          "sigma": calibrated.sigma, "frames": len(self._stitched_abs),
+                                          "sigma": calibrated.sigma, "frames": self._n_stitched_abs,
                                           "thickness_mm": self._thickness_mm, "standard_factor": factor,
                                           "final": final})
         if final and self._is_standard:
@@ -284,15 +289,12 @@ class LiveIntegration(FrameRunCallback):
 
 
 def _combined_frame(frames: np.ndarray, max_count) -> np.ndarray:
-    """One frame of an event: the frame itself, or the sum of several with pixels
-    saturated or negative in any of them set to -1 (invalid)."""
+    """One frame of an event: the frame itself, or the sum of several (float64) with
+    pixels saturated or negative in any of them set to -1 (invalid)."""
     if len(frames) == 1:
         return frames[0]
-    total = frames.sum(axis=0, dtype=np.float64)
-    bad = (frames < 0).any(axis=0)
-    if max_count:
-        bad |= (frames >= max_count).any(axis=0)
-    total[bad] = -1.0
+    total = np.empty(frames.shape[1:])
+    sum_frames(frames, float(max_count) if max_count else np.inf, total)
     return total
 
 

@@ -83,3 +83,31 @@ def balanced_ranges(colptr: np.ndarray, n_ranges: int) -> np.ndarray:
     bounds = np.searchsorted(colptr, targets, side="left")
     bounds[0], bounds[-1] = 0, len(colptr) - 1
     return bounds.astype(np.int64)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def sum_frames(frames: np.ndarray, max_count: float, out: np.ndarray) -> None:
+    """Sum a stack of frames pixel by pixel into ``out`` (one pass, multi-threaded);
+    a pixel negative, non-finite or at/above ``max_count`` in any frame becomes -1
+    (invalid for :func:`fused_bin_sums`).
+
+    Parameters
+    ----------
+    frames : ndarray
+        ``(n, rows, columns)`` raw counts.
+    max_count : float
+        First saturated count; ``inf`` for none.
+    out : ndarray
+        ``(rows, columns)`` sums (counts), overwritten.
+    """
+    n, rows, cols = frames.shape
+    for r in numba.prange(rows):
+        for c in range(cols):
+            total = 0.0
+            bad = False
+            for i in range(n):
+                x = np.float64(frames[i, r, c])
+                if not (x >= 0.0 and x < max_count):
+                    bad = True
+                total += x
+            out[r, c] = -1.0 if bad else total

@@ -34,11 +34,13 @@ def covered_radial_range(ponis: Iterable[Poni], unit: str = "q_nm^-1") -> tuple[
     return min(lows), max(highs)
 
 
-def stitch(sums: Iterable[BinSums]) -> BinSums:
-    """Add the per-bin sums of several positions (or frames) sharing the same bins."""
+def stitch(sums: Iterable[BinSums | None]) -> BinSums:
+    """Add the per-bin sums of several positions (or frames) sharing the same bins
+    (None entries, e.g. an empty running total, are skipped)."""
     total = None
     for s in sums:
-        total = s if total is None else total + s
+        if s is not None:
+            total = s if total is None else total + s
     if total is None:
         raise ValueError("nothing to stitch")
     return total

@@ -226,3 +226,18 @@ def test_nan_pixels_are_masked_not_zeroed(ponis, response):
     masked = CorrectedIntegrator(poni, npt=500, mask=mask)
     a, b = integrator.integrate(as_float), masked.integrate(frame)
     np.testing.assert_allclose(a.intensity, b.intensity, rtol=1e-9)
+
+
+def test_multi_frame_sum_marks_pixels_bad_in_any_frame():
+    """Summing an event's frames: the plain sum, except pixels saturated or negative
+    in any frame, which become -1 (invalid for the integration kernel)."""
+    from xrd_bluesky.science.integration_kernel import sum_frames
+
+    frames = np.random.default_rng(0).poisson(20, (5, 40, 30)).astype(np.int32)
+    frames[2, 3, 4] = 1000   # saturated (max_count 1000)
+    frames[4, 10, 11] = -1   # gap / nonsense
+    out = np.empty((40, 30))
+    sum_frames(frames, 1000.0, out)
+    expected = frames.sum(axis=0).astype(float)
+    expected[3, 4] = expected[10, 11] = -1
+    np.testing.assert_array_equal(out, expected)

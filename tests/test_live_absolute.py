@@ -81,3 +81,48 @@ def test_unusable_monitors_flag_the_event(live, beamline, catalog):
         assert "absolute" not in derived and "stitched_absolute" not in derived
         intensity = np.asarray(primary["intensity_q"])
         assert np.isfinite(intensity).sum() > 0 and np.nanmax(intensity) > 0
+
+
+def test_dark_from_a_dark_run(live, beamline, catalog):
+    """A measurement without its own shutter-closed frames uses the dark run it names:
+    the derived run records it, and the pattern equals pyFAI's on the frame minus that
+    dark; a dark run of another exposure is refused with both exposures named."""
+    from dataclasses import replace
+
+    from xrd_bluesky.plans import dark_run
+    from xrd_bluesky.science.geometry import DetectorPositionModel, StagePosition
+    from xrd_bluesky.science.image_formation import pixel_geometry
+    from xrd_bluesky.science.units import wavelength_m
+
+    bl = beamline
+    bl.detector.acquire_time.put(2.0)
+    dark = live(dark_run([bl.detector], bl.source.shutter, num=3))[0]
+    bl.sample_changer.slot.put("glass")
+    uid = live(multi_position_count([bl.detector, bl.i0, bl.it], bl.stage, POSITIONS[:1], energy=bl.source.energy,
+                                    sample=bl.sample_changer.sample().metadata(), md={"dark_uid": dark}))[0]
+    derived = derived_of(catalog, uid)
+    assert derived.stop["exit_status"] == "success" and derived.start["dark_uid"] == dark
+    mean_dark = np.asarray(catalog.raw[dark]["primary"]["det_image"].read(), float).reshape(-1, *bl.detector.response.shape).mean(axis=0)
+    frame = np.asarray(catalog.raw[uid]["primary"]["det_image"].read())[0, 0]
+    model = DetectorPositionModel.from_dict(derived.start["geometry"]["model"])
+    poni = replace(model.poni_at(StagePosition(*POSITIONS[0])), wavelength=wavelength_m(17.0))
+    ai = poni.integrator()
+    mask = ai.detector.mask.astype(bool) | bl.config.beamstop.shadow(pixel_geometry(poni), margin_mm=0.5) | (frame < 0)
+    if derived.start["gain_map_uid"]:
+        from xrd_bluesky.store.gain_maps import gain_map_from_run
+        source = gain_map_from_run(catalog.processed[derived.start["gain_map_uid"]])
+        flat, mask = source.gain, mask | source.bad
+    else:
+        flat = None
+    ref = ai.integrate1d(frame.astype(np.float32), 2000, unit="q_nm^-1", method=("bbox", "csr", "cython"),
+                         dark=mean_dark, flat=flat, mask=mask, polarization_factor=0.99, error_model="poisson",
+                         radial_range=derived.start["parameters"]["radial_ranges"]["q_nm^-1"],
+                         normalization_factor=ai.pixel1 * ai.pixel2 / ai.dist**2)
+    got = np.asarray(derived["primary"].read()["intensity_q"])[0]
+    valid = ref.count > 0
+    np.testing.assert_allclose(got[valid], ref.intensity[valid], rtol=1e-6)
+
+    bl.detector.acquire_time.put(1.0)
+    other = live(multi_position_count([bl.detector], bl.stage, POSITIONS[:1], md={"dark_uid": dark}))[0]
+    failed = derived_of(catalog, other)
+    assert failed.stop["exit_status"] == "fail" and "2.0 s" in failed.stop["reason"] and "1.0 s" in failed.stop["reason"]

@@ -18,7 +18,7 @@ from .store import Catalog, open_catalog
 from .science.gain_map_source import GainMapSource
 from .store.calibrations import geometry_from_calibration, latest_calibration
 from .store.gain_maps import gain_map_from_run, latest_gain_map_uid
-from .store.references import reference_pattern
+from .store.references import dark_frame, reference_pattern
 from .store.writer import DERIVED_BATCH_SIZE, run_writer
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ def build_session(*, directory: str | Path | None = None, uri: str | None = None
                                     nominal=beamline.config.nominal_geometry(),
                                     export_dir=frames_dir.parent, gain_map=session.current_gain_map,
                                     references=lambda uid: reference_pattern(catalog.processed, uid),
+                                    darks=lambda uid: dark_frame(catalog.raw, uid),
                                     flux_calibration=beamline.config.flux_calibration)
     RE.subscribe(session.router)
     # pyFAI calls gc.collect() whenever a geometry changes; with a RunEngine and a

@@ -1,6 +1,7 @@
 """Live corrected integration, stitching and absolute scale of a measurement run.
 
-Per frame: dark subtraction (the run's ``dark`` stream), gain map, mask (detector gaps,
+Per frame: dark subtraction (the run's ``dark`` stream, or the mean frame of a dark run
+of the same exposure named by ``dark_uid``), gain map, mask (detector gaps,
 beamstop, the gain map's bad pixels, the frame's negative and saturated pixels),
 polarization and absolute solid angle, integrated in q (1/nm) and 2theta (deg) with
 Poisson errors (counts/sr), and — when the I0/It monitors, exposure and thickness are
@@ -58,6 +59,8 @@ MONITOR_KEYS = {"i0": "I0_counts", "it": "It_counts"}
 
 #: Looks up a raw run's :class:`ReferencePattern` by uid.
 References = Callable[[str], ReferencePattern]
+#: Looks up a dark run's mean frame (counts) and frame exposure (s) by uid.
+Darks = Callable[[str], tuple[np.ndarray, float | None]]
 
 
 class LiveIntegration(FrameRunCallback):
@@ -83,6 +86,9 @@ class LiveIntegration(FrameRunCallback):
         I0 counts to flux (ph/s).
     references : callable, optional
         Resolves ``background_uid`` and ``standard_uid`` of the run's start document.
+    darks : callable, optional
+        Resolves ``dark_uid`` (a dark run of the same exposure) to its mean frame
+        (counts) and frame exposure (s); used instead of the run's own ``dark`` stream.
     """
 
     analysis = "integration"
@@ -91,7 +97,7 @@ class LiveIntegration(FrameRunCallback):
                  polarization_factor: float = 0.99, beamstop: Beamstop | None = None,
                  beamstop_margin_mm: float = 0.5, gain_map: GainMapSource | None = None,
                  cake: tuple[int, int] | None = None, flux_calibration: FluxCalibration = FluxCalibration(),
-                 references: References | None = None):
+                 references: References | None = None, darks: Darks | None = None):
         super().__init__(emit)
         self.geometry = geometry
         self.gain_map = gain_map
@@ -102,6 +108,7 @@ class LiveIntegration(FrameRunCallback):
         self.cake = cake
         self.flux_calibration = flux_calibration
         self.references = references
+        self.darks = darks
         self._dark: np.ndarray | None = None
         self._waiting_for_dark = False
         self._descriptors: dict[str, object] = {}
@@ -119,6 +126,13 @@ class LiveIntegration(FrameRunCallback):
         self._monitor_keys = {**MONITOR_KEYS, **doc.get("monitors", {})}
         self._thickness_mm = (doc.get("sample") or {}).get("thickness_mm")
         self._waiting_for_dark = bool(doc.get("dark_frames"))
+        self._dark_uid = doc.get("dark_uid")
+        self._dark_exposure = None
+        if self._dark_uid is not None:
+            if self.darks is None:
+                raise MissingMetadataError(f"run names dark_uid={self._dark_uid!r} but no catalog is available")
+            self._dark, self._dark_exposure = self.darks(self._dark_uid)
+            self._waiting_for_dark = False
         self._ranges = self._radial_ranges(doc)
         self._background = self._reference(doc, "background_uid")
         self._standard = self._reference(doc, "standard_uid")
@@ -140,6 +154,7 @@ class LiveIntegration(FrameRunCallback):
                           calibration_uid=self.geometry.calibration_uid,
                           gain_map_uid=self.gain_map.gain_map_uid if self.gain_map else None,
                           background_uid=self._background.uid if self._background else None,
+                          dark_uid=self._dark_uid,
                           standard_uid=self._standard.uid if self._standard else None)
 
     def finish(self, parent_stop):
@@ -152,7 +167,7 @@ class LiveIntegration(FrameRunCallback):
 
     def frames_arrived(self) -> None:
         darks = self.frames.ready(DARK_STREAM)
-        if darks:
+        if darks and self._dark_uid is None:
             self._dark = mean_dark(darks)
             self._waiting_for_dark = False
         if not self._waiting_for_dark:
@@ -169,6 +184,10 @@ class LiveIntegration(FrameRunCallback):
         if self._stitched is not None and position != self._position:
             self._emit_stitched(final=False)
         self._position = position
+        if self._dark_exposure is not None and config.get("acquire_time") is not None \
+                and not np.isclose(self._dark_exposure, config["acquire_time"], rtol=1e-6):
+            raise MissingMetadataError(f"dark run {self._dark_uid} has {self._dark_exposure} s frames, "
+                                       f"this run {config['acquire_time']} s: take a dark run of the same exposure")
         frame = _combined_frame(fe.frames, config["max_count"])
         integrators = self._integrators_for(poni, len(fe.frames), config["max_count"])
         q = integrators["q"].sums(frame)

@@ -17,7 +17,7 @@ from ..science.monitors import FluxCalibration
 from .calibration import GeometryCalibration
 from .derived import Emit
 from .gain_map import GainMapBuilder
-from .integration import LiveIntegration, References
+from .integration import Darks, LiveIntegration, References
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class AnalysisRouter(RunRouter):
         Returns the current :class:`GainMapSource` (or None) when a run starts.
     references : callable, optional
         Looks up the stored absolute pattern of a background or standard run by uid.
+    darks : callable, optional
+        Looks up a dark run's mean frame and exposure by uid.
     cake : (int, int), optional
         ``(radial, azimuthal)`` bins of a per-frame cake of measurement runs.
     flux_calibration : FluxCalibration
@@ -59,7 +61,7 @@ class AnalysisRouter(RunRouter):
                  nominal: DetectorPositionModel | None = None, export_dir: str | Path | None = None,
                  calibration_settings: CalibrationSettings = CalibrationSettings(),
                  gain_map: Callable[[], GainMapSource | None] = lambda: None,
-                 references: References | None = None, cake: tuple[int, int] | None = None,
+                 references: References | None = None, darks: Darks | None = None, cake: tuple[int, int] | None = None,
                  flux_calibration: FluxCalibration = FluxCalibration()):
         self.emit = emit
         self.geometry = geometry
@@ -70,6 +72,7 @@ class AnalysisRouter(RunRouter):
         self.calibration_settings = calibration_settings
         self.gain_map = gain_map
         self.references = references
+        self.darks = darks
         self.cake = cake
         self.flux_calibration = flux_calibration
         super().__init__([self._factory])
@@ -93,7 +96,7 @@ class AnalysisRouter(RunRouter):
                                    export_dir=self._export("gain_maps"))], []
         return [LiveIntegration(self.emit, geometry, npt=self.npt, beamstop=self.beamstop,
                                 gain_map=self.gain_map(), cake=self.cake, flux_calibration=self.flux_calibration,
-                                references=self.references)], []
+                                references=self.references, darks=self.darks)], []
 
     def _export(self, kind: str) -> Path | None:
         return None if self.export_dir is None else Path(self.export_dir) / kind

@@ -2,8 +2,8 @@
 protocols, simulated or real."""
 
 from .calibration import DEFAULT_CALIBRATION_POSITIONS, calibration_scan
-from .counting import multi_position_count, take_darks
+from .counting import dark_run, multi_position_count, take_darks
 from .gain_map import gain_map_scan
 
-__all__ = ["DEFAULT_CALIBRATION_POSITIONS", "calibration_scan", "gain_map_scan", "multi_position_count",
-           "take_darks"]
+__all__ = ["DEFAULT_CALIBRATION_POSITIONS", "calibration_scan", "dark_run", "gain_map_scan",
+           "multi_position_count", "take_darks"]

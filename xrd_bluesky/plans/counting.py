@@ -26,6 +26,36 @@ def take_darks(detectors: Sequence[Any], shutter, *, num: int = 1, closed: Any =
     yield from bps.mv(shutter, opened)
 
 
+def dark_run(detectors: Sequence[Any], shutter, *, num: int = 5, md: dict | None = None):
+    """A run of ``num`` shutter-closed exposures (``purpose: "dark"``) whose uid later
+    runs of the same exposure name as ``dark_uid``: their frames are dark-subtracted
+    with its mean frame.
+
+    Parameters
+    ----------
+    detectors : list
+        Readable devices (the area detector; its exposure settings are recorded).
+    shutter : settable
+        Fast shutter, closed during the run and reopened after.
+    num : int
+        Exposures.
+    md : dict, optional
+        Extra metadata.
+    """
+    _md = {"purpose": "dark", "detectors": [d.name for d in detectors], "num_points": num,
+           "plan_name": "dark_run", "plan_args": {"detectors": [repr(d) for d in detectors], "num": num},
+           **(md or {})}
+
+    @bpp.run_decorator(md=_md)
+    def body():
+        yield from bps.mv(shutter, "closed")
+        for _ in range(num):
+            yield from bps.trigger_and_read(list(detectors))
+        yield from bps.mv(shutter, "open")
+
+    return (yield from bpp.stage_wrapper(body(), list(detectors)))
+
+
 def multi_position_count(detectors: Sequence[Any], stage, positions: Iterable[Sequence[float]], *,
                          num: int = 1, shutter=None, num_darks: int = 1, energy=None, sample: dict | None = None,
                          purpose: str = "measurement", md: dict | None = None):

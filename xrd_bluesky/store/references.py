@@ -1,4 +1,5 @@
-"""Look up a raw run's stored absolute pattern: the background or standard of another run."""
+"""Look up what another run provides: a background's or standard's stored absolute
+pattern, a dark run's mean frame."""
 
 from __future__ import annotations
 
@@ -29,3 +30,19 @@ def reference_pattern(processed, raw_uid: str) -> ReferencePattern:
                                 np.asarray(data["sigma"][last]) / applied, "q_nm^-1")
     factor = float(np.asarray(run["standard"].read()["standard_factor"])[-1]) if "standard" in run else None
     return ReferencePattern(raw_uid, pattern, float(np.asarray(data["thickness_mm"])[last]), factor)
+
+
+def dark_frame(raw, uid: str) -> tuple[np.ndarray, float | None]:
+    """Mean frame (counts per frame) of dark run ``uid`` in ``raw`` and its frame
+    exposure (s; None if not recorded)."""
+    run = raw[uid]
+    if run.start.get("purpose") != "dark":
+        raise MissingMetadataError(f"run {uid} is not a dark run (purpose {run.start.get('purpose')!r})")
+    descriptor = run["primary"].metadata  # the stream's descriptor
+    key = next((k for k, v in descriptor["data_keys"].items() if v.get("external") == "STREAM:"), None)
+    if key is None:
+        raise MissingMetadataError(f"dark run {uid} has no detector frames")
+    frames = np.asarray(run["primary"][key].read(), dtype=np.float64)
+    exposure = next((v for c in descriptor.get("configuration", {}).values()
+                     for k, v in c.get("data", {}).items() if k.endswith("_acquire_time")), None)
+    return frames.reshape(-1, *frames.shape[-2:]).mean(axis=0), exposure

@@ -18,7 +18,7 @@ known cross-section gives a factor that then multiplies other runs' patterns.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -108,12 +108,6 @@ class Exposure:
         self.check()
         f_cm = 0.1 * (self.thickness_mm if thickness_mm is None else thickness_mm)
         return self.flux_ph_s * self.transmission * self.exposure_s * f_cm
-
-    def as_dict(self) -> dict:
-        """Plain values for a start or event document."""
-        d = asdict(self)
-        d["calibration"] = asdict(self.calibration)
-        return d
 
 
 def absolute(sums: BinSums, exposure: Exposure, thickness_mm: float | None = None) -> BinSums:

@@ -223,3 +223,39 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
     for name, value in out.items():
         print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
     return out
+
+
+def fits(n: int = 2000, points: int = 200) -> dict:
+    """Single-peak fits per second (``points`` points, Poisson noise), ours vs the
+    notebook method it replaces (``scipy.optimize.minimize`` on an L2 cost) and vs
+    ``scipy.optimize.curve_fit``, all on the same patterns."""
+    from scipy.optimize import curve_fit, minimize
+
+    from .science.peak_fitting import FOUR_LN2, fit_peak
+
+    rng = np.random.default_rng(0)
+    x = np.linspace(9.0, 11.0, points)
+    truth = 400.0 * np.exp(-FOUR_LN2 * ((x - 10.03) / 0.12) ** 2) + 60.0
+    ys = [rng.poisson(truth).astype(float) for _ in range(n)]
+    sigmas = [np.sqrt(np.maximum(y, 1.0)) for y in ys]
+
+    def gauss(x, c, w, h, b):
+        return h * np.exp(-FOUR_LN2 * ((x - c) / w) ** 2) + b
+
+    p0 = [x[np.argmax(ys[0])], 0.2, ys[0].max() - 60.0, 60.0]
+    out: dict[str, float | int] = {"points": points, "fits": n}
+    for model in ("gaussian", "pseudo-voigt"):
+        fit_peak(x, ys[0], (9.0, 11.0), sigma=sigmas[0], model=model)  # compile
+        t = _best_per_call(lambda i: fit_peak(x, ys[i], (9.0, 11.0), sigma=sigmas[i], model=model), n, 2)
+        out[f"fits_per_second_{model.replace('-', '_')}"] = 1.0 / t
+    m = max(n // 10, 1)
+    t = _best_per_call(lambda i: curve_fit(gauss, x, ys[i], p0=p0, sigma=sigmas[i], absolute_sigma=True), m, 2)
+    out["fits_per_second_scipy_curve_fit"] = 1.0 / t
+    t = _best_per_call(lambda i: minimize(lambda p: np.sum((gauss(x, *p) - ys[i]) ** 2), p0,
+                                          method="Nelder-Mead"), m, 1)
+    out["fits_per_second_scipy_minimize_l2"] = 1.0 / t
+    out["speedup_vs_curve_fit"] = out["fits_per_second_gaussian"] / out["fits_per_second_scipy_curve_fit"]
+    out["speedup_vs_minimize_l2"] = out["fits_per_second_gaussian"] / out["fits_per_second_scipy_minimize_l2"]
+    for name, value in out.items():
+        print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
+    return out

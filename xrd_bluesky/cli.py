@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import integrate_files
+from . import fit_peaks_files, integrate_files
 
 
 def _demo(args) -> int:
@@ -146,6 +146,13 @@ def _bench_live(args) -> int:
     return 0 if result["frame_rate_hz"] >= args.frame_rate else 1
 
 
+def _bench_fits(args) -> int:
+    from .bench import fits
+
+    fits(args.fits)
+    return 0
+
+
 def _ipython_banner(text: str):
     from traitlets.config import Config
 
@@ -194,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     lin.set_defaults(func=_lineage)
 
     integrate_files.add_parser(sub)
+    fit_peaks_files.add_parser(sub)
 
     bench = sub.add_parser("bench", help="side-by-side benchmarks against the reference path")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
@@ -210,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     blive.add_argument("--frames-per-event", type=int, default=10, help="frames per trigger")
     blive.add_argument("--detector", default="Pilatus2MCdTe", help="pyFAI detector model")
     blive.set_defaults(func=_bench_live)
+    bfits = bench_sub.add_parser("fits", help="single-peak fits per second, ours vs scipy")
+    bfits.add_argument("--fits", type=int, default=2000, help="fits per model")
+    bfits.set_defaults(func=_bench_fits)
 
     session = sub.add_parser("session", help="IPython with RE, devices, catalog and callbacks ready")
     session.add_argument("--directory", help="data directory of the embedded catalog")

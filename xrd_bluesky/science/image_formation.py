@@ -166,7 +166,7 @@ def photons_per_incident_photon(sample: Sample, poni: Poni, beamstop: Beamstop |
         Beam polarization factor (pyFAI convention; 0.99 = horizontal synchrotron beam).
     """
     pixels = pixel_geometry(poni, polarization_factor)
-    cross_section = sample.pixel_cross_section(pixels.two_theta, pixels.half_width, poni.wavelength)
+    cross_section = sample.pixel_cross_section(pixels.two_theta, pixels.half_width, poni.wavelength, pixels.chi)
     per_photon = sample.transmission(energy_keV(poni.wavelength)) * sample.thickness_mm * 0.1
     image = (per_photon * cross_section * pixels.solid_angle_sr * pixels.polarization).astype(np.float32)
     if beamstop is not None:

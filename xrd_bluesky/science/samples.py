@@ -49,7 +49,7 @@ class Sample:
         return self.material.transmission(self.thickness_mm, energy_keV)
 
     def pixel_cross_section(self, tth: np.ndarray, half_width: np.ndarray,
-                            wavelength_m: float) -> np.ndarray:
+                            wavelength_m: float, chi: np.ndarray | None = None) -> np.ndarray:
         """Profile averaged over each pixel's 2theta footprint (1/cm/sr).
 
         Parameters
@@ -60,6 +60,8 @@ class Sample:
             Half the 2theta range each pixel spans (rad).
         wavelength_m : float
             X-ray wavelength (m).
+        chi : ndarray, optional
+            Azimuth of the pixel centres (rad), for samples that are not isotropic.
         """
         grid = np.arange(0.0, PROFILE_MAX_RAD, PROFILE_STEP_RAD)
         values = self.profile(grid, wavelength_m)
@@ -91,6 +93,31 @@ class EmptySample(Sample):
 
 
 @dataclass(frozen=True)
+class TensileResponse:
+    """Elastic-plastic response of a tensile specimen to an applied (macroscopic) strain.
+
+    Up to ``yield_strain`` the lattice strain along the load equals the applied strain;
+    beyond it grows by ``hardening`` per unit of plastic strain. Transverse lattice
+    strain is ``-poisson_ratio`` times the loading one. Peaks broaden by
+    ``broadening_deg_per_plastic`` (deg FWHM, added in quadrature) per unit plastic strain.
+    """
+
+    yield_strain: float = 2.0e-3
+    hardening: float = 0.1
+    poisson_ratio: float = 0.29
+    broadening_deg_per_plastic: float = 15.0
+    loading_chi_deg: float = 0.0
+
+    def plastic_strain(self, applied: float) -> float:
+        """Plastic strain (dimensionless) at applied strain ``applied``."""
+        return max(0.0, applied - self.yield_strain)
+
+    def lattice_strain(self, applied: float) -> float:
+        """Lattice strain along the load (dimensionless) at applied strain ``applied``."""
+        return min(applied, self.yield_strain) + self.hardening * self.plastic_strain(applied)
+
+
+@dataclass(frozen=True)
 class PowderSample(Sample):
     """A polycrystalline powder: Debye-Scherrer rings.
 
@@ -100,7 +127,11 @@ class PowderSample(Sample):
     to that value (1/cm/sr). Profiles are Gaussians in 2theta of FWHM
     ``sqrt(fwhm_deg^2 + (broadening * tan(theta))^2)`` (deg), on a flat background.
 
-    ``strain`` scales every d-spacing by (1 + strain) (isotropic lattice strain).
+    ``strain`` scales every d-spacing by (1 + strain) (isotropic lattice strain), unless
+    ``strain_transverse`` is set: then ``strain`` is the lattice strain along the
+    loading direction (azimuth ``loading_chi_deg``, pyFAI's chi) and
+    ``strain_transverse`` perpendicular to it, ``cos^2``/``sin^2`` weighted in between.
+    ``tensile`` (if any) says how an applied strain sets them (:meth:`under_load`).
     """
 
     crystal: Crystal = field(default_factory=ceo2)
@@ -109,6 +140,31 @@ class PowderSample(Sample):
     broadening_deg: float = 0.0
     background_cm_sr: float = 0.05
     strain: float = 0.0
+    strain_transverse: float | None = None
+    loading_chi_deg: float = 0.0
+    tensile: TensileResponse | None = None
+
+    def under_load(self, applied: float) -> "PowderSample":
+        """The sample at applied strain ``applied``: with a :class:`TensileResponse`,
+        directional lattice strains and plastic broadening; otherwise isotropic strain."""
+        if self.tensile is None:
+            return replace(self, strain=applied)
+        t = self.tensile
+        lattice = t.lattice_strain(applied)
+        broadening = t.broadening_deg_per_plastic * t.plastic_strain(applied)
+        return replace(self, strain=lattice, strain_transverse=-t.poisson_ratio * lattice,
+                       loading_chi_deg=t.loading_chi_deg,
+                       fwhm_deg=math.hypot(self.fwhm_deg, broadening))
+
+    def pixel_cross_section(self, tth, half_width, wavelength_m, chi=None):
+        if self.strain_transverse is None or chi is None:
+            return super().pixel_cross_section(tth, half_width, wavelength_m)
+        # a ring of d(1 + eps) at theta is the unstrained ring at sin(theta) (1 + eps)
+        c2 = np.cos(chi - math.radians(self.loading_chi_deg)) ** 2
+        eps = self.strain * c2 + self.strain_transverse * (1.0 - c2)
+        tth_eff = 2.0 * np.arcsin(np.clip(np.sin(tth / 2.0) * (1.0 + eps), -1.0, 1.0))
+        unstrained = replace(self, strain=0.0, strain_transverse=None)
+        return unstrained.pixel_cross_section(tth_eff, half_width * (1.0 + eps), wavelength_m)
 
     def ring_table(self, wavelength_m: float) -> list[tuple[Reflection, float]]:
         """(reflection, 2theta in rad) of every ring reachable at ``wavelength_m`` (m)."""
@@ -196,7 +252,7 @@ def default_library() -> dict[str, Sample]:
         PowderSample("CeO2", Material("CeO2", 7.215 * 0.5), 0.02, crystal=ceo2()),
         PowderSample("LaB6", Material("LaB6", 4.72 * 0.5), 0.05, crystal=lab6()),
         PowderSample("Mg", Material("Mg", 1.738), 0.5, crystal=magnesium(),
-                     strongest_ring_cm_sr=50.0, fwhm_deg=0.04),
+                     strongest_ring_cm_sr=50.0, fwhm_deg=0.04, tensile=TensileResponse()),
         AmorphousSample("glass", Material("SiO2Na0.3Ca0.1", 2.5), 1.0,
                         cross_section_q=glass_cross_section),
         AmorphousSample("water", water, 1.0, cross_section_q=water_cross_section),

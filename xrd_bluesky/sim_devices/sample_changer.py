@@ -6,15 +6,16 @@ from ophyd import Component as Cpt
 from ophyd import Device
 
 from ..errors import SampleError
-from ..science.samples import PowderSample, Sample, with_strain
+from ..science.samples import PowderSample, Sample
 from .signals import UnitSignal
 
 
 class SampleChanger(Device):
     """Puts one sample of ``library`` in the beam.
 
-    ``slot`` is the sample's name; ``strain`` is the lattice strain (dimensionless)
-    applied to crystalline samples (e.g. the Mg of a tensile test).
+    ``slot`` is the sample's name; ``strain`` is the applied strain (dimensionless) of
+    crystalline samples: the lattice strain itself for an isotropic powder, through its
+    tensile response for a specimen that has one (the Mg of a tensile test).
     """
 
     slot = Cpt(UnitSignal, value="empty", units="", kind="config")
@@ -37,5 +38,5 @@ class SampleChanger(Device):
         sample = self.library[name]
         strain = float(self.strain.get())
         if strain and isinstance(sample, PowderSample):
-            sample = with_strain(sample, strain)
+            sample = sample.under_load(strain)
         return sample

@@ -323,7 +323,7 @@ def _monitor(fe: FrameEvent, key: str) -> float:
 
 
 #: Units of the derived data keys.
-UNITS = {"q": "1/nm", "two_theta": "deg", "azimuth": "deg", "intensity_q": "counts/sr", "sigma_q": "counts/sr",
+DATA_KEY_UNITS = {"q": "1/nm", "two_theta": "deg", "azimuth": "deg", "intensity_q": "counts/sr", "sigma_q": "counts/sr",
          "intensity_2theta": "counts/sr", "sigma_2theta": "counts/sr", "i0": "counts", "it": "counts",
          "exposure_s": "s", "flux_ph_s": "ph/s", "thickness_mm": "mm", "transmission": "", "standard_factor": "", "standard_factor_sigma": "",
          "deviation_low": "", "deviation_high": "", "radial_low": "1/nm", "radial_high": "1/nm",
@@ -336,7 +336,7 @@ INTENSITY_UNITS = {"absolute": "1/cm/sr", "stitched_absolute": "1/cm/sr", "subtr
 def _data_keys(stream: str, data: dict) -> dict:
     keys = {}
     for name, value in data.items():
-        units = UNITS.get(name, INTENSITY_UNITS.get(stream, "") if name in ("intensity", "sigma") else "")
+        units = DATA_KEY_UNITS.get(name, INTENSITY_UNITS.get(stream, "") if name in ("intensity", "sigma") else "")
         if isinstance(value, np.ndarray):
             keys[name] = {"dtype": "array", "dtype_numpy": value.dtype.str, "shape": list(value.shape),
                           "source": "xrd_bluesky", "units": units}

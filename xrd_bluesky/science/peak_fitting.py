@@ -32,7 +32,7 @@ MAX_ITERATIONS = 200
 #: Smallest accepted height / its uncertainty.
 MIN_SIGNIFICANCE = 5.0
 #: Status codes of the compiled fit.
-OK, NOT_CONVERGED, SINGULAR = 0, 1, 2
+OK, NOT_CONVERGED = 0, 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -162,7 +162,9 @@ def levenberg_marquardt(x, y, wt, p0, model, n_bg, mid):
                 break
             lam *= 10.0
         if not improved:
-            status = OK if lam > 1e6 else NOT_CONVERGED  # no step lowers chi2: at the minimum
+            # no step lowers chi2: at the minimum (a singular curvature is caught when
+            # the covariance is inverted)
+            status = OK
             break
         if status == OK:
             break

@@ -14,7 +14,7 @@ from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.calibrations import latest_calibration
 from xrd_bluesky.store.gain_maps import gain_map_from_run, latest_gain_map_uid
-from xrd_bluesky.store.references import dark_frame, reference_pattern
+from xrd_bluesky.store.references import dark_frame, peak_reference, reference_pattern
 from xrd_bluesky.store.writer import run_writer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -64,7 +64,8 @@ def live(RE, catalog, beamline):
                             nominal=beamline.config.nominal_geometry(),
                             export_dir=catalog.frames_dir.parent, gain_map=gain_map,
                             references=lambda uid: reference_pattern(catalog.processed, uid),
-                            darks=lambda uid: dark_frame(catalog.raw, uid))
+                            darks=lambda uid: dark_frame(catalog.raw, uid),
+                            peak_references=lambda uid: peak_reference(catalog.processed, uid))
     RE.subscribe(router)
     return RE
 

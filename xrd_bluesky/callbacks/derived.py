@@ -8,9 +8,11 @@ never stops a scan.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable
 
-from event_model import ComposeRunBundle, DocumentRouter, compose_run
+import numpy as np
+from event_model import ComposeDescriptorBundle, ComposeRunBundle, DocumentRouter, compose_run
 
 from .. import __version__
 from ..errors import MissingMetadataError
@@ -35,6 +37,7 @@ class DerivedRunCallback(DocumentRouter):
         super().__init__()
         self._emit = emit
         self._bundle: ComposeRunBundle | None = None
+        self._descriptors: dict[str, ComposeDescriptorBundle] = {}
         self._failed = False
         self._closed = False
 
@@ -59,6 +62,22 @@ class DerivedRunCallback(DocumentRouter):
     def emit(self, name: str, doc: dict) -> None:
         """Send a document of the derived run downstream."""
         self._emit(name, doc)
+
+    def emit_event(self, stream: str, data: dict, units: dict[str, str], *, seq_num: int | None = None,
+                   configuration: dict | None = None) -> None:
+        """Emit one event of the derived run's ``stream``; its descriptor (data keys with
+        ``units[key]``, and ``configuration`` as ``{name: {key: value}}``) is emitted
+        before the stream's first event."""
+        if stream not in self._descriptors:
+            config = {name: {"data": values, "timestamps": {k: time.time() for k in values},
+                             "data_keys": data_keys(values, units)}
+                      for name, values in (configuration or {}).items()}
+            self._descriptors[stream] = self._bundle.compose_descriptor(
+                name=stream, data_keys=data_keys(data, units), configuration=config)
+            self.emit("descriptor", self._descriptors[stream].descriptor_doc)
+        now = time.time()
+        kw = {} if seq_num is None else {"seq_num": seq_num}
+        self.emit("event", self._descriptors[stream].compose_event(data=data, timestamps={k: now for k in data}, **kw))
 
     def finish(self, parent_stop: dict) -> None:
         """Hook run when the parent run stops, before the derived run is closed."""
@@ -123,3 +142,16 @@ def require_keys(doc: dict, keys: tuple[str, ...], what: str) -> None:
     for key in keys:
         if key not in doc:
             raise MissingMetadataError(f"{what} {doc.get('uid')} has no {key!r} in its start document")
+
+
+def data_keys(data: dict, units: dict[str, str]) -> dict:
+    """Descriptor data keys of an event's ``data``, with ``units[key]`` ("" if absent)."""
+    keys = {}
+    for name, value in data.items():
+        if isinstance(value, np.ndarray):
+            keys[name] = {"dtype": "array", "dtype_numpy": value.dtype.str, "shape": list(value.shape),
+                          "source": "xrd_bluesky", "units": units.get(name, "")}
+        else:
+            dtype = {bool: "boolean", str: "string", int: "integer"}.get(type(value), "number")
+            keys[name] = {"dtype": dtype, "shape": [], "source": "xrd_bluesky", "units": units.get(name, "")}
+    return keys

@@ -16,7 +16,9 @@ Derived-run streams (all intensities with their 1-sigma errors):
                scale's flag and its reason when refused;
 ``absolute``   per frame with usable monitors: the q pattern in 1/cm/sr (times the
                named standard's factor, recorded as ``standard_factor``; 1 without);
-``cake``       per frame, when configured: (azimuth, q) cake in counts/sr;
+``cake``       per frame, when configured: (azimuth, q) cake in counts/sr, and per bin
+               the mean cos(2 chi), sin(2 chi) of its pixels (where in azimuth a bin
+               cut by the detector's edge or a gap really is);
 ``stitched``   per completed position set and at the stop: all frames in common q
                bins (counts/sr);
 ``stitched_absolute`` with it, over frames with usable monitors, in 1/cm/sr (times the
@@ -29,7 +31,6 @@ Derived-run streams (all intensities with their 1-sigma errors):
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
@@ -37,7 +38,7 @@ import numpy as np
 from ..errors import GeometryError, MissingMetadataError, MonitorError
 from ..science.absolute_scale import (KNOWN_STANDARDS, Exposure, ReferencePattern, absolute, scaled,
                                       standard_factor, subtract)
-from ..science.corrected_integration import BinSums, CorrectedIntegrator
+from ..science.corrected_integration import SPLITTINGS, BinSums, CorrectedIntegrator
 from ..science.gain_map_source import GainMapSource
 from ..science.geometry import Poni, StagePosition
 from ..science.geometry_source import GeometrySource
@@ -109,20 +110,23 @@ class LiveIntegration(FrameRunCallback):
         self.flux_calibration = flux_calibration
         self.references = references
         self.darks = darks
+        self.split = "bbox"
         self._dark: np.ndarray | None = None
         self._waiting_for_dark = False
-        self._descriptors: dict[str, object] = {}
         self._integrators: dict[tuple, dict[str, CorrectedIntegrator]] = {}
         # running totals (constant memory however long the run) and their frame counts
         self._stitched: BinSums | None = None
         self._stitched_abs: BinSums | None = None
         self._n_stitched = self._n_stitched_abs = 0
         self._position: StagePosition | None = None
+        self._scan_units: dict[str, str] = {}
 
     # -- run lifecycle -------------------------------------------------------
     def start(self, doc):
+        self._apply_run_options(doc.get("integration", {}))
         self._energy = doc.get("energy_keV")
         self._stage_keys = doc.get("stage_motors", {})
+        self._scan_keys = [m for m in doc.get("motors", []) if m not in self._stage_keys.values()]
         self._monitor_keys = {**MONITOR_KEYS, **doc.get("monitors", {})}
         self._thickness_mm = (doc.get("sample") or {}).get("thickness_mm")
         self._waiting_for_dark = bool(doc.get("dark_frames"))
@@ -142,7 +146,7 @@ class LiveIntegration(FrameRunCallback):
         if self._standard is not None and self._standard.standard_factor is None:
             raise MissingMetadataError(f"standard run {self._standard.uid} has no standard factor")
         self.open_derived(doc, {"npt": self.npt, "polarization_factor": self.polarization_factor,
-                                "units": ["q_nm^-1", "2th_deg"], "method": "bbox split, CSR (pyFAI), fused kernel",
+                                "units": ["q_nm^-1", "2th_deg"], "method": f"{self.split} split, CSR (pyFAI), fused kernel",
                                 "radial_ranges": {k: list(v) for k, v in self._ranges.items()},
                                 "cake": list(self.cake) if self.cake else None,
                                 "beamstop": self.beamstop.as_dict() if self.beamstop else None,
@@ -155,7 +159,22 @@ class LiveIntegration(FrameRunCallback):
                           gain_map_uid=self.gain_map.gain_map_uid if self.gain_map else None,
                           background_uid=self._background.uid if self._background else None,
                           dark_uid=self._dark_uid,
-                          standard_uid=self._standard.uid if self._standard else None)
+                          standard_uid=self._standard.uid if self._standard else None,
+                          scan_keys=self._scan_keys, **({"peaks": doc["peaks"]} if "peaks" in doc else {}))
+
+    def _apply_run_options(self, options: dict) -> None:
+        """A run's own ``integration`` options (``npt``, ``cake``, ``split``) override the defaults."""
+        unknown = set(options) - {"npt", "cake", "split"}
+        if unknown:
+            raise MissingMetadataError(f"unknown integration options {sorted(unknown)}; known: ['cake', 'npt', 'split']")
+        self.split = options.get("split", self.split)
+        if self.split not in SPLITTINGS:
+            raise MissingMetadataError(f"integration option split={self.split!r}; use one of {SPLITTINGS}")
+        self.npt = int(options.get("npt", self.npt))
+        cake = options.get("cake", self.cake)
+        self.cake = None if cake is None else (int(cake[0]), int(cake[1]))
+        if self.npt < 10 or (self.cake is not None and min(self.cake) < 1):
+            raise MissingMetadataError(f"integration options npt={self.npt}, cake={self.cake}: too few bins")
 
     def finish(self, parent_stop):
         self._waiting_for_dark = False  # darks announced but never taken: integrate without
@@ -200,6 +219,7 @@ class LiveIntegration(FrameRunCallback):
                 "dark_subtracted": self._dark is not None, "parent_seq_num": fe.seq_num}
         if position is not None:
             data.update({"stage_x": position.x, "stage_y": position.y, "stage_distance": position.distance})
+        data.update(self._scan_values(fe))
         exposure, reason = self._exposure(fe, config)
         data.update({"i0": _monitor(fe, self._monitor_keys["i0"]), "it": _monitor(fe, self._monitor_keys["it"]),
                      "exposure_s": exposure.exposure_s if exposure else np.nan,
@@ -216,8 +236,20 @@ class LiveIntegration(FrameRunCallback):
                                      "flux_ph_s": exposure.flux_ph_s, "parent_seq_num": fe.seq_num}, fe.seq_num)
         if "cake" in integrators:
             cake = integrators["cake"].sums(frame).result()
+            cos2chi, sin2chi = integrators["cake"].azimuthal_moments
             self._event("cake", {"q": cake.radial, "azimuth": cake.azimuthal, "intensity": cake.intensity,
-                                 "sigma": cake.sigma, "parent_seq_num": fe.seq_num}, fe.seq_num)
+                                 "sigma": cake.sigma, "cos2chi": cos2chi.astype(np.float32),
+                                 "sin2chi": sin2chi.astype(np.float32), "parent_seq_num": fe.seq_num}, fe.seq_num)
+
+    def _scan_values(self, fe: FrameEvent) -> dict[str, float]:
+        """The raw event's scanned variables other than the stage (e.g. an applied
+        strain), with their units noted for the descriptor."""
+        values = {}
+        for key in self._scan_keys:
+            if key in fe.event["data"]:
+                values[key] = float(fe.event["data"][key])
+                self._scan_units[key] = fe.descriptor["data_keys"][key].get("units") or ""
+        return values
 
     def _exposure(self, fe: FrameEvent, config: dict) -> tuple[Exposure | None, str]:
         """The frame's :class:`Exposure`, or None and the reason it is unusable."""
@@ -240,7 +272,7 @@ class LiveIntegration(FrameRunCallback):
             if self.gain_map is not None:
                 static = self.gain_map.bad if static is None else static | self.gain_map.bad
                 gain = self.gain_map.gain
-            common = dict(mask=static, gain=gain, polarization_factor=self.polarization_factor,
+            common = dict(mask=static, gain=gain, polarization_factor=self.polarization_factor, split=self.split,
                           dark=None if self._dark is None else self._dark * n_frames,
                           max_count=None if not max_count else max_count * n_frames)
             built = {"q": CorrectedIntegrator(poni, npt=self.npt, unit="q_nm^-1", radial_range=self._ranges["q_nm^-1"], **common),
@@ -298,14 +330,9 @@ class LiveIntegration(FrameRunCallback):
         return self._standard.standard_factor if self._standard else 1.0
 
     def _event(self, stream: str, data: dict, seq_num: int | None = None) -> None:
-        if stream not in self._descriptors:
-            self._descriptors[stream] = self._bundle.compose_descriptor(name=stream, data_keys=_data_keys(stream, data))
-            self.emit("descriptor", self._descriptors[stream].descriptor_doc)
-        descriptor = self._descriptors[stream]
-        now = time.time()
-        kw = {} if seq_num is None else {"seq_num": seq_num}
-        self.emit("event", descriptor.compose_event(data=data, timestamps={k: now for k in data}, **kw))
-
+        intensity = INTENSITY_UNITS.get(stream, "")
+        self.emit_event(stream, data, {**DATA_KEY_UNITS, **self._scan_units, "intensity": intensity, "sigma": intensity},
+                        seq_num=seq_num)
 
 def _combined_frame(frames: np.ndarray, max_count) -> np.ndarray:
     """One frame of an event: the frame itself, or the sum of several (float64) with
@@ -332,15 +359,3 @@ DATA_KEY_UNITS = {"q": "1/nm", "two_theta": "deg", "azimuth": "deg", "intensity_
 INTENSITY_UNITS = {"absolute": "1/cm/sr", "stitched_absolute": "1/cm/sr", "subtracted": "1/cm/sr",
                    "cake": "counts/sr", "stitched": "counts/sr"}
 
-
-def _data_keys(stream: str, data: dict) -> dict:
-    keys = {}
-    for name, value in data.items():
-        units = DATA_KEY_UNITS.get(name, INTENSITY_UNITS.get(stream, "") if name in ("intensity", "sigma") else "")
-        if isinstance(value, np.ndarray):
-            keys[name] = {"dtype": "array", "dtype_numpy": value.dtype.str, "shape": list(value.shape),
-                          "source": "xrd_bluesky", "units": units}
-        else:
-            dtype = {bool: "boolean", str: "string", int: "integer"}.get(type(value), "number")
-            keys[name] = {"dtype": dtype, "shape": [], "source": "xrd_bluesky", "units": units}
-    return keys

@@ -1,4 +1,9 @@
-"""One router that dispatches each run to the analysis its ``purpose`` asks for."""
+"""One router that dispatches each run to the analysis its ``purpose`` asks for.
+
+Derived runs feed the next stage: an integration run whose raw run asked for
+``peaks`` is fitted live (:class:`LivePeakFits`), and peak fits are plotted live when
+``plots`` is on. Every derived document also goes to ``emit`` (the processed writer).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from .calibration import GeometryCalibration
 from .derived import Emit
 from .gain_map import GainMapBuilder
 from .integration import Darks, LiveIntegration, References
+from .peak_fits import LivePeakFits, PeakReferences
+from .peak_plot import LivePeakPlot
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +61,10 @@ class AnalysisRouter(RunRouter):
         ``(radial, azimuthal)`` bins of a per-frame cake of measurement runs.
     flux_calibration : FluxCalibration
         The I0 chamber's counts-to-flux calibration.
+    peak_references : callable, optional
+        Looks up a reference run's d0 by uid (the ``d0_uid`` of a peaks configuration).
+    plots : bool
+        Plot peak fits live (a matplotlib figure per run).
     """
 
     def __init__(self, emit: Emit, geometry: Callable[[], GeometrySource | None], *,
@@ -62,7 +73,8 @@ class AnalysisRouter(RunRouter):
                  calibration_settings: CalibrationSettings = CalibrationSettings(),
                  gain_map: Callable[[], GainMapSource | None] = lambda: None,
                  references: References | None = None, darks: Darks | None = None, cake: tuple[int, int] | None = None,
-                 flux_calibration: FluxCalibration = FluxCalibration()):
+                 flux_calibration: FluxCalibration = FluxCalibration(),
+                 peak_references: PeakReferences | None = None, plots: bool = False):
         self.emit = emit
         self.geometry = geometry
         self.beamstop = beamstop
@@ -75,7 +87,16 @@ class AnalysisRouter(RunRouter):
         self.darks = darks
         self.cake = cake
         self.flux_calibration = flux_calibration
+        self.peak_references = peak_references
+        self.plots = plots
+        self.plot_figures: list = []
+        self._next_stage = RunRouter([self._derived_factory])
         super().__init__([self._factory])
+
+    def _emit_derived(self, name: str, doc: dict) -> None:
+        """A derived document goes to ``emit`` and to the analyses that build on it."""
+        self.emit(name, doc)
+        self._next_stage(name, doc)
 
     def _factory(self, name: str, start_doc: dict):
         purpose = start_doc.get("purpose")
@@ -83,7 +104,7 @@ class AnalysisRouter(RunRouter):
             if self.nominal is None:
                 logger.warning("run %s: no nominal geometry configured, not calibrated", start_doc["uid"])
                 return [], []
-            return [GeometryCalibration(self.emit, self.nominal, export_dir=self._export("calibrations"),
+            return [GeometryCalibration(self._emit_derived, self.nominal, export_dir=self._export("calibrations"),
                                         beamstop=self.beamstop, settings=self.calibration_settings)], []
         if purpose not in ("measurement", "gain_map"):
             return [], []
@@ -92,11 +113,21 @@ class AnalysisRouter(RunRouter):
             logger.warning("run %s: no geometry available, not analysed", start_doc["uid"])
             return [], []
         if purpose == "gain_map":
-            return [GainMapBuilder(self.emit, geometry, beamstop=self.beamstop,
+            return [GainMapBuilder(self._emit_derived, geometry, beamstop=self.beamstop,
                                    export_dir=self._export("gain_maps"))], []
-        return [LiveIntegration(self.emit, geometry, npt=self.npt, beamstop=self.beamstop,
+        return [LiveIntegration(self._emit_derived, geometry, npt=self.npt, beamstop=self.beamstop,
                                 gain_map=self.gain_map(), cake=self.cake, flux_calibration=self.flux_calibration,
                                 references=self.references, darks=self.darks)], []
+
+    def _derived_factory(self, name: str, start_doc: dict):
+        analysis = start_doc.get("analysis")
+        if analysis == "integration" and "peaks" in start_doc:
+            return [LivePeakFits(self._emit_derived, references=self.peak_references)], []
+        if analysis == "peak_fits" and self.plots:
+            plot = LivePeakPlot()
+            self.plot_figures.append(plot.figure)
+            return [plot], []
+        return [], []
 
     def _export(self, kind: str) -> Path | None:
         return None if self.export_dir is None else Path(self.export_dir) / kind

@@ -118,13 +118,18 @@ class CorrectedIntegrator:
         pyFAI polarization factor (0.99: horizontally polarized synchrotron beam).
     max_count : float, optional
         Counts at and above which a pixel is saturated (masked in that frame).
+    split : str
+        Pixel splitting: ``"bbox"`` (pyFAI's bounding box: smooth patterns, but a pixel
+        shared by neighbouring bins makes their errors correlated) or ``"no"`` (each
+        pixel in the bin of its centre: independent bins, as least-squares fits with
+        honest uncertainties need).
     """
 
     def __init__(self, poni: Poni, *, npt: int = 2000, unit: str = "q_nm^-1",
                  radial_range: tuple[float, float] | None = None, npt_azim: int | None = None,
                  mask: np.ndarray | None = None, gain: np.ndarray | None = None,
                  dark: np.ndarray | None = None, polarization_factor: float | None = 0.99,
-                 max_count: float | None = None):
+                 max_count: float | None = None, split: str = "bbox"):
         if unit not in UNITS:
             raise ValueError(f"unknown radial unit {unit!r}; use one of {sorted(UNITS)}")
         if radial_range is not None and not (np.all(np.isfinite(radial_range)) and radial_range[0] < radial_range[1]):
@@ -149,7 +154,7 @@ class CorrectedIntegrator:
             norm = norm * np.where(good_gain, gain, 0.0)
         if not valid.any():
             raise GeometryError("every pixel is masked: nothing to integrate")
-        self._splitting = pixel_splitting(poni, npt, npt_azim, unit, radial_range, ~valid)
+        self._splitting = pixel_splitting(poni, npt, npt_azim, unit, radial_range, ~valid, split)
         self.radial, self.azimuthal = self._splitting.radial, self._splitting.azimuthal
         self._norm = np.where(valid, norm, 0.0).ravel()
         self._dark = np.zeros(valid.size) if dark is None else np.where(valid, dark, 0.0).ravel()
@@ -159,6 +164,15 @@ class CorrectedIntegrator:
         self._acc = np.empty((n_ranges, self.n_bins, 2))
         self._lost = np.empty((n_ranges, self.n_bins, 3))
         self.shape = shape
+        self.azimuthal_moments = self._azimuthal_moments(ai, m) if npt_azim else None
+
+    def _azimuthal_moments(self, ai, m) -> tuple[np.ndarray, np.ndarray]:
+        """Per cake bin, the normalization-weighted means of cos(2 chi) and sin(2 chi)
+        over the pixels it holds (NaN where none): where a bin's pixels really are in
+        azimuth when the detector's edge or a gap cuts its sector."""
+        chi = ai.center_array(self.shape, unit="chi_rad").ravel()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return tuple(self._arrange((m @ (self._norm * f(2 * chi))) / self._static[:, 0]) for f in (np.cos, np.sin))
 
     @property
     def n_bins(self) -> int:
@@ -211,15 +225,20 @@ class PixelSplitting:
 #: Recently built pixel-splitting matrices (about 50 MB each for a 2M detector) by
 #: geometry, bins, unit, range and mask: one per detector position and unit of a run,
 #: shared by the following runs.
+#: Pixel splittings the integrator offers (pyFAI's names).
+SPLITTINGS = ("bbox", "no")
 _SPLITTING_CACHE: OrderedDict[tuple, PixelSplitting] = OrderedDict()
 SPLITTING_CACHE_SIZE = 8
 
 
 def pixel_splitting(poni: Poni, npt: int, npt_azim: int | None, unit: str,
-                    radial_range: tuple[float, float] | None, mask: np.ndarray) -> PixelSplitting:
+                    radial_range: tuple[float, float] | None, mask: np.ndarray, split: str = "bbox") -> PixelSplitting:
     """pyFAI's own CSR matrix for these bins, masked pixels removed, as a (cached)
-    :class:`PixelSplitting`. ``mask``: True = bad pixel."""
-    key = (poni, npt, npt_azim, unit, None if radial_range is None else tuple(map(float, radial_range)),
+    :class:`PixelSplitting`. ``mask``: True = bad pixel; ``split``: pyFAI's pixel
+    splitting, ``"bbox"`` or ``"no"``."""
+    if split not in SPLITTINGS:
+        raise ValueError(f"unknown pixel splitting {split!r}; use one of {SPLITTINGS}")
+    key = (poni, npt, npt_azim, unit, split, None if radial_range is None else tuple(map(float, radial_range)),
            hashlib.sha1(np.packbits(mask).tobytes()).hexdigest())
     if key in _SPLITTING_CACHE:
         _SPLITTING_CACHE.move_to_end(key)
@@ -227,7 +246,7 @@ def pixel_splitting(poni: Poni, npt: int, npt_azim: int | None, unit: str,
     ai = poni.integrator()
     shape = mask.shape
     dummy = np.zeros(shape, np.float32)
-    kw = dict(unit=unit, method=("bbox", "csr", "cython"), mask=mask, radial_range=radial_range,
+    kw = dict(unit=unit, method=(split, "csr", "cython"), mask=mask, radial_range=radial_range,
               correctSolidAngle=False)
     if npt_azim:
         res = ai.integrate2d_ng(dummy, npt, npt_azim, **kw)

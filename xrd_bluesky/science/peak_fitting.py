@@ -306,7 +306,8 @@ class LatticeStrain:
     strain_sigma: float
 
 
-def lattice_strain(peak: PeakResult, wavelength_m: float, d0_A: float, unit: str = "2th_deg") -> LatticeStrain:
+def lattice_strain(peak: PeakResult, wavelength_m: float, d0_A: float, unit: str = "2th_deg", *,
+                   d0_sigma_A: float = 0.0) -> LatticeStrain:
     """d = lambda / (2 sin theta) (or 2 pi / q) of ``peak`` and strain ``d / d0 - 1``.
 
     Parameters
@@ -319,6 +320,8 @@ def lattice_strain(peak: PeakResult, wavelength_m: float, d0_A: float, unit: str
         Unstrained d-spacing (A).
     unit : str
         ``"2th_deg"`` (deg), ``"q_nm^-1"`` (1/nm) or ``"q_A^-1"`` (1/A).
+    d0_sigma_A : float
+        1-sigma error of ``d0_A`` (A), e.g. from a reference run's fits; propagated.
     """
     if not peak.success:
         nan = float("nan")
@@ -333,4 +336,47 @@ def lattice_strain(peak: PeakResult, wavelength_m: float, d0_A: float, unit: str
         d_sigma = d * peak.centre_sigma / peak.centre
     else:
         raise ValueError(f"unknown radial unit {unit!r}")
-    return LatticeStrain(d, d_sigma, d / d0_A - 1, d_sigma / d0_A)
+    return LatticeStrain(d, d_sigma, d / d0_A - 1, math.hypot(d_sigma, d * d0_sigma_A / d0_A) / d0_A)
+
+
+@dataclass(frozen=True)
+class PeakPosition:
+    """A fitted peak's centre (with 1-sigma error) and FWHM in both 2theta (deg) and
+    q (1/nm); NaN for a failed fit."""
+
+    centre_2theta_deg: float
+    centre_2theta_sigma_deg: float
+    fwhm_2theta_deg: float
+    centre_q_nm: float
+    centre_q_sigma_nm: float
+    fwhm_q_nm: float
+
+
+def peak_position(peak: PeakResult, unit: str, wavelength_m: float) -> PeakPosition:
+    """Centre and FWHM of ``peak`` (fitted in ``unit``: ``"2th_deg"`` or
+    ``"q_nm^-1"``) in both units; errors and widths through dq/d2theta at the centre.
+
+    Parameters
+    ----------
+    peak : PeakResult
+        The fit.
+    unit : str
+        Radial unit of the fitted pattern.
+    wavelength_m : float
+        X-ray wavelength (m).
+    """
+    k = 2 * math.pi / (wavelength_m * 1e9)  # 1/nm
+    if unit == "2th_deg":
+        theta = math.radians(peak.centre) / 2
+        q = 2 * k * math.sin(theta)
+    elif unit == "q_nm^-1":
+        q = peak.centre
+        theta = math.asin(min(q / (2 * k), 1.0)) if math.isfinite(q) else float("nan")
+    else:
+        raise ValueError(f"unknown radial unit {unit!r}")
+    dq_dtth = k * math.cos(theta) * math.pi / 180  # 1/nm per deg
+    if unit == "2th_deg":
+        return PeakPosition(peak.centre, peak.centre_sigma, peak.fwhm, q, peak.centre_sigma * dq_dtth,
+                            peak.fwhm * dq_dtth)
+    return PeakPosition(math.degrees(2 * theta), peak.centre_sigma / dq_dtth, peak.fwhm / dq_dtth, q,
+                        peak.centre_sigma, peak.fwhm)

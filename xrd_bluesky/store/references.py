@@ -1,5 +1,5 @@
 """Look up what another run provides: a background's or standard's stored absolute
-pattern, a dark run's mean frame."""
+pattern, a dark run's mean frame, a reference run's unstrained d-spacings."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from tiled.queries import Contains
 from ..errors import MissingMetadataError
 from ..science.absolute_scale import ReferencePattern
 from ..science.integration import IntegrationResult
+from ..science.peak_specs import PeakReference, weighted_mean
 from .derived_runs import latest_successful
 
 
@@ -46,3 +47,27 @@ def dark_frame(raw, uid: str) -> tuple[np.ndarray, float | None]:
     exposure = next((v for c in descriptor.get("configuration", {}).values()
                      for k, v in c.get("data", {}).items() if k.endswith("_acquire_time")), None)
     return frames.reshape(-1, *frames.shape[-2:]).mean(axis=0), exposure
+
+
+def peak_reference(processed, raw_uid: str) -> PeakReference:
+    """d0 of every fitted peak (weighted mean over the events of the newest successful
+    peak fits of raw run ``raw_uid``), per sector too when it was fitted per sector."""
+    integration = latest_successful(processed.search(Contains("parent_uids", raw_uid)), "integration")
+    fits = None if integration is None else latest_successful(
+        processed.search(Contains("parent_uids", integration.start["uid"])), "peak_fits")
+    if fits is None:
+        raise MissingMetadataError(f"run {raw_uid} has no successful peak fits in the catalog to take d0 from")
+    primary = fits["primary"].read()
+    labels = [k[:-len("_d")] for k in primary if k.endswith("_d")]
+    d0 = {}
+    for label in labels:
+        mean, sigma = weighted_mean(np.asarray(primary[f"{label}_d"]), np.asarray(primary[f"{label}_d_sigma"]))
+        if np.isfinite(mean):
+            d0[label] = (float(mean), float(sigma))
+    sectors = {}
+    if "sectors" in fits:
+        table = fits["sectors"].read()
+        for label in labels:
+            if f"{label}_d" in table:
+                sectors[label] = weighted_mean(np.asarray(table[f"{label}_d"]), np.asarray(table[f"{label}_d_sigma"]))
+    return PeakReference(raw_uid, d0, sectors)

@@ -9,7 +9,7 @@ from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.science.image_formation import (
     Beamstop, DetectorResponse, detect, expected_photons, pixel_geometry)
 from xrd_bluesky.science.integration import integrate_1d, invalid_pixels
-from xrd_bluesky.science.peaks import fit_gaussian
+from xrd_bluesky.science.peak_fitting import fit_peak
 from xrd_bluesky.science.samples import default_library
 from xrd_bluesky.science.units import wavelength_m
 
@@ -38,7 +38,7 @@ def test_rings_at_calibrant_two_theta(tilted_poni):
     truth = truth[truth < np.nanmax(pattern.radial) - 0.2][:6]
     assert len(truth) >= 5
     for t in truth:
-        fit = fit_gaussian(pattern.radial, pattern.intensity, (t - 0.12, t + 0.12), pattern.sigma)
+        fit = fit_peak(pattern.radial, pattern.intensity, (t - 0.12, t + 0.12), sigma=pattern.sigma, background="linear")
         assert fit.success, fit.reason
         assert abs(fit.centre - t) < 0.01
 

@@ -17,7 +17,7 @@ from conftest import realdata
 from xrd_bluesky.errors import CorruptFrameError, ShapeMismatchError
 from xrd_bluesky.integrate_files import add_parser, read_frames
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.peaks import fit_gaussian
+from xrd_bluesky.science.peak_fitting import fit_peak
 
 
 def integrate(*argv) -> int:
@@ -67,8 +67,8 @@ def test_two_theta_pattern_reproduces_dioptas_peaks_and_chi_matches_xye(tmp_path
     assert xye.shape == (len(ref), 3) and np.all(np.isfinite(xye)) and np.all(xye[:, 2] > 0)
     for p in strongest_peaks(ref[:, 0], ref[:, 1]):
         window = (p - 0.15, p + 0.15)
-        fr = fit_gaussian(ref[:, 0], ref[:, 1], window)
-        fo = fit_gaussian(xye[:, 0], xye[:, 1], window)
+        fr = fit_peak(ref[:, 0], ref[:, 1], window, background="linear")
+        fo = fit_peak(xye[:, 0], xye[:, 1], window, background="linear")
         assert fr.success and fo.success, (fr.reason, fo.reason)
         assert abs(fo.centre - fr.centre) < 0.005, p
 
@@ -104,8 +104,8 @@ def test_q_pattern_read_as_gsas2_does_lands_on_the_reference_peaks(tmp_path, uni
     tth = np.degrees(2 * np.arcsin(wavelength * q / (4 * math.pi)))
     for p in strongest_peaks(ref[:, 0], ref[:, 1], n=3):
         window = (p - 0.15, p + 0.15)
-        fr = fit_gaussian(ref[:, 0], ref[:, 1], window)
-        fo = fit_gaussian(tth, intensity, window)
+        fr = fit_peak(ref[:, 0], ref[:, 1], window, background="linear")
+        fo = fit_peak(tth, intensity, window, background="linear")
         assert fr.success and fo.success, (fr.reason, fo.reason)
         assert abs(fo.centre - fr.centre) < 0.005, p
     chi_head, chi = read_chi(tmp_path / "CeO2_Pilatus1M.chi")

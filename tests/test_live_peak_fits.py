@@ -5,8 +5,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from tiled.queries import Contains
 
+from xrd_bluesky.callbacks.peak_plot import LivePeakPlot
 from xrd_bluesky.plans import strain_series
 from xrd_bluesky.science.samples import TensileResponse
 from xrd_bluesky.science.units import wavelength_m
@@ -14,7 +16,9 @@ from xrd_bluesky.store.derived_runs import latest_successful
 
 #: A stiffer specimen than the library's Mg, so the elastic lattice strain reaches 5e-3.
 HARD = TensileResponse(yield_strain=4.5e-3, hardening=0.1, broadening_deg_per_plastic=15.0)
-PEAKS = {"phase": "Mg", "hkl": [[1, 0, 0], [0, 0, 2], [1, 0, 1]], "model": "pseudo-voigt"}
+#: The three strongest Mg rings, and a d-spacing window where Mg has no reflection.
+PEAKS = {"phase": "Mg", "hkl": [[1, 0, 0], [0, 0, 2], [1, 0, 1]], "d_windows_A": [[3.3, 3.5]],
+         "model": "pseudo-voigt"}
 
 
 def _fits_of(catalog, raw_uid):
@@ -68,6 +72,29 @@ def test_tensile_series_strain_along_and_across_the_load(tensile, catalog):
         dq_per_deg = 4 * np.pi / (wavelength_m(17.0) * 1e9) * np.cos(theta) * np.pi / 360
         added = HARD.broadening_deg_per_plastic * HARD.plastic_strain(applied[-1]) * dq_per_deg
         assert abs(np.sqrt(fwhm[-1] ** 2 - fwhm[0] ** 2) / added - 1) < 0.1, (fwhm, added)
+    # the empty window: flagged with the reason in every event, NaN values, the run still a success
+    assert not np.any(np.asarray(primary["d_window0_success"]))
+    reasons = [str(r.item()) for r in primary["d_window0_reason"]]
+    assert all("window 11.9608-12.6886" in r for r in reasons), reasons  # each says why, naming the window
+    assert np.all(np.isnan(np.asarray(primary["d_window0_centre_2theta"])))
+    assert fits.stop["exit_status"] == "success"
     keys = fits["primary"].metadata["data_keys"]
     assert keys["Mg_101_centre_2theta"]["units"] == "deg" and keys["Mg_101_d"]["units"] == "A"
     assert keys["Mg_101_centre_q"]["units"] == "1/nm" and keys["sample_changer_strain"]["units"] == ""
+
+    _check_live_plot(fits)
+
+
+def _check_live_plot(fits):
+    """The stored peak fits, replayed into the live plot: one line per peak and row, x
+    the applied strain, y the stored centres; axes labelled with units."""
+    plot = LivePeakPlot(Figure())
+    for name, doc in fits.documents():
+        plot(name, doc)
+    primary = fits["primary"].read()
+    centre_axis = plot.figure.axes[0]
+    line = next(line for line in centre_axis.lines if line.get_label() == "Mg_101")
+    assert np.allclose(line.get_xdata(), np.asarray(primary["sample_changer_strain"]))
+    assert np.allclose(line.get_ydata(), np.asarray(primary["Mg_101_centre_2theta"]))
+    assert not any(line.get_label() == "d_window0" and len(line.get_xdata()) for line in centre_axis.lines)
+    assert "(deg)" in centre_axis.get_ylabel() and "sample_changer_strain" in plot.figure.axes[-1].get_xlabel()

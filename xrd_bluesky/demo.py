@@ -9,6 +9,9 @@ and the gain map; the ring positions found are compared with the calibrant's tru
 Step 4: water (as secondary standard), buffer and a protein-like solute in buffer, each
 at three detector positions, stitched live, put on the absolute scale from the ion
 chambers, the buffer subtracted; compared with the simulator's true cross-sections.
+Step 5: a tensile series of hcp Mg (an unloaded reference, then applied strain up to
+6e-3, past yield), peaks fitted live per event and per azimuthal sector; lattice strain
+along and across the load and the peak widths compared with the simulator's truth.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import bluesky.plan_stubs as bps  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .plans import calibration_scan, gain_map_scan, multi_position_count  # noqa: E402
+from .plans import calibration_scan, gain_map_scan, multi_position_count, strain_series  # noqa: E402
 from .science.gain_map_simulation import GAIN_POSITIONS  # noqa: E402
 from .science.geometry import StagePosition  # noqa: E402
-from .science.peaks import fit_gaussian  # noqa: E402
+from .science.peak_specs import hkl_label  # noqa: E402
+from .science.peak_fitting import fit_peak  # noqa: E402
 from .science.samples import WATER_LOW_Q_CM_SR, solute_cross_section  # noqa: E402
 from .science.units import two_theta_rad, wavelength_m  # noqa: E402
 from .session import Session, build_session  # noqa: E402
@@ -62,7 +67,8 @@ def ring_checks(two_theta_deg: np.ndarray, intensity: np.ndarray, sigma: np.ndar
         true_deg = float(np.degrees(two_theta_rad(reflection.d_A, wavelength_m(energy_keV))))
         if true_deg > top or len(checks) == n_rings:
             break
-        fit = fit_gaussian(two_theta_deg, intensity, (true_deg - RING_WINDOW_DEG, true_deg + RING_WINDOW_DEG), sigma)
+        fit = fit_peak(two_theta_deg, intensity, (true_deg - RING_WINDOW_DEG, true_deg + RING_WINDOW_DEG), sigma=sigma,
+                       background="linear")
         if fit.success:
             checks.append(RingCheck(reflection.hkl, true_deg, fit.centre))
     return checks
@@ -75,7 +81,8 @@ def run_demo(output: Path, *, directory: Path | None = None, detector: str = "Pi
     try:
         calibration = _calibration_step(session)
         gain = _gain_map_step(session)
-        return {**calibration, **gain, **_calibrant_step(session, output), **_absolute_step(session, output)}
+        return {**calibration, **gain, **_calibrant_step(session, output), **_absolute_step(session, output),
+                **_tensile_step(session, output)}
     finally:
         session.close()
 
@@ -229,6 +236,65 @@ def _absolute_step(session: Session, output: Path) -> dict:
     plt.close(fig)
     print(f"plot         {plot}")
     return {"water_factor": factor, "absolute_worst_rel": worst, "solute_rel": solute_error}
+
+
+#: Applied strains of the demo's tensile series (Mg yields at 2e-3).
+TENSILE_STRAINS = [0.0, 1e-3, 2e-3, 3e-3, 4e-3, 6e-3]
+#: The Mg reflections fitted in the tensile series.
+TENSILE_PEAKS = {"phase": "Mg", "hkl": [[1, 0, 0], [0, 0, 2], [1, 0, 1]], "model": "pseudo-voigt"}
+
+
+def _tensile_step(session: Session, output: Path) -> dict:
+    bl = session.beamline
+    bl.sample_changer.slot.put("Mg")
+    session.RE(bps.mv(bl.stage.x, 0.0, bl.stage.y, 0.0, bl.stage.distance, 300.0))
+    detectors = [bl.detector, bl.i0, bl.it]
+    common = dict(stage=bl.stage, shutter=bl.source.shutter, energy=bl.source.energy,
+                  sample=bl.sample_changer.sample().metadata())
+    (reference,) = session.RE(strain_series(detectors, bl.sample_changer.strain, [0.0], peaks=TENSILE_PEAKS,
+                                            **common))
+    (uid,) = session.RE(strain_series(detectors, bl.sample_changer.strain, TENSILE_STRAINS,
+                                      peaks={**TENSILE_PEAKS, "d0_uid": reference}, **common))
+    bl.sample_changer.strain.put(0.0)
+    fits = _derived_of(session, _derived_of(session, uid).start["uid"])
+    sectors = fits["sectors"].read()
+    tensile = bl.sample_changer.sample().tensile
+    applied = np.asarray(TENSILE_STRAINS)
+    along_true = np.array([tensile.lattice_strain(a) for a in applied])
+    across_true = -tensile.poisson_ratio * along_true
+    labels = [hkl_label("Mg", hkl) for hkl in TENSILE_PEAKS["hkl"]]
+    along = {k: np.asarray(sectors[f"{k}_strain_loading"]) for k in labels}
+    across = {k: np.asarray(sectors[f"{k}_strain_transverse"]) for k in labels}
+    worst_along = max(float(np.max(np.abs(along[k] - along_true))) for k in labels)
+    worst_across = max(float(np.max(np.abs(across[k] - across_true))) for k in labels)
+    # widths along the load (the azimuthal average also widens elastically, as the ring is distorted)
+    along_load = int(np.argmin(np.abs(np.asarray(sectors["azimuth"][0]) - tensile.loading_chi_deg)))
+    fwhm = {k: np.asarray(sectors[f"{k}_fwhm_q"])[:, along_load] for k in labels}
+    print(f"step 5: Mg tensile series {uid} (reference {reference}), peak fits {fits.start['uid']}")
+    print(f"  lattice strain along the load vs truth: worst {worst_along:.1e} (target 5e-5); "
+          f"across: worst {worst_across:.1e} (target 1e-4)")
+    for k in labels:
+        print(f"  {k}: along {', '.join(f'{v * 1e3:.3f}' for v in along[k])} (1e-3); "
+              f"FWHM along the load {fwhm[k][0]:.4f} -> {fwhm[k][-1]:.4f} 1/nm")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for k in labels:
+        ax1.plot(applied * 1e3, along[k] * 1e3, "o", label=f"{k} along load")
+        ax1.plot(applied * 1e3, across[k] * 1e3, "s", label=f"{k} across")
+        ax2.plot(applied * 1e3, fwhm[k], "o-", label=k)
+    ax1.plot(applied * 1e3, along_true * 1e3, "k-", lw=0.8, label="truth")
+    ax1.plot(applied * 1e3, across_true * 1e3, "k--", lw=0.8)
+    ax1.set_xlabel("applied strain (1e-3)")
+    ax1.set_ylabel("lattice strain (1e-3)")
+    ax1.legend(fontsize="small")
+    ax2.set_xlabel("applied strain (1e-3)")
+    ax2.set_ylabel("FWHM along the load (1/nm)")
+    ax2.legend(fontsize="small")
+    plot = output / "demo_strain.png"
+    fig.tight_layout()
+    fig.savefig(plot, dpi=120)
+    plt.close(fig)
+    print(f"plot         {plot}")
+    return {"strain_along_worst": worst_along, "strain_across_worst": worst_across}
 
 
 def _derived_of(session: Session, parent_uid: str):

@@ -18,7 +18,7 @@ from .store import Catalog, open_catalog
 from .science.gain_map_source import GainMapSource
 from .store.calibrations import geometry_from_calibration, latest_calibration
 from .store.gain_maps import gain_map_from_run, latest_gain_map_uid
-from .store.references import dark_frame, reference_pattern
+from .store.references import dark_frame, peak_reference, reference_pattern
 from .store.writer import DERIVED_BATCH_SIZE, run_writer
 
 logger = logging.getLogger(__name__)
@@ -81,13 +81,13 @@ class Session:
 
 
 def build_session(*, directory: str | Path | None = None, uri: str | None = None,
-                  config: BeamlineConfig | None = None) -> Session:
+                  config: BeamlineConfig | None = None, plots: bool = False) -> Session:
     """Open the catalog, build the simulated beamline and subscribe writers and router.
 
     Live integration uses the current calibration (see :meth:`Session.current_geometry`);
     until one exists, the simulator's true geometry, labelled ``"simulator_truth"``.
     Calibrations start from the beamline's nominal geometry and export PONI files to
-    ``<data dir>/calibrations``.
+    ``<data dir>/calibrations``. With ``plots``, peak fits are plotted live.
     """
     catalog = open_catalog(uri, directory=directory)
     frames_dir = catalog.frames_dir if catalog.frames_dir is not None else Path(directory or ".") / "frames"
@@ -101,7 +101,9 @@ def build_session(*, directory: str | Path | None = None, uri: str | None = None
                                     export_dir=frames_dir.parent, gain_map=session.current_gain_map,
                                     references=lambda uid: reference_pattern(catalog.processed, uid),
                                     darks=lambda uid: dark_frame(catalog.raw, uid),
-                                    flux_calibration=beamline.config.flux_calibration)
+                                    flux_calibration=beamline.config.flux_calibration,
+                                    peak_references=lambda uid: peak_reference(catalog.processed, uid),
+                                    plots=plots)
     RE.subscribe(session.router)
     # pyFAI calls gc.collect() whenever a geometry changes; with a RunEngine and a
     # Tiled server loaded each call walks millions of objects. Freezing what exists

@@ -21,7 +21,8 @@ Derived-run streams, one event per integration event, keys per peak label ``L``:
              ``L_directional_ok``) from :func:`directional_strain`.
 
 d0 of each peak, in order of precedence: the reference run named by ``d0_uid``
-(per sector for sector strains, when it has them), ``d0_A`` given, the phase's
+(per sector for sector strains, when it has them; a peak it never fitted falls
+through to the next source), ``d0_A`` given, the phase's
 tabulated d-spacing, the first successful fit of this run. The descriptor's
 configuration records every peak's window, d0 and its source. A failed fit has
 ``L_success`` False, the reason, and NaN values.
@@ -166,9 +167,7 @@ class LivePeakFits(DerivedRunCallback):
     # -- references ----------------------------------------------------------
     def _d0(self, spec: PeakSpec) -> tuple[float, float, str]:
         """d0 (A), its 1-sigma error (A) and where it came from."""
-        if self._reference is not None:
-            if spec.label not in self._reference.d0_A:
-                raise MissingMetadataError(f"reference run {self._reference.uid} has no fit of peak {spec.label}")
+        if self._reference is not None and spec.label in self._reference.d0_A:
             return (*self._reference.d0_A[spec.label], f"reference run {self._reference.uid}")
         if spec.d0_A is not None:
             return spec.d0_A, 0.0, "given"

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import fit_peaks_files, integrate_files
+from . import dfxrm_command, fit_peaks_files, integrate_files
 
 
 def _demo(args) -> int:
@@ -120,7 +120,8 @@ def _session(args) -> int:
 
     from .session import build_session
 
-    session = build_session(directory=Path(args.directory) if args.directory else None, uri=args.catalog)
+    session = build_session(directory=Path(args.directory) if args.directory else None, uri=args.catalog,
+                            plots=True)
     banner = ("xrd-bluesky session: RE, catalog (raw/processed), beamline devices "
               f"({', '.join(session.beamline.devices)}), plans, bp, bps are ready.")
     try:
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     integrate_files.add_parser(sub)
     fit_peaks_files.add_parser(sub)
+    dfxrm_command.add_parser(sub)
 
     bench = sub.add_parser("bench", help="side-by-side benchmarks against the reference path")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)

@@ -12,6 +12,7 @@ from ..science.geometry import DetectorPositionModel, Poni, StagePosition, detec
 from ..science.image_formation import Beamstop, DetectorResponse, expected_photons
 from ..science.monitors import FluxCalibration
 from ..science.samples import Sample, default_library
+from ..science.single_crystal import SingleCrystalSample
 from ..science.units import wavelength_m
 from .area_detector import SimAreaDetector
 from .ion_chamber import IonChamber, downstream_transmission, upstream_transmission
@@ -127,10 +128,13 @@ def make_beamline(config: BeamlineConfig | None = None, *, data_dir: str | Path,
     beamline: Beamline
 
     def render(exposure_s: float) -> np.ndarray:
-        return expected_photons(changer.sample(), beamline.true_poni(),
-                                flux_ph_s=source.photons_per_second(), exposure_s=exposure_s,
-                                beamstop=config.beamstop,
-                                polarization_factor=config.polarization_factor)
+        sample, poni = changer.sample(), beamline.true_poni()
+        beam = dict(flux_ph_s=source.photons_per_second(), exposure_s=exposure_s, beamstop=config.beamstop,
+                    polarization_factor=config.polarization_factor)
+        image = expected_photons(sample, poni, **beam)
+        if isinstance(sample, SingleCrystalSample):  # its spots follow the goniometer
+            image = image + sample.bragg_spots(beamline.goniometer.angles(), poni, **beam)
+        return image
 
     detector = SimAreaDetector(name="det", render=render, response=response,
                                data_dir=Path(data_dir), rng=np.random.default_rng(seeds[1]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ophyd import Component as Cpt
 from ophyd import Device, SoftPositioner
 
+from ..science.dfxrm_orientation import GoniometerAngles
 from ..science.geometry import StagePosition
 
 
@@ -24,8 +25,15 @@ class DetectorStage(Device):
 
 
 class Goniometer(Device):
-    """Sample goniometer: ``omega`` (vertical axis), ``chi`` and ``phi`` (deg)."""
+    """Sample goniometer: ``omega`` (vertical axis), ``chi`` and ``phi`` (deg).
+
+    Axis convention: see :mod:`xrd_bluesky.science.dfxrm_orientation`.
+    """
 
     omega = Cpt(SoftPositioner, egu="deg", init_pos=0.0)
     chi = Cpt(SoftPositioner, egu="deg", init_pos=0.0)
     phi = Cpt(SoftPositioner, egu="deg", init_pos=0.0)
+
+    def angles(self) -> GoniometerAngles:
+        """Current motor positions (deg)."""
+        return GoniometerAngles(float(self.omega.position), float(self.chi.position), float(self.phi.position))

@@ -115,14 +115,24 @@ def multi_position_count(detectors: Sequence[Any], stage, positions: Iterable[Se
             for _ in range(num):
                 yield from bps.trigger_and_read(list(detectors) + motors)
 
-    @bpp.run_decorator(md=_md)
+    return (yield from counting_run(detectors, exposures(), _md, shutter=shutter, num_darks=num_darks,
+                                    energy=energy, md=md))
+
+
+def counting_run(detectors: Sequence[Any], exposures, run_md: dict, *, shutter=None, num_darks: int = 1,
+                 energy=None, md: dict | None = None):
+    """One run of ``exposures`` (a plan reading ``detectors``), with ``num_darks`` dark
+    frames first (``dark`` stream) when a ``shutter`` is given; the photon energy (keV)
+    read from ``energy`` and the caller's ``md`` are added to ``run_md``."""
+
+    @bpp.run_decorator(md=run_md)
     def body():
         # each stream gets its own staging, hence its own frame file and StreamResource
         if shutter is not None:
             yield from bpp.stage_wrapper(take_darks(detectors, shutter, num=num_darks), list(detectors))
-        yield from bpp.stage_wrapper(exposures(), list(detectors))
+        yield from bpp.stage_wrapper(exposures, list(detectors))
 
     if energy is not None:
-        _md["energy_keV"] = float((yield from bps.rd(energy)))
-    _md.update(md or {})
+        run_md["energy_keV"] = float((yield from bps.rd(energy)))
+    run_md.update(md or {})
     return (yield from body())

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
 
-from .counting import stage_motors, take_darks
+from .counting import counting_run, stage_motors
 
 #: Integration defaults of a strain series: fine radial bins for the fits, a cake of 36
 #: sectors (10 deg) for strain against azimuth, and no pixel splitting, so that bins
@@ -85,13 +84,5 @@ def strain_series(detectors: Sequence[Any], strain, strains: Sequence[float], *,
             for _ in range(num):
                 yield from bps.trigger_and_read(list(detectors) + readback)
 
-    @bpp.run_decorator(md=_md)
-    def body():
-        if shutter is not None:
-            yield from bpp.stage_wrapper(take_darks(detectors, shutter, num=num_darks), list(detectors))
-        yield from bpp.stage_wrapper(steps(), list(detectors))
-
-    if energy is not None:
-        _md["energy_keV"] = float((yield from bps.rd(energy)))
-    _md.update(md or {})
-    return (yield from body())
+    return (yield from counting_run(detectors, steps(), _md, shutter=shutter, num_darks=num_darks, energy=energy,
+                                    md=md))

@@ -137,7 +137,7 @@ class LivePeakFits(DerivedRunCallback):
         intensity, sigma = np.asarray(data["intensity"], float), np.asarray(data["sigma"], float)
         cos2 = sector_cos2(np.asarray(data["cos2chi"], float), np.asarray(data["sin2chi"], float), self._loading)
         out: dict = {"azimuth": azimuth, "parent_seq_num": int(data["parent_seq_num"]),
-                     **self._scan.get(int(data["parent_seq_num"]), {})}
+                     **self._scan.pop(int(data["parent_seq_num"]), {})}
         for spec in self._specs:
             window = tuple(4e-9 * math.pi * math.sin(math.radians(t) / 2) / self._wavelength for t in spec.window_deg)
             d0, d0_sigma = self._sector_d0(spec, len(azimuth))

@@ -10,6 +10,11 @@ stitched (pyFAI MultiGeometry's definition) into common bins, live whenever the 
 moves on and finally at the stop; a named background run is subtracted and a named
 standard run's factor applied.
 
+A run's start document may override the integration's bins and pixel splitting
+(``integration: {"npt": 6000, "cake": [3000, 36], "split": "no"}``); scanned variables
+other than the detector stage (e.g. an applied strain) are copied into ``primary``, and
+a ``peaks`` configuration is passed on in the derived start document for the peak fits.
+
 Derived-run streams (all intensities with their 1-sigma errors):
 
 ``primary``    per frame: q and 2theta patterns (counts/sr), monitors, the absolute

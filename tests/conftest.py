@@ -15,7 +15,7 @@ from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.calibrations import latest_calibration
 from xrd_bluesky.store.gain_maps import gain_map_from_run, latest_gain_map_uid
 from xrd_bluesky.store.references import dark_frame, peak_reference, reference_pattern
-from xrd_bluesky.store.writer import run_writer
+from xrd_bluesky.store.writer import catalog_writers
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REALDATA = SHARED / "realdata"
@@ -51,8 +51,10 @@ def beamline(catalog):
 def live(RE, catalog, beamline):
     """RE subscribed to the raw writer and the analysis router: integration uses the
     latest calibration in the catalog (else the simulator's truth) and the latest gain
-    map (the test beamline's detector is the same in every test: same seed)."""
-    RE.subscribe(run_writer(catalog.raw))
+    map (the test beamline's detector is the same in every test: same seed). Documents
+    go through the spooling writers, as in a session."""
+    raw, processed = catalog_writers(catalog)
+    RE.subscribe(raw)
     def geometry():
         return latest_calibration(catalog.processed) or GeometrySource(beamline.true_geometry(), "simulator_truth")
 
@@ -60,14 +62,16 @@ def live(RE, catalog, beamline):
         uid = latest_gain_map_uid(catalog.processed)
         return None if uid is None else gain_map_from_run(catalog.processed[uid])
 
-    router = AnalysisRouter(run_writer(catalog.processed), geometry, beamstop=beamline.config.beamstop,
+    router = AnalysisRouter(processed, geometry, beamstop=beamline.config.beamstop,
                             nominal=beamline.config.nominal_geometry(),
                             export_dir=catalog.frames_dir.parent, gain_map=gain_map,
                             references=lambda uid: reference_pattern(catalog.processed, uid),
                             darks=lambda uid: dark_frame(catalog.raw, uid),
                             peak_references=lambda uid: peak_reference(catalog.processed, uid))
     RE.subscribe(router)
-    return RE
+    yield RE
+    raw.close()
+    processed.close()
 
 
 @pytest.fixture

@@ -115,6 +115,27 @@ def _lineage(args) -> int:
     return 0
 
 
+def _sync(args) -> int:
+    from .store import open_catalog
+    from .store.sync import sync
+
+    catalog = open_catalog(args.catalog, directory=args.directory)
+    try:
+        report = sync(catalog, catalog.spool_dir)
+    finally:
+        catalog.close()
+    print("\n".join(report.lines()))
+    return 0
+
+
+def _serve(args) -> int:
+    from .store.catalog import data_directory
+    from .store.server import serve
+
+    serve(args.directory or data_directory(), database=args.database, host=args.host, port=args.port)
+    return 0
+
+
 def _session(args) -> int:
     import IPython
 
@@ -200,6 +221,18 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--catalog", help="URI of a remote Tiled server (API key from TILED_API_KEY)")
     lin.add_argument("--directory", help="data directory of the embedded catalog")
     lin.set_defaults(func=_lineage)
+
+    syn = sub.add_parser("sync", help="back-fill the catalog with spooled runs it is missing (idempotent)")
+    syn.add_argument("--catalog", help="URI of a remote Tiled server (API key from TILED_API_KEY)")
+    syn.add_argument("--directory", help="data directory (embedded catalog and spool)")
+    syn.set_defaults(func=_sync)
+
+    srv = sub.add_parser("serve", help="serve the catalog of a data directory over HTTP (API key from TILED_API_KEY)")
+    srv.add_argument("--directory", help="data directory (default: $XRD_BLUESKY_DATA or the user data dir)")
+    srv.add_argument("--database", help="SQLAlchemy URI of the catalog database (default: SQLite in the directory)")
+    srv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    srv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    srv.set_defaults(func=_serve)
 
     integrate_files.add_parser(sub)
     fit_peaks_files.add_parser(sub)

@@ -19,7 +19,7 @@ from .science.gain_map_source import GainMapSource
 from .store.calibrations import geometry_from_calibration, latest_calibration
 from .store.gain_maps import gain_map_from_run, latest_gain_map_uid
 from .store.references import dark_frame, peak_reference, reference_pattern
-from .store.writer import DERIVED_BATCH_SIZE, run_writer
+from .store.writer import SpoolingWriter, catalog_writers
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ class Session:
     beamline: Beamline
     router: AnalysisRouter
     geometry: GeometrySource | None
+    writers: tuple[SpoolingWriter, ...] = ()
     gain_map_uid: str | None = None
     _gain_map: GainMapSource | None = None
 
@@ -57,7 +58,7 @@ class Session:
         simulator's true geometry (labelled ``"simulator_truth"``)."""
         if self.geometry is not None:
             return self.geometry
-        latest = latest_calibration(self.catalog.processed)
+        latest = latest_calibration(self.catalog.online().processed)
         if latest is not None:
             return latest
         return GeometrySource(self.beamline.true_geometry(), "simulator_truth")
@@ -69,14 +70,18 @@ class Session:
     def current_gain_map(self) -> GainMapSource | None:
         """The pinned gain map, else the latest good one in the catalog, else None
         (arrays are read from the catalog once per uid)."""
-        uid = self.gain_map_uid or latest_gain_map_uid(self.catalog.processed)
+        uid = self.gain_map_uid or latest_gain_map_uid(self.catalog.online().processed)
         if uid is None:
             return None
         if self._gain_map is None or self._gain_map.gain_map_uid != uid:
-            self._gain_map = gain_map_from_run(self.catalog.processed[uid])
+            self._gain_map = gain_map_from_run(self.catalog.online().processed[uid])
         return self._gain_map
 
     def close(self) -> None:
+        """Upload what the writers still hold (runs that cannot be stay in the spool for
+        ``xrd-bluesky sync``) and stop the embedded server."""
+        for writer in self.writers:
+            writer.close()
         self.catalog.close()
 
 
@@ -86,6 +91,8 @@ def build_session(*, directory: str | Path | None = None, uri: str | None = None
 
     Live integration uses the current calibration (see :meth:`Session.current_geometry`);
     until one exists, the simulator's true geometry, labelled ``"simulator_truth"``.
+    While the catalog does not answer, runs are recorded (spooled) but not analysed
+    live: their inputs (calibration, gain map, references) cannot be looked up.
     Calibrations start from the beamline's nominal geometry and export PONI files to
     ``<data dir>/calibrations``. With ``plots``, peak fits are plotted live.
     """
@@ -93,16 +100,16 @@ def build_session(*, directory: str | Path | None = None, uri: str | None = None
     frames_dir = catalog.frames_dir if catalog.frames_dir is not None else Path(directory or ".") / "frames"
     beamline = make_beamline(config, data_dir=frames_dir)
     RE = RunEngine({})
-    RE.subscribe(run_writer(catalog.raw))  # raw data is critical: a failure stops the scan
-    processed = run_writer(catalog.processed, batch_size=DERIVED_BATCH_SIZE)
-    session = Session(RE, catalog, beamline, None, None)  # type: ignore[arg-type]
+    raw, processed = catalog_writers(catalog)
+    RE.subscribe(raw)  # raw data is critical: a spool that cannot be written stops the scan
+    session = Session(RE, catalog, beamline, None, None, (raw, processed))  # type: ignore[arg-type]
     session.router = AnalysisRouter(processed, session.current_geometry, beamstop=beamline.config.beamstop,
                                     nominal=beamline.config.nominal_geometry(),
                                     export_dir=frames_dir.parent, gain_map=session.current_gain_map,
-                                    references=lambda uid: reference_pattern(catalog.processed, uid),
-                                    darks=lambda uid: dark_frame(catalog.raw, uid),
+                                    references=lambda uid: reference_pattern(catalog.online().processed, uid),
+                                    darks=lambda uid: dark_frame(catalog.online().raw, uid),
                                     flux_calibration=beamline.config.flux_calibration,
-                                    peak_references=lambda uid: peak_reference(catalog.processed, uid),
+                                    peak_references=lambda uid: peak_reference(catalog.online().processed, uid),
                                     plots=plots)
     RE.subscribe(session.router)
     # pyFAI calls gc.collect() whenever a geometry changes; with a RunEngine and a

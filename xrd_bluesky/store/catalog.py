@@ -5,7 +5,8 @@ By default an in-process Tiled server (:class:`tiled.server.SimpleTiledServer`)
 persists everything in the data directory (``XRD_BLUESKY_DATA``, default under the
 user's data directory): its SQLite catalog, DuckDB tables, arrays, and the frames
 the detectors write (``<data dir>/frames``), which the server may read. A remote
-Tiled is opened by URI with the API key from ``TILED_API_KEY`` only.
+Tiled is opened by URI with the API key from ``TILED_API_KEY`` only. Either way,
+documents not yet in the catalog wait in ``<data dir>/spool`` (see :mod:`.writer`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,26 @@ from tiled.client.container import Container
 from tiled.media_type_registration import default_serialization_registry
 from tiled.structures.core import Spec
 
+from ..errors import XRDBlueskyError
+
 logger = logging.getLogger(__name__)
 
 #: The containers every catalog has.
 CONTAINERS = ("raw", "processed")
 _RUN_CATALOG_SPEC = Spec("CatalogOfBlueskyRuns", version="3.0")
+
+
+class CatalogUnavailableError(XRDBlueskyError, ConnectionError):
+    """The catalog's server does not answer."""
+
+
+def answers(client: Container, timeout_s: float = 1.0) -> bool:
+    """Whether the server of ``client`` answers one request within ``timeout_s`` (s),
+    without the client's retries (which take tens of seconds on a dead server)."""
+    try:
+        return client.context.http_client.get(client.uri, timeout=timeout_s).status_code < 500
+    except Exception:  # any transport failure means: no answer
+        return False
 
 
 def data_directory() -> Path:
@@ -47,6 +63,7 @@ class Catalog:
     client: Container
     frames_dir: Path | None
     uri: str
+    spool_dir: Path
     _server: object | None = None
 
     @property
@@ -56,6 +73,19 @@ class Catalog:
     @property
     def processed(self):
         return self.client["processed"]
+
+    def online(self) -> "Catalog":
+        """This catalog, after checking that its server answers.
+
+        Raises
+        ------
+        CatalogUnavailableError
+            The server does not answer within a second.
+        """
+        if not answers(self.client):
+            raise CatalogUnavailableError(f"the catalog at {self.uri.split('?')[0]} does not answer; runs recorded "
+                                          "meanwhile stay in the spool (`xrd-bluesky sync` when it is back)")
+        return self
 
     def close(self) -> None:
         """Stop the embedded server, if this catalog runs one."""
@@ -95,24 +125,25 @@ def open_catalog(uri: str | None = None, *, directory: str | Path | None = None)
         ``http(s)://host:port[/api/v1]`` of a Tiled server; its API key is read from
         the ``TILED_API_KEY`` environment variable (never from the URI or a file).
     directory : path, optional
-        Data directory of the embedded server (default :func:`data_directory`).
+        Data directory (default :func:`data_directory`): the embedded server's storage
+        and, for either kind, the spool (``<directory>/spool``).
     """
+    directory = Path(directory) if directory is not None else data_directory()
     if uri is not None:
         client = from_uri(uri, api_key=os.environ.get("TILED_API_KEY"))
         _ensure_containers(client)
-        return Catalog(client, None, uri)
+        return Catalog(client, None, uri, directory / "spool")
 
     from tiled.server import SimpleTiledServer
 
     _register_document_exporter()
-    directory = Path(directory) if directory is not None else data_directory()
     frames = directory / "frames"
     frames.mkdir(parents=True, exist_ok=True)
     server = SimpleTiledServer(directory / "tiled", readable_storage=[frames])
     client = from_uri(server.uri)
     _ensure_containers(client)
     logger.info("embedded Tiled catalog in %s at %s", directory, server.web_ui_link)
-    catalog = Catalog(client, frames, server.uri, server)
+    catalog = Catalog(client, frames, server.uri, directory / "spool", server)
     # The server's thread is not a daemon: Python joins it before atexit handlers run,
     # so callers must close() the catalog; this handler covers interpreter teardown paths
     # where the thread has already been asked to stop.

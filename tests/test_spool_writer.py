@@ -1,0 +1,184 @@
+"""The writer that never blocks a scan: a durable spool, a background upload, and
+``xrd-bluesky sync`` that back-fills the catalog exactly once.
+
+The faults are real: a served Tiled process killed with SIGKILL mid-scan, a recording
+process killed with SIGKILL mid-run, a spool directory that cannot be created.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bluesky import RunEngine
+from bluesky.plans import count
+
+from xrd_bluesky.cli import main
+from xrd_bluesky.plans import multi_position_count
+from xrd_bluesky.session import build_session
+from xrd_bluesky.sim_devices import BeamlineConfig
+from xrd_bluesky.store import open_catalog
+from xrd_bluesky.store.spool import SpoolError, decode, encode, read_spool
+from xrd_bluesky.store.sync import sync
+from xrd_bluesky.store.writer import SpoolingWriter
+
+from conftest import TEST_DETECTOR
+
+POSITIONS = [(0, 0, 300), (20, -15, 300), (-20, 15, 300)]
+
+
+def test_a_document_reads_back_bit_for_bit():
+    doc = {"uid": "u", "data": {"frame": np.arange(12, dtype=np.uint16).reshape(3, 4),
+                                "q": np.array([0.1, np.nan, np.inf], np.float32), "n": np.int64(3),
+                                "x": np.float32(0.1), "flag": np.bool_(True), "text": "CeO2"}}
+    name, back = decode(encode("event", doc))
+    assert name == "event"
+    for key in ("frame", "q"):
+        assert back["data"][key].dtype == doc["data"][key].dtype
+        np.testing.assert_array_equal(back["data"][key], doc["data"][key])
+    assert back["data"]["n"] == 3 and back["data"]["x"] == float(np.float32(0.1)) and back["data"]["flag"] is True
+
+
+def test_a_spool_that_cannot_be_written_stops_the_scan_with_the_reason(tmp_path, beamline):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    writer = SpoolingWriter(None, blocker / "raw")
+    RE = RunEngine({}, call_returns_result=False)
+    RE.subscribe(writer)
+    with pytest.raises(SpoolError, match="cannot record raw data.*not-a-directory"):
+        RE(count([beamline.i0]))
+    writer.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(directory: Path, key: str) -> tuple[subprocess.Popen, str]:
+    """``xrd-bluesky serve`` on a free loopback port; its base URI once it answers."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "xrd_bluesky.cli", "serve", "--directory", str(directory),
+                               "--port", str(port)], env={**os.environ, "TILED_API_KEY": key})
+    uri = f"http://127.0.0.1:{port}/api/v1"
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return server, uri
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("xrd-bluesky serve did not come up")
+
+
+def test_catalog_killed_mid_scan_then_sync_backfills_once(tmp_path, monkeypatch):
+    key = secrets.token_hex(16)
+    monkeypatch.setenv("TILED_API_KEY", key)
+    server, uri = _serve(tmp_path, key)
+    session = build_session(directory=tmp_path, uri=uri, config=BeamlineConfig(detector=TEST_DETECTOR, seed=7))
+    try:
+        bl = session.beamline
+        bl.sample_changer.slot.put("CeO2")
+        events = []
+
+        def kill_server_at_third_event(name, doc):
+            if name == "event":
+                events.append(doc["uid"])
+                if len(events) == 3:
+                    server.send_signal(signal.SIGKILL)
+                    server.wait()
+
+        session.RE.subscribe(kill_server_at_third_event)
+        uid, = session.RE(multi_position_count([bl.detector, bl.i0, bl.it], bl.stage, POSITIONS, num=2,
+                                               shutter=bl.source.shutter, energy=bl.source.energy,
+                                               sample=bl.sample_changer.sample().metadata()))
+        spooled = list(read_spool(session.catalog.spool_dir / "raw" / f"{uid}.jsonl"))
+        assert [n for n, _ in spooled].count("event") == 1 + 6  # the dark and six exposures
+        assert spooled[-1][0] == "stop" and spooled[-1][1]["exit_status"] == "success"
+        derived_spools = list((session.catalog.spool_dir / "processed").glob("*.jsonl"))
+        assert derived_spools, "the derived run's documents must be spooled too"
+    finally:
+        session.close()
+
+    server, uri = _serve(tmp_path, key)
+    try:
+        catalog = open_catalog(uri, directory=tmp_path)
+        first = sync(catalog, catalog.spool_dir)
+        assert f"raw/{uid}" in first.written and not first.aborted
+        run = catalog.raw[uid]
+        assert run.stop["exit_status"] == "success"
+        assert len(run["primary"]["det_image"].read()) == 6  # every exposure, once
+        frames = run["primary"]["det_image"].read()
+        assert np.all(np.asarray(frames).sum(axis=(1, 2, 3)) > 0)
+        derived = [catalog.processed[p.stem] for p in derived_spools]
+        assert all(d.start["parent_uids"] == [uid] and d.stop is not None for d in derived)
+        assert len(derived[0]["primary"].read()["two_theta"]) == 6
+        assert not list(catalog.spool_dir.rglob("*.jsonl"))
+        second = sync(catalog, catalog.spool_dir)
+        assert not (second.written or second.already_complete or second.aborted)
+        assert len(catalog.raw[uid]["primary"]["det_image"].read()) == 6
+    finally:
+        catalog.close()
+        server.kill()
+        server.wait()
+
+
+RECORDER = textwrap.dedent("""
+    import sys
+    from bluesky.plans import count
+    from xrd_bluesky.session import build_session
+    from xrd_bluesky.sim_devices import BeamlineConfig
+
+    session = build_session(directory=sys.argv[1], config=BeamlineConfig(detector="Pilatus100k", seed=1))
+    bl = session.beamline
+
+    def announce(name, doc):
+        if name == "event":
+            print("EVENT", doc["seq_num"], flush=True)
+
+    session.RE.subscribe(announce)
+    session.RE(count([bl.detector, bl.i0], num=1000, delay=0.05))
+""")
+
+
+def test_recorder_killed_mid_run_leaves_a_valid_spool_and_sync_closes_the_run(tmp_path):
+    script = tmp_path / "record.py"
+    script.write_text(RECORDER)
+    recorder = subprocess.Popen([sys.executable, str(script), str(tmp_path / "data")], stdout=subprocess.PIPE,
+                                text=True)
+    announced = 0
+    for line in recorder.stdout:
+        if line.startswith("EVENT"):
+            announced = int(line.split()[1])
+            if announced == 20:
+                recorder.send_signal(signal.SIGKILL)
+                break
+    recorder.wait()
+    spools = list((tmp_path / "data" / "spool" / "raw").glob("*.jsonl"))
+    assert len(spools) == 1
+    documents = list(read_spool(spools[0]))  # raises on any line that is not a document
+    assert [n for n, _ in documents].count("event") >= announced
+    assert documents[-1][0] != "stop"
+
+    assert main(["sync", "--directory", str(tmp_path / "data")]) == 0
+    catalog = open_catalog(directory=tmp_path / "data")
+    try:
+        run = catalog.raw[documents[0][1]["uid"]]
+        assert run.stop["exit_status"] == "abort"
+        assert len(run["primary"].read()["I0_counts"]) >= announced
+        assert sync(catalog, catalog.spool_dir).written == []
+    finally:
+        catalog.close()

@@ -1,0 +1,45 @@
+"""File names built from metadata (run uids, sample names) that cannot leave their
+directory."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .errors import MissingMetadataError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def safe_child(directory: str | Path, name: str) -> Path:
+    """``directory / name`` for a ``name`` taken from metadata, refusing anything that
+    would land elsewhere.
+
+    Parameters
+    ----------
+    directory : path
+        The directory the file must stay in.
+    name : str
+        One path component from metadata (a uid, a sample name, with a suffix).
+
+    Raises
+    ------
+    MissingMetadataError
+        ``name`` is empty, holds a NUL byte or a path separator, is ``.`` or ``..``,
+        or is absolute: the message names it.
+    """
+    if not isinstance(name, str) or not name or "\x00" in name or name in (".", "..") \
+            or "/" in name or "\\" in name or Path(name).is_absolute():
+        raise MissingMetadataError(f"refusing file name {name!r} from metadata: it must be one plain "
+                                   f"path component inside {directory}")
+    path = Path(directory) / name
+    if path.resolve().parent != Path(directory).resolve():
+        raise MissingMetadataError(f"refusing file name {name!r}: it resolves outside {directory}")
+    return path
+
+
+def sanitized(name: str) -> str:
+    """A file-name component from free text (sample names): every character outside
+    ``A-Z a-z 0-9 . _ + -`` becomes ``_``, and leading dots are dropped."""
+    cleaned = _UNSAFE.sub("_", str(name)).lstrip(".")
+    return cleaned or "_"

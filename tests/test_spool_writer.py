@@ -7,15 +7,11 @@ process killed with SIGKILL mid-run, a spool directory that cannot be created.
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +23,7 @@ from xrd_bluesky.plans import multi_position_count
 from xrd_bluesky.session import build_session
 from xrd_bluesky.sim_devices import BeamlineConfig
 from xrd_bluesky.store import open_catalog
+from xrd_bluesky.store.server import ServerProcess
 from xrd_bluesky.store.spool import SpoolError, decode, encode, read_spool
 from xrd_bluesky.store.sync import sync
 from xrd_bluesky.store.writer import SpoolingWriter
@@ -59,36 +56,11 @@ def test_a_spool_that_cannot_be_written_stops_the_scan_with_the_reason(tmp_path,
     writer.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(directory: Path, key: str) -> tuple[subprocess.Popen, str]:
-    """``xrd-bluesky serve`` on a free loopback port; its base URI once it answers."""
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "xrd_bluesky.cli", "serve", "--directory", str(directory),
-                               "--port", str(port)], env={**os.environ, "TILED_API_KEY": key})
-    uri = f"http://127.0.0.1:{port}/api/v1"
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return server, uri
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("xrd-bluesky serve did not come up")
-
-
 def test_catalog_killed_mid_scan_then_sync_backfills_once(tmp_path, monkeypatch):
     key = secrets.token_hex(16)
     monkeypatch.setenv("TILED_API_KEY", key)
-    server, uri = _serve(tmp_path, key)
-    session = build_session(directory=tmp_path, uri=uri, config=BeamlineConfig(detector=TEST_DETECTOR, seed=7))
+    server = ServerProcess(tmp_path, key)
+    session = build_session(directory=tmp_path, uri=server.uri, config=BeamlineConfig(detector=TEST_DETECTOR, seed=7))
     try:
         bl = session.beamline
         bl.sample_changer.slot.put("CeO2")
@@ -98,8 +70,7 @@ def test_catalog_killed_mid_scan_then_sync_backfills_once(tmp_path, monkeypatch)
             if name == "event":
                 events.append(doc["uid"])
                 if len(events) == 3:
-                    server.send_signal(signal.SIGKILL)
-                    server.wait()
+                    server.kill()
 
         session.RE.subscribe(kill_server_at_third_event)
         uid, = session.RE(multi_position_count([bl.detector, bl.i0, bl.it], bl.stage, POSITIONS, num=2,
@@ -113,16 +84,15 @@ def test_catalog_killed_mid_scan_then_sync_backfills_once(tmp_path, monkeypatch)
     finally:
         session.close()
 
-    server, uri = _serve(tmp_path, key)
-    try:
-        catalog = open_catalog(uri, directory=tmp_path)
+    with ServerProcess(tmp_path, key) as server:
+        catalog = open_catalog(server.uri, directory=tmp_path)
         first = sync(catalog, catalog.spool_dir)
         assert f"raw/{uid}" in first.written and not first.aborted
         run = catalog.raw[uid]
         assert run.stop["exit_status"] == "success"
-        assert len(run["primary"]["det_image"].read()) == 6  # every exposure, once
-        frames = run["primary"]["det_image"].read()
-        assert np.all(np.asarray(frames).sum(axis=(1, 2, 3)) > 0)
+        frames = np.asarray(run["primary"]["det_image"].read())
+        assert len(frames) == 6  # every exposure, once
+        assert np.all(frames.sum(axis=(1, 2, 3)) > 0)  # the frame files survived the partial copy's deletion
         derived = [catalog.processed[p.stem] for p in derived_spools]
         assert all(d.start["parent_uids"] == [uid] and d.stop is not None for d in derived)
         assert len(derived[0]["primary"].read()["two_theta"]) == 6
@@ -130,10 +100,7 @@ def test_catalog_killed_mid_scan_then_sync_backfills_once(tmp_path, monkeypatch)
         second = sync(catalog, catalog.spool_dir)
         assert not (second.written or second.already_complete or second.aborted)
         assert len(catalog.raw[uid]["primary"]["det_image"].read()) == 6
-    finally:
         catalog.close()
-        server.kill()
-        server.wait()
 
 
 RECORDER = textwrap.dedent("""

@@ -175,6 +175,13 @@ def _bench_fits(args) -> int:
     return 0
 
 
+def _bench_outage(args) -> int:
+    from .bench import outage
+
+    result = outage(args.repeats, num=args.num)
+    return 0 if max(result["ratio_killed_to_up"], result["ratio_down_to_up"]) <= 1.2 else 1
+
+
 def _ipython_banner(text: str):
     from traitlets.config import Config
 
@@ -256,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     bfits = bench_sub.add_parser("fits", help="single-peak fits per second, ours vs scipy")
     bfits.add_argument("--fits", type=int, default=2000, help="fits per model")
     bfits.set_defaults(func=_bench_fits)
+
+    bout = bench_sub.add_parser("outage", help="scan time with the catalog up, killed mid-scan and down")
+    bout.add_argument("--repeats", type=int, default=2, help="scans per scenario (the best is reported)")
+    bout.add_argument("--num", type=int, default=4, help="exposures per detector position (3 positions)")
+    bout.set_defaults(func=_bench_outage)
 
     session = sub.add_parser("session", help="IPython with RE, devices, catalog and callbacks ready")
     session.add_argument("--directory", help="data directory of the embedded catalog")

@@ -3,12 +3,9 @@ directory."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from .errors import MissingMetadataError
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 def safe_child(directory: str | Path, name: str) -> Path:
@@ -37,9 +34,3 @@ def safe_child(directory: str | Path, name: str) -> Path:
         raise MissingMetadataError(f"refusing file name {name!r}: it resolves outside {directory}")
     return path
 
-
-def sanitized(name: str) -> str:
-    """A file-name component from free text (sample names): every character outside
-    ``A-Z a-z 0-9 . _ + -`` becomes ``_``, and leading dots are dropped."""
-    cleaned = _UNSAFE.sub("_", str(name)).lstrip(".")
-    return cleaned or "_"

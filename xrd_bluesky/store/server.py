@@ -63,3 +63,57 @@ def serve(directory: str | Path, *, database: str | None = None, host: str = "12
 
     uvicorn.run(build_app(directory, database=database, api_key=api_key_from_environment()),
                 host=host, port=port, log_level="warning")
+
+
+class ServerProcess:
+    """``xrd-bluesky serve`` in a child process on a free loopback port (tests,
+    benchmarks, a quick served catalog); a context manager that kills it on exit.
+
+    Parameters
+    ----------
+    directory : path
+        The data directory to serve.
+    api_key : str
+        Passed to the child as ``TILED_API_KEY``.
+    database : str, optional
+        Catalog database URI (default: SQLite in the directory).
+    startup_timeout_s : float
+        Longest wait (s) for the server to answer.
+    """
+
+    def __init__(self, directory: str | Path, api_key: str, *, database: str | None = None,
+                 startup_timeout_s: float = 60.0):
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        command = [sys.executable, "-m", "xrd_bluesky.cli", "serve", "--directory", str(directory),
+                   "--port", str(self.port)] + (["--database", database] if database else [])
+        self.process = subprocess.Popen(command, env={**os.environ, API_KEY_VARIABLE: api_key})
+        self.uri = f"http://127.0.0.1:{self.port}/api/v1"
+        deadline = time.monotonic() + startup_timeout_s
+        while self.process.poll() is None and time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"`{' '.join(command)}` did not answer within {startup_timeout_s} s")
+
+    def kill(self) -> None:
+        """SIGKILL the server (as a crash would) and reap it."""
+        self.process.kill()
+        self.process.wait()
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()

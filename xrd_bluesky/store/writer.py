@@ -214,13 +214,13 @@ class SpoolingWriter:
                 self._finish(run_uid, run)
 
     def _upload(self, run_uid: str, run: _Run, name: str, line: bytes) -> None:
-        if name == "start":
-            if self._offline and not answers(self.container):
-                self._fail(run_uid, run, "catalog unreachable")
-                return
-            run.writer = TiledWriter(self.container, batch_size=self.batch_size)
+        if name == "start" and self._offline and not answers(self.container):
+            self._fail(run_uid, run, "catalog unreachable")
+            return
         self._inflight_since = time.monotonic()
         try:
+            if name == "start":
+                run.writer = TiledWriter(self.container, batch_size=self.batch_size)
             run.writer(*decode(line))
             self._offline = False
         except Exception as exc:  # whatever the server or network does, the spool has it

@@ -105,20 +105,43 @@ def test_live_ring_positions_within_0_01_deg(ceo2_run):
 
 
 def test_analysis_failure_never_stops_the_scan(live, catalog, beamline, monkeypatch):
-    """Frames that vanish before the analysis reads them: the scan succeeds, the raw
-    run is complete and the derived run ends 'fail' naming the file."""
+    """Frames that vanish before the analysis reads them, at the second exposure: the
+    scan succeeds, the raw run is complete, the derived run keeps the first exposure
+    and ends 'fail' naming the file, and the log has the traceback."""
+    import logging
+
     from xrd_bluesky.callbacks import frames as frames_module
 
-    def unreadable(self, n):
-        raise frames_module.CorruptFrameError(f"cannot read frames from {self.path}: truncated")
+    read = frames_module.FrameRef.read
+    calls = []
 
-    monkeypatch.setattr(frames_module.FrameRef, "read", unreadable)  # a fault we cannot cause otherwise mid-scan
-    bl = beamline
-    bl.sample_changer.slot.put("glass")
-    uid = live(multi_position_count([bl.detector, bl.i0], bl.stage, POSITIONS))[0]
+    def unreadable_from_the_second(self, n):
+        calls.append(self.path)
+        if len(calls) >= 3:  # the dark, the first exposure, then the second fails
+            raise frames_module.CorruptFrameError(f"cannot read frames from {self.path}: truncated")
+        return read(self, n)
+
+    class Records(logging.Handler):
+        records: list[logging.LogRecord] = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    handler = Records(logging.ERROR)
+    logging.getLogger("xrd_bluesky").addHandler(handler)
+    monkeypatch.setattr(frames_module.FrameRef, "read", unreadable_from_the_second)  # a fault we cannot cause otherwise mid-scan
+    try:
+        bl = beamline
+        bl.sample_changer.slot.put("glass")
+        uid = live(multi_position_count([bl.detector, bl.i0], bl.stage, POSITIONS, shutter=bl.source.shutter))[0]
+    finally:
+        logging.getLogger("xrd_bluesky").removeHandler(handler)
     raw = catalog.raw[uid]
     assert raw.stop["exit_status"] == "success"
     assert raw["primary"]["det_image"].read().shape[0] == len(POSITIONS)
     derived = catalog.processed.search(Contains("parent_uids", uid)).values().last()
     assert derived.stop["exit_status"] == "fail"
     assert "CorruptFrameError" in derived.stop["reason"] and ".h5" in derived.stop["reason"]
+    assert len(derived["primary"].read()["two_theta"]) == 1
+    logged = [r for r in handler.records if r.exc_info and "CorruptFrameError" in repr(r.exc_info[1].__class__)]
+    assert logged and "unreadable_from_the_second" in logging.Formatter().formatException(logged[0].exc_info)

@@ -10,7 +10,9 @@ class XRDBlueskyError(Exception):
 
 
 class GeometryError(XRDBlueskyError, ValueError):
-    """A detector geometry is non-physical (distance, wavelength, pixel size...)."""
+    """A detector geometry or model, or the binning asked of it, is non-physical or
+    empty (distance, wavelength, pixel size, counter depth, radial range, number of
+    bins...)."""
 
 
 class CorruptFrameError(XRDBlueskyError, OSError):
@@ -18,11 +20,18 @@ class CorruptFrameError(XRDBlueskyError, OSError):
 
 
 class ShapeMismatchError(XRDBlueskyError, ValueError):
-    """An array does not have the shape the detector model requires."""
+    """An array does not have the shape (or the numeric element type) the detector
+    model requires."""
+
+
+class InvalidFrameError(XRDBlueskyError, ValueError):
+    """A frame holds no usable pixel: every pixel it puts into the integration is
+    masked, non-finite, negative or saturated."""
 
 
 class MissingMetadataError(XRDBlueskyError, KeyError):
-    """A metadata key that an analysis needs is absent."""
+    """A metadata key that an analysis needs is absent, or its value is unusable
+    (wrong type, non-finite, out of range)."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""

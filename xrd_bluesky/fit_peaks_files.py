@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import warnings
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -41,9 +42,20 @@ def add_parser(subparsers) -> None:
 
 
 def read_pattern(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Radial, intensity and (if a third column exists) sigma of a text pattern."""
+    """Radial, intensity and (if a third column exists) sigma of a text pattern.
+
+    Non-finite values are kept: the fits leave such points out.
+
+    Raises
+    ------
+    CorruptFrameError
+        Naming the file: missing, unreadable, not numeric text, rows of unequal length,
+        or fewer than 2 columns or 3 rows.
+    """
     try:
-        data = np.loadtxt(path, comments="#", ndmin=2)
+        with warnings.catch_warnings():  # an empty file is reported below, by name
+            warnings.filterwarnings("ignore", "loadtxt: input contained no data", UserWarning)
+            data = np.loadtxt(path, comments="#", ndmin=2)
     except (OSError, ValueError) as exc:
         raise CorruptFrameError(f"cannot read pattern {path}: {exc}") from exc
     if data.shape[1] < 2 or data.shape[0] < 3:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,7 +43,7 @@ import numpy as np
 
 from .errors import CorruptFrameError, ShapeMismatchError, XRDBlueskyError
 from .science.geometry import Poni
-from .science.integration import UNITS, IntegrationResult, check_frame_shape, integrate_1d, invalid_pixels
+from .science.integration import UNITS, IntegrationResult, check_frame_shape, integrate_1d
 
 #: Suffixes read with h5py; everything else goes through fabio.
 HDF5_SUFFIXES = (".h5", ".hdf5", ".nxs")
@@ -91,6 +92,32 @@ def _fabio_errors() -> Iterator[list[str]]:
 #: Start of the binary section of a CBF file (fabio's ``CbfImage.STARTER``).
 _CBF_BINARY_START = b"\x0c\x1a\x04\xd5"
 
+#: First bytes of a TIFF file (little- and big-endian).
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+
+
+def _tiff_truncation(path: Path) -> str | None:
+    """Why the TIFF file ``path`` is truncated — a strip of image data that ends beyond
+    the end of the file — or None.
+
+    fabio reads a compressed TIFF through PIL/libtiff, which decode a strip cut short
+    into an image padded with garbage and say so only on the C library's stderr."""
+    from fabio import TiffIO
+
+    size = path.stat().st_size
+    try:
+        with TiffIO.TiffIO(str(path)) as tiff:
+            infos = [tiff.getInfo(i) for i in range(tiff.getNumberOfImages())]
+    except struct.error as exc:  # TiffIO ran off the end of the file
+        return f"an image file directory is cut short ({exc})"
+    except Exception:  # layouts TiffIO cannot parse (tiled TIFF): PIL itself refuses those cut short
+        return None
+    for i, info in enumerate(infos):
+        for j, (offset, count) in enumerate(zip(info["stripOffsets"], info["stripByteCounts"])):
+            if offset + count > size:
+                return f"strip {j} of image {i} ends at byte {offset + count}, the file has {size} bytes"
+    return None
+
 
 def _read_fabio(path: Path) -> tuple[list[np.ndarray], bool]:
     """All frames of an image file that fabio reads and whether the file is a
@@ -100,6 +127,11 @@ def _read_fabio(path: Path) -> tuple[list[np.ndarray], bool]:
     if path.suffix.lower() == ".cbf" and _CBF_BINARY_START not in path.read_bytes():
         # fabio 2026.6 loops for ever looking for the binary section of such a file
         raise CorruptFrameError(f"cannot read frame file {path} (truncated or corrupt): no CBF binary section")
+    with open(path, "rb") as f:
+        is_tiff = f.read(4) in _TIFF_MAGIC
+    truncation = _tiff_truncation(path) if is_tiff else None
+    if truncation:
+        raise CorruptFrameError(f"cannot read frame file {path} (truncated TIFF): {truncation}")
     with _fabio_errors() as errors:
         try:
             image = fabio.open(str(path))
@@ -411,6 +443,8 @@ def run(args: argparse.Namespace) -> int:
         An unreadable, truncated or corrupt frame, dark, gain or mask file (named).
     ShapeMismatchError
         A frame, dark, gain or mask whose shape does not fit the PONI's detector (named).
+    InvalidFrameError
+        A frame whose every pixel is masked, non-finite or negative (named).
     SystemExit
         Two frames would write the same output file.
     """
@@ -451,11 +485,9 @@ def run(args: argparse.Namespace) -> int:
             if name in written:
                 raise SystemExit(f"xrd-bluesky integrate: frame {name} of {path} would overwrite an earlier output")
             written.add(name)
-            check_frame_shape(frame, poni, f"frame {name} of {path}")
-            mask = invalid_pixels(frame, poni, static_mask=static)
-            result = integrate_1d(frame, poni, npt=args.npt, unit=args.unit, dark=dark, flat=flat,
-                                  mask=mask, polarization_factor=polarization)
             source = str(path) if name == Path(path).stem else f"{path} frame {int(name.rsplit('_', 1)[1])}"
+            result = integrate_1d(frame, poni, npt=args.npt, unit=args.unit, dark=dark, flat=flat,
+                                  mask=static, polarization_factor=polarization, source=source)
             n = write_xye(out / f"{name}.xye", result, {"source": source, **header_common},
                           wavelength_m=poni.wavelength)
             write_chi(out / f"{name}.chi", result, name)

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import MissingMetadataError, MonitorError
+from ..errors import GeometryError, MissingMetadataError, MonitorError
 from .corrected_integration import BinSums
 from .integration import IntegrationResult
-from .monitors import AIR_TRANSMISSION, FluxCalibration
+from .monitors import AIR_TRANSMISSION, FluxCalibration, air_fraction, positive
 from .samples import WATER_LOW_Q_CM_SR
 
 #: Known absolute curves of secondary standards: radial unit, range and intensity (1/cm/sr)
@@ -68,16 +68,14 @@ class Exposure:
 
     def check(self) -> None:
         """Raise :class:`MonitorError` (or :class:`MissingMetadataError` for a missing
-        thickness) naming the value that makes the exposure unusable."""
-        for name, value in (("I0", self.i0_counts), ("It", self.it_counts)):
-            if value is None or not math.isfinite(value) or value <= 0:
-                raise MonitorError(f"monitor {name}={value!r} counts is not positive and finite")
-        if not (self.exposure_s is not None and math.isfinite(self.exposure_s) and self.exposure_s > 0):
-            raise MonitorError(f"exposure {self.exposure_s!r} s is not positive")
-        if self.thickness_mm is None:
-            raise MissingMetadataError("sample thickness_mm is missing: no absolute scale without it")
-        if not (math.isfinite(self.thickness_mm) and self.thickness_mm > 0):
-            raise MissingMetadataError(f"sample thickness_mm={self.thickness_mm!r} is not positive")
+        or non-positive thickness) naming the value that makes the exposure unusable:
+        monitors, exposure, thickness or air transmission that are not positive finite
+        numbers, a transmission above 1 beyond counting noise, or a flux <= 0."""
+        positive("monitor I0", self.i0_counts, "counts")
+        positive("monitor It", self.it_counts, "counts")
+        positive("exposure", self.exposure_s, "s")
+        _thickness(self.thickness_mm)
+        air_fraction(self.air_transmission)
         t = self.raw_transmission
         limit = 1.0 + TRANSMISSION_SIGMAS * math.sqrt(1.0 / self.i0_counts + 1.0 / self.it_counts)
         if t > limit:
@@ -106,8 +104,16 @@ class Exposure:
         ``thickness_mm`` (mm) overrides the exposure's own (Eq. S1 divides the
         background by the *sample's* thickness)."""
         self.check()
-        f_cm = 0.1 * (self.thickness_mm if thickness_mm is None else thickness_mm)
+        f_cm = 0.1 * _thickness(self.thickness_mm if thickness_mm is None else thickness_mm)
         return self.flux_ph_s * self.transmission * self.exposure_s * f_cm
+
+
+def _thickness(thickness_mm: float | None) -> float:
+    """The sample thickness (mm) as a float, or :class:`MissingMetadataError` naming it
+    when it is missing or not a positive finite number."""
+    if thickness_mm is None:
+        raise MissingMetadataError("sample thickness_mm is missing: no absolute scale without it")
+    return positive("sample thickness_mm", thickness_mm, "mm", error=MissingMetadataError)
 
 
 def absolute(sums: BinSums, exposure: Exposure, thickness_mm: float | None = None) -> BinSums:
@@ -171,12 +177,19 @@ def standard_factor(measured: IntegrationResult, known_radial: np.ndarray, known
         target unit (e.g. 1/cm/sr); interpolated linearly onto the pattern's bins.
     radial_range : (float, float)
         Where to compare, in the pattern's radial unit.
+
+    Raises
+    ------
+    GeometryError
+        Fewer than 3 bins in the range have a positive finite intensity and sigma
+        (an empty range), naming the range.
     """
     lo, hi = radial_range
     sel = (measured.radial >= lo) & (measured.radial <= hi) & np.isfinite(measured.intensity) & (measured.intensity > 0)
+    sel &= np.isfinite(measured.sigma) & (measured.sigma > 0)
     sel &= (measured.radial >= np.min(known_radial)) & (measured.radial <= np.max(known_radial))
     if sel.sum() < 3:
-        raise ValueError(f"fewer than 3 usable bins of the standard between {lo} and {hi} {measured.radial_units}")
+        raise GeometryError(f"fewer than 3 usable bins of the standard between {lo} and {hi} {measured.radial_units}")
     order = np.argsort(known_radial)
     known = np.interp(measured.radial[sel], np.asarray(known_radial)[order], np.asarray(known_intensity)[order])
     ratio = known / measured.intensity[sel]

@@ -32,10 +32,15 @@ import numba
 import numpy as np
 import scipy.sparse
 
-from ..errors import GeometryError, ShapeMismatchError
+from ..errors import GeometryError, InvalidFrameError
 from .integration_kernel import balanced_ranges, fused_bin_sums
 from .geometry import Poni
-from .integration import UNITS, IntegrationResult, check_frame_shape
+from .integration import (IntegrationResult, check_binning, check_frame_shape, check_max_count, check_radial_range,
+                          describe_invalid)
+
+#: Frame dtypes the compiled kernel takes as they are; frames of other real dtypes are
+#: converted to float64 (one compiled version per dtype, each compiled once).
+KERNEL_DTYPES = tuple(np.dtype(t) for t in (np.uint16, np.uint32, np.int32, np.float32, np.float64))
 
 @dataclass(frozen=True)
 class BinSums:
@@ -85,7 +90,7 @@ class BinSums:
         """Intensity ``signal / normalization`` and sigma ``sqrt(variance) / normalization``;
         bins without a valid pixel are NaN."""
         empty = (self.count <= 0) | (self.normalization <= 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             intensity = np.where(empty, np.nan, self.signal / self.normalization)
             sigma = np.where(empty, np.nan, np.sqrt(np.maximum(self.variance, 0)) / self.normalization)
         return IntegrationResult(self.radial, intensity, sigma, self.unit, self.count, self.azimuthal)
@@ -99,21 +104,21 @@ class CorrectedIntegrator:
     poni : Poni
         Geometry (distances in m, angles in rad, wavelength in m).
     npt : int
-        Number of radial bins.
+        Number of radial bins (>= 1).
     unit : str
         Radial unit: ``"q_nm^-1"`` (1/nm), ``"q_A^-1"`` (1/A) or ``"2th_deg"`` (deg).
     radial_range : (float, float), optional
         Radial range in ``unit``; default: what the detector covers. Stitching
         (:mod:`~xrd_bluesky.science.multi_geometry`) passes a common range so that
-        positions share bins.
+        positions share bins. It must overlap what the valid pixels cover.
     npt_azim : int, optional
-        Number of azimuthal bins for a 2D cake (azimuth -180..180 deg); 1D if None.
+        Number of azimuthal bins (>= 1) for a 2D cake (azimuth -180..180 deg); 1D if None.
     mask : ndarray of bool, optional
         Static mask (True = bad), in addition to the detector's gaps.
     gain : ndarray, optional
         Relative gain (flat field); non-positive or non-finite pixels are masked.
     dark : ndarray, optional
-        Dark counts of the same exposure (counts).
+        Dark counts of the same exposure (counts); non-finite pixels are masked.
     polarization_factor : float or None
         pyFAI polarization factor (0.99: horizontally polarized synchrotron beam).
     max_count : float, optional
@@ -123,6 +128,16 @@ class CorrectedIntegrator:
         shared by neighbouring bins makes their errors correlated) or ``"no"`` (each
         pixel in the bin of its centre: independent bins, as least-squares fits with
         honest uncertainties need).
+
+    Raises
+    ------
+    GeometryError
+        Unusable bins (``npt``, ``npt_azim``, ``unit``, ``split``), a radial range that
+        is empty or outside the detector's valid pixels, a detector without a shape, a
+        ``max_count`` that is not a positive number, or every pixel masked; all checked
+        before the pixel-splitting matrix is built.
+    ShapeMismatchError
+        ``mask``, ``gain`` or ``dark`` does not fit the detector.
     """
 
     def __init__(self, poni: Poni, *, npt: int = 2000, unit: str = "q_nm^-1",
@@ -130,10 +145,12 @@ class CorrectedIntegrator:
                  mask: np.ndarray | None = None, gain: np.ndarray | None = None,
                  dark: np.ndarray | None = None, polarization_factor: float | None = 0.99,
                  max_count: float | None = None, split: str = "bbox"):
-        if unit not in UNITS:
-            raise ValueError(f"unknown radial unit {unit!r}; use one of {sorted(UNITS)}")
-        if radial_range is not None and not (np.all(np.isfinite(radial_range)) and radial_range[0] < radial_range[1]):
-            raise GeometryError(f"radial range {radial_range} {UNITS[unit]} is empty or reversed")
+        check_binning(npt, unit, npt_azim)
+        if split not in SPLITTINGS:
+            raise GeometryError(f"unknown pixel splitting {split!r}; use one of {SPLITTINGS}")
+        check_max_count(max_count)
+        if poni.detector_model().shape is None:
+            raise GeometryError(f"detector {poni.detector!r} (config {poni.detector_config!r}) has no shape")
         self.poni, self.unit, self.npt, self.npt_azim = poni, unit, npt, npt_azim
         self.max_count = np.inf if max_count is None else float(max_count)
         ai = poni.integrator()
@@ -144,16 +161,21 @@ class CorrectedIntegrator:
         valid = np.ones(shape, bool) if ai.detector.mask is None else ~ai.detector.mask.astype(bool)
         if mask is not None:
             valid &= ~np.asarray(mask, bool)
+        if dark is not None:
+            valid &= np.isfinite(dark)
+        if gain is not None:
+            gain = np.asarray(gain, np.float64)
+            with np.errstate(invalid="ignore"):
+                valid &= np.isfinite(gain) & (gain > 0)
+        if not valid.any():
+            raise GeometryError(f"every pixel of detector {poni.detector!r} is masked (mask, gain, dark): "
+                                "nothing to integrate")
+        check_radial_range(poni, unit, radial_range, valid)
         norm = ai.solidAngleArray(shape, absolute=True).astype(np.float64)
         if polarization_factor is not None:
             norm = norm * ai.polarization(shape, factor=polarization_factor)
         if gain is not None:
-            gain = np.asarray(gain, np.float64)
-            good_gain = np.isfinite(gain) & (gain > 0)
-            valid &= good_gain
-            norm = norm * np.where(good_gain, gain, 0.0)
-        if not valid.any():
-            raise GeometryError("every pixel is masked: nothing to integrate")
+            norm = norm * np.where(valid, gain, 0.0)
         self._splitting = pixel_splitting(poni, npt, npt_azim, unit, radial_range, ~valid, split)
         self.radial, self.azimuthal = self._splitting.radial, self._splitting.azimuthal
         self._norm = np.where(valid, norm, 0.0).ravel()
@@ -178,18 +200,38 @@ class CorrectedIntegrator:
     def n_bins(self) -> int:
         return self._splitting.n_bins
 
-    def sums(self, frame: np.ndarray) -> BinSums:
-        """Integrate one frame (raw counts, the detector's shape) into per-bin sums."""
-        if np.shape(frame) != self.shape:
-            raise ShapeMismatchError(f"frame has shape {np.shape(frame)}, detector "
-                                     f"{self.poni.detector!r} needs {self.shape}")
-        flat = np.ascontiguousarray(frame).reshape(-1)
+    def sums(self, frame: np.ndarray, source: str = "frame") -> BinSums:
+        """Integrate one frame (raw counts, the detector's shape) into per-bin sums.
+
+        Pixels of ``frame`` that are negative, non-finite or saturated are left out.
+
+        Parameters
+        ----------
+        frame : ndarray
+            Raw counts (any real dtype).
+        source : str
+            What ``frame`` is (e.g. a file or an event), for error messages.
+
+        Raises
+        ------
+        ShapeMismatchError
+            ``frame`` does not have the detector's shape or does not hold real numbers.
+        InvalidFrameError
+            No pixel of ``frame`` inside the bins is valid.
+        """
+        check_frame_shape(frame, self.poni, source)
+        frame = np.asarray(frame)
+        flat = np.ascontiguousarray(frame if frame.dtype in KERNEL_DTYPES else frame.astype(np.float64)).reshape(-1)
         split = self._splitting
         fused_bin_sums(split.colptr, split.rows, split.coef, split.bounds, flat, self.max_count,
                        self._norm, self._dark, self._acc, self._lost)
         raw, raw_var = self._acc.sum(axis=0).T
         lost_norm, lost_dark, lost_count = self._lost.sum(axis=0).T
         norm, dark, count = self._static.T
+        if not np.any(count - lost_count > 1e-9 * count):  # all lost, up to rounding
+            max_count = None if np.isinf(self.max_count) else self.max_count
+            raise InvalidFrameError(f"{source}: no valid pixel inside the {self.unit} bins, nothing to integrate "
+                                    f"({describe_invalid(frame, max_count)})")
         return BinSums(self.radial, self._arrange(raw - (dark - lost_dark)), self._arrange(raw_var),
                        self._arrange(norm - lost_norm), self._arrange(count - lost_count),
                        self.unit, self.azimuthal)
@@ -237,7 +279,7 @@ def pixel_splitting(poni: Poni, npt: int, npt_azim: int | None, unit: str,
     :class:`PixelSplitting`. ``mask``: True = bad pixel; ``split``: pyFAI's pixel
     splitting, ``"bbox"`` or ``"no"``."""
     if split not in SPLITTINGS:
-        raise ValueError(f"unknown pixel splitting {split!r}; use one of {SPLITTINGS}")
+        raise GeometryError(f"unknown pixel splitting {split!r}; use one of {SPLITTINGS}")
     key = (poni, npt, npt_azim, unit, split, None if radial_range is None else tuple(map(float, radial_range)),
            hashlib.sha1(np.packbits(mask).tobytes()).hexdigest())
     if key in _SPLITTING_CACHE:
@@ -261,6 +303,9 @@ def pixel_splitting(poni: Poni, npt: int, npt_azim: int | None, unit: str,
     matrix = (matrix @ scipy.sparse.diags((~mask.ravel()).astype(np.float32))).tocsc()
     matrix.eliminate_zeros()
     matrix.sort_indices()
+    if matrix.nnz == 0:
+        raise GeometryError(f"no valid pixel of detector {poni.detector!r} falls into the {npt} {unit} bins "
+                            f"of radial range {radial_range}")
     if not np.isfinite(matrix.data).all():
         raise GeometryError("pyFAI's pixel-splitting matrix has non-finite weights")
     colptr = matrix.indptr.astype(np.int32 if matrix.nnz < np.iinfo(np.int32).max else np.int64)

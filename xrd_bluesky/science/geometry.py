@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,14 @@ from ..errors import GeometryError
 
 #: Accepted wavelength range in Angstrom (0.05-5 A: 2.5-250 keV).
 WAVELENGTH_RANGE_A = (0.05, 5.0)
+#: Accepted sample-detector distance in m (0.1 mm to 1 km).
+DISTANCE_RANGE_M = (1e-4, 1e3)
+#: Largest accepted distance of the PONI from the detector origin, in m.
+MAX_PONI_M = 1e3
+#: Accepted pixel size in m (10 nm to 1 m).
+PIXEL_RANGE_M = (1e-8, 1.0)
+#: Keys a PONI file must hold (pyFAI's spelling; pyFAI silently defaults absent ones).
+PONI_FILE_KEYS = ("Distance", "Poni1", "Poni2", "Rot1", "Rot2", "Rot3", "Wavelength")
 
 
 @lru_cache(maxsize=8)
@@ -39,8 +48,14 @@ def detector_model(name: str, config: str = "") -> pyFAI.detectors.Detector:
     """
     try:
         return pyFAI.detectors.detector_factory(name, json.loads(config) if config else None)
-    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-        raise GeometryError(f"unknown detector model {name!r} (config {config!r}): {exc}") from exc
+    except Exception as exc:  # pyFAI raises many types on unknown names and bad configurations
+        raise GeometryError(f"unknown detector model {name!r} (config {config!r}): {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of an exception's message (pyFAI appends long listings)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -84,15 +99,29 @@ class Poni:
 
     @classmethod
     def read(cls, path: str | Path) -> "Poni":
-        """Read a pyFAI PONI file; the detector is stored by its pyFAI name."""
+        """Read a pyFAI PONI file; the detector is stored by its pyFAI name.
+
+        Raises
+        ------
+        GeometryError
+            Naming the file: it is missing or unreadable, lacks one of
+            :data:`PONI_FILE_KEYS`, or holds a non-physical geometry (the parameter
+            and value are named).
+        """
         path = Path(path)
         if not path.is_file():
             raise GeometryError(f"PONI file not found: {path}")
         try:
+            lines = path.read_text(encoding="utf-8").splitlines()
             ai = pyFAI.load(str(path))
         except Exception as exc:  # pyFAI raises many types on bad files
-            raise GeometryError(f"cannot read PONI file {path}: {exc}") from exc
-        return cls.from_integrator(ai, source=str(path))
+            raise GeometryError(f"cannot read PONI file {path}: {_first_line(exc)}") from exc
+        keys = {line.split(":", 1)[0].strip().lower() for line in lines
+                if ":" in line and not line.lstrip().startswith("#")}
+        missing = [key for key in PONI_FILE_KEYS if key.lower() not in keys]
+        if missing:
+            raise GeometryError(f"PONI file {path} has no {', '.join(missing)} (pyFAI would assume a default)")
+        return cls.from_integrator(ai, source=f"PONI file {path}")
 
     @classmethod
     def from_fit2d(cls, direct_distance_mm: float, centre_x_px: float, centre_y_px: float, *,
@@ -112,16 +141,25 @@ class Poni:
         return self.integrator().getFit2D()
 
     @classmethod
-    def from_integrator(cls, ai, source: str = "geometry") -> "Poni":
-        """Build from a pyFAI geometry object (``Geometry`` or ``AzimuthalIntegrator``)."""
-        if ai.wavelength is None:
-            raise GeometryError(f"{source}: no wavelength")
-        name, config = _detector_identity(ai.detector)
-        return cls(
-            dist=float(ai.dist), poni1=float(ai.poni1), poni2=float(ai.poni2),
-            rot1=float(ai.rot1), rot2=float(ai.rot2), rot3=float(ai.rot3),
-            wavelength=float(ai.wavelength), detector=name, detector_config=config,
-        )
+    def from_integrator(cls, ai, source: str = "pyFAI geometry") -> "Poni":
+        """Build from a pyFAI geometry object (``Geometry`` or ``AzimuthalIntegrator``).
+
+        Raises
+        ------
+        GeometryError
+            When the geometry is non-physical; the message starts with ``source``.
+        """
+        try:
+            if ai.wavelength is None:
+                raise GeometryError("no wavelength")
+            name, config = _detector_identity(ai.detector)
+            return cls(
+                dist=float(ai.dist), poni1=float(ai.poni1), poni2=float(ai.poni2),
+                rot1=float(ai.rot1), rot2=float(ai.rot2), rot3=float(ai.rot3),
+                wavelength=float(ai.wavelength), detector=name, detector_config=config,
+            )
+        except GeometryError as exc:
+            raise GeometryError(f"{source}: {exc}") from exc
 
     def detector_model(self) -> pyFAI.detectors.Detector:
         """The pyFAI detector of this geometry."""
@@ -149,21 +187,38 @@ def _integrator(poni: Poni) -> AzimuthalIntegrator:
 
 
 def validate_poni(poni: Poni) -> None:
-    """Raise :class:`GeometryError` naming the parameter when ``poni`` is non-physical."""
+    """Raise :class:`GeometryError` naming the parameter and its value when ``poni`` is
+    non-physical: a length or angle that is not a finite number, a distance outside
+    :data:`DISTANCE_RANGE_M`, a PONI beyond :data:`MAX_PONI_M`, a wavelength outside
+    :data:`WAVELENGTH_RANGE_A`, an unknown detector, a detector shape without rows or
+    columns, or a pixel size outside :data:`PIXEL_RANGE_M` (in particular <= 0)."""
     for key in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength"):
         value = getattr(poni, key)
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise GeometryError(f"geometry parameter {key}={value!r} is not a finite number")
-    if poni.dist <= 0:
-        raise GeometryError(f"sample-detector distance must be > 0 m, got dist={poni.dist!r}")
+    if not DISTANCE_RANGE_M[0] <= poni.dist <= DISTANCE_RANGE_M[1]:
+        raise GeometryError(f"sample-detector distance dist={poni.dist!r} m is outside "
+                            f"{DISTANCE_RANGE_M[0]:g}-{DISTANCE_RANGE_M[1]:g} m (must be > 0)")
+    for key in ("poni1", "poni2"):
+        if abs(getattr(poni, key)) > MAX_PONI_M:
+            raise GeometryError(f"geometry parameter {key}={getattr(poni, key)!r} m is beyond +-{MAX_PONI_M:g} m")
     wl_a = poni.wavelength * 1e10
     if not WAVELENGTH_RANGE_A[0] <= wl_a <= WAVELENGTH_RANGE_A[1]:
-        raise GeometryError(
-            f"wavelength {wl_a:.4g} A outside {WAVELENGTH_RANGE_A[0]}-{WAVELENGTH_RANGE_A[1]} A"
-        )
+        raise GeometryError(f"wavelength={poni.wavelength!r} m ({wl_a:.4g} A) is outside "
+                            f"{WAVELENGTH_RANGE_A[0]}-{WAVELENGTH_RANGE_A[1]} A")
+    for key in ("detector", "detector_config"):
+        if not isinstance(getattr(poni, key), str):
+            raise GeometryError(f"geometry parameter {key}={getattr(poni, key)!r} is not a string")
     det = poni.detector_model()
-    if not (det.pixel1 > 0 and det.pixel2 > 0):
-        raise GeometryError(f"detector {poni.detector!r} has pixel size <= 0")
+    if det.shape is not None and not all(isinstance(n, numbers.Integral) and n >= 1 for n in det.shape):
+        raise GeometryError(f"detector {poni.detector!r} (config {poni.detector_config!r}) has shape "
+                            f"{tuple(det.shape)}; it needs a whole number >= 1 of rows and of columns")
+    pixels = {"pixel1": det.pixel1, "pixel2": det.pixel2}
+    low, high = PIXEL_RANGE_M
+    if not all(isinstance(v, numbers.Real) and low <= v <= high for v in pixels.values()):
+        sizes = ", ".join(f"{k}={v!r} m" for k, v in pixels.items())
+        raise GeometryError(f"detector {poni.detector!r} (config {poni.detector_config!r}) has pixel size "
+                            f"{sizes}; each must be in {low:g}-{high:g} m (> 0)")
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ShapeMismatchError
+from ..errors import GeometryError, InvalidFrameError, ShapeMismatchError
 from .geometry import Poni
 
 #: pyFAI integration method: bounding-box pixel splitting, CSR sparse matrix, Cython.
@@ -14,6 +15,9 @@ METHOD = ("bbox", "csr", "cython")
 
 #: pyFAI unit names and the units written on data keys.
 UNITS = {"q_nm^-1": "1/nm", "2th_deg": "deg", "q_A^-1": "1/A"}
+
+#: numpy kinds of arrays that hold counts: boolean, signed and unsigned integer, float.
+COUNT_KINDS = "biuf"
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,9 @@ class IntegrationResult:
 
 
 def check_frame_shape(frame: np.ndarray, poni: Poni, source: str = "frame") -> None:
-    """Raise :class:`ShapeMismatchError` unless ``frame`` fits the geometry's detector.
+    """Raise :class:`ShapeMismatchError` unless ``frame`` fits the geometry's detector:
+    two-dimensional, of the detector's shape, holding numbers (boolean, integer or
+    floating point; not complex, text or objects).
 
     The check is explicit (not an ``assert``), so it also holds under ``python -O``.
     """
@@ -47,16 +53,69 @@ def check_frame_shape(frame: np.ndarray, poni: Poni, source: str = "frame") -> N
     if np.ndim(frame) != 2 or (shape is not None and np.shape(frame) != tuple(shape)):
         raise ShapeMismatchError(
             f"{source} has shape {np.shape(frame)}, detector {poni.detector!r} needs {tuple(shape or ())}")
+    dtype = np.asarray(frame).dtype
+    if dtype.kind not in COUNT_KINDS:
+        raise ShapeMismatchError(f"{source} holds {dtype} values, not counts (real numbers)")
 
 
-def invalid_pixels(frame: np.ndarray, poni: Poni, max_count: int | None = None,
-                   static_mask: np.ndarray | None = None) -> np.ndarray:
+def check_binning(npt: int, unit: str, npt_azim: int | None = None) -> None:
+    """Raise :class:`GeometryError` naming the value unless ``npt`` (and ``npt_azim``, if
+    given) is a whole number of bins >= 1 and ``unit`` one of :data:`UNITS`."""
+    if unit not in UNITS:
+        raise GeometryError(f"unknown radial unit {unit!r}; use one of {sorted(UNITS)}")
+    for name, value in (("npt", npt), ("npt_azim", npt_azim)):
+        if name == "npt" or value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise GeometryError(f"{name}={value!r}: the number of bins must be a whole number >= 1")
+
+
+def check_max_count(max_count: float | None) -> None:
+    """Raise :class:`GeometryError` naming the value unless ``max_count`` (the counts at
+    and above which a pixel is saturated) is None or a number > 0."""
+    if max_count is not None and (isinstance(max_count, bool) or not isinstance(max_count, (int, float, np.number))
+                                  or not max_count > 0):
+        raise GeometryError(f"saturation level max_count={max_count!r} counts is not a positive number")
+
+
+def radial_coverage(poni: Poni, unit: str, valid: np.ndarray | None = None) -> tuple[float, float]:
+    """The radial range (in ``unit``) of the pixel centres of the detector, or of its
+    ``valid`` pixels (True = good); ``(nan, nan)`` when there are none."""
+    radial = poni.integrator().array_from_unit(unit=unit)
+    if valid is not None:
+        radial = radial[valid]
+    radial = radial[np.isfinite(radial)]
+    if radial.size == 0:
+        return math.nan, math.nan
+    return float(radial.min()), float(radial.max())
+
+
+def check_radial_range(poni: Poni, unit: str, radial_range: tuple[float, float] | None,
+                       valid: np.ndarray | None = None) -> None:
+    """Raise :class:`GeometryError` naming the range when ``radial_range`` (in ``unit``)
+    is not two finite increasing numbers or lies outside what the (``valid``) pixel
+    centres of the detector cover; ``None`` (the detector's own coverage) passes."""
+    if radial_range is None:
+        return
+    try:
+        lo, hi = (float(v) for v in radial_range)
+    except (TypeError, ValueError):
+        raise GeometryError(f"radial range {radial_range!r} {UNITS[unit]} is not two numbers") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise GeometryError(f"radial range {radial_range} {UNITS[unit]} is empty or reversed")
+    low, high = radial_coverage(poni, unit, valid)
+    if not (lo < high and hi > low):
+        raise GeometryError(f"radial range {lo:.6g}-{hi:.6g} {UNITS[unit]} ({unit}) is empty: the valid pixels "
+                            f"of detector {poni.detector!r} cover {low:.6g}-{high:.6g} {UNITS[unit]}")
+
+
+def invalid_pixels(frame: np.ndarray, poni: Poni, max_count: float | None = None,
+                   static_mask: np.ndarray | None = None, source: str = "frame") -> np.ndarray:
     """Mask (True = bad) of the detector's gaps, non-finite, negative and saturated
-    pixels of ``frame``, and of ``static_mask``."""
-    check_frame_shape(frame, poni)
+    (at or above ``max_count`` counts) pixels of ``frame``, and of ``static_mask``."""
+    check_frame_shape(frame, poni, source)
     det = poni.detector_model()
-    mask = np.zeros(frame.shape, bool) if det.mask is None else det.mask.astype(bool).copy()
-    with np.errstate(invalid="ignore"):
+    mask = np.zeros(np.shape(frame), bool) if det.mask is None else det.mask.astype(bool).copy()
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN; a max_count beyond the dtype's range
         mask |= ~np.isfinite(frame) | (frame < 0)
         if max_count is not None:
             mask |= frame >= max_count
@@ -66,10 +125,26 @@ def invalid_pixels(frame: np.ndarray, poni: Poni, max_count: int | None = None,
     return mask
 
 
+def describe_invalid(frame: np.ndarray, max_count: float | None = None) -> str:
+    """How many pixels of ``frame`` are NaN, infinite, negative and saturated (at or
+    above ``max_count`` counts), for error messages."""
+    frame = np.asarray(frame)
+    with np.errstate(invalid="ignore", over="ignore"):
+        counts = {"NaN": np.isnan(frame).sum(), "infinite": np.isinf(frame).sum(), "negative": (frame < 0).sum()}
+        if max_count is not None:
+            counts[f"saturated (>= {max_count:g} counts)"] = (frame >= max_count).sum()
+    return f"{frame.size} pixels, of which " + ", ".join(f"{int(n)} {what}" for what, n in counts.items())
+
+
 def integrate_1d(frame: np.ndarray, poni: Poni, *, npt: int = 2000, unit: str = "q_nm^-1",
                  dark: np.ndarray | None = None, flat: np.ndarray | None = None,
-                 mask: np.ndarray | None = None, polarization_factor: float | None = 0.99) -> IntegrationResult:
+                 mask: np.ndarray | None = None, polarization_factor: float | None = 0.99,
+                 max_count: float | None = None, source: str = "frame") -> IntegrationResult:
     """Dark-subtract, mask, correct (solid angle, polarization) and integrate to 1D.
+
+    Besides ``mask``, the detector's gaps and the pixels of ``frame`` that are
+    non-finite (also after conversion to float32), negative or saturated are masked,
+    and the pixels whose ``flat`` is not finite and positive.
 
     Parameters
     ----------
@@ -78,7 +153,7 @@ def integrate_1d(frame: np.ndarray, poni: Poni, *, npt: int = 2000, unit: str = 
     poni : Poni
         Geometry.
     npt : int
-        Number of radial bins.
+        Number of radial bins (>= 1).
     unit : str
         pyFAI radial unit: ``"q_nm^-1"`` (1/nm), ``"2th_deg"`` (deg) or ``"q_A^-1"`` (1/A).
     dark : ndarray, optional
@@ -89,17 +164,52 @@ def integrate_1d(frame: np.ndarray, poni: Poni, *, npt: int = 2000, unit: str = 
         True = bad pixel.
     polarization_factor : float or None
         pyFAI polarization factor; None for no correction.
+    max_count : float, optional
+        Counts at and above which a pixel is saturated (masked).
+    source : str
+        What ``frame`` is (e.g. a file name), for error messages.
+
+    Raises
+    ------
+    GeometryError
+        ``npt``, ``unit`` or ``max_count`` is unusable, or no valid pixel falls into
+        the bins.
+    ShapeMismatchError
+        ``frame``, ``dark``, ``flat`` or ``mask`` does not fit the detector.
+    InvalidFrameError
+        Every pixel of ``frame`` is masked or invalid.
     """
-    if unit not in UNITS:
-        raise ValueError(f"unknown radial unit {unit!r}; use one of {sorted(UNITS)}")
-    check_frame_shape(frame, poni)
-    data = np.asarray(frame, dtype=np.float32)
+    check_binning(npt, unit)
+    check_max_count(max_count)
+    check_frame_shape(frame, poni, source)
+    static = np.zeros(np.shape(frame), bool)
+    for name, array in (("mask", mask), ("dark", dark), ("flat", flat)):
+        if array is not None:
+            check_frame_shape(array, poni, name)
+    if mask is not None:
+        static |= np.asarray(mask, bool)
+    if dark is not None:
+        static |= ~np.isfinite(dark)
+    if flat is not None:
+        with np.errstate(invalid="ignore"):
+            bad_flat = ~(np.isfinite(flat) & (np.asarray(flat) > 0))
+        static |= bad_flat
+        flat = np.where(bad_flat, 1.0, flat).astype(np.float32)
+    with np.errstate(over="ignore"):  # counts beyond float32 become inf: invalid
+        data = np.asarray(frame, dtype=np.float32)
+    invalid = invalid_pixels(data, poni, max_count, static, source)
+    if invalid.all():
+        raise InvalidFrameError(f"{source}: every pixel is masked or invalid, nothing to integrate "
+                                f"({describe_invalid(data, max_count)}; {int(static.sum())} masked by the "
+                                "mask, a non-finite dark or a non-positive flat)")
     res = poni.integrator().integrate1d(
-        data, npt, unit=unit, method=METHOD, dark=dark, flat=flat, mask=mask,
+        data, npt, unit=unit, method=METHOD, dark=dark, flat=flat, mask=invalid,
         polarization_factor=polarization_factor, correctSolidAngle=True, error_model="poisson",
     )
     count = np.asarray(res.count)
     empty = count <= 0
+    if empty.all():
+        raise GeometryError(f"{source}: no valid pixel falls into the {npt} {unit} bins of detector {poni.detector!r}")
     intensity = np.where(empty, np.nan, res.intensity)
     sigma = np.where(empty, np.nan, res.sigma)
     return IntegrationResult(np.asarray(res.radial), intensity, sigma, unit, count)

@@ -11,27 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
-
 from ..errors import GeometryError
 from .corrected_integration import BinSums
 from .geometry import Poni
-from .integration import UNITS
+from .integration import UNITS, radial_coverage
 
 
 def covered_radial_range(ponis: Iterable[Poni], unit: str = "q_nm^-1") -> tuple[float, float]:
     """The radial range (in ``unit``) the pixel centres of all geometries cover,
     as pyFAI's ``MultiGeometry`` guesses it when none is given."""
     if unit not in UNITS:
-        raise ValueError(f"unknown radial unit {unit!r}; use one of {sorted(UNITS)}")
-    lows, highs = [], []
-    for poni in ponis:
-        radial = poni.integrator().array_from_unit(unit=unit)
-        lows.append(float(np.nanmin(radial)))
-        highs.append(float(np.nanmax(radial)))
-    if not lows:
+        raise GeometryError(f"unknown radial unit {unit!r}; use one of {sorted(UNITS)}")
+    coverage = [radial_coverage(poni, unit) for poni in ponis]
+    if not coverage:
         raise GeometryError("no detector position to cover")
-    return min(lows), max(highs)
+    return min(low for low, _ in coverage), max(high for _, high in coverage)
 
 
 def stitch(sums: Iterable[BinSums | None]) -> BinSums:

@@ -18,7 +18,6 @@ import pytest
 from bluesky import RunEngine
 from bluesky.plans import count
 
-from xrd_bluesky.cli import main
 from xrd_bluesky.plans import multi_position_count
 from xrd_bluesky.session import build_session
 from xrd_bluesky.sim_devices import BeamlineConfig
@@ -121,11 +120,14 @@ RECORDER = textwrap.dedent("""
 """)
 
 
-def test_recorder_killed_mid_run_leaves_a_valid_spool_and_sync_closes_the_run(tmp_path):
+def test_recorder_killed_mid_run_leaves_a_valid_spool_and_sync_closes_the_run(tmp_path, monkeypatch):
+    """The recorder and ``xrd-bluesky sync`` run in child processes, and the result is
+    read through ``xrd-bluesky serve``: a second embedded server in this process would
+    replace the API key of the session's (tiled keeps one single-user key per process)."""
     script = tmp_path / "record.py"
     script.write_text(RECORDER)
-    recorder = subprocess.Popen([sys.executable, str(script), str(tmp_path / "data")], stdout=subprocess.PIPE,
-                                text=True)
+    data = tmp_path / "data"
+    recorder = subprocess.Popen([sys.executable, str(script), str(data)], stdout=subprocess.PIPE, text=True)
     announced = 0
     for line in recorder.stdout:
         if line.startswith("EVENT"):
@@ -134,18 +136,20 @@ def test_recorder_killed_mid_run_leaves_a_valid_spool_and_sync_closes_the_run(tm
                 recorder.send_signal(signal.SIGKILL)
                 break
     recorder.wait()
-    spools = list((tmp_path / "data" / "spool" / "raw").glob("*.jsonl"))
+    spools = list((data / "spool" / "raw").glob("*.jsonl"))
     assert len(spools) == 1
     documents = list(read_spool(spools[0]))  # raises on any line that is not a document
     assert [n for n, _ in documents].count("event") >= announced
     assert documents[-1][0] != "stop"
 
-    assert main(["sync", "--directory", str(tmp_path / "data")]) == 0
-    catalog = open_catalog(directory=tmp_path / "data")
-    try:
+    synced = subprocess.run([sys.executable, "-m", "xrd_bluesky.cli", "sync", "--directory", str(data)],
+                            capture_output=True, text=True, timeout=300)
+    assert synced.returncode == 0 and "closed with exit_status 'abort'" in synced.stdout, synced.stderr
+    key = secrets.token_hex(16)
+    monkeypatch.setenv("TILED_API_KEY", key)
+    with ServerProcess(data, key) as server:
+        catalog = open_catalog(server.uri, directory=data)
         run = catalog.raw[documents[0][1]["uid"]]
         assert run.stop["exit_status"] == "abort"
         assert len(run["primary"].read()["I0_counts"]) >= announced
         assert sync(catalog, catalog.spool_dir).written == []
-    finally:
-        catalog.close()

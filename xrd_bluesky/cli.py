@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import dfxrm_command, fit_peaks_files, integrate_files
+from . import dfxrm_command, fit_peaks_files, integrate_files, replay_command
 
 
 def _demo(args) -> int:
@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     integrate_files.add_parser(sub)
     fit_peaks_files.add_parser(sub)
     dfxrm_command.add_parser(sub)
+    replay_command.add_parser(sub)
 
     bench = sub.add_parser("bench", help="side-by-side benchmarks against the reference path")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingMetadataError
+from ..paths import safe_child
 from ..science.calibration import CalibrationSettings, PositionCalibration, fit_position_model, refine_position
 from ..science.geometry import DetectorPositionModel, StagePosition
 from ..science.image_formation import Beamstop, pixel_geometry
@@ -30,7 +31,6 @@ from .frame_events import mean_dark, stage_position
 
 #: Margin (mm) added around the beamstop shadow predicted by the guess geometry.
 GUESS_BEAMSTOP_MARGIN_MM = 2.0
-
 _SCALAR = {"dtype": "number", "shape": [], "source": "xrd_bluesky"}
 POSITION_KEYS = {
     **{f"stage_{a}": {**_SCALAR, "units": "mm"} for a in ("x", "y", "distance")},
@@ -65,13 +65,16 @@ class GeometryCalibration(FrameRunCallback):
         Masked (with a margin) around its shadow predicted by the guess.
     settings : CalibrationSettings
         Thresholds.
+    provenance : dict, optional
+        Extra start-document keys of the derived run (see :class:`DerivedRunCallback`).
     """
 
     analysis = "calibration"
 
     def __init__(self, emit: Emit, nominal: DetectorPositionModel, *, export_dir: str | Path | None = None,
-                 beamstop: Beamstop | None = None, settings: CalibrationSettings = CalibrationSettings()):
-        super().__init__(emit)
+                 beamstop: Beamstop | None = None, settings: CalibrationSettings = CalibrationSettings(),
+                 provenance: dict | None = None):
+        super().__init__(emit, provenance=provenance)
         self.nominal = nominal
         self.export_dir = Path(export_dir) if export_dir is not None else None
         self.beamstop = beamstop
@@ -84,6 +87,7 @@ class GeometryCalibration(FrameRunCallback):
         self._stage_keys = doc["stage_motors"]
         self.open_derived(doc, {"nominal": self.nominal.as_dict(), "settings": self.settings.as_dict(),
                                 "calibrant": self._calibrant,
+                                "beamstop": self.beamstop.as_dict() if self.beamstop else None,
                                 "beamstop_margin_mm": GUESS_BEAMSTOP_MARGIN_MM})
 
     def finish(self, parent_stop):
@@ -135,7 +139,7 @@ class GeometryCalibration(FrameRunCallback):
             self._export(calibrations, model)
 
     def _export(self, calibrations: list[PositionCalibration], model: DetectorPositionModel) -> None:
-        folder = self.export_dir / self._bundle.start_doc["uid"]
+        folder = safe_child(self.export_dir, self._bundle.start_doc["uid"])
         folder.mkdir(parents=True, exist_ok=True)
         for i, c in enumerate(calibrations):
             c.poni.write(folder / f"position_{i}.poni")

@@ -29,13 +29,21 @@ class DerivedRunCallback(DocumentRouter):
     Subclasses implement the document methods they need and call
     :meth:`open_derived` (usually from ``start``) and :meth:`finish` is called on
     the parent's stop. Documents are never mutated.
+
+    Parameters
+    ----------
+    emit : callable
+        Receives the derived run's ``(name, doc)``.
+    provenance : dict, optional
+        Extra start-document keys of the derived run (e.g. ``replay``, ``replay_of``).
     """
 
     analysis: str = "analysis"
 
-    def __init__(self, emit: Emit):
+    def __init__(self, emit: Emit, *, provenance: dict | None = None):
         super().__init__()
         self._emit = emit
+        self.provenance = dict(provenance or {})
         self._bundle: ComposeRunBundle | None = None
         self._descriptors: dict[str, ComposeDescriptorBundle] = {}
         self._failed = False
@@ -44,7 +52,8 @@ class DerivedRunCallback(DocumentRouter):
     # -- derived-run lifecycle -------------------------------------------------
     def open_derived(self, parent_start: dict, parameters: dict, **provenance) -> ComposeRunBundle:
         """Emit the derived run's start document, naming parent, analysis,
-        parameters and package version (plus any ``provenance`` keys)."""
+        parameters and package version, plus the analysis' ``provenance`` keys and
+        the callback's own (:attr:`provenance`)."""
         metadata = {
             "purpose": "derived",
             "analysis": self.analysis,
@@ -54,6 +63,7 @@ class DerivedRunCallback(DocumentRouter):
             "xrd_bluesky_version": __version__,
             **{k: parent_start[k] for k in ("sample", "energy_keV", "calibrant") if k in parent_start},
             **provenance,
+            **self.provenance,
         }
         self._bundle = compose_run(metadata=metadata)
         self._emit("start", self._bundle.start_doc)
@@ -115,8 +125,8 @@ class FrameRunCallback(DerivedRunCallback):
     runs after each event or StreamDatum, for analyses that work frame by frame.
     """
 
-    def __init__(self, emit: Emit):
-        super().__init__(emit)
+    def __init__(self, emit: Emit, *, provenance: dict | None = None):
+        super().__init__(emit, provenance=provenance)
         self.frames = FrameEvents()
 
     def frames_arrived(self) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import MissingMetadataError
+from ..paths import safe_child
 from ..science.gain_map import GainMap, GainMapSettings, PositionData, check_shadows_disjoint, compute_gain_map
 from ..science.geometry import StagePosition
 from ..science.geometry_source import GeometrySource
@@ -44,13 +45,16 @@ class GainMapBuilder(FrameRunCallback):
         Where the TIFF/EDF files go.
     settings : GainMapSettings
         Parameters of the computation.
+    provenance : dict, optional
+        Extra start-document keys of the derived run (see :class:`DerivedRunCallback`).
     """
 
     analysis = "gain_map"
 
     def __init__(self, emit: Emit, geometry: GeometrySource, *, beamstop: Beamstop | None = None,
-                 export_dir: str | Path | None = None, settings: GainMapSettings = GainMapSettings()):
-        super().__init__(emit)
+                 export_dir: str | Path | None = None, settings: GainMapSettings = GainMapSettings(),
+                 provenance: dict | None = None):
+        super().__init__(emit, provenance=provenance)
         self.geometry = geometry
         self.beamstop = beamstop
         self.export_dir = Path(export_dir) if export_dir is not None else None
@@ -59,7 +63,9 @@ class GainMapBuilder(FrameRunCallback):
     def start(self, doc):
         require_keys(doc, ("energy_keV", "stage_motors"), "gain-map run")
         self._parent = doc
-        self.open_derived(doc, {"settings": self.settings.as_dict(), "beamstop_margin_mm": BEAMSTOP_MARGIN_MM},
+        self.open_derived(doc, {"settings": self.settings.as_dict(),
+                                "beamstop": self.beamstop.as_dict() if self.beamstop else None,
+                                "beamstop_margin_mm": BEAMSTOP_MARGIN_MM},
                           geometry=self.geometry.provenance(), calibration_uid=self.geometry.calibration_uid)
 
     def finish(self, parent_stop):
@@ -117,7 +123,7 @@ class GainMapBuilder(FrameRunCallback):
 
     def _export(self, result: GainMap) -> None:
         uid = self._bundle.start_doc["uid"]
-        folder = self.export_dir / uid
+        folder = safe_child(self.export_dir, uid)
         folder.mkdir(parents=True, exist_ok=True)
         header = {"gain_map_uid": uid, "parent_uid": self._parent["uid"],
                   "calibration_uid": self.geometry.calibration_uid or "", "xrd_bluesky_version": __version__,

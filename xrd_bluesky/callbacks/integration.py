@@ -95,6 +95,8 @@ class LiveIntegration(FrameRunCallback):
     darks : callable, optional
         Resolves ``dark_uid`` (a dark run of the same exposure) to its mean frame
         (counts) and frame exposure (s); used instead of the run's own ``dark`` stream.
+    provenance : dict, optional
+        Extra start-document keys of the derived run (see :class:`DerivedRunCallback`).
     """
 
     analysis = "integration"
@@ -103,8 +105,9 @@ class LiveIntegration(FrameRunCallback):
                  polarization_factor: float = 0.99, beamstop: Beamstop | None = None,
                  beamstop_margin_mm: float = 0.5, gain_map: GainMapSource | None = None,
                  cake: tuple[int, int] | None = None, flux_calibration: FluxCalibration = FluxCalibration(),
-                 references: References | None = None, darks: Darks | None = None):
-        super().__init__(emit)
+                 references: References | None = None, darks: Darks | None = None,
+                 provenance: dict | None = None):
+        super().__init__(emit, provenance=provenance)
         self.geometry = geometry
         self.gain_map = gain_map
         self.npt = npt

@@ -63,12 +63,14 @@ class LivePeakFits(DerivedRunCallback):
         Receives the derived run's ``(name, doc)``.
     references : callable, optional
         Resolves ``d0_uid`` (a raw reference run) to its measured d0.
+    provenance : dict, optional
+        Extra start-document keys of the derived run (see :class:`DerivedRunCallback`).
     """
 
     analysis = "peak_fits"
 
-    def __init__(self, emit: Emit, *, references: PeakReferences | None = None):
-        super().__init__(emit)
+    def __init__(self, emit: Emit, *, references: PeakReferences | None = None, provenance: dict | None = None):
+        super().__init__(emit, provenance=provenance)
         self.references = references
         self._streams: dict[str, dict] = {}
         self._scan: dict[int, dict[str, float]] = {}

@@ -15,10 +15,12 @@ reason; a geometry is never returned silently wrong.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 from dataclasses import dataclass, field, replace
+from typing import Iterator
 
 import numpy as np
 import pyFAI.calibrant
@@ -112,6 +114,24 @@ def _detector_with_mask(poni: Poni, image: np.ndarray, mask: np.ndarray | None):
     return det
 
 
+#: Seed of NumPy's global generator while pyFAI extracts rings (see :func:`_seeded_global_rng`).
+RING_EXTRACTION_SEED = 0
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int) -> Iterator[None]:
+    """NumPy's global generator seeded with ``seed`` inside, the caller's state restored
+    after: pyFAI's ring extraction (``Massif``) shuffles its candidate points with it,
+    so without a fixed seed the control points, and the geometry, differ from one
+    calibration of the same frame to the next (live and replay)."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def refine_position(image: np.ndarray, guess: Poni, calibrant_name: str, *,
                     mask: np.ndarray | None = None, label: str = "frame",
                     position: StagePosition | None = None,
@@ -148,18 +168,19 @@ def refine_position(image: np.ndarray, guess: Poni, calibrant_name: str, *,
     # pyFAI runs gc.collect() at every parameter change of the refinement; in a
     # process holding a RunEngine and a Tiled server that costs seconds per call
     sg.geometry_refinement.auto_gc = False
-    for max_rings in settings.ring_schedule:
-        points = sg.extract_cp(max_rings=max_rings, pts_per_deg=settings.points_per_degree)
-        data = np.asarray(points.getList(), dtype=float).reshape(-1, 3)
-        rings = len(np.unique(data[:, 2])) if len(data) else 0
-        if rings < min(settings.min_rings, max_rings or settings.min_rings) or len(data) < settings.min_points:
-            raise CalibrationError(
-                f"{label}: rings not found ({len(data)} control points on {rings} rings of "
-                f"{calibrant_name}; need {settings.min_points} on {settings.min_rings})")
-        sg.geometry_refinement.refine3(fix=list(settings.fix))
-        data = _drop_outliers(sg, data, cal, settings.outlier_cut)
-        sg.geometry_refinement.data = data
-        sg.geometry_refinement.refine3(fix=list(settings.fix))
+    with _seeded_global_rng(RING_EXTRACTION_SEED):  # the same frame always gives the same geometry
+        for max_rings in settings.ring_schedule:
+            points = sg.extract_cp(max_rings=max_rings, pts_per_deg=settings.points_per_degree)
+            data = np.asarray(points.getList(), dtype=float).reshape(-1, 3)
+            rings = len(np.unique(data[:, 2])) if len(data) else 0
+            if rings < min(settings.min_rings, max_rings or settings.min_rings) or len(data) < settings.min_points:
+                raise CalibrationError(
+                    f"{label}: rings not found ({len(data)} control points on {rings} rings of "
+                    f"{calibrant_name}; need {settings.min_points} on {settings.min_rings})")
+            sg.geometry_refinement.refine3(fix=list(settings.fix))
+            data = _drop_outliers(sg, data, cal, settings.outlier_cut)
+            sg.geometry_refinement.data = data
+            sg.geometry_refinement.refine3(fix=list(settings.fix))
     if rings < settings.min_rings:
         raise CalibrationError(f"{label}: only {rings} rings of {calibrant_name} found; need {settings.min_rings}")
     refined = replace(Poni.from_integrator(sg.get_ai()), detector=guess.detector,

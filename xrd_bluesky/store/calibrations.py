@@ -6,6 +6,7 @@ from ..errors import CalibrationError
 from ..science.geometry import DetectorPositionModel, Poni, StagePosition
 from ..science.geometry_source import GeometrySource
 from .derived_runs import latest_successful
+from .lineage import live_runs
 
 _PONI_KEYS = ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength")
 
@@ -25,6 +26,7 @@ def geometry_from_calibration(run) -> GeometrySource:
 
 
 def latest_calibration(processed) -> GeometrySource | None:
-    """The newest successful calibration in the ``processed`` container, or None."""
-    run = latest_successful(processed, "calibration")
+    """The newest successful calibration made live in the ``processed`` container
+    (replays never become current), or None."""
+    run = latest_successful(live_runs(processed), "calibration")
     return None if run is None else geometry_from_calibration(run)

@@ -6,11 +6,13 @@ import numpy as np
 from ..errors import XRDBlueskyError
 from ..science.gain_map_source import GainMapSource
 from .derived_runs import latest_successful
+from .lineage import live_runs
 
 
 def latest_gain_map_uid(processed) -> str | None:
-    """Uid of the newest successful gain-map run in ``processed``, or None."""
-    run = latest_successful(processed, "gain_map")
+    """Uid of the newest successful gain-map run made live in ``processed`` (replays
+    never become current), or None."""
+    run = latest_successful(live_runs(processed), "gain_map")
     return None if run is None else run.start["uid"]
 
 

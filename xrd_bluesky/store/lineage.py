@@ -1,13 +1,28 @@
-"""Provenance: walk a derived run back to the raw runs it came from."""
+"""Provenance: walk a derived run back to the raw runs it came from; tell the runs
+the live analyses made from replays."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tiled.queries import KeyPresent
+
 from ..errors import MissingMetadataError
 
 #: Start-document keys that name the runs an analysis used.
 INPUT_KEYS = ("parent_uids", "calibration_uid", "gain_map_uid")
+#: Start-document keys of a replayed derived run: ``replay: True`` and ``replay_of``,
+#: the uid of the live derived run it redoes (None if there was none).
+REPLAY_KEY, REPLAY_OF_KEY = "replay", "replay_of"
+
+
+def live_runs(processed):
+    """The derived runs in ``processed`` that the live analyses made (not replays).
+
+    Lookups of the current calibration, gain map and reference runs search these, so a
+    replay never changes what later live analyses (or replays) use.
+    """
+    return processed.search(KeyPresent(REPLAY_KEY, exists=False))
 
 
 @dataclass
@@ -45,6 +60,8 @@ def lineage(catalog, uid: str) -> LineageNode:
         if uid in runs:
             start = runs[uid].start
             kind = start.get("analysis") or start.get("purpose") or start.get("plan_name", "run")
+            if start.get(REPLAY_KEY):
+                kind += f" (replay of {start.get(REPLAY_OF_KEY) or 'no live run'})"
             node = LineageNode(uid, container, kind)
             if container == "processed":
                 for key in INPUT_KEYS:

@@ -1,5 +1,8 @@
 """Look up what another run provides: a background's or standard's stored absolute
-pattern, a dark run's mean frame, a reference run's unstrained d-spacings."""
+pattern, a dark run's mean frame, a reference run's unstrained d-spacings.
+
+Derived results are taken from what the live analyses made, never from replays, so a
+run that names a reference gets the same one live and replayed."""
 
 from __future__ import annotations
 
@@ -11,14 +14,15 @@ from ..science.absolute_scale import ReferencePattern
 from ..science.integration import IntegrationResult
 from ..science.peak_specs import PeakReference, weighted_mean
 from .derived_runs import latest_successful
+from .lineage import live_runs
 
 
 def reference_pattern(processed, raw_uid: str) -> ReferencePattern:
     """The final stitched pattern on the monitors' absolute scale (q in 1/nm, 1/cm/sr;
     any standard factor it was multiplied by taken out) of the newest successful
-    integration of raw run ``raw_uid``, with its thickness and, for a standard run,
+    integration (made live) of raw run ``raw_uid``, with its thickness and, for a standard run,
     its own standard factor."""
-    run = latest_successful(processed.search(Contains("parent_uids", raw_uid)), "integration")
+    run = latest_successful(live_runs(processed).search(Contains("parent_uids", raw_uid)), "integration")
     if run is None:
         raise MissingMetadataError(f"run {raw_uid} has no successful integration in the catalog")
     if "stitched_absolute" not in run:
@@ -51,10 +55,11 @@ def dark_frame(raw, uid: str) -> tuple[np.ndarray, float | None]:
 
 def peak_reference(processed, raw_uid: str) -> PeakReference:
     """d0 of every fitted peak (weighted mean over the events of the newest successful
-    peak fits of raw run ``raw_uid``), per sector too when it was fitted per sector."""
-    integration = latest_successful(processed.search(Contains("parent_uids", raw_uid)), "integration")
+    live peak fits of raw run ``raw_uid``), per sector too when it was fitted per sector."""
+    live = live_runs(processed)
+    integration = latest_successful(live.search(Contains("parent_uids", raw_uid)), "integration")
     fits = None if integration is None else latest_successful(
-        processed.search(Contains("parent_uids", integration.start["uid"])), "peak_fits")
+        live.search(Contains("parent_uids", integration.start["uid"])), "peak_fits")
     if fits is None:
         raise MissingMetadataError(f"run {raw_uid} has no successful peak fits in the catalog to take d0 from")
     primary = fits["primary"].read()

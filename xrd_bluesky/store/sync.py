@@ -6,7 +6,7 @@ down, or the process died. For each one not held by a live writer, ``sync``:
 1. reads every document (a line that is not one is an error naming file and line);
 2. closes a run that never stopped (the process was killed) with a stop document of
    ``exit_status="abort"``, appended to the spool file first;
-3. writes the run with bluesky-tiled-plugins' ``TiledWriter``, after deleting a
+3. writes the run with bluesky-tiled-plugins' ``TiledWriter`` (as live), after deleting a
    partial copy in the catalog, so no document is ever there twice; a run already
    complete in the catalog (it has its stop) is left as it is;
 4. removes the spool file.
@@ -22,10 +22,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bluesky_tiled_plugins import TiledWriter
-
 from .catalog import CONTAINERS
 from .spool import SUFFIX, SpoolError, append, encode, is_locked, read_spool
+from .writer import tiled_writer
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def _sync_file(container, path: Path, key: str, report: SyncReport) -> None:
             return
         logger.info("%s: deleting the partial copy in the catalog before writing it whole", key)
         container[uid].delete(recursive=True, external_only=False)
-    writer = TiledWriter(container, batch_size=SYNC_BATCH_SIZE)
+    writer = tiled_writer(container, SYNC_BATCH_SIZE)
     for name, doc in documents:
         writer(name, doc)
     report.written.append(key)

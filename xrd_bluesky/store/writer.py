@@ -35,11 +35,11 @@ logger = logging.getLogger(__name__)
 DERIVED_BATCH_SIZE = 10
 
 
-def run_writer(container, batch_size: int = 1) -> TiledWriter:
-    """A TiledWriter into ``container`` (``catalog.raw`` or ``catalog.processed``)
-    writing every ``batch_size`` events (1: each as it arrives, so live readers see it
-    at once)."""
-    return TiledWriter(container, batch_size=batch_size)
+def tiled_writer(container, batch_size: int) -> TiledWriter:
+    """bluesky-tiled-plugins' writer into ``container``, writing every ``batch_size``
+    events. Every array goes to array storage: TiledWriter would otherwise keep arrays
+    of up to 16 elements in the table, where they read back as strings."""
+    return TiledWriter(container, batch_size=batch_size, max_array_size=0)
 
 
 @dataclass
@@ -63,7 +63,7 @@ class SpoolingWriter:
     spool_dir : path
         This container's spool directory.
     batch_size : int
-        Events per upload (see :func:`run_writer`).
+        Events per upload (1: each as it arrives, so live readers see it at once).
     fsync_interval_s : float
         Longest time (s) a written document stays un-fsynced: a machine crash loses at
         most this much; killing the process loses nothing that was written.
@@ -149,9 +149,11 @@ class SpoolingWriter:
         raise ValueError(f"unknown document type {name!r}")
 
     def _wait_for_upload(self, run: _Run) -> None:
+        """Wait until the run is uploaded, while the server answers (a slow request on a
+        busy machine is waited for; a dead server is not)."""
         deadline = time.monotonic() + self.stop_wait_s
         while not run.uploaded.wait(0.05):
-            if not self.uploading() or time.monotonic() > deadline:
+            if time.monotonic() > deadline or self._offline or (not self.uploading() and not answers(self.container)):
                 return
 
     def uploading(self) -> bool:
@@ -220,7 +222,7 @@ class SpoolingWriter:
         self._inflight_since = time.monotonic()
         try:
             if name == "start":
-                run.writer = TiledWriter(self.container, batch_size=self.batch_size)
+                run.writer = tiled_writer(self.container, self.batch_size)
             run.writer(*decode(line))
             self._offline = False
         except Exception as exc:  # whatever the server or network does, the spool has it
@@ -247,5 +249,10 @@ class SpoolingWriter:
 def catalog_writers(catalog) -> tuple[SpoolingWriter, SpoolingWriter]:
     """The raw and the processed writer of a :class:`~xrd_bluesky.store.catalog.Catalog`,
     spooling to ``<catalog.spool_dir>/raw`` and ``/processed``. Close both when done."""
-    return (SpoolingWriter(catalog.raw, catalog.spool_dir / "raw"),
-            SpoolingWriter(catalog.processed, catalog.spool_dir / "processed", batch_size=DERIVED_BATCH_SIZE))
+    return SpoolingWriter(catalog.raw, catalog.spool_dir / "raw"), processed_writer(catalog)
+
+
+def processed_writer(catalog) -> SpoolingWriter:
+    """The writer of derived runs into ``catalog.processed`` (batches of
+    :data:`DERIVED_BATCH_SIZE` events). Close it when done."""
+    return SpoolingWriter(catalog.processed, catalog.spool_dir / "processed", batch_size=DERIVED_BATCH_SIZE)

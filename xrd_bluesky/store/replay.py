@@ -1,0 +1,275 @@
+"""Replay a stored raw run through the live analyses into new derived runs.
+
+The raw run's documents, as the catalog exports them (``run.documents()``), go through
+an :class:`~xrd_bluesky.callbacks.AnalysisRouter`: the same router and callbacks, the
+same code, as live. Every derived run a replay makes (chained peak fits too) is new:
+its start document has ``replay: True`` and ``replay_of``, the uid of the live derived
+run it redoes (None if there was none); nothing stored is overwritten, and replays never
+become the current calibration or gain map nor a reference
+(:func:`~xrd_bluesky.store.lineage.live_runs`).
+
+By default a replay uses what the live analysis of the run used, as its derived start
+document records it: the geometry (model, label, calibration uid), the gain map, the
+beamstop, the radial and cake bins, the flux calibration and, for a calibration run,
+the nominal geometry and settings; background, standard, dark and d0 reference runs
+are looked up as live. ``calibration_uid`` / ``gain_map_uid`` name another
+calibration or gain map (derived runs in ``catalog.processed``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from tiled.queries import Contains, Key
+
+from ..callbacks import AnalysisRouter
+from ..callbacks.derived import Emit
+from ..callbacks.frames import path_from_uri
+from ..errors import CorruptFrameError, MissingMetadataError, XRDBlueskyError
+from ..science.calibration import CalibrationSettings
+from ..science.geometry import DetectorPositionModel
+from ..science.geometry_source import GeometrySource
+from ..science.image_formation import Beamstop
+from ..science.monitors import FluxCalibration
+from .calibrations import geometry_from_calibration
+from .gain_maps import gain_map_from_run
+from .lineage import REPLAY_KEY, REPLAY_OF_KEY, live_runs
+from .references import dark_frame, peak_reference, reference_pattern
+from .writer import processed_writer
+
+logger = logging.getLogger(__name__)
+
+#: The analysis the router runs on a raw run of each ``purpose``.
+ANALYSIS_OF_PURPOSE = {"calibration": "calibration", "gain_map": "gain_map", "measurement": "integration"}
+
+
+@dataclass(frozen=True)
+class ReplayedRun:
+    """A derived run made by a replay.
+
+    Attributes
+    ----------
+    uid : str
+        Its uid (new).
+    analysis : str
+        ``integration``, ``peak_fits``, ``calibration`` or ``gain_map``.
+    replay_of : str or None
+        The live derived run it redoes.
+    exit_status : str
+        ``success``, ``fail``... (``""`` if it never stopped).
+    reason : str
+        Why it failed, if it did.
+    """
+
+    uid: str
+    analysis: str
+    replay_of: str | None
+    exit_status: str
+    reason: str
+
+
+def replay(catalog, uid: str, *, calibration_uid: str | None = None, gain_map_uid: str | None = None,
+           emit: Emit | None = None, export_dir: str | Path | None = None) -> list[ReplayedRun]:
+    """Run the stored raw run ``uid`` through the live analyses again.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The catalog (:func:`~xrd_bluesky.store.open_catalog`) holding the raw run and
+        the derived runs it names.
+    uid : str
+        The raw run (a calibration, gain-map or measurement run).
+    calibration_uid : str, optional
+        A derived calibration run whose geometry replaces the recorded one
+        (measurement and gain-map runs).
+    gain_map_uid : str, optional
+        A derived gain-map run that replaces the recorded gain map (measurement runs).
+    emit : callable, optional
+        Receives the new derived runs' documents (default: the catalog's processed
+        writer, :func:`~xrd_bluesky.store.writer.processed_writer`, closed at the end).
+    export_dir : path, optional
+        Where a replayed calibration or gain map exports its files (``calibrations/``,
+        ``gain_maps/``); default the embedded catalog's data directory, none for a
+        remote catalog.
+
+    Returns
+    -------
+    list of ReplayedRun
+        The new derived runs, in the order they started.
+
+    Raises
+    ------
+    MissingMetadataError
+        ``uid`` is not a raw run, its purpose has no analysis, an override does not
+        apply to it, or what the replay needs was never recorded.
+    CorruptFrameError
+        A frames file of the run is gone (or not a local file).
+    """
+    run = _run(catalog.raw, uid, "raw run", derived=catalog.processed)
+    start = run.start
+    uid = start["uid"]
+    analysis = _analysis(start, calibration_uid, gain_map_uid)
+    documents = list(run.documents())
+    _check_frames(uid, documents)
+    live = _live_derived(catalog.processed, uid, analysis)
+    recorded = dict(live.start) if live is not None else {}
+    writer = processed_writer(catalog) if emit is None else None
+    made = _Made(emit if emit is not None else writer)
+    if export_dir is None and catalog.frames_dir is not None:
+        export_dir = catalog.frames_dir.parent
+    router = _router(catalog, uid, analysis, recorded, made, calibration_uid, gain_map_uid, export_dir)
+    try:
+        for name, doc in documents:
+            router(name, doc)
+    finally:
+        if writer is not None:
+            writer.close()
+    if not made.starts:
+        raise XRDBlueskyError(f"replay of run {uid} made no derived run (see the log for why)")
+    runs = made.runs()
+    if calibration_uid is None:
+        _warn_changed_parameters(catalog.processed, made.starts)
+    return runs
+
+
+class _Made:
+    """Passes the replay's documents on to ``emit`` and keeps its start and stop documents."""
+
+    def __init__(self, emit: Emit):
+        self.emit = emit
+        self.starts: dict[str, dict] = {}
+        self.stops: dict[str, dict] = {}
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if name == "start":
+            self.starts[doc["uid"]] = doc
+        elif name == "stop":
+            self.stops[doc["run_start"]] = doc
+        self.emit(name, doc)
+
+    def runs(self) -> list[ReplayedRun]:
+        return [ReplayedRun(uid, start["analysis"], start[REPLAY_OF_KEY],
+                            self.stops.get(uid, {}).get("exit_status", ""), self.stops.get(uid, {}).get("reason", ""))
+                for uid, start in self.starts.items()]
+
+
+def _run(container, uid: str, what: str, derived=None):
+    """Run ``uid`` (or a partial uid) of ``container``; MissingMetadataError naming it
+    if absent (saying so when it is a derived run of ``derived`` instead)."""
+    try:
+        return container[uid]
+    except KeyError:
+        pass
+    if derived is not None:
+        try:
+            start = derived[uid].start
+        except KeyError:
+            pass
+        else:
+            raise MissingMetadataError(f"run {uid} is a derived run ({start.get('analysis')}), not a raw run; "
+                                       f"replay its raw run(s) {start.get('raw_uids') or start.get('parent_uids')}")
+    raise MissingMetadataError(f"{what} {uid} is not in the catalog")
+
+
+def _analysis(start: dict, calibration_uid: str | None, gain_map_uid: str | None) -> str:
+    """The analysis a raw run is replayed through, after checking the overrides apply."""
+    uid, purpose = start["uid"], start.get("purpose")
+    analysis = ANALYSIS_OF_PURPOSE.get(purpose)
+    if analysis is None:
+        raise MissingMetadataError(f"run {uid} has purpose {purpose!r}: nothing to replay "
+                                   f"(replayable purposes: {', '.join(ANALYSIS_OF_PURPOSE)})")
+    if calibration_uid is not None and analysis == "calibration":
+        raise MissingMetadataError(f"run {uid} is a calibration run, refined from its nominal geometry: "
+                                   "another calibration does not apply to it")
+    if gain_map_uid is not None and analysis != "integration":
+        raise MissingMetadataError(f"run {uid} is a {purpose} run: a gain map applies to measurement runs only")
+    return analysis
+
+
+def _check_frames(uid: str, documents: list[tuple[str, dict]]) -> None:
+    """Refuse a run whose frames files (its StreamResources) are not readable files."""
+    for name, doc in documents:
+        if name == "stream_resource":
+            try:
+                path = path_from_uri(doc["uri"])
+            except CorruptFrameError as exc:
+                raise CorruptFrameError(f"run {uid} cannot be replayed: {exc}") from exc
+            if not path.is_file():
+                raise CorruptFrameError(f"run {uid} cannot be replayed: its frames file {path} "
+                                        f"({doc.get('data_key')}) is gone")
+
+
+def _live_derived(processed, parent_uid: str, analysis: str):
+    """The newest derived run of ``analysis`` made live from run ``parent_uid``, or None."""
+    runs = live_runs(processed).search(Contains("parent_uids", parent_uid)).search(Key("analysis") == analysis)
+    uids = list(runs)
+    return runs[uids[-1]] if uids else None
+
+
+def _router(catalog, uid: str, analysis: str, recorded: dict, emit: Emit, calibration_uid: str | None,
+            gain_map_uid: str | None, export_dir: str | Path | None) -> AnalysisRouter:
+    """The live router, set up with what the live analysis recorded (``recorded``, its
+    derived start document; empty if there was none) and the overrides."""
+    processed = catalog.processed
+    parameters = recorded.get("parameters", {})
+    options: dict = {}
+    if parameters.get("beamstop"):
+        options["beamstop"] = Beamstop(**parameters["beamstop"])
+    if analysis == "calibration":
+        if "nominal" not in parameters:
+            raise MissingMetadataError(f"calibration run {uid} has no live calibration recording its nominal "
+                                       "geometry and settings: it cannot be replayed")
+        options["nominal"] = DetectorPositionModel.from_dict(parameters["nominal"])
+        options["calibration_settings"] = CalibrationSettings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in parameters["settings"].items()})
+    if "npt" in parameters:
+        options["npt"] = int(parameters["npt"])
+    if parameters.get("cake"):
+        options["cake"] = tuple(parameters["cake"])
+    if "flux_calibration" in parameters:
+        options["flux_calibration"] = FluxCalibration(**parameters["flux_calibration"])
+    geometry = None if analysis == "calibration" else _geometry(processed, uid, recorded, calibration_uid)
+    gain_uid = gain_map_uid or recorded.get("gain_map_uid")
+    gain_map = None if gain_uid is None else gain_map_from_run(_run(processed, gain_uid, "gain map"))
+
+    def provenance(analysis: str, parent_start: dict) -> dict:
+        parent = parent_start.get(REPLAY_OF_KEY) if parent_start.get(REPLAY_KEY) else parent_start["uid"]
+        live = None if parent is None else _live_derived(processed, parent, analysis)
+        return {REPLAY_KEY: True, REPLAY_OF_KEY: None if live is None else live.start["uid"]}
+
+    return AnalysisRouter(emit, lambda: geometry, gain_map=lambda: gain_map, export_dir=export_dir,
+                          references=lambda ref: reference_pattern(processed, ref),
+                          darks=lambda dark: dark_frame(catalog.raw, dark),
+                          peak_references=lambda ref: peak_reference(processed, ref),
+                          provenance=provenance, **options)
+
+
+def _geometry(processed, uid: str, recorded: dict, calibration_uid: str | None) -> GeometrySource:
+    """The calibration named by ``calibration_uid``, else the geometry the live
+    analysis recorded (its model, label, calibration uid and stage following)."""
+    if calibration_uid is not None:
+        return geometry_from_calibration(_run(processed, calibration_uid, "calibration"))
+    geometry = recorded.get("geometry")
+    if geometry is None:
+        raise MissingMetadataError(f"run {uid} has no live analysis recording its geometry: "
+                                   "name a calibration to replay it with")
+    return GeometrySource(DetectorPositionModel.from_dict(geometry["model"]), geometry["source"],
+                          calibration_uid=geometry.get("calibration_uid"),
+                          follows_stage=geometry.get("follows_stage", True))
+
+
+def _warn_changed_parameters(processed, starts: dict[str, dict]) -> None:
+    """Log the replayed runs whose parameters differ from those of the live run they
+    redo (this package's defaults changed since)."""
+    for uid, start in starts.items():
+        if start[REPLAY_OF_KEY] is None:
+            continue
+        live = processed[start[REPLAY_OF_KEY]].start
+        changed = sorted(k for k in set(live["parameters"]) | set(start["parameters"])
+                         if live["parameters"].get(k) != start["parameters"].get(k))
+        if changed:
+            logger.warning("replay %s of %s %s (version %s) ran with other parameters than live (version %s): %s",
+                           uid, start["analysis"], start[REPLAY_OF_KEY], start["xrd_bluesky_version"],
+                           live.get("xrd_bluesky_version"), ", ".join(changed))

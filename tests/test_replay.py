@@ -342,3 +342,18 @@ def test_router_setup_failure_never_stops_the_scan(RE, beamline, catalog):
     assert derived == []
     failure, = [r for r in handler.records if r.levelno >= logging.ERROR]
     assert uid in failure.getMessage() and failure.exc_info[0] is GeometryError
+
+
+def test_lineage_command_walks_an_integration_back_to_its_raw_runs(measured, catalog, capsys, monkeypatch):
+    """``xrd-bluesky lineage UID`` on the live integration: the tree names the raw run,
+    the calibration and the gain map it used, each down to their raw scans."""
+    live = derived_of(catalog, measured, "integration")
+    monkeypatch.setenv("TILED_API_KEY", catalog.uri.split("api_key=")[1])  # the session catalog, served
+    assert main(["lineage", live.start["uid"], "--catalog", catalog.uri.split("?")[0],
+                 "--directory", str(catalog.frames_dir.parent)]) == 0
+    out = capsys.readouterr().out
+    raw_line = out.splitlines()[-1]
+    assert raw_line.startswith("raw runs:") and measured in raw_line
+    for key in ("calibration_uid", "gain_map_uid"):
+        assert f"processed/{live.start[key]}" in out
+    assert set(raw_line.removeprefix("raw runs: ").split(", ")) == lineage(catalog, live.start["uid"]).raw_uids()

@@ -14,7 +14,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
@@ -65,6 +66,10 @@ class Catalog:
     uri: str
     spool_dir: Path
     _server: object | None = None
+    #: Held by every writer of this catalog around each upload: the server's DuckDB
+    #: table storage fails (HTTP 500, then a crash of the process embedding it) under
+    #: concurrent appends, so the raw and processed writers take turns.
+    upload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def raw(self):

@@ -79,12 +79,16 @@ class SpoolingWriter:
     stall_s : float
         An upload request taking longer than this (s) means the server is unwell: the
         stop no longer waits for it.
+    upload_lock : threading.Lock, optional
+        Held around each upload; writers into one server share it (see
+        :attr:`~xrd_bluesky.store.catalog.Catalog.upload_lock`).
     """
 
     def __init__(self, container, spool_dir: str | Path, *, batch_size: int = 1, fsync_interval_s: float = 0.5,
                  max_queued: int = 20_000, max_queued_bytes: int = 512 * 2**20, stop_wait_s: float = 120.0,
-                 stall_s: float = 5.0):
+                 stall_s: float = 5.0, upload_lock: threading.Lock | None = None):
         self.container = container
+        self.upload_lock = upload_lock or threading.Lock()
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
         self.fsync_interval_s = fsync_interval_s
@@ -219,11 +223,12 @@ class SpoolingWriter:
         if name == "start" and self._offline and not answers(self.container):
             self._fail(run_uid, run, "catalog unreachable")
             return
-        self._inflight_since = time.monotonic()
+        self._inflight_since = time.monotonic()  # waiting for the lock counts: the other writer may be stuck
         try:
-            if name == "start":
-                run.writer = tiled_writer(self.container, self.batch_size)
-            run.writer(*decode(line))
+            with self.upload_lock:
+                if name == "start":
+                    run.writer = tiled_writer(self.container, self.batch_size)
+                run.writer(*decode(line))
             self._offline = False
         except Exception as exc:  # whatever the server or network does, the spool has it
             self._offline = True
@@ -249,10 +254,12 @@ class SpoolingWriter:
 def catalog_writers(catalog) -> tuple[SpoolingWriter, SpoolingWriter]:
     """The raw and the processed writer of a :class:`~xrd_bluesky.store.catalog.Catalog`,
     spooling to ``<catalog.spool_dir>/raw`` and ``/processed``. Close both when done."""
-    return SpoolingWriter(catalog.raw, catalog.spool_dir / "raw"), processed_writer(catalog)
+    return (SpoolingWriter(catalog.raw, catalog.spool_dir / "raw", upload_lock=catalog.upload_lock),
+            processed_writer(catalog))
 
 
 def processed_writer(catalog) -> SpoolingWriter:
     """The writer of derived runs into ``catalog.processed`` (batches of
     :data:`DERIVED_BATCH_SIZE` events). Close it when done."""
-    return SpoolingWriter(catalog.processed, catalog.spool_dir / "processed", batch_size=DERIVED_BATCH_SIZE)
+    return SpoolingWriter(catalog.processed, catalog.spool_dir / "processed", batch_size=DERIVED_BATCH_SIZE,
+                          upload_lock=catalog.upload_lock)

@@ -218,7 +218,7 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
             out["rss_end_mb"] = float(rss[-1])
             out["rss_growth_after_warmup_mb"] = float(rss[-1] - rss[after][0])
             depth = np.array([s[3] for s in samples])
-            out["writer_queue_max_documents"] = int(depth.max())
+            out["writer_queue_max_documents"] = max(w.max_depth for w in session.writers)
             out["writer_queue_mean_documents_after_warmup"] = float(depth[after].mean())
             out["writer_queue_bound_documents"] = sum(w.max_queued for w in session.writers)
             out["spool_files_left"] = len(list(session.catalog.spool_dir.rglob("*.jsonl")))

@@ -171,11 +171,6 @@ class SpoolingWriter:
         """Documents waiting for upload."""
         return self._queued
 
-    def pending(self) -> list[Path]:
-        """Spool files of runs not (yet) fully uploaded."""
-        with self._lock:
-            return [r.spool.path for r in self._runs.values() if not r.uploaded.is_set() or r.failed]
-
     def flush(self, timeout_s: float = 60.0) -> bool:
         """Wait, while uploads progress and at most ``timeout_s`` (s), until every queued
         document was handled; True if it was."""

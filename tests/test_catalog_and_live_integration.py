@@ -104,6 +104,37 @@ def test_live_ring_positions_within_0_01_deg(ceo2_run):
                                np.degrees(two_theta_rad(np.array(d), wavelength_m(17.0))), atol=1e-6)
 
 
+def test_frame_without_a_usable_pixel_is_flagged_and_the_run_goes_on(live, catalog, beamline):
+    """Three exposures, the second saturated in every pixel: the derived run succeeds
+    with the two good frames (identical frames, identical patterns), and the bad one
+    is in the ``rejected`` stream with a reason naming it and why."""
+    from xrd_bluesky.science.image_formation import detect, expected_photons
+
+    bl = beamline
+    det = bl.detector
+    bl.sample_changer.slot.put("glass")
+    photons = expected_photons(bl.sample_changer.sample(), bl.true_poni(), flux_ph_s=bl.config.flux_ph_s,
+                               exposure_s=1.0, beamstop=bl.config.beamstop)
+    good = detect(photons, det.response, 1.0, np.random.default_rng(3))
+    det.use_prerendered(np.stack([good, np.full_like(good, det.response.max_count), good]))
+    try:
+        uid = live(multi_position_count([det, bl.i0, bl.it], bl.stage, POSITIONS[:1], num=3,
+                                        energy=bl.source.energy, sample=bl.sample_changer.sample().metadata()))[0]
+    finally:
+        det.use_prerendered(None)
+    assert catalog.raw[uid].stop["exit_status"] == "success"
+    derived = catalog.processed.search(Contains("parent_uids", uid)).values().last()
+    assert derived.stop["exit_status"] == "success", derived.stop["reason"]
+    primary = derived["primary"].read()
+    assert list(primary["parent_seq_num"]) == [1, 3]
+    np.testing.assert_array_equal(primary["intensity_q"][0], primary["intensity_q"][1])
+    assert np.isfinite(primary["intensity_q"][0]).sum() > 0.9 * primary["intensity_q"].shape[1]
+    rejected = derived["rejected"].read()
+    assert list(rejected["parent_seq_num"]) == [2]
+    reason = str(rejected["reason"][0])
+    assert f"event 2 of raw run {uid}" in reason and "saturated" in reason, reason
+
+
 def test_analysis_failure_never_stops_the_scan(live, catalog, beamline, monkeypatch):
     """Frames that vanish before the analysis reads them, at the second exposure: the
     scan succeeds, the raw run is complete, the derived run keeps the first exposure

@@ -357,3 +357,44 @@ def test_lineage_command_walks_an_integration_back_to_its_raw_runs(measured, cat
     for key in ("calibration_uid", "gain_map_uid"):
         assert f"processed/{live.start[key]}" in out
     assert set(raw_line.removeprefix("raw runs: ").split(", ")) == lineage(catalog, live.start["uid"]).raw_uids()
+
+
+def test_replay_search_on_two_workers_equals_live_and_serial(live, beamline, catalog, capsys, monkeypatch):
+    """``xrd-bluesky replay --search batch=… --workers 2`` against the session catalog,
+    served: worker processes replay every matching run; each result equals the live one
+    and the serial replay's (1e-12 relative), and every run is named in the output."""
+    from xrd_bluesky.store.parallel_replay import find_runs, replay_runs
+
+    batch = {"batch": "parallel replay"}
+    uids = [measure(live, beamline, slot, POSITIONS, md=batch) for slot in ("CeO2", "glass", "water")]
+    monkeypatch.setenv("TILED_API_KEY", catalog.uri.split("api_key=")[1])  # the session catalog, served
+    assert main(["replay", "--search", "batch=parallel replay", "--workers", "2",
+                 "--catalog", catalog.uri.split("?")[0], "--directory", str(catalog.frames_dir.parent)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"replaying 3 raw runs matching {batch} on 2 worker(s)"
+    parallel = {}
+    for header, line in zip(out[1::2], out[2::2]):
+        raw_uid = header.removeprefix("raw run ").removesuffix(":")
+        uid, analysis, *_, status = line.split()
+        assert (analysis, status) == ("integration", "success"), line
+        parallel[raw_uid] = catalog.processed[uid]
+    assert sorted(parallel) == sorted(uids) == sorted(find_runs(catalog, batch))
+    serial = {o.raw_uid: catalog.processed[o.runs[0].uid] for o in replay_runs(catalog, uids, workers=1)}
+    for uid in uids:
+        live_run = derived_of(catalog, uid, "integration")
+        assert_same_start(live_run, parallel[uid])
+        assert assert_same_results(live_run, parallel[uid]) <= 1e-12
+        assert assert_same_results(serial[uid], parallel[uid]) <= 1e-12
+
+
+def test_replay_search_refuses_bad_requests(catalog):
+    from xrd_bluesky.store.parallel_replay import find_runs, parse_search, replay_runs
+
+    assert parse_search(["batch=parallel replay", "scan_id=3", "dark_frames=true"]) == {
+        "batch": "parallel replay", "scan_id": 3, "dark_frames": True}
+    with pytest.raises(MissingMetadataError, match="'purpose' is not KEY=VALUE"):
+        parse_search(["purpose"])
+    with pytest.raises(MissingMetadataError, match="no replayable raw run matches"):
+        find_runs(catalog, {"batch": "never recorded"})
+    with pytest.raises(MissingMetadataError, match="at least 1"):
+        replay_runs(catalog, [], workers=0)

@@ -140,17 +140,22 @@ def _rss_mb() -> float:
 
 
 def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float = 30.0,
-         warmup_s: float = 20.0, detector: str = "Pilatus2MCdTe") -> dict:
+         warmup_s: float = 20.0, detector: str = "Pilatus2MCdTe", paced: bool = False,
+         run_seconds: float | None = None) -> dict:
     """The whole live chain at a detector frame rate, on pre-rendered frames.
 
     A RunEngine counts glass with the simulated detector (``frames_per_event`` frames of
     ``1/frame_rate`` s per trigger, pre-rendered so that rendering is not timed), I0 and
-    It, as fast as the chain allows, for ``seconds`` (s) after ``warmup_s`` (s). Every
+    It, for ``seconds`` (s) after ``warmup_s`` (s): as fast as the chain allows, or, with
+    ``paced``, no faster than the detector would deliver them (``frame_rate`` Hz). Every
     frame is written to HDF5, announced, read back, dark-subtracted and masked; each
     event's frames are integrated in q and 2theta, put on the absolute scale, and
     raw and derived documents are spooled and uploaded to an embedded Tiled catalog.
+    With ``run_seconds`` (s) the time is split into consecutive runs of that length,
+    each with its darks, as a beamline's successive scans; otherwise it is one run.
     Prints the frame rate sustained, the growth of resident memory after the warm-up
-    (the soak: ``--seconds 600``) and the depth of the writers' upload queue.
+    (the soak: ``--seconds 600 --paced --run-seconds 60``) and the depth of the
+    writers' upload queue.
     """
     import tempfile
 
@@ -161,7 +166,7 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
     from .session import build_session
 
     out: dict[str, float | int | str] = {"detector": detector, "frames_per_event": frames_per_event,
-                                         "target_frame_rate_hz": frame_rate}
+                                         "target_frame_rate_hz": frame_rate, "paced": str(paced)}
     with tempfile.TemporaryDirectory(prefix="xrd-bluesky-bench-") as tmp:
         session = build_session(directory=tmp, config=BeamlineConfig(detector=detector))
         try:
@@ -176,7 +181,8 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
             rng = np.random.default_rng(0)
             det.use_prerendered(np.stack([detect(photons, det.response, 1.0 / frame_rate, rng)
                                           for _ in range(2 * frames_per_event)]))
-            samples: list[tuple[float, int, float, int]] = []  # (time s, frames, RSS MB, queued documents)
+            # (time s, frames, RSS MB, queued documents, run number)
+            samples: list[tuple[float, int, float, int, int]] = []
             primary: set[str] = set()
 
             def progress(name, doc):
@@ -184,7 +190,7 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
                     primary.add(doc["uid"])
                 elif name == "event" and doc["descriptor"] in primary:
                     samples.append((time.perf_counter(), (len(samples) + 1) * frames_per_event, _rss_mb(),
-                                    sum(w.depth for w in session.writers)))
+                                    sum(w.depth for w in session.writers), len(primary)))
 
             stage = bl.stage
             position = (stage.x.position, stage.y.position, stage.distance.position)
@@ -194,19 +200,33 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
             detectors = [det, bl.i0, bl.it]
             motors = [stage.x, stage.y, stage.distance]
 
+            trigger_period = frames_per_event / frame_rate if paced else 0.0
+            lags: list[float] = []  # paced: how far (s) each trigger came after the detector's clock
+
             @bpp.run_decorator(md=md)
-            def plan():
+            def one_run(until: float):
                 yield from bpp.stage_wrapper(take_darks(detectors, bl.source.shutter), detectors)
-                end = time.perf_counter() + warmup_s + seconds
 
                 def counts():
-                    while time.perf_counter() < end:
+                    # a detector delivers frames on its own clock: a slow trigger must be
+                    # made up by the next ones, or the chain has fallen behind (lag)
+                    due = time.perf_counter()
+                    while due < until:
+                        lags.append(time.perf_counter() - due)
                         yield from bps.trigger_and_read(detectors + motors)
+                        due += trigger_period
+                        yield from bps.sleep(max(0.0, due - time.perf_counter()))
                 yield from bpp.stage_wrapper(counts(), detectors)
+
+            def plan():
+                end = time.perf_counter() + warmup_s + seconds
+                while (now := time.perf_counter()) < end:
+                    yield from one_run(min(end, now + (run_seconds or np.inf)))
 
             token = session.RE.subscribe(progress)
             session.RE(plan())
             session.RE.unsubscribe(token)
+            out["runs"] = len(list(session.catalog.raw))
             t = np.array([s[0] for s in samples])
             n = np.array([s[1] for s in samples])
             rss = np.array([s[2] for s in samples])
@@ -214,6 +234,13 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
             out["frames"] = int(n[-1])
             out["seconds_measured"] = float(t[-1] - t[after][0])
             out["frame_rate_hz"] = float((n[-1] - n[after][0]) / (t[-1] - t[after][0]))
+            # within runs: without the darks and run starts and stops between them
+            run = np.array([s[4] for s in samples])
+            spans = [(t[after & (run == r)], n[after & (run == r)]) for r in np.unique(run[after])]
+            spans = [(tr[-1] - tr[0], nr[-1] - nr[0]) for tr, nr in spans if len(tr) > 1]
+            out["frame_rate_within_runs_hz"] = float(sum(f for _, f in spans) / sum(d for d, _ in spans))
+            if paced:
+                out["max_lag_behind_detector_s"] = float(max(lags))
             out["rss_after_warmup_mb"] = float(rss[after][0])
             out["rss_end_mb"] = float(rss[-1])
             out["rss_growth_after_warmup_mb"] = float(rss[-1] - rss[after][0])
@@ -403,4 +430,65 @@ def outage(repeats: int = 2, num: int = 4, detector: str = "Pilatus1M") -> dict:
     out["reference_killed_s"] = scan("killed", reference=True)
     for name, value in out.items():
         print(f"{name}: {value:.4g}")
+    return out
+
+
+def replay_speedup(runs: int = 8, workers: int = 2, num: int = 2, detector: str = "Pilatus2MCdTe") -> dict:
+    """Re-processing stored runs: ``xrd-bluesky replay --search`` on one process
+    (serial, in this process) and on ``workers`` worker processes, on the same runs.
+
+    Records ``runs`` measurement runs (glass, ``num`` exposures at three detector
+    positions, live integration) in an embedded catalog, then replays them all
+    serially and in parallel (worker start-up included) and prints both times (s),
+    the speedup, and the largest relative difference between the serial and the
+    parallel results (intensity and sigma, every stream).
+    """
+    import tempfile
+
+    from .plans.counting import multi_position_count
+    from .session import build_session
+    from .store.parallel_replay import find_runs, replay_runs
+
+    out: dict[str, float | int | str] = {"detector": detector, "runs": runs, "workers": workers,
+                                         "cpu_count": os.cpu_count() or 0}
+    with tempfile.TemporaryDirectory(prefix="xrd-bluesky-bench-") as tmp:
+        session = build_session(directory=tmp, config=BeamlineConfig(detector=detector))
+        try:
+            bl = session.beamline
+            bl.sample_changer.slot.put("glass")
+            batch = {"batch": "bench replay"}
+            for _ in range(runs):
+                session.RE(multi_position_count([bl.detector, bl.i0, bl.it], bl.stage, MG_POSITIONS[:3], num=num,
+                                                shutter=bl.source.shutter, energy=bl.source.energy,
+                                                sample=bl.sample_changer.sample().metadata(), md=batch))
+            catalog = session.catalog
+            uids = find_runs(catalog, batch)
+            timings, results = {}, {}
+            for label, n in (("serial", 1), ("parallel", workers)):
+                t0 = time.perf_counter()
+                outcomes = replay_runs(catalog, uids, workers=n)
+                timings[label] = time.perf_counter() - t0
+                failed = [o for o in outcomes if o.error or any(r.exit_status != "success" for r in o.runs)]
+                if failed:
+                    raise RuntimeError(f"{label} replay failed: {failed}")
+                results[label] = {o.raw_uid: catalog.processed[o.runs[0].uid] for o in outcomes}
+            worst = 0.0
+            for uid in uids:
+                serial, parallel = results["serial"][uid], results["parallel"][uid]
+                for stream in ("primary", "stitched"):
+                    a, b = serial[stream].read(), parallel[stream].read()
+                    for key in ("intensity", "sigma"):
+                        x, y = np.asarray(a[key], dtype=float), np.asarray(b[key], dtype=float)
+                        both = np.isfinite(x) & (x != 0)
+                        worst = max(worst, float(np.max(np.abs(y[both] / x[both] - 1))) if both.any() else 0.0)
+                        if not np.array_equal(np.isfinite(x), np.isfinite(y)):
+                            worst = np.inf
+            out["serial_s"] = timings["serial"]
+            out["parallel_s"] = timings["parallel"]
+            out["speedup"] = timings["serial"] / timings["parallel"]
+            out["max_rel_diff_parallel_vs_serial"] = worst
+        finally:
+            session.close()
+    for name, value in out.items():
+        print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
     return out

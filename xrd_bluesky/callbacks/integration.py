@@ -31,16 +31,19 @@ Derived-run streams (all intensities with their 1-sigma errors):
 ``subtracted`` with ``stitched``, when the run names a ``background_uid``: sample minus
                background in 1/cm/sr (times the standard's factor, if one is named);
 ``standard``   at the stop of a run whose start document says ``standard: "water"``:
-               the factor known / measured and its flatness.
+               the factor known / measured and its flatness;
+``rejected``   per frame with no usable pixel (all saturated, negative or masked):
+               the reason, naming the raw event; the run goes on without it.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import numpy as np
 
-from ..errors import GeometryError, MissingMetadataError, MonitorError
+from ..errors import GeometryError, InvalidFrameError, MissingMetadataError, MonitorError
 from ..science.absolute_scale import (KNOWN_STANDARDS, Exposure, ReferencePattern, absolute, scaled,
                                       standard_factor, subtract)
 from ..science.corrected_integration import SPLITTINGS, BinSums, CorrectedIntegrator
@@ -53,6 +56,8 @@ from ..science.monitors import FluxCalibration
 from ..science.multi_geometry import covered_radial_range, stitch
 from .derived import Emit, FrameRunCallback
 from .frame_events import FrameEvent, detector_config, mean_dark, stage_position
+
+logger = logging.getLogger(__name__)
 
 #: Stream names the integration reads.
 DARK_STREAM = "dark"
@@ -217,7 +222,13 @@ class LiveIntegration(FrameRunCallback):
                                        f"this run {config['acquire_time']} s: take a dark run of the same exposure")
         frame = _combined_frame(fe.frames, config["max_count"])
         integrators = self._integrators_for(poni, len(fe.frames), config["max_count"])
-        q = integrators["q"].sums(frame)
+        try:
+            source = f"frame(s) of event {fe.seq_num} of raw run {fe.descriptor.get('run_start')}"
+            q = integrators["q"].sums(frame, source=source)
+        except InvalidFrameError as exc:  # e.g. all saturated: flag this event, go on with the run
+            logger.warning("%s", exc)
+            self._event("rejected", {"reason": str(exc), "parent_seq_num": fe.seq_num}, fe.seq_num)
+            return
         tth = integrators["2th"].sums(frame).result()
         self._stitched = stitch([self._stitched, q])
         self._n_stitched += 1

@@ -1,0 +1,165 @@
+"""Replay many stored raw runs across worker processes
+(``xrd-bluesky replay --search KEY=VALUE --workers N``).
+
+Each worker process opens the catalog by its URI (the embedded server answers on
+loopback too) and replays whole runs with :func:`~.replay.replay`, the same code as a
+single replay. The documents of the derived runs it makes come back to the calling
+process as spool lines (:mod:`.spool`: JSON, never pickle) and go through the caller's
+one processed writer. Writes therefore never run concurrently, whatever the server's
+table store, and a result is spooled before it is uploaded. A run that cannot be
+replayed is reported with its reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tiled.queries import Key
+
+from ..errors import MissingMetadataError, XRDBlueskyError
+from .replay import ANALYSIS_OF_PURPOSE, ReplayedRun, replay
+from .spool import decode, encode
+from .writer import processed_writer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunReplay:
+    """The outcome of replaying one raw run.
+
+    Attributes
+    ----------
+    raw_uid : str
+        The raw run.
+    runs : list of ReplayedRun
+        The derived runs made (empty if it failed).
+    error : str
+        Why it could not be replayed (``""`` if it was).
+    """
+
+    raw_uid: str
+    runs: list[ReplayedRun]
+    error: str = ""
+
+
+def parse_search(terms: list[str]) -> dict[str, object]:
+    """``["purpose=measurement", "sample.thickness_mm=1.0"]`` as a query: the value
+    is read as JSON when it is (numbers, ``true``, ``null``, quoted strings), else
+    taken as a string. Raises MissingMetadataError naming a term without ``=``."""
+    query: dict[str, object] = {}
+    for term in terms:
+        key, sep, value = term.partition("=")
+        if not sep or not key:
+            raise MissingMetadataError(f"search term {term!r} is not KEY=VALUE")
+        try:
+            query[key] = json.loads(value)
+        except json.JSONDecodeError:
+            query[key] = value
+    return query
+
+
+def find_runs(catalog, query: dict[str, object]) -> list[str]:
+    """The raw runs whose start documents match every ``KEY=VALUE`` of ``query``
+    (dotted keys reach into nested metadata) and that have an analysis to replay,
+    oldest first. Raises MissingMetadataError if none does."""
+    runs = catalog.raw
+    for key, value in query.items():
+        runs = runs.search(Key(key) == value)
+    uids = [uid for uid, run in runs.items() if run.start.get("purpose") in ANALYSIS_OF_PURPOSE]
+    if not uids:
+        raise MissingMetadataError(f"no replayable raw run matches {query} "
+                                   f"(replayable purposes: {', '.join(ANALYSIS_OF_PURPOSE)})")
+    return uids
+
+
+def replay_runs(catalog, uids: list[str], *, workers: int = 1, calibration_uid: str | None = None,
+                gain_map_uid: str | None = None) -> list[RunReplay]:
+    """Replay the raw runs ``uids`` of ``catalog``, ``workers`` at a time.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The catalog (embedded or served); its processed writer writes every result.
+    uids : list of str
+        Raw runs to replay (see :func:`find_runs`).
+    workers : int
+        Worker processes; 1 replays in this process, one run after the other.
+    calibration_uid, gain_map_uid : str, optional
+        Overrides for every run, as in :func:`~.replay.replay`.
+
+    Returns
+    -------
+    list of RunReplay
+        One per raw run, in the order of ``uids``.
+    """
+    if workers < 1:
+        raise MissingMetadataError(f"--workers must be at least 1, not {workers}")
+    export_dir = None if catalog.frames_dir is None else catalog.frames_dir.parent
+    writer = processed_writer(catalog)
+    outcomes: dict[str, RunReplay] = {}
+    try:
+        if workers == 1:
+            for uid in uids:
+                outcomes[uid] = _guarded(lambda: replay(catalog, uid, calibration_uid=calibration_uid,
+                                                        gain_map_uid=gain_map_uid, emit=writer,
+                                                        export_dir=export_dir), uid)
+        else:
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_start_worker, initargs=(catalog.uri, threads)) as pool:
+                futures = {pool.submit(_replay_in_worker, uid, calibration_uid, gain_map_uid,
+                                       None if export_dir is None else str(export_dir)): uid for uid in uids}
+                for future in as_completed(futures):
+                    uid = futures[future]
+                    runs, lines, error = future.result()
+                    for line in lines:
+                        writer(*decode(line))
+                    outcomes[uid] = RunReplay(uid, [ReplayedRun(**r) for r in runs], error)
+    finally:
+        writer.close()
+    return [outcomes[uid] for uid in uids]
+
+
+def _guarded(replay_one, uid: str) -> RunReplay:
+    """Run ``replay_one()``; a domain error becomes the outcome's reason."""
+    try:
+        return RunReplay(uid, replay_one())
+    except XRDBlueskyError as exc:
+        logger.warning("run %s not replayed: %s", uid, exc)
+        return RunReplay(uid, [], f"{type(exc).__name__}: {exc}")
+
+
+# -- in the worker processes ---------------------------------------------------------
+
+_worker_catalog = None
+
+
+def _start_worker(uri: str, threads: int) -> None:
+    """Open the catalog once per worker process; give it ``threads`` numba threads."""
+    import numba
+
+    from .catalog import open_catalog
+
+    global _worker_catalog
+    numba.set_num_threads(threads)
+    if "api_key=" in uri:  # the embedded server's URI carries its key: the environment's would clash
+        os.environ.pop("TILED_API_KEY", None)
+    _worker_catalog = open_catalog(uri)
+
+
+def _replay_in_worker(uid: str, calibration_uid: str | None, gain_map_uid: str | None,
+                      export_dir: str | None) -> tuple[list[dict], list[bytes], str]:
+    """Replay ``uid`` in this worker: the runs made (as dicts), their documents as
+    spool lines, and the error if it could not be replayed."""
+    lines: list[bytes] = []
+    outcome = _guarded(lambda: replay(_worker_catalog, uid, calibration_uid=calibration_uid,
+                                      gain_map_uid=gain_map_uid, emit=lambda name, doc: lines.append(encode(name, doc)),
+                                      export_dir=None if export_dir is None else Path(export_dir)), uid)
+    return [asdict(r) for r in outcome.runs], lines if not outcome.error else [], outcome.error

@@ -434,14 +434,14 @@ def outage(repeats: int = 2, num: int = 4, detector: str = "Pilatus1M") -> dict:
 
 
 def replay_speedup(runs: int = 8, workers: int = 2, num: int = 2, detector: str = "Pilatus2MCdTe") -> dict:
-    """Re-processing stored runs: ``xrd-bluesky replay --search`` on one process
-    (serial, in this process) and on ``workers`` worker processes, on the same runs.
+    """Re-processing stored runs: ``xrd-bluesky replay --search`` on one worker process
+    (serial) and on ``workers``, on the same runs.
 
     Records ``runs`` measurement runs (glass, ``num`` exposures at three detector
-    positions, live integration) in an embedded catalog, then replays them all
-    serially and in parallel (worker start-up included) and prints both times (s),
-    the speedup, and the largest relative difference between the serial and the
-    parallel results (intensity and sigma, every stream).
+    positions, live integration) in an embedded catalog, then replays them all on one
+    worker and on ``workers`` (fresh processes each time, start-up included) and prints
+    both times (s), the speedup, and the largest relative difference between the serial
+    and the parallel results (per-frame and stitched intensities and sigmas).
     """
     import tempfile
 
@@ -475,9 +475,10 @@ def replay_speedup(runs: int = 8, workers: int = 2, num: int = 2, detector: str 
             worst = 0.0
             for uid in uids:
                 serial, parallel = results["serial"][uid], results["parallel"][uid]
-                for stream in ("primary", "stitched"):
+                for stream, keys in (("primary", ("intensity_q", "sigma_q", "intensity_2theta", "sigma_2theta")),
+                                     ("stitched", ("intensity", "sigma"))):
                     a, b = serial[stream].read(), parallel[stream].read()
-                    for key in ("intensity", "sigma"):
+                    for key in keys:
                         x, y = np.asarray(a[key], dtype=float), np.asarray(b[key], dtype=float)
                         both = np.isfinite(x) & (x != 0)
                         worst = max(worst, float(np.max(np.abs(y[both] / x[both] - 1))) if both.any() else 0.0)

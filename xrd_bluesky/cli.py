@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import dfxrm_command, fit_peaks_files, integrate_files, replay_command
+from . import dfxrm_command, fit_peaks_files, integrate_files, replay_command, worker_command
 
 
 def _demo(args) -> int:
@@ -140,11 +140,17 @@ def _session(args) -> int:
     import IPython
 
     from .session import build_session
+    from .sim_devices import BeamlineConfig
 
     session = build_session(directory=Path(args.directory) if args.directory else None, uri=args.catalog,
-                            plots=True)
+                            config=BeamlineConfig(detector=args.detector), plots=True, publish_to=args.publish,
+                            analyse=args.analysis)
     banner = ("xrd-bluesky session: RE, catalog (raw/processed), beamline devices "
               f"({', '.join(session.beamline.devices)}), plans, bp, bps are ready.")
+    if session.publisher is not None:
+        banner += f"\nDocuments are published to {session.publisher.address} (for `xrd-bluesky worker`)."
+    if session.router is None:
+        banner += "\nRuns are recorded but not analysed in this session."
     try:
         IPython.start_ipython(argv=[], user_ns=session.namespace(), display_banner=True,
                               config=_ipython_banner(banner))
@@ -164,8 +170,16 @@ def _bench_live(args) -> int:
     from .bench import live
 
     result = live(args.seconds, frames_per_event=args.frames_per_event, frame_rate=args.frame_rate,
-                  warmup_s=args.warmup, detector=args.detector)
-    return 0 if result["frame_rate_hz"] >= args.frame_rate else 1
+                  warmup_s=args.warmup, detector=args.detector, paced=args.paced, run_seconds=args.run_seconds)
+    # paced, the rate can only approach the detector's (scheduling jitter of the sleeps)
+    return 0 if result["frame_rate_within_runs_hz"] >= (0.98 if args.paced else 1.0) * args.frame_rate else 1
+
+
+def _bench_replay(args) -> int:
+    from .bench import replay_speedup
+
+    result = replay_speedup(args.runs, workers=args.workers, num=args.num, detector=args.detector)
+    return 0 if result["max_rel_diff_parallel_vs_serial"] <= 1e-12 else 1
 
 
 def _bench_fits(args) -> int:
@@ -245,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit_peaks_files.add_parser(sub)
     dfxrm_command.add_parser(sub)
     replay_command.add_parser(sub)
+    worker_command.add_parser(sub)
 
     bench = sub.add_parser("bench", help="side-by-side benchmarks against the reference path")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
@@ -260,10 +275,20 @@ def build_parser() -> argparse.ArgumentParser:
     blive.add_argument("--frame-rate", type=float, default=30.0, help="detector frame rate (Hz): exposure 1/rate")
     blive.add_argument("--frames-per-event", type=int, default=10, help="frames per trigger")
     blive.add_argument("--detector", default="Pilatus2MCdTe", help="pyFAI detector model")
+    blive.add_argument("--paced", action="store_true",
+                       help="trigger no faster than the detector delivers frames at --frame-rate")
+    blive.add_argument("--run-seconds", type=float, help="split into consecutive runs of this length (s)")
     blive.set_defaults(func=_bench_live)
     bfits = bench_sub.add_parser("fits", help="single-peak fits per second, ours vs scipy")
     bfits.add_argument("--fits", type=int, default=2000, help="fits per model")
     bfits.set_defaults(func=_bench_fits)
+
+    brep = bench_sub.add_parser("replay", help="replay --search on one worker process and on several")
+    brep.add_argument("--runs", type=int, default=12, help="measurement runs recorded, then replayed")
+    brep.add_argument("--workers", type=int, default=2, help="worker processes of the parallel replay")
+    brep.add_argument("--num", type=int, default=4, help="exposures per detector position (3 positions)")
+    brep.add_argument("--detector", default="Pilatus2MCdTe", help="pyFAI detector model")
+    brep.set_defaults(func=_bench_replay)
 
     bout = bench_sub.add_parser("outage", help="scan time with the catalog up, killed mid-scan and down")
     bout.add_argument("--repeats", type=int, default=2, help="scans per scenario (the best is reported)")
@@ -273,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     session = sub.add_parser("session", help="IPython with RE, devices, catalog and callbacks ready")
     session.add_argument("--directory", help="data directory of the embedded catalog")
     session.add_argument("--catalog", help="URI of a remote Tiled server (API key from TILED_API_KEY)")
+    session.add_argument("--detector", default="Pilatus2MCdTe", help="pyFAI detector model of the simulated beamline")
+    session.add_argument("--publish", metavar="HOST:PORT",
+                         help="also publish every document to this bluesky-0MQ-proxy input port, for "
+                              "`xrd-bluesky worker` on another host")
+    session.add_argument("--no-analysis", dest="analysis", action="store_false",
+                         help="do not analyse runs in this session (a worker does); raw data is recorded as always")
     session.set_defaults(func=_session)
     return parser
 

@@ -79,7 +79,10 @@ class FrameRef:
                                     "event does not address any frame")
         start, stop = self.index * frames_per_event, (self.index + 1) * frames_per_event
         try:
-            with h5py.File(self.path, "r") as f:
+            # no HDF5 file lock: the detector may still append to this file (from another
+            # process, e.g. when a worker analyses a scan live), and a reader's lock
+            # would make its next append fail
+            with h5py.File(self.path, "r", locking=False) as f:
                 dset = f.get(self.dataset)
                 if not isinstance(dset, h5py.Dataset):
                     raise CorruptFrameError(f"{self.path} has no dataset {self.dataset}")

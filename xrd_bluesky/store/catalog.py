@@ -116,9 +116,15 @@ def _register_document_exporter() -> None:
 
 
 def _ensure_containers(client: Container) -> None:
+    from tiled.client.utils import ClientError
+
     for name in CONTAINERS:
         if name not in client:
-            client.create_container(name, specs=[_RUN_CATALOG_SPEC])
+            try:
+                client.create_container(name, specs=[_RUN_CATALOG_SPEC])
+            except ClientError as exc:  # 409: another client (a worker, a session) made it meanwhile
+                if exc.response.status_code != 409:
+                    raise
 
 
 def open_catalog(uri: str | None = None, *, directory: str | Path | None = None) -> Catalog:

@@ -3,10 +3,14 @@ embedded catalog uses, so a directory written by a workstation session can be se
 as it is.
 
 Layout of the data directory ``D`` (as :class:`tiled.server.SimpleTiledServer` lays
-it out, which the embedded catalog uses): ``D/tiled/catalog.db`` (SQLite) unless a
-``--database`` URI is given, arrays in ``D/tiled/data``, tables in
-``D/tiled/storage.duckdb``, and the detectors' frame files in ``D/frames`` (readable).
-The API key comes from ``TILED_API_KEY`` only; without it the server does not start.
+it out, which the embedded catalog uses): the catalog in ``D/tiled/catalog.db``
+(SQLite) and tables (the runs' event streams) in ``D/tiled/storage.duckdb``, arrays in
+``D/tiled/data``, and the detectors' frame files in ``D/frames`` (readable). With
+``--database postgresql://user@host:port/db`` the catalog and the tables both live in
+that PostgreSQL database (see :mod:`.postgres`); arrays and frames stay in ``D``, so a
+second server on the same database must serve the same directory (or a shared copy
+of it at the same path). The API key comes from ``TILED_API_KEY`` only; without it the
+server does not start.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 from ..errors import MissingMetadataError
 from .catalog import _register_document_exporter
+from .postgres import PostgresError, check_database, is_postgres_uri, redact, tiled_adapters, tiled_uris
 
 API_KEY_VARIABLE = "TILED_API_KEY"
 
@@ -29,6 +34,32 @@ def api_key_from_environment() -> str:
     return key
 
 
+def storage_of(directory: str | Path, database: str | None = None) -> tuple[str, list[str]]:
+    """Where the server of ``directory`` keeps its catalog and writes its data.
+
+    Parameters
+    ----------
+    directory : path
+        The data directory (see the module docstring).
+    database : str, optional
+        The catalog database: a PostgreSQL URI puts the catalog and the tables there;
+        any other SQLAlchemy URI or path holds the catalog only (default: SQLite in
+        the directory), the tables staying in DuckDB in the directory.
+
+    Returns
+    -------
+    catalog : str
+        The catalog database, as Tiled's ``from_uri`` takes it.
+    writable : list of str
+        Tiled's writable storage: the array directory, then the table storage URI.
+    """
+    storage = Path(directory).resolve() / "tiled"
+    if is_postgres_uri(database):
+        uris = tiled_uris(database)
+        return uris.catalog, [str(storage / "data"), uris.tables]
+    return database or str(storage / "catalog.db"), [str(storage / "data"), f"duckdb:///{storage / 'storage.duckdb'}"]
+
+
 def build_app(directory: str | Path, *, database: str | None = None, api_key: str):
     """The Tiled ASGI app serving ``raw`` and ``processed`` from ``directory``.
 
@@ -37,24 +68,50 @@ def build_app(directory: str | Path, *, database: str | None = None, api_key: st
     directory : path
         The data directory (see the module docstring).
     database : str, optional
-        SQLAlchemy URI of the catalog database (default: SQLite in the directory).
+        SQLAlchemy URI of the catalog database (default: SQLite in the directory); a
+        PostgreSQL one (``postgresql://user@host:port/db``) holds the tables too.
     api_key : str
         The single API key every request must present.
+
+    Raises
+    ------
+    CatalogUnavailableError
+        The PostgreSQL database cannot be reached (named in the message).
+    PostgresError
+        Tiled cannot set its catalog up in the PostgreSQL database.
     """
     from tiled.catalog import from_uri as catalog_from_uri
+    from tiled.catalog.adapter import DatabaseInitializationError
     from tiled.config import Authentication, StreamingCacheConfig
     from tiled.server.app import build_app as tiled_app
 
     _register_document_exporter()
-    storage = Path(directory).resolve() / "tiled"
-    (storage / "data").mkdir(parents=True, exist_ok=True)
+    catalog, writable = storage_of(directory, database)
+    Path(writable[0]).mkdir(parents=True, exist_ok=True)
     frames = Path(directory).resolve() / "frames"
     frames.mkdir(parents=True, exist_ok=True)
-    tree = catalog_from_uri(database or str(storage / "catalog.db"),
-                            writable_storage=[storage / "data", f"duckdb:///{storage / 'storage.duckdb'}"],
-                            readable_storage=[frames], init_if_not_exists=True,
-                            cache_config=StreamingCacheConfig(uri="memory").model_dump())
+    adapters = None
+    if is_postgres_uri(database):
+        check_database(database)
+        adapters = tiled_adapters()
+    try:
+        tree = catalog_from_uri(catalog, writable_storage=writable, readable_storage=[frames],
+                                init_if_not_exists=True, adapters_by_mimetype=adapters,
+                                cache_config=StreamingCacheConfig(uri="memory").model_dump())
+    except DatabaseInitializationError as exc:
+        if not is_postgres_uri(database):
+            raise
+        raise PostgresError(f"cannot set up the Tiled catalog in {redact(database)}: {_final_error(str(exc))}") from None
     return tiled_app(tree, authentication=Authentication(single_user_api_key=api_key))
+
+
+def _final_error(output: str) -> str:
+    """The error message at the end of a Python traceback (plain or boxed by rich), on
+    one line, without SQLAlchemy's links."""
+    lines = output.strip().splitlines()
+    ends = [i for i, line in enumerate(lines) if line.startswith(("╰", "Traceback", "  File", "    "))]
+    tail = lines[ends[-1] + 1:] if ends else lines[-1:]
+    return " ".join(line.strip() for line in tail if line.strip() and not line.startswith("(Background")) or "no output"
 
 
 def serve(directory: str | Path, *, database: str | None = None, host: str = "127.0.0.1", port: int = 8000) -> None:
@@ -76,7 +133,8 @@ class ServerProcess:
     api_key : str
         Passed to the child as ``TILED_API_KEY``.
     database : str, optional
-        Catalog database URI (default: SQLite in the directory).
+        Catalog database URI (default: SQLite in the directory); a PostgreSQL one
+        holds the tables too (see :func:`build_app`).
     startup_timeout_s : float
         Longest wait (s) for the server to answer.
     """
@@ -104,8 +162,11 @@ class ServerProcess:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
+        exited = self.process.poll()
         self.kill()
-        raise RuntimeError(f"`{' '.join(command)}` did not answer within {startup_timeout_s} s")
+        shown = " ".join(redact(part) for part in command)
+        raise RuntimeError(f"`{shown}` exited with {exited} (its error is above)" if exited is not None
+                           else f"`{shown}` did not answer within {startup_timeout_s} s")
 
     def kill(self) -> None:
         """SIGKILL the server (as a crash would) and reap it."""

@@ -448,6 +448,7 @@ def replay_speedup(runs: int = 8, workers: int = 2, num: int = 2, detector: str 
     from .plans.counting import multi_position_count
     from .session import build_session
     from .store.parallel_replay import find_runs, replay_runs
+    from .store.replay import replay
 
     out: dict[str, float | int | str] = {"detector": detector, "runs": runs, "workers": workers,
                                          "cpu_count": os.cpu_count() or 0}
@@ -463,6 +464,10 @@ def replay_speedup(runs: int = 8, workers: int = 2, num: int = 2, detector: str 
                                                 sample=bl.sample_changer.sample().metadata(), md=batch))
             catalog = session.catalog
             uids = find_runs(catalog, batch)
+            t0 = time.perf_counter()
+            for uid in uids:  # what `xrd-bluesky replay UID` does, run after run
+                replay(catalog, uid)
+            one_by_one = time.perf_counter() - t0
             timings, results = {}, {}
             for label, n in (("serial", 1), ("parallel", workers)):
                 t0 = time.perf_counter()
@@ -487,6 +492,8 @@ def replay_speedup(runs: int = 8, workers: int = 2, num: int = 2, detector: str 
             out["serial_s"] = timings["serial"]
             out["parallel_s"] = timings["parallel"]
             out["speedup"] = timings["serial"] / timings["parallel"]
+            out["one_by_one_in_process_s"] = one_by_one
+            out["speedup_vs_one_by_one"] = one_by_one / timings["parallel"]
             out["max_rel_diff_parallel_vs_serial"] = worst
         finally:
             session.close()

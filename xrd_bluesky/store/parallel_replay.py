@@ -29,6 +29,10 @@ from .writer import processed_writer
 
 logger = logging.getLogger(__name__)
 
+#: Events per write of replayed runs: they arrive whole, so each stream is written in
+#: one request per data key at the run's stop (no one waits for them live).
+REPLAY_BATCH_SIZE = 100_000
+
 
 @dataclass(frozen=True)
 class RunReplay:
@@ -108,7 +112,7 @@ def replay_runs(catalog, uids: list[str], *, workers: int = 1, calibration_uid: 
         raise MissingMetadataError(f"--workers must be at least 1, not {workers}")
     export_dir = None if catalog.frames_dir is None else str(catalog.frames_dir.parent)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    writer = processed_writer(catalog)
+    writer = processed_writer(catalog, batch_size=REPLAY_BATCH_SIZE)
     outcomes: dict[str, RunReplay] = {}
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),

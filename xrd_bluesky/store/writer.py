@@ -253,8 +253,8 @@ def catalog_writers(catalog) -> tuple[SpoolingWriter, SpoolingWriter]:
             processed_writer(catalog))
 
 
-def processed_writer(catalog) -> SpoolingWriter:
-    """The writer of derived runs into ``catalog.processed`` (batches of
-    :data:`DERIVED_BATCH_SIZE` events). Close it when done."""
-    return SpoolingWriter(catalog.processed, catalog.spool_dir / "processed", batch_size=DERIVED_BATCH_SIZE,
+def processed_writer(catalog, batch_size: int = DERIVED_BATCH_SIZE) -> SpoolingWriter:
+    """The writer of derived runs into ``catalog.processed``, writing every
+    ``batch_size`` events (and the rest at a run's stop). Close it when done."""
+    return SpoolingWriter(catalog.processed, catalog.spool_dir / "processed", batch_size=batch_size,
                           upload_lock=catalog.upload_lock)

@@ -8,13 +8,10 @@ from pathlib import Path
 import pytest
 from bluesky import RunEngine
 
-from xrd_bluesky.callbacks import AnalysisRouter
-from xrd_bluesky.science.geometry_source import GeometrySource
+from xrd_bluesky.session import LiveInputs, analysis_router
 from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
 from xrd_bluesky.store import open_catalog
-from xrd_bluesky.store.calibrations import latest_calibration
-from xrd_bluesky.store.gain_maps import gain_map_from_run, latest_gain_map_uid
-from xrd_bluesky.store.references import dark_frame, peak_reference, reference_pattern
+from xrd_bluesky.store.gain_maps import latest_gain_map_uid
 from xrd_bluesky.store.writer import catalog_writers
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -49,26 +46,14 @@ def beamline(catalog):
 
 @pytest.fixture
 def live(RE, catalog, beamline):
-    """RE subscribed to the raw writer and the analysis router: integration uses the
-    latest calibration in the catalog (else the simulator's truth) and the latest gain
-    map (the test beamline's detector is the same in every test: same seed). Documents
-    go through the spooling writers, as in a session."""
+    """RE subscribed to the raw writer and the session's analysis router: integration
+    uses the latest calibration in the catalog (else the simulator's truth) and the
+    latest gain map (the test beamline's detector is the same in every test: same
+    seed). Documents go through the spooling writers, as in a session."""
     raw, processed = catalog_writers(catalog)
     RE.subscribe(raw)
-    def geometry():
-        return latest_calibration(catalog.processed) or GeometrySource(beamline.true_geometry(), "simulator_truth")
-
-    def gain_map():
-        uid = latest_gain_map_uid(catalog.processed)
-        return None if uid is None else gain_map_from_run(catalog.processed[uid])
-
-    router = AnalysisRouter(processed, geometry, beamstop=beamline.config.beamstop,
-                            nominal=beamline.config.nominal_geometry(),
-                            export_dir=catalog.frames_dir.parent, gain_map=gain_map,
-                            references=lambda uid: reference_pattern(catalog.processed, uid),
-                            darks=lambda uid: dark_frame(catalog.raw, uid),
-                            peak_references=lambda uid: peak_reference(catalog.processed, uid))
-    RE.subscribe(router)
+    inputs = LiveInputs(catalog, beamline.true_geometry)
+    RE.subscribe(analysis_router(inputs, beamline.config, processed, export_dir=catalog.frames_dir.parent))
     yield RE
     raw.close()
     processed.close()

@@ -135,6 +135,22 @@ def test_frame_without_a_usable_pixel_is_flagged_and_the_run_goes_on(live, catal
     assert f"event 2 of raw run {uid}" in reason and "saturated" in reason, reason
 
 
+@pytest.mark.parametrize("md, culprit", [
+    ({"integration": {"npt": "many"}}, "integration options npt='many'"),
+    ({"integration": [2000]}, "'integration' is [2000]; expected a mapping"),
+    ({"sample": "CeO2 in a capillary"}, "'sample' is 'CeO2 in a capillary'; expected a mapping"),
+])
+def test_malformed_run_metadata_fails_the_analysis_naming_it(live, catalog, beamline, md, culprit):
+    """Nonsense in the start document: the scan and its raw data are complete; the
+    derived run ends 'fail' with a reason naming the key and value."""
+    bl = beamline
+    bl.sample_changer.slot.put("glass")
+    uid = live(multi_position_count([bl.detector, bl.i0], bl.stage, POSITIONS[:1], md=md))[0]
+    assert catalog.raw[uid].stop["exit_status"] == "success"
+    derived = catalog.processed.search(Contains("parent_uids", uid)).values().last()
+    assert derived.stop["exit_status"] == "fail" and culprit in derived.stop["reason"], derived.stop["reason"]
+
+
 def test_analysis_failure_never_stops_the_scan(live, catalog, beamline, monkeypatch):
     """Frames that vanish before the analysis reads them, at the second exposure: the
     scan succeeds, the raw run is complete, the derived run keeps the first exposure

@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="serve the catalog of a data directory over HTTP (API key from TILED_API_KEY)")
     srv.add_argument("--directory", help="data directory (default: $XRD_BLUESKY_DATA or the user data dir)")
     srv.add_argument("--database", help="catalog database URI (default: SQLite and DuckDB in the directory); "
-                            "postgresql://user@host:port/db keeps the tables there too")
+                                        "postgresql://user@host:port/db keeps the tables there too")
     srv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     srv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     srv.set_defaults(func=_serve)

@@ -113,6 +113,8 @@ class DerivedRunCallback(DocumentRouter):
             self._failed = True
             logger.exception("%s failed on a %r document of run %s", self.analysis, name,
                              doc.get("run_start") or doc.get("uid"))
+            if name == "start" and self._bundle is None and "uid" in doc:
+                self.open_derived(doc, {})  # refused at its start: a derived run still says why
             self._close("fail", f"{type(exc).__name__}: {exc}")
             return name, doc
 

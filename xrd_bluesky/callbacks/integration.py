@@ -141,7 +141,11 @@ class LiveIntegration(FrameRunCallback):
         self._stage_keys = doc.get("stage_motors", {})
         self._scan_keys = [m for m in doc.get("motors", []) if m not in self._stage_keys.values()]
         self._monitor_keys = {**MONITOR_KEYS, **doc.get("monitors", {})}
-        self._thickness_mm = (doc.get("sample") or {}).get("thickness_mm")
+        sample = doc.get("sample") or {}
+        if not isinstance(sample, dict):
+            raise MissingMetadataError(f"start document 'sample' is {sample!r}; expected a mapping "
+                                       "(name, composition, thickness_mm)")
+        self._thickness_mm = sample.get("thickness_mm")
         self._waiting_for_dark = bool(doc.get("dark_frames"))
         self._dark_uid = doc.get("dark_uid")
         self._dark_exposure = None
@@ -177,15 +181,22 @@ class LiveIntegration(FrameRunCallback):
 
     def _apply_run_options(self, options: dict) -> None:
         """A run's own ``integration`` options (``npt``, ``cake``, ``split``) override the defaults."""
+        if not isinstance(options, dict):
+            raise MissingMetadataError(f"start document 'integration' is {options!r}; expected a mapping "
+                                       "of options (npt, cake, split)")
         unknown = set(options) - {"npt", "cake", "split"}
         if unknown:
             raise MissingMetadataError(f"unknown integration options {sorted(unknown)}; known: ['cake', 'npt', 'split']")
         self.split = options.get("split", self.split)
         if self.split not in SPLITTINGS:
             raise MissingMetadataError(f"integration option split={self.split!r}; use one of {SPLITTINGS}")
-        self.npt = int(options.get("npt", self.npt))
-        cake = options.get("cake", self.cake)
-        self.cake = None if cake is None else (int(cake[0]), int(cake[1]))
+        npt, cake = options.get("npt", self.npt), options.get("cake", self.cake)
+        try:
+            self.npt = int(npt)
+            self.cake = None if cake is None else (int(cake[0]), int(cake[1]))
+        except (TypeError, ValueError, IndexError, KeyError):
+            raise MissingMetadataError(f"integration options npt={npt!r}, cake={cake!r}: expected an integer "
+                                       "and a pair of integers (radial, azimuthal bins)") from None
         if self.npt < 10 or (self.cake is not None and min(self.cake) < 1):
             raise MissingMetadataError(f"integration options npt={self.npt}, cake={self.cake}: too few bins")
 
@@ -364,8 +375,12 @@ def _combined_frame(frames: np.ndarray, max_count) -> np.ndarray:
 
 
 def _monitor(fe: FrameEvent, key: str) -> float:
-    value = fe.event["data"].get(key)
-    return np.nan if value is None else float(value)
+    """Monitor ``key`` of the event; NaN when absent or not a number (the absolute
+    scale then flags the event naming the monitor)."""
+    try:
+        return float(fe.event["data"][key])
+    except (KeyError, TypeError, ValueError):
+        return np.nan
 
 
 #: Units of the derived data keys.

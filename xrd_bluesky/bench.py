@@ -486,7 +486,7 @@ def replay_speedup(runs: int = 8, workers: int = 2, num: int = 2, detector: str 
                     for key in keys:
                         x, y = np.asarray(a[key], dtype=float), np.asarray(b[key], dtype=float)
                         both = np.isfinite(x) & (x != 0)
-                        worst = max(worst, float(np.max(np.abs(y[both] / x[both] - 1))) if both.any() else 0.0)
+                        worst = max(worst, _max_rel(y, x, both) if both.any() else 0.0)
                         if not np.array_equal(np.isfinite(x), np.isfinite(y)):
                             worst = np.inf
             out["serial_s"] = timings["serial"]

@@ -25,6 +25,7 @@ from tiled.media_type_registration import default_serialization_registry
 from tiled.structures.core import Spec
 
 from ..errors import XRDBlueskyError
+from .table_store import serialize_table_store
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,9 @@ class Catalog:
     uri: str
     spool_dir: Path
     _server: object | None = None
-    #: Held by every writer of this catalog around each upload: the server's DuckDB
-    #: table storage fails (HTTP 500, then a crash of the process embedding it) under
-    #: concurrent appends, so the raw and processed writers take turns.
+    #: Held by every writer of this catalog around each upload, so the raw and
+    #: processed writers take turns: a Tiled server on DuckDB that is not ours (ours
+    #: serialize table access, see :mod:`.table_store`) fails under concurrent appends.
     upload_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -151,8 +152,13 @@ def open_catalog(uri: str | None = None, *, directory: str | Path | None = None)
     frames = directory / "frames"
     frames.mkdir(parents=True, exist_ok=True)
     server = SimpleTiledServer(directory / "tiled", readable_storage=[frames])
-    client = from_uri(server.uri)
-    _ensure_containers(client)
+    try:
+        serialize_table_store(f"duckdb:///{(directory / 'tiled').resolve() / 'storage.duckdb'}")
+        client = from_uri(server.uri)
+        _ensure_containers(client)
+    except BaseException:
+        server.close()  # its thread would keep the process alive
+        raise
     logger.info("embedded Tiled catalog in %s at %s", directory, server.web_ui_link)
     catalog = Catalog(client, frames, server.uri, directory / "spool", server)
     # The server's thread is not a daemon: Python joins it before atexit handlers run,

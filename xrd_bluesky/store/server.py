@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import MissingMetadataError
 from .catalog import _register_document_exporter
 from .postgres import PostgresError, check_database, is_postgres_uri, redact, tiled_adapters, tiled_uris
+from .table_store import serialize_table_store
 
 API_KEY_VARIABLE = "TILED_API_KEY"
 
@@ -102,6 +103,8 @@ def build_app(directory: str | Path, *, database: str | None = None, api_key: st
         if not is_postgres_uri(database):
             raise
         raise PostgresError(f"cannot set up the Tiled catalog in {redact(database)}: {_final_error(str(exc))}") from None
+    if not is_postgres_uri(database):
+        serialize_table_store(writable[1])
     return tiled_app(tree, authentication=Authentication(single_user_api_key=api_key))
 
 

@@ -148,12 +148,15 @@ def open_catalog(uri: str | None = None, *, directory: str | Path | None = None)
 
     from tiled.server import SimpleTiledServer
 
+    from .server import storage_of  # it imports this module
+
     _register_document_exporter()
     frames = directory / "frames"
     frames.mkdir(parents=True, exist_ok=True)
     server = SimpleTiledServer(directory / "tiled", readable_storage=[frames])
     try:
-        serialize_table_store(f"duckdb:///{(directory / 'tiled').resolve() / 'storage.duckdb'}")
+        _, (_, tables) = storage_of(directory)  # the layout SimpleTiledServer uses
+        serialize_table_store(tables)
         client = from_uri(server.uri)
         _ensure_containers(client)
     except BaseException:

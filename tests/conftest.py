@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from bluesky import RunEngine
 
-from xrd_bluesky.session import LiveInputs, analysis_router
+from xrd_bluesky.beamline import LiveInputs, analysis_router
+from xrd_bluesky.science.geometry_source import GeometrySource
 from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.gain_maps import latest_gain_map_uid
@@ -47,13 +48,14 @@ def beamline(catalog):
 @pytest.fixture
 def live(RE, catalog, beamline):
     """RE subscribed to the raw writer and the session's analysis router: integration
-    uses the latest calibration in the catalog (else the simulator's truth) and the
+    uses the latest calibration in the catalog (else, pinned by the test, the
+    simulator's true geometry labelled ``simulator_truth``) and the
     latest gain map (the test beamline's detector is the same in every test: same
     seed). Documents go through the spooling writers, as in a session."""
     raw, processed = catalog_writers(catalog)
     RE.subscribe(raw)
-    inputs = LiveInputs(catalog, beamline.true_geometry)
-    RE.subscribe(analysis_router(inputs, beamline.config, processed, export_dir=catalog.frames_dir.parent))
+    inputs = LiveInputs(catalog, lambda: GeometrySource(beamline.true_geometry(), "simulator_truth"))
+    RE.subscribe(analysis_router(inputs, beamline.description, processed, export_dir=catalog.frames_dir.parent))
     yield RE
     raw.close()
     processed.close()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tiled.queries import Contains, Key
 
-from xrd_bluesky.callbacks.frames import path_from_uri
+from xrd_bluesky.sources.frames.hdf5 import path_from_uri
 from xrd_bluesky.plans import multi_position_count
 from xrd_bluesky.science.geometry import DetectorPositionModel, StagePosition
 from xrd_bluesky.science.image_formation import pixel_geometry
@@ -151,13 +151,11 @@ def test_malformed_run_metadata_fails_the_analysis_naming_it(live, catalog, beam
     assert derived.stop["exit_status"] == "fail" and culprit in derived.stop["reason"], derived.stop["reason"]
 
 
-def test_analysis_failure_never_stops_the_scan(live, catalog, beamline, monkeypatch):
-    """Frames that vanish before the analysis reads them, at the second exposure: the
-    scan succeeds, the raw run is complete, the derived run keeps the first exposure
-    and ends 'fail' naming the file, and the log has the traceback."""
-    import logging
-
-    from xrd_bluesky.callbacks import frames as frames_module
+def test_unreadable_frames_flag_their_events_and_never_stop_the_scan(live, catalog, beamline, monkeypatch):
+    """Frames that vanish before the analysis reads them, from the second exposure on:
+    the scan succeeds, the raw run is complete, the derived run keeps the first
+    exposure and flags each later event in its ``rejected`` stream naming the file."""
+    from xrd_bluesky.sources.frames import hdf5 as frames_module
 
     read = frames_module.FrameRef.read
     calls = []
@@ -168,27 +166,34 @@ def test_analysis_failure_never_stops_the_scan(live, catalog, beamline, monkeypa
             raise frames_module.CorruptFrameError(f"cannot read frames from {self.path}: truncated")
         return read(self, n)
 
-    class Records(logging.Handler):
-        records: list[logging.LogRecord] = []
-
-        def emit(self, record):
-            self.records.append(record)
-
-    handler = Records(logging.ERROR)
-    logging.getLogger("xrd_bluesky").addHandler(handler)
     monkeypatch.setattr(frames_module.FrameRef, "read", unreadable_from_the_second)  # a fault we cannot cause otherwise mid-scan
-    try:
-        bl = beamline
-        bl.sample_changer.slot.put("glass")
-        uid = live(multi_position_count([bl.detector, bl.i0], bl.stage, POSITIONS, shutter=bl.source.shutter))[0]
-    finally:
-        logging.getLogger("xrd_bluesky").removeHandler(handler)
+    bl = beamline
+    bl.sample_changer.slot.put("glass")
+    uid = live(multi_position_count([bl.detector, bl.i0], bl.stage, POSITIONS, shutter=bl.source.shutter))[0]
     raw = catalog.raw[uid]
     assert raw.stop["exit_status"] == "success"
     assert raw["primary"]["det_image"].read().shape[0] == len(POSITIONS)
     derived = catalog.processed.search(Contains("parent_uids", uid)).values().last()
-    assert derived.stop["exit_status"] == "fail"
-    assert "CorruptFrameError" in derived.stop["reason"] and ".h5" in derived.stop["reason"]
+    assert derived.stop["exit_status"] == "success", derived.stop["reason"]
     assert len(derived["primary"].read()["two_theta"]) == 1
-    logged = [r for r in handler.records if r.exc_info and "CorruptFrameError" in repr(r.exc_info[1].__class__)]
-    assert logged and "unreadable_from_the_second" in logging.Formatter().formatException(logged[0].exc_info)
+    rejected = derived["rejected"].read()
+    assert rejected["parent_seq_num"].values.tolist() == list(range(2, len(POSITIONS) + 1))
+    assert all("CorruptFrameError" in r and ".h5" in r for r in rejected["reason"].values)
+
+
+def test_a_run_whose_frames_cannot_be_read_ends_fail(live, catalog, beamline, monkeypatch):
+    """No frame readable at all: the derived run is not 'success' with nothing in it;
+    it ends 'fail' saying that nothing was integrated and why."""
+    from xrd_bluesky.sources.frames import hdf5 as frames_module
+
+    def unreadable(self, n):
+        raise frames_module.CorruptFrameError(f"cannot read frames from {self.path}: truncated")
+
+    monkeypatch.setattr(frames_module.FrameRef, "read", unreadable)  # a fault we cannot cause otherwise mid-scan
+    bl = beamline
+    uid = live(multi_position_count([bl.detector, bl.i0], bl.stage, POSITIONS[:2]))[0]
+    assert catalog.raw[uid].stop["exit_status"] == "success"
+    derived = catalog.processed.search(Contains("parent_uids", uid)).values().last()
+    assert derived.stop["exit_status"] == "fail"
+    assert "no frame of this run was integrated (2 rejected" in derived.stop["reason"]
+    assert "truncated" in derived.stop["reason"]

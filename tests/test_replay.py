@@ -12,7 +12,7 @@ from tiled.queries import Contains
 
 from xrd_bluesky.cli import main
 from xrd_bluesky.callbacks import AnalysisRouter
-from xrd_bluesky.callbacks.frames import path_from_uri
+from xrd_bluesky.sources.frames.hdf5 import path_from_uri
 from xrd_bluesky.errors import CorruptFrameError, GeometryError, MissingMetadataError
 from xrd_bluesky.plans import calibration_scan, dark_run, multi_position_count, strain_series
 from xrd_bluesky.science.geometry import DetectorPositionModel, StagePosition

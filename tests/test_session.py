@@ -14,7 +14,9 @@ def test_session_namespace_is_ready(tmp_path):
         for name in ("RE", "catalog", "raw", "processed", "det", "det_stage", "source", "i0", "it",
                      "sample_changer", "gonio", "plans", "bp", "bps", "session"):
             assert name in ns, name
-        assert session.current_geometry().label == "simulator_truth"
+        geometry = session.current_geometry()  # before any calibration: the description's nominal geometry
+        assert geometry.label == "nominal"
+        assert geometry.model == session.beamline.config.nominal_geometry()
         assert session.current_gain_map() is None
     finally:
         session.close()

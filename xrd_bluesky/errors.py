@@ -54,3 +54,13 @@ class SampleError(XRDBlueskyError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class BeamlineDescriptionError(XRDBlueskyError, ValueError):
+    """A beamline description file is missing, is not TOML, or holds an unknown key or
+    an unusable value (the file, the key and the value are named)."""
+
+
+class FrameSourceError(XRDBlueskyError, OSError):
+    """A document's reference to detector frames cannot be resolved: unknown resource
+    spec, a file outside every storage root, a datum never announced."""

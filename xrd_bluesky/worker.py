@@ -4,7 +4,7 @@ A session started with ``--publish HOST:PORT`` (usually with ``--no-analysis``)
 records raw data itself and publishes every document, msgpack-encoded, through
 bluesky's 0MQ proxy (``bluesky-0MQ-proxy``; :mod:`xrd_bluesky.zmq_link`). The worker
 receives them from the proxy's output port and runs them through the session's
-analysis router (:func:`~xrd_bluesky.session.analysis_router`: the same analyses, the
+analysis router (:func:`~xrd_bluesky.beamline.analysis_router`: the same analyses, the
 same current calibration, gain map and reference lookups in the catalog), writing the
 derived runs into the catalog's ``processed`` container with its own spooling writer
 (spool and exported files under the worker's data directory). Each derived run's start
@@ -24,7 +24,7 @@ missed as well, and their derived runs stay open in the worker's spool until
 The frames are read where the StreamResource documents say they are, so the frames
 directory must be mounted at the same path on the worker's host. The worker reads
 frames files while the detector still appends to them, without HDF5 file locks
-(:meth:`~xrd_bluesky.callbacks.frames.FrameRef.read`): a reader's lock would make the
+(:meth:`~xrd_bluesky.sources.frames.hdf5.FrameRef.read`): a reader's lock would make the
 detector's next append fail, and with it the scan.
 """
 
@@ -37,10 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .callbacks.frames import document_field, document_uid
+from .sources.documents import document_field, document_uid
 from .errors import MissingMetadataError
-from .session import LiveInputs, analysis_router
-from .sim_devices import BeamlineConfig
+from .beamline import BeamlineDescription, LiveInputs, analysis_router
 from .store import Catalog
 from .store.writer import processed_writer
 from .zmq_link import DocumentReceiver
@@ -164,7 +163,7 @@ class Worker:
             self._miss(run_uid, STOPPED_MID_RUN)
 
 
-def run_worker(address: str, catalog: Catalog, config: BeamlineConfig, *, export_dir: str | Path,
+def run_worker(address: str, catalog: Catalog, beamline: BeamlineDescription, *, export_dir: str | Path,
                on_listening: Callable[[], None] = lambda: None) -> Worker:
     """Analyse the runs published through the 0MQ proxy at ``address`` until SIGINT
     or SIGTERM (see the module docstring); then upload what the writer holds.
@@ -175,9 +174,9 @@ def run_worker(address: str, catalog: Catalog, config: BeamlineConfig, *, export
         The proxy's output port, ``HOST:PORT`` or a 0MQ endpoint.
     catalog : Catalog
         The catalog the session records into (remote).
-    config : BeamlineConfig
-        The beamline, as the session's (detector, nominal geometry, beamstop, flux
-        calibration).
+    beamline : BeamlineDescription
+        The beamline, as the session's (detectors, nominal geometry, corrections,
+        monitors, frame storage).
     export_dir : path
         Where calibrations and gain maps export files (the worker's data directory).
     on_listening : callable, optional
@@ -191,7 +190,7 @@ def run_worker(address: str, catalog: Catalog, config: BeamlineConfig, *, export
     """
     writer = processed_writer(catalog)
     host = socket.gethostname()
-    router = analysis_router(LiveInputs(catalog, config.true_geometry), config, writer, export_dir=export_dir,
+    router = analysis_router(LiveInputs(catalog), beamline, writer, export_dir=export_dir,
                              provenance=lambda analysis, parent_start: {WORKER_KEY: {"host": host, "zmq": address}})
     worker = Worker(router)
     receiver = DocumentReceiver(address, on_listening=on_listening)

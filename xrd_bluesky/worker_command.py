@@ -24,13 +24,17 @@ def add_parser(subparsers) -> None:
                    help="URI of the Tiled server the session records into (API key from TILED_API_KEY)")
     p.add_argument("--directory", help="this worker's data directory: spool of derived runs, exported PONI files "
                                        "and gain maps (default: $XRD_BLUESKY_DATA or the user data dir)")
+    p.add_argument("--beamline", metavar="FILE",
+                   help="the beamline description, as given to the session (default: the simulated beamline)")
     p.add_argument("--detector", default="Pilatus2MCdTe",
-                   help="pyFAI detector model of the beamline, as given to the session (default: Pilatus2MCdTe)")
+                   help="pyFAI detector model of the simulated beamline, as given to the session "
+                        "(default: Pilatus2MCdTe; ignored with --beamline)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the worker until interrupted; print the runs it missed."""
+    from .beamline import load_beamline
     from .sim_devices import BeamlineConfig
     from .store import data_directory, open_catalog
     from .worker import run_worker
@@ -38,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     address = zmq_endpoint(args.zmq)  # a bad address is reported before anything is opened
     directory = Path(args.directory) if args.directory else data_directory()
+    beamline = (load_beamline(args.beamline) if args.beamline
+                else BeamlineConfig(detector=args.detector).description(directory / "frames"))
     catalog = open_catalog(args.catalog, directory=directory)
 
     def listening() -> None:
@@ -45,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
               "Ctrl+C to stop", flush=True)
 
     try:
-        worker = run_worker(address, catalog, BeamlineConfig(detector=args.detector), export_dir=directory,
+        worker = run_worker(address, catalog, beamline, export_dir=directory,
                             on_listening=listening)
     finally:
         catalog.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -24,10 +25,13 @@ from ..errors import MissingMetadataError
 from ..paths import safe_child
 from ..science.calibration import CalibrationSettings, PositionCalibration, fit_position_model, refine_position
 from ..science.geometry import DetectorPositionModel, StagePosition
-from ..science.image_formation import Beamstop, pixel_geometry
+from ..schema import InstrumentSettings
+from ..science.image_formation import pixel_geometry
 from ..science.units import wavelength_m
 from .derived import Emit, FrameRunCallback, require_keys
-from .frame_events import mean_dark, stage_position
+from ..sources.frames import mean_dark, stage_position
+
+logger = logging.getLogger(__name__)
 
 #: Margin (mm) added around the beamstop shadow predicted by the guess geometry.
 GUESS_BEAMSTOP_MARGIN_MM = 2.0
@@ -61,8 +65,9 @@ class GeometryCalibration(FrameRunCallback):
         The beamline's nominal geometry (initial guesses at every stage position).
     export_dir : path, optional
         Where PONI files and the model are written.
-    beamstop : Beamstop, optional
-        Masked (with a margin) around its shadow predicted by the guess.
+    instrument : InstrumentSettings
+        The beamstop (masked, with a margin, around its shadow predicted by the
+        guess), the static mask and the frame storage.
     settings : CalibrationSettings
         Thresholds.
     provenance : dict, optional
@@ -72,21 +77,23 @@ class GeometryCalibration(FrameRunCallback):
     analysis = "calibration"
 
     def __init__(self, emit: Emit, nominal: DetectorPositionModel, *, export_dir: str | Path | None = None,
-                 beamstop: Beamstop | None = None, settings: CalibrationSettings = CalibrationSettings(),
-                 provenance: dict | None = None):
-        super().__init__(emit, provenance=provenance)
+                 instrument: InstrumentSettings = InstrumentSettings(),
+                 settings: CalibrationSettings = CalibrationSettings(), provenance: dict | None = None):
+        super().__init__(emit, provenance=provenance, frame_options=instrument.frame_options)
         self.nominal = nominal
         self.export_dir = Path(export_dir) if export_dir is not None else None
-        self.beamstop = beamstop
+        self.beamstop = instrument.beamstop
+        self.instrument = instrument
         self.settings = settings
 
     def start(self, doc):
-        require_keys(doc, ("calibrant", "energy_keV", "stage_motors"), "calibration run")
+        require_keys(doc, ("calibrant", "energy_keV"), "calibration run")
         self._calibrant = doc["calibrant"]
         self._nominal = self.nominal.with_wavelength(wavelength_m(doc["energy_keV"]))
-        self._stage_keys = doc["stage_motors"]
+        self._stage_keys = doc.get("stage_motors")
         self.open_derived(doc, {"nominal": self.nominal.as_dict(), "settings": self.settings.as_dict(),
-                                "calibrant": self._calibrant,
+                                "calibrant": self._calibrant, "instrument": self.instrument.as_dict(),
+                                "image_key": doc.get("image_key"),
                                 "beamstop": self.beamstop.as_dict() if self.beamstop else None,
                                 "beamstop_margin_mm": GUESS_BEAMSTOP_MARGIN_MM})
 
@@ -95,7 +102,11 @@ class GeometryCalibration(FrameRunCallback):
         dark = mean_dark(darks) if darks else 0.0
         sums: dict[StagePosition, list] = {}
         for fe in self.frames.ready("primary"):
-            position = stage_position(fe.event, self._stage_keys)
+            if fe.frames is None:  # a frame that cannot be read: calibrate from the others
+                logger.warning("calibration: event %s left out: %s", fe.seq_num, fe.error)
+                continue
+            # a fixed detector is always where its nominal geometry says
+            position = stage_position(fe.event, self._stage_keys) or self._nominal.reference_position
             frames = fe.frames.astype(np.float64) - dark
             entry = sums.setdefault(position, [0.0, 0])
             entry[0] = entry[0] + frames.sum(axis=0)
@@ -110,9 +121,10 @@ class GeometryCalibration(FrameRunCallback):
 
     def _calibrate(self, index: int, position: StagePosition, image: np.ndarray) -> PositionCalibration:
         guess = self._nominal.poni_at(position)
-        mask = None
+        mask = self.instrument.mask
         if self.beamstop is not None:
-            mask = self.beamstop.shadow(pixel_geometry(guess), margin_mm=GUESS_BEAMSTOP_MARGIN_MM)
+            shadow = self.beamstop.shadow(pixel_geometry(guess), margin_mm=GUESS_BEAMSTOP_MARGIN_MM)
+            mask = shadow if mask is None else mask | shadow
         label = f"position {index} (x={position.x:g}, y={position.y:g}, distance={position.distance:g} mm)"
         return refine_position(image, guess, self._calibrant, mask=mask, label=label,
                                position=position, settings=self.settings)

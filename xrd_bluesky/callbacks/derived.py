@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
@@ -16,7 +17,7 @@ from event_model import ComposeDescriptorBundle, ComposeRunBundle, DocumentRoute
 
 from .. import __version__
 from ..errors import MissingMetadataError
-from .frame_events import FrameEvents
+from ..sources.frames import FrameRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -122,14 +123,36 @@ class DerivedRunCallback(DocumentRouter):
 class FrameRunCallback(DerivedRunCallback):
     """A derived-run callback that collects the parent run's frames.
 
-    Descriptors, events, StreamResources and StreamDatums go to ``self.frames`` (a
-    :class:`~xrd_bluesky.callbacks.frame_events.FrameEvents`); :meth:`frames_arrived`
-    runs after each event or StreamDatum, for analyses that work frame by frame.
+    Descriptors, events, (Stream)Resources and (Stream)Datums (pages are unpacked by
+    ``DocumentRouter``) go to
+    ``self.frames`` (a :class:`~xrd_bluesky.sources.frames.FrameRegistry`, whose image
+    key is the start document's ``image_key`` when it names one);
+    :meth:`frames_arrived` runs after each event or frame reference, for analyses that
+    work frame by frame.
+
+    Parameters
+    ----------
+    emit : callable
+        Receives the derived run's ``(name, doc)``.
+    provenance : dict, optional
+        Extra start-document keys of the derived run.
+    frame_options : mapping, optional
+        Keywords of the frame registry: ``roots`` (storage roots), ``spec_aliases``,
+        ``root_map``.
     """
 
-    def __init__(self, emit: Emit, *, provenance: dict | None = None):
+    def __init__(self, emit: Emit, *, provenance: dict | None = None, frame_options: Mapping | None = None):
         super().__init__(emit, provenance=provenance)
-        self.frames = FrameEvents()
+        self.frames = FrameRegistry(**dict(frame_options or {}))
+
+    def __call__(self, name: str, doc: dict, validate: bool = False):
+        if name == "start" and isinstance(doc.get("image_key"), str):
+            self.frames.requested_key = doc["image_key"]
+        try:
+            return super().__call__(name, doc, validate)
+        finally:
+            if name == "stop":
+                self.frames.close()
 
     def frames_arrived(self) -> None:
         """Hook: new events or frames are in ``self.frames``."""
@@ -139,6 +162,12 @@ class FrameRunCallback(DerivedRunCallback):
 
     def stream_resource(self, doc):
         self.frames.stream_resource(doc)
+
+    def resource(self, doc):
+        self.frames.resource(doc)
+
+    def datum(self, doc):
+        self.frames.datum(doc)
 
     def event(self, doc):
         self.frames.event(doc)

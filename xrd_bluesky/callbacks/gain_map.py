@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import MissingMetadataError
+from ..errors import CorruptFrameError, MissingMetadataError
 from ..paths import safe_child
 from ..science.gain_map import GainMap, GainMapSettings, PositionData, check_shadows_disjoint, compute_gain_map
 from ..science.geometry import StagePosition
 from ..science.geometry_source import GeometrySource
-from ..science.image_formation import Beamstop, pixel_geometry
+from ..science.image_formation import pixel_geometry
 from ..science.integration import invalid_pixels
+from ..schema import InstrumentSettings
 from .derived import Emit, FrameRunCallback, require_keys
-from .frame_events import detector_config, mean_dark, stage_position
+from ..sources.frames import detector_config, mean_dark, stage_position
 
 #: Margin (mm) around the predicted beamstop shadow that is left out of the gain map.
 BEAMSTOP_MARGIN_MM = 0.5
@@ -39,8 +40,8 @@ class GainMapBuilder(FrameRunCallback):
         Receives the derived run's documents.
     geometry : GeometrySource
         Current calibration.
-    beamstop : Beamstop, optional
-        The beamline's beamstop.
+    instrument : InstrumentSettings
+        The beamstop, static mask, saturation and frame storage.
     export_dir : path, optional
         Where the TIFF/EDF files go.
     settings : GainMapSettings
@@ -51,19 +52,21 @@ class GainMapBuilder(FrameRunCallback):
 
     analysis = "gain_map"
 
-    def __init__(self, emit: Emit, geometry: GeometrySource, *, beamstop: Beamstop | None = None,
+    def __init__(self, emit: Emit, geometry: GeometrySource, *, instrument: InstrumentSettings = InstrumentSettings(),
                  export_dir: str | Path | None = None, settings: GainMapSettings = GainMapSettings(),
                  provenance: dict | None = None):
-        super().__init__(emit, provenance=provenance)
+        super().__init__(emit, provenance=provenance, frame_options=instrument.frame_options)
         self.geometry = geometry
-        self.beamstop = beamstop
+        self.instrument = instrument
+        self.beamstop = instrument.beamstop
         self.export_dir = Path(export_dir) if export_dir is not None else None
         self.settings = settings
 
     def start(self, doc):
         require_keys(doc, ("energy_keV", "stage_motors"), "gain-map run")
         self._parent = doc
-        self.open_derived(doc, {"settings": self.settings.as_dict(),
+        self.open_derived(doc, {"settings": self.settings.as_dict(), "instrument": self.instrument.as_dict(),
+                                "image_key": doc.get("image_key"),
                                 "beamstop": self.beamstop.as_dict() if self.beamstop else None,
                                 "beamstop_margin_mm": BEAMSTOP_MARGIN_MM},
                           geometry=self.geometry.provenance(), calibration_uid=self.geometry.calibration_uid)
@@ -74,7 +77,9 @@ class GainMapBuilder(FrameRunCallback):
         groups: dict[StagePosition, list] = {}
         config = None
         for fe in self.frames.ready("primary"):
-            config = detector_config(fe.descriptor)
+            if fe.frames is None:
+                raise CorruptFrameError(f"gain-map frame of event {fe.seq_num} could not be read: {fe.error}")
+            config = detector_config(fe.descriptor, self.frames.image_key(fe.descriptor))
             groups.setdefault(stage_position(fe.event, self._parent["stage_motors"]), []).append(fe.frames)
         if not groups:
             raise MissingMetadataError("gain-map run has no frames in its primary stream")
@@ -91,13 +96,14 @@ class GainMapBuilder(FrameRunCallback):
         mean = frames.astype(np.float64).mean(axis=0)
         if dark is not None:
             mean -= dark
-        static = None
+        static = self.instrument.mask
         if self.beamstop is not None:
-            static = self.beamstop.shadow(pixel_geometry(poni, self.settings.polarization_factor),
-                                          margin_mm=BEAMSTOP_MARGIN_MM)
+            shadow = self.beamstop.shadow(pixel_geometry(poni), margin_mm=BEAMSTOP_MARGIN_MM)
+            static = shadow if static is None else static | shadow
         mask = invalid_pixels(frames.min(axis=0), poni, static_mask=static)
-        if config and config["max_count"]:
-            mask |= frames.max(axis=0) >= config["max_count"]
+        max_count = self.instrument.max_count(config["max_count"] if config else None)
+        if max_count:
+            mask |= frames.max(axis=0) >= max_count
         return PositionData(label, mean, len(frames), poni, mask)
 
     def _emit_result(self, result: GainMap) -> None:

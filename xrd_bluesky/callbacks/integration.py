@@ -43,29 +43,25 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import GeometryError, InvalidFrameError, MissingMetadataError, MonitorError
+from ..errors import InvalidFrameError, MissingMetadataError, MonitorError
+from ..schema import InstrumentSettings
 from ..science.absolute_scale import (KNOWN_STANDARDS, Exposure, ReferencePattern, absolute, scaled,
                                       standard_factor, subtract)
 from ..science.corrected_integration import SPLITTINGS, BinSums, CorrectedIntegrator
 from ..science.gain_map_source import GainMapSource
 from ..science.geometry import Poni, StagePosition
 from ..science.geometry_source import GeometrySource
-from ..science.image_formation import Beamstop, pixel_geometry
+from ..science.image_formation import pixel_geometry
 from ..science.integration_kernel import sum_frames
-from ..science.monitors import FluxCalibration
 from ..science.multi_geometry import covered_radial_range, stitch
 from .derived import Emit, FrameRunCallback
-from .frame_events import FrameEvent, detector_config, mean_dark, stage_position
+from ..sources.frames import FrameEvent, detector_config, mean_dark, stage_position
 
 logger = logging.getLogger(__name__)
 
 #: Stream names the integration reads.
 DARK_STREAM = "dark"
 PRIMARY_STREAM = "primary"
-
-#: Default ion-chamber data keys (upstream, downstream); a run's start document may
-#: name others under ``monitors: {"i0": ..., "it": ...}``.
-MONITOR_KEYS = {"i0": "I0_counts", "it": "It_counts"}
 
 
 #: Looks up a raw run's :class:`ReferencePattern` by uid.
@@ -85,16 +81,14 @@ class LiveIntegration(FrameRunCallback):
         The geometry and its provenance.
     npt : int
         Number of radial bins.
-    polarization_factor : float
-        pyFAI polarization factor.
-    beamstop : Beamstop, optional
-        The beamline's beamstop; its shadow (grown by ``beamstop_margin_mm``, mm) is masked.
+    instrument : InstrumentSettings
+        Detector identity, saturation, static mask, beamstop (its shadow, grown by
+        ``beamstop_margin_mm``, mm, is masked), polarization factor, monitors' flux
+        calibration and air transmission, dark policy, frame storage.
     gain_map : GainMapSource, optional
         Gain map (frames are divided by it) and bad-pixel mask; its uid is recorded.
     cake : (int, int), optional
         ``(radial, azimuthal)`` bins of a per-frame cake in q; none if None.
-    flux_calibration : FluxCalibration
-        I0 counts to flux (ph/s).
     references : callable, optional
         Resolves ``background_uid`` and ``standard_uid`` of the run's start document.
     darks : callable, optional
@@ -107,20 +101,18 @@ class LiveIntegration(FrameRunCallback):
     analysis = "integration"
 
     def __init__(self, emit: Emit, geometry: GeometrySource, *, npt: int = 2000,
-                 polarization_factor: float = 0.99, beamstop: Beamstop | None = None,
+                 instrument: InstrumentSettings = InstrumentSettings(),
                  beamstop_margin_mm: float = 0.5, gain_map: GainMapSource | None = None,
-                 cake: tuple[int, int] | None = None, flux_calibration: FluxCalibration = FluxCalibration(),
+                 cake: tuple[int, int] | None = None,
                  references: References | None = None, darks: Darks | None = None,
                  provenance: dict | None = None):
-        super().__init__(emit, provenance=provenance)
+        super().__init__(emit, provenance=provenance, frame_options=instrument.frame_options)
         self.geometry = geometry
         self.gain_map = gain_map
         self.npt = npt
-        self.polarization_factor = polarization_factor
-        self.beamstop = beamstop
+        self.instrument = instrument
         self.beamstop_margin_mm = beamstop_margin_mm
         self.cake = cake
-        self.flux_calibration = flux_calibration
         self.references = references
         self.darks = darks
         self.split = "bbox"
@@ -133,6 +125,8 @@ class LiveIntegration(FrameRunCallback):
         self._n_stitched = self._n_stitched_abs = 0
         self._position: StagePosition | None = None
         self._scan_units: dict[str, str] = {}
+        self._integrated = 0
+        self._rejected: list[str] = []
 
     # -- run lifecycle -------------------------------------------------------
     def start(self, doc):
@@ -140,14 +134,17 @@ class LiveIntegration(FrameRunCallback):
         self._energy = doc.get("energy_keV")
         self._stage_keys = doc.get("stage_motors", {})
         self._scan_keys = [m for m in doc.get("motors", []) if m not in self._stage_keys.values()]
-        self._monitor_keys = {**MONITOR_KEYS, **doc.get("monitors", {})}
+        self._monitor_keys = doc.get("monitors") or {}
+        if not isinstance(self._monitor_keys, dict):
+            raise MissingMetadataError(f"start document 'monitors' is {self._monitor_keys!r}; expected a mapping "
+                                       "{'i0': data key, 'it': data key}")
         sample = doc.get("sample") or {}
         if not isinstance(sample, dict):
             raise MissingMetadataError(f"start document 'sample' is {sample!r}; expected a mapping "
                                        "(name, composition, thickness_mm)")
         self._thickness_mm = sample.get("thickness_mm")
-        self._waiting_for_dark = bool(doc.get("dark_frames"))
-        self._dark_uid = doc.get("dark_uid")
+        self._waiting_for_dark = bool(doc.get("dark_frames")) and self.instrument.dark != "none"
+        self._dark_uid = doc.get("dark_uid") if self.instrument.dark != "none" else None
         self._dark_exposure = None
         if self._dark_uid is not None:
             if self.darks is None:
@@ -162,15 +159,13 @@ class LiveIntegration(FrameRunCallback):
             raise MissingMetadataError(f"unknown standard {self._is_standard!r}; known: {sorted(KNOWN_STANDARDS)}")
         if self._standard is not None and self._standard.standard_factor is None:
             raise MissingMetadataError(f"standard run {self._standard.uid} has no standard factor")
-        self.open_derived(doc, {"npt": self.npt, "polarization_factor": self.polarization_factor,
+        self.open_derived(doc, {"npt": self.npt, "polarization_factor": self.instrument.polarization_factor,
                                 "units": ["q_nm^-1", "2th_deg"], "method": f"{self.split} split, CSR (pyFAI), fused kernel",
                                 "radial_ranges": {k: list(v) for k, v in self._ranges.items()},
                                 "cake": list(self.cake) if self.cake else None,
-                                "beamstop": self.beamstop.as_dict() if self.beamstop else None,
                                 "beamstop_margin_mm": self.beamstop_margin_mm,
-                                "monitors": self._monitor_keys,
-                                "flux_calibration": {"slope": self.flux_calibration.slope,
-                                                     "offset": self.flux_calibration.offset}},
+                                "monitors": self._monitor_keys, "instrument": self.instrument.as_dict(),
+                                "image_key": doc.get("image_key")},
                           geometry=self.geometry.provenance(),
                           calibration_uid=self.geometry.calibration_uid,
                           gain_map_uid=self.gain_map.gain_map_uid if self.gain_map else None,
@@ -205,8 +200,15 @@ class LiveIntegration(FrameRunCallback):
         self.frames_arrived()
         if self.frames.unmatched_frames():
             raise MissingMetadataError(f"frames without events at the end of the run: {self.frames.unmatched_frames()}")
+        for stream, seq_num in self.frames.waiting_events():
+            if stream == PRIMARY_STREAM:
+                self._reject(seq_num, f"event {seq_num}: its frames were never announced (no datum or stream datum)")
         if self._stitched is not None:
             self._emit_stitched(final=True)
+        if not self._integrated:
+            why = f"{len(self._rejected)} rejected, the first: {self._rejected[0]}" if self._rejected \
+                else "the run has no events in its primary stream"
+            raise MissingMetadataError(f"no frame of this run was integrated ({why})")
 
     def frames_arrived(self) -> None:
         darks = self.frames.ready(DARK_STREAM)
@@ -219,11 +221,17 @@ class LiveIntegration(FrameRunCallback):
 
     # -- per frame -----------------------------------------------------------
     def _integrate(self, fe: FrameEvent) -> None:
-        config = detector_config(fe.descriptor)
+        if fe.frames is None:
+            self._reject(fe.seq_num, fe.error)
+            return
+        if self._dark is None and self.instrument.dark == "required":
+            raise MissingMetadataError("the beamline's dark policy is 'required' and this run has no dark frames "
+                                       "(no dark stream, no dark_uid)")
+        config = detector_config(fe.descriptor, self.frames.image_key(fe.descriptor))
         position = stage_position(fe.event, self._stage_keys)
         poni = self.geometry.poni(position, self._energy)
-        if poni.detector != config["model"]:
-            raise GeometryError(f"geometry is for detector {poni.detector!r}, frames come from {config['model']!r}")
+        self.instrument.check_detector(poni, config["model"], fe.frames.shape[1:])
+        max_count = self.instrument.max_count(config["max_count"])
         if self._stitched is not None and position != self._position:
             self._emit_stitched(final=False)
         self._position = position
@@ -231,15 +239,15 @@ class LiveIntegration(FrameRunCallback):
                 and not np.isclose(self._dark_exposure, config["acquire_time"], rtol=1e-6):
             raise MissingMetadataError(f"dark run {self._dark_uid} has {self._dark_exposure} s frames, "
                                        f"this run {config['acquire_time']} s: take a dark run of the same exposure")
-        frame = _combined_frame(fe.frames, config["max_count"])
-        integrators = self._integrators_for(poni, len(fe.frames), config["max_count"])
+        frame = _combined_frame(fe.frames, max_count)
+        integrators = self._integrators_for(poni, len(fe.frames), max_count)
         try:
             source = f"frame(s) of event {fe.seq_num} of raw run {fe.descriptor.get('run_start')}"
             q = integrators["q"].sums(frame, source=source)
         except InvalidFrameError as exc:  # e.g. all saturated: flag this event, go on with the run
-            logger.warning("%s", exc)
-            self._event("rejected", {"reason": str(exc), "parent_seq_num": fe.seq_num}, fe.seq_num)
+            self._reject(fe.seq_num, str(exc))
             return
+        self._integrated += 1
         tth = integrators["2th"].sums(frame).result()
         self._stitched = stitch([self._stitched, q])
         self._n_stitched += 1
@@ -251,7 +259,7 @@ class LiveIntegration(FrameRunCallback):
             data.update({"stage_x": position.x, "stage_y": position.y, "stage_distance": position.distance})
         data.update(self._scan_values(fe))
         exposure, reason = self._exposure(fe, config)
-        data.update({"i0": _monitor(fe, self._monitor_keys["i0"]), "it": _monitor(fe, self._monitor_keys["it"]),
+        data.update({"i0": _monitor(fe, self._monitor_keys.get("i0")), "it": _monitor(fe, self._monitor_keys.get("it")),
                      "exposure_s": exposure.exposure_s if exposure else np.nan,
                      "absolute_ok": exposure is not None, "absolute_reason": reason})
         self._event("primary", data, fe.seq_num)
@@ -271,6 +279,12 @@ class LiveIntegration(FrameRunCallback):
                                  "sigma": cake.sigma, "cos2chi": cos2chi.astype(np.float32),
                                  "sin2chi": sin2chi.astype(np.float32), "parent_seq_num": fe.seq_num}, fe.seq_num)
 
+    def _reject(self, seq_num: int, reason: str) -> None:
+        """Flag event ``seq_num`` in the ``rejected`` stream (the run goes on without it)."""
+        logger.warning("event %s not integrated: %s", seq_num, reason)
+        self._rejected.append(reason)
+        self._event("rejected", {"reason": reason, "parent_seq_num": seq_num}, seq_num)
+
     def _scan_values(self, fe: FrameEvent) -> dict[str, float]:
         """The raw event's scanned variables other than the stage (e.g. an applied
         strain), with their units noted for the descriptor."""
@@ -283,11 +297,16 @@ class LiveIntegration(FrameRunCallback):
 
     def _exposure(self, fe: FrameEvent, config: dict) -> tuple[Exposure | None, str]:
         """The frame's :class:`Exposure`, or None and the reason it is unusable."""
+        if self.instrument.flux_calibration is None:
+            return None, "the beamline description gives no flux calibration of I0"
+        if not {"i0", "it"} <= set(self._monitor_keys):
+            return None, f"the run names no I0 and It monitors (monitors: {self._monitor_keys})"
         try:
             acquire_time = config.get("acquire_time")
             exposure = Exposure(_monitor(fe, self._monitor_keys["i0"]), _monitor(fe, self._monitor_keys["it"]),
                                 None if acquire_time is None else float(acquire_time) * len(fe.frames),
-                                self._thickness_mm, self.flux_calibration)
+                                self._thickness_mm, self.instrument.flux_calibration,
+                                self.instrument.air_transmission)
             exposure.check()
         except (MonitorError, MissingMetadataError) as exc:
             return None, str(exc)
@@ -296,13 +315,16 @@ class LiveIntegration(FrameRunCallback):
     def _integrators_for(self, poni: Poni, n_frames: int, max_count) -> dict[str, CorrectedIntegrator]:
         key = (poni, n_frames)
         if key not in self._integrators:
-            static = self.beamstop.shadow(pixel_geometry(poni, self.polarization_factor),
-                                          margin_mm=self.beamstop_margin_mm) if self.beamstop else None
+            beamstop = self.instrument.beamstop
+            static = beamstop.shadow(pixel_geometry(poni), margin_mm=self.beamstop_margin_mm) if beamstop else None
+            if self.instrument.mask is not None:
+                static = self.instrument.mask if static is None else static | self.instrument.mask
             gain = None
             if self.gain_map is not None:
                 static = self.gain_map.bad if static is None else static | self.gain_map.bad
                 gain = self.gain_map.gain
-            common = dict(mask=static, gain=gain, polarization_factor=self.polarization_factor, split=self.split,
+            common = dict(mask=static, gain=gain, polarization_factor=self.instrument.polarization_factor,
+                          split=self.split,
                           dark=None if self._dark is None else self._dark * n_frames,
                           max_count=None if not max_count else max_count * n_frames)
             built = {"q": CorrectedIntegrator(poni, npt=self.npt, unit="q_nm^-1", radial_range=self._ranges["q_nm^-1"], **common),
@@ -374,9 +396,11 @@ def _combined_frame(frames: np.ndarray, max_count) -> np.ndarray:
     return total
 
 
-def _monitor(fe: FrameEvent, key: str) -> float:
-    """Monitor ``key`` of the event; NaN when absent or not a number (the absolute
-    scale then flags the event naming the monitor)."""
+def _monitor(fe: FrameEvent, key: str | None) -> float:
+    """Monitor ``key`` of the event; NaN when the run names none, or it is absent or not
+    a number (the absolute scale then flags the event naming the monitor)."""
+    if key is None:
+        return np.nan
     try:
         return float(fe.event["data"][key])
     except (KeyError, TypeError, ValueError):

@@ -19,14 +19,13 @@ from typing import Callable
 
 from event_model import RunRouter
 
+from ..errors import MissingMetadataError
+from ..schema import RunSetup
 from ..science.calibration import CalibrationSettings
 from ..science.gain_map_source import GainMapSource
-from ..science.geometry import DetectorPositionModel
 from ..science.geometry_source import GeometrySource
-from ..science.image_formation import Beamstop
-from ..science.monitors import FluxCalibration
 from .calibration import GeometryCalibration
-from .derived import Emit
+from .derived import DerivedRunCallback, Emit
 from .gain_map import GainMapBuilder
 from .integration import Darks, LiveIntegration, References
 from .peak_fits import LivePeakFits, PeakReferences
@@ -38,6 +37,8 @@ logger = logging.getLogger(__name__)
 Factory = Callable[[str, dict], tuple[list, list]]
 #: ``(analysis, parent_start) -> extra start-document keys`` of a derived run.
 Provenance = Callable[[str, dict], dict]
+#: ``start_doc -> RunSetup``: the run completed from the beamline description.
+Setup = Callable[[dict], RunSetup]
 
 
 class AnalysisRouter(RunRouter):
@@ -48,15 +49,17 @@ class AnalysisRouter(RunRouter):
     emit : callable
         Receives every derived run's ``(name, doc)`` (e.g. the processed writer).
     geometry : callable
-        Returns the current :class:`GeometrySource` (latest calibration, a PONI file,
-        or the simulator's truth) when a run starts.
-    beamstop : Beamstop, optional
-        The beamline's beamstop, masked in integrations.
+        Returns the current :class:`GeometrySource` (a pinned or the latest
+        calibration, a PONI file, the nominal geometry) when a run starts, or None:
+        then measurement and gain-map runs end ``fail`` saying so.
+    setup : callable
+        ``setup(start_doc)`` returns the run's :class:`~xrd_bluesky.schema.RunSetup`:
+        its start document completed from the beamline description, the instrument
+        settings and the nominal geometry calibrations start from (without one,
+        calibration runs end ``fail`` saying so). Default: the run as it is, with
+        default instrument settings and no nominal geometry.
     npt : int
         Radial bins of the integrations.
-    nominal : DetectorPositionModel, optional
-        Nominal geometry that calibrations start from; without it calibration runs
-        are not analysed.
     export_dir : path, optional
         Where analyses export files: ``calibrations/`` (PONI files), ``gain_maps/``
         (TIFF/EDF).
@@ -70,8 +73,6 @@ class AnalysisRouter(RunRouter):
         Looks up a dark run's mean frame and exposure by uid.
     cake : (int, int), optional
         ``(radial, azimuthal)`` bins of a per-frame cake of measurement runs.
-    flux_calibration : FluxCalibration
-        The I0 chamber's counts-to-flux calibration.
     peak_references : callable, optional
         Looks up a reference run's d0 by uid (the ``d0_uid`` of a peaks configuration).
     plots : bool
@@ -83,26 +84,22 @@ class AnalysisRouter(RunRouter):
     """
 
     def __init__(self, emit: Emit, geometry: Callable[[], GeometrySource | None], *,
-                 beamstop: Beamstop | None = None, npt: int = 2000,
-                 nominal: DetectorPositionModel | None = None, export_dir: str | Path | None = None,
+                 setup: Setup = RunSetup, npt: int = 2000, export_dir: str | Path | None = None,
                  calibration_settings: CalibrationSettings = CalibrationSettings(),
                  gain_map: Callable[[], GainMapSource | None] = lambda: None,
                  references: References | None = None, darks: Darks | None = None, cake: tuple[int, int] | None = None,
-                 flux_calibration: FluxCalibration = FluxCalibration(),
                  peak_references: PeakReferences | None = None, plots: bool = False,
                  provenance: Provenance = lambda analysis, parent_start: {}):
         self.emit = emit
         self.geometry = geometry
-        self.beamstop = beamstop
+        self.setup = setup
         self.npt = npt
-        self.nominal = nominal
         self.export_dir = export_dir
         self.calibration_settings = calibration_settings
         self.gain_map = gain_map
         self.references = references
         self.darks = darks
         self.cake = cake
-        self.flux_calibration = flux_calibration
         self.peak_references = peak_references
         self.plots = plots
         self.provenance = provenance
@@ -116,28 +113,35 @@ class AnalysisRouter(RunRouter):
         self._next_stage(name, doc)
 
     def _factory(self, name: str, start_doc: dict) -> tuple[list, list]:
-        purpose = start_doc.get("purpose")
+        setup = self.setup(start_doc)
+        start, instrument = setup.start, setup.instrument
+        purpose = start.get("purpose")
         if purpose == "calibration":
-            if self.nominal is None:
-                logger.warning("run %s: no nominal geometry configured, not calibrated", start_doc["uid"])
-                return [], []
-            return [GeometryCalibration(self._emit_derived, self.nominal, export_dir=self._export("calibrations"),
-                                        beamstop=self.beamstop, settings=self.calibration_settings,
-                                        provenance=self.provenance(GeometryCalibration.analysis, start_doc))], []
+            provenance = self.provenance(GeometryCalibration.analysis, start)
+            if setup.nominal is None:
+                return [_completed(Refused(self._emit_derived, GeometryCalibration.analysis,
+                                           "no nominal geometry of this detector in the beamline description: "
+                                           "a calibration needs one to start from", provenance), start)], []
+            callback = GeometryCalibration(self._emit_derived, setup.nominal, export_dir=self._export("calibrations"),
+                                           instrument=instrument, settings=self.calibration_settings,
+                                           provenance=provenance)
+            return [_completed(callback, start)], []
         if purpose not in ("measurement", "gain_map"):
             return [], []
+        analysis = GainMapBuilder.analysis if purpose == "gain_map" else LiveIntegration.analysis
+        provenance = self.provenance(analysis, start)
         geometry = self.geometry()
-        if geometry is None:
-            logger.warning("run %s: no geometry available, not analysed", start_doc["uid"])
-            return [], []
+        reason = _unusable(geometry, start)
+        if reason:
+            return [_completed(Refused(self._emit_derived, analysis, reason, provenance), start)], []
         if purpose == "gain_map":
-            return [GainMapBuilder(self._emit_derived, geometry, beamstop=self.beamstop,
-                                   export_dir=self._export("gain_maps"),
-                                   provenance=self.provenance(GainMapBuilder.analysis, start_doc))], []
-        return [LiveIntegration(self._emit_derived, geometry, npt=self.npt, beamstop=self.beamstop,
-                                gain_map=self.gain_map(), cake=self.cake, flux_calibration=self.flux_calibration,
-                                references=self.references, darks=self.darks,
-                                provenance=self.provenance(LiveIntegration.analysis, start_doc))], []
+            callback = GainMapBuilder(self._emit_derived, geometry, instrument=instrument,
+                                      export_dir=self._export("gain_maps"), provenance=provenance)
+        else:
+            callback = LiveIntegration(self._emit_derived, geometry, npt=self.npt, instrument=instrument,
+                                       gain_map=self.gain_map(), cake=self.cake, references=self.references,
+                                       darks=self.darks, provenance=provenance)
+        return [_completed(callback, start)], []
 
     def _derived_factory(self, name: str, start_doc: dict) -> tuple[list, list]:
         analysis = start_doc.get("analysis")
@@ -152,6 +156,40 @@ class AnalysisRouter(RunRouter):
 
     def _export(self, kind: str) -> Path | None:
         return None if self.export_dir is None else Path(self.export_dir) / kind
+
+
+class Refused(DerivedRunCallback):
+    """The derived run of an analysis that cannot run: it ends ``fail`` with ``reason``
+    at the parent's start (never silence, never a fallback)."""
+
+    def __init__(self, emit: Emit, analysis: str, reason: str, provenance: dict | None = None):
+        super().__init__(emit, provenance=provenance)
+        self.analysis = analysis
+        self.reason = reason
+
+    def start(self, doc):
+        raise MissingMetadataError(self.reason)
+
+
+def _unusable(geometry: GeometrySource | None, start: dict) -> str:
+    """Why ``geometry`` cannot analyse the run that ``start`` opens ("" if it can)."""
+    if geometry is None:
+        return ("no geometry: no calibration in the catalog and no nominal geometry in the beamline description; "
+                "run a calibration scan or describe [detectors.NAME.nominal]")
+    if geometry.label == "nominal" and start.get("energy_keV") is None:
+        return ("no photon energy: the run's start document has no energy_keV and the beamline description "
+                "gives no fixed [energy] keV, so the nominal geometry has no wavelength")
+    return ""
+
+
+def _completed(callback: Callable[[str, dict], object], start: dict) -> Callable[[str, dict], object]:
+    """``callback``, given the completed start document ``start`` in place of the run's
+    own (the other documents pass unchanged; nothing is mutated)."""
+
+    def call(name: str, doc: dict):
+        return callback(name, start if name == "start" else doc)
+
+    return call
 
 
 def _isolated(factory: Factory) -> Factory:

@@ -1,13 +1,21 @@
 """Assemble the simulated beamline: source, ion chambers, detector stage, area
-detector, sample changer and goniometer, seeded and configurable."""
+detector, sample changer and goniometer, seeded and configurable.
+
+The simulator is built from the beamline description shipped beside this module
+(``simulated_beamline.toml``): its beamstop, flux calibration and polarization factor
+are the devices' defaults, and :attr:`Beamline.description` is that description for
+the configured detector (what analyses get; the true geometry stays here).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from ..beamline.description import BeamlineDescription, load_beamline
 from ..science.geometry import DetectorPositionModel, Poni, StagePosition, detector_model
 from ..science.image_formation import Beamstop, DetectorResponse, expected_photons
 from ..science.monitors import FluxCalibration
@@ -19,6 +27,16 @@ from .ion_chamber import IonChamber, downstream_transmission, upstream_transmiss
 from .sample_changer import SampleChanger
 from .source import Source
 from .stage import DetectorStage, Goniometer
+
+
+#: The shipped description of the simulated beamline.
+SIMULATED_DESCRIPTION = Path(__file__).with_name("simulated_beamline.toml")
+
+
+@lru_cache(maxsize=1)
+def shipped_description() -> BeamlineDescription:
+    """The simulated beamline's description as shipped (default detector)."""
+    return load_beamline(SIMULATED_DESCRIPTION)
 
 
 def default_geometry(detector: str = "Pilatus2MCdTe") -> DetectorPositionModel:
@@ -51,9 +69,10 @@ class BeamlineConfig:
     energy_keV: float = 17.0
     flux_ph_s: float = 1.0e11
     geometry: DetectorPositionModel | None = None
-    beamstop: Beamstop = field(default_factory=Beamstop)
-    polarization_factor: float = 0.99
-    flux_calibration: FluxCalibration = field(default_factory=FluxCalibration)
+    beamstop: Beamstop = field(default_factory=lambda: shipped_description().beamstop)
+    polarization_factor: float = field(default_factory=lambda: shipped_description().polarization_factor)
+    flux_calibration: FluxCalibration = field(
+        default_factory=lambda: shipped_description().monitors.flux_calibration)
     seed: int = 0
     gain_pixel_rms: float = 0.03
     gain_module_rms: float = 0.01
@@ -67,12 +86,27 @@ class BeamlineConfig:
         """The nominal geometry calibrations start from (see :func:`nominal_geometry`)."""
         return nominal_geometry(self.true_geometry())
 
+    def description(self, frames_dir: str | Path) -> BeamlineDescription:
+        """The shipped description for this configuration: its detector, nominal
+        geometry, beamstop, flux calibration and polarization factor, frames read from
+        ``frames_dir``."""
+        shipped = shipped_description()
+        nominal = self.nominal_geometry()
+        det = replace(shipped.detector(), pyfai=self.detector, models=(self.detector,), nominal=nominal.reference,
+                      motion=replace(shipped.detector().motion, reference=nominal.reference_position))
+        return replace(shipped, detectors={det.name: det}, beamstop=self.beamstop,
+                       polarization_factor=self.polarization_factor,
+                       monitors=replace(shipped.monitors, flux_calibration=self.flux_calibration),
+                       storage_roots=(Path(frames_dir).resolve(),))
+
 
 @dataclass
 class Beamline:
-    """The devices of the simulated beamline and the ground truth behind them."""
+    """The devices of the simulated beamline, its description and the ground truth
+    behind them."""
 
     config: BeamlineConfig
+    description: BeamlineDescription
     source: Source
     i0: IonChamber
     it: IonChamber
@@ -151,5 +185,6 @@ def make_beamline(config: BeamlineConfig | None = None, *, data_dir: str | Path,
                     rng=np.random.default_rng(seeds[2]), **chamber)
     it = IonChamber(name="It", transmission=downstream_transmission(sample_transmission),
                     rng=np.random.default_rng(seeds[3]), **chamber)
-    beamline = Beamline(config, source, i0, it, stage, detector, changer, Goniometer(name="gonio"))
+    beamline = Beamline(config, config.description(data_dir), source, i0, it, stage, detector, changer,
+                        Goniometer(name="gonio"))
     return beamline

@@ -15,6 +15,7 @@ import atexit
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,7 +129,8 @@ def _ensure_containers(client: Container) -> None:
                     raise
 
 
-def open_catalog(uri: str | None = None, *, directory: str | Path | None = None) -> Catalog:
+def open_catalog(uri: str | None = None, *, directory: str | Path | None = None,
+                 storage_roots: Sequence[str | Path] = ()) -> Catalog:
     """Open the embedded catalog (``uri=None``) or a remote Tiled server.
 
     Parameters
@@ -139,6 +141,9 @@ def open_catalog(uri: str | None = None, *, directory: str | Path | None = None)
     directory : path, optional
         Data directory (default :func:`data_directory`): the embedded server's storage
         and, for either kind, the spool (``<directory>/spool``).
+    storage_roots : sequence of path
+        Directories, besides ``<directory>/frames``, whose frame files the embedded
+        server serves (a beamline description's storage roots).
     """
     directory = Path(directory) if directory is not None else data_directory()
     if uri is not None:
@@ -153,7 +158,7 @@ def open_catalog(uri: str | None = None, *, directory: str | Path | None = None)
     _register_document_exporter()
     frames = directory / "frames"
     frames.mkdir(parents=True, exist_ok=True)
-    server = SimpleTiledServer(directory / "tiled", readable_storage=[frames])
+    server = SimpleTiledServer(directory / "tiled", readable_storage=[frames, *(Path(r) for r in storage_roots)])
     try:
         _, (_, tables) = storage_of(directory)  # the layout SimpleTiledServer uses
         serialize_table_store(tables)

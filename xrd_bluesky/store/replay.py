@@ -26,13 +26,12 @@ from tiled.queries import Contains, Key
 
 from ..callbacks import AnalysisRouter
 from ..callbacks.derived import Emit
-from ..callbacks.frames import path_from_uri
 from ..errors import CorruptFrameError, MissingMetadataError, XRDBlueskyError
+from ..schema import InstrumentSettings, RunSetup
 from ..science.calibration import CalibrationSettings
 from ..science.geometry import DetectorPositionModel
 from ..science.geometry_source import GeometrySource
-from ..science.image_formation import Beamstop
-from ..science.monitors import FluxCalibration
+from ..sources.frames.hdf5 import path_from_uri
 from .calibrations import geometry_from_calibration
 from .gain_maps import gain_map_from_run
 from .lineage import REPLAY_KEY, REPLAY_OF_KEY, live_runs
@@ -215,21 +214,19 @@ def _router(catalog, uid: str, analysis: str, recorded: dict, emit: Emit, calibr
     processed = catalog.processed
     parameters = recorded.get("parameters", {})
     options: dict = {}
-    if parameters.get("beamstop"):
-        options["beamstop"] = Beamstop(**parameters["beamstop"])
+    instrument = _recorded_instrument(parameters)
+    nominal = None
     if analysis == "calibration":
         if "nominal" not in parameters:
             raise MissingMetadataError(f"calibration run {uid} has no live calibration recording its nominal "
                                        "geometry and settings: it cannot be replayed")
-        options["nominal"] = DetectorPositionModel.from_dict(parameters["nominal"])
+        nominal = DetectorPositionModel.from_dict(parameters["nominal"])
         options["calibration_settings"] = CalibrationSettings(
             **{k: tuple(v) if isinstance(v, list) else v for k, v in parameters["settings"].items()})
     if "npt" in parameters:
         options["npt"] = int(parameters["npt"])
     if parameters.get("cake"):
         options["cake"] = tuple(parameters["cake"])
-    if "flux_calibration" in parameters:
-        options["flux_calibration"] = FluxCalibration(**parameters["flux_calibration"])
     geometry = None if analysis == "calibration" else _geometry(processed, uid, recorded, calibration_uid)
     gain_uid = gain_map_uid or recorded.get("gain_map_uid")
     gain_map = None if gain_uid is None else gain_map_from_run(_run(processed, gain_uid, "gain map"))
@@ -239,11 +236,24 @@ def _router(catalog, uid: str, analysis: str, recorded: dict, emit: Emit, calibr
         live = None if parent is None else _live_derived(processed, parent, analysis)
         return {REPLAY_KEY: True, REPLAY_OF_KEY: None if live is None else live.start["uid"]}
 
-    return AnalysisRouter(emit, lambda: geometry, gain_map=lambda: gain_map, export_dir=export_dir,
+    # what the live router took from the beamline description, the replay takes from the record
+    described = {key: parameters[key] for key in ("monitors", "image_key") if parameters.get(key)}
+    return AnalysisRouter(emit, lambda: geometry, setup=lambda start: RunSetup({**described, **start}, instrument, nominal),
+                          gain_map=lambda: gain_map, export_dir=export_dir,
                           references=lambda ref: reference_pattern(processed, ref),
                           darks=lambda dark: dark_frame(catalog.raw, dark),
                           peak_references=lambda ref: peak_reference(processed, ref),
                           provenance=provenance, **options)
+
+
+def _recorded_instrument(parameters: dict) -> InstrumentSettings:
+    """The instrument settings a live analysis recorded (older records: their beamstop,
+    flux calibration and polarization factor, the rest at its defaults)."""
+    if "instrument" in parameters:
+        return InstrumentSettings.from_dict(parameters["instrument"])
+    legacy = {"beamstop": parameters.get("beamstop"), "flux_calibration": parameters.get("flux_calibration"),
+              "polarization_factor": parameters.get("polarization_factor", 0.99)}
+    return InstrumentSettings.from_dict({k: v for k, v in legacy.items() if v is not None})
 
 
 def _geometry(processed, uid: str, recorded: dict, calibration_uid: str | None) -> GeometrySource:

@@ -249,8 +249,13 @@ class SpoolingWriter:
 def catalog_writers(catalog) -> tuple[SpoolingWriter, SpoolingWriter]:
     """The raw and the processed writer of a :class:`~xrd_bluesky.store.catalog.Catalog`,
     spooling to ``<catalog.spool_dir>/raw`` and ``/processed``. Close both when done."""
-    return (SpoolingWriter(catalog.raw, catalog.spool_dir / "raw", upload_lock=catalog.upload_lock),
-            processed_writer(catalog))
+    return raw_writer(catalog), processed_writer(catalog)
+
+
+def raw_writer(catalog) -> SpoolingWriter:
+    """The writer of raw runs into ``catalog.raw`` (spool ``<catalog.spool_dir>/raw``).
+    Close it when done."""
+    return SpoolingWriter(catalog.raw, catalog.spool_dir / "raw", upload_lock=catalog.upload_lock)
 
 
 def processed_writer(catalog, batch_size: int = DERIVED_BATCH_SIZE) -> SpoolingWriter:

@@ -1,0 +1,629 @@
+"""The beamline description: one TOML file that says what the hardware is.
+
+It names the detector(s) (pyFAI model, the data key of the image, orientation,
+saturation, static mask, the driver model strings that mean it), how each detector
+moves (fixed, or on a translation stage: the motors' data keys) and its nominal
+geometry, the photon energy (a data key or a value), the ion chambers and their flux
+calibration, the beamstop, the polarization factor, the dark policy, and where frame
+files may be read from (storage roots, spec aliases of ophyd v1 resources).
+
+It is validated when loaded: every error names the file, the key and the value.
+:data:`EXAMPLE` is a commented description (``xrd-bluesky beamline --example``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BeamlineDescriptionError, GeometryError
+from ..science.geometry import DetectorPositionModel, Poni, StagePosition, detector_model
+from ..science.image_formation import Beamstop
+from ..science.monitors import FluxCalibration
+from ..schema import InstrumentSettings, RunSetup
+
+#: How a detector may move (a 2theta arm is planned; see the docs).
+MOTION_KINDS = ("fixed", "stage")
+#: Axes of a translation stage (data keys in mm).
+STAGE_AXES = ("x", "y", "distance")
+#: Dark-frame policies: subtract a dark when the run has one (its ``dark`` stream or
+#: a ``dark_uid``), refuse to integrate without one, or never subtract.
+DARK_POLICIES = ("if_present", "required", "none")
+#: Resource specs read through area-detector-handlers (aliases map onto these).
+KNOWN_SPECS = ("AD_HDF5", "AD_HDF5_SINGLE", "AD_HDF5_SWMR", "AD_TIFF", "AD_CBF", "AD_EIGER", "AD_EIGER2")
+
+
+@dataclass(frozen=True)
+class DetectorMotion:
+    """How a detector moves: ``kind`` ``"fixed"`` or ``"stage"`` (then ``keys`` maps
+    ``x``, ``y``, ``distance`` to motor data keys, in mm, and the nominal geometry holds
+    at stage position ``reference``)."""
+
+    kind: str = "fixed"
+    keys: Mapping[str, str] = field(default_factory=dict)
+    reference: StagePosition = StagePosition(0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class DetectorDescription:
+    """One area detector.
+
+    Attributes
+    ----------
+    name : str
+        The description's name for it (the TOML table ``[detectors.NAME]``).
+    pyfai : str
+        pyFAI detector class name (``Pilatus1M``, ``Detector`` for pixel sizes and a
+        shape, ``NexusDetector`` for a NeXus detector file).
+    pyfai_config : str
+        pyFAI's detector configuration as JSON ("" for none): orientation, pixel sizes
+        and shape, or the NeXus file.
+    image_key : str or None
+        The data key of the image in events (None: the run's only image key).
+    models : tuple of str
+        Driver model strings (e.g. ADPilatus' ``Pilatus``) that mean this detector;
+        empty: the model string is not checked (the frame shape always is).
+    saturation_counts : int or None
+        Counter depth (counts); None: taken from the driver's ``max_count`` if any.
+    mask_file : Path or None
+        Static mask (any fabio format, non-zero = bad pixel).
+    motion : DetectorMotion
+        How it moves.
+    nominal : Poni or None
+        Nominal geometry (before any calibration; calibrations start from it).
+    """
+
+    name: str
+    pyfai: str
+    pyfai_config: str = ""
+    image_key: str | None = None
+    models: tuple[str, ...] = ()
+    saturation_counts: int | None = None
+    mask_file: Path | None = None
+    motion: DetectorMotion = DetectorMotion()
+    nominal: Poni | None = None
+
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns) of the detector's frames."""
+        return tuple(detector_model(self.pyfai, self.pyfai_config).shape)
+
+    def nominal_model(self) -> DetectorPositionModel | None:
+        """The nominal geometry as a detector-position model (None if not described)."""
+        return None if self.nominal is None else DetectorPositionModel(self.nominal, self.motion.reference)
+
+    def mask(self) -> np.ndarray | None:
+        """The static mask (True = bad), checked against the detector's shape.
+
+        Raises
+        ------
+        BeamlineDescriptionError
+            The file cannot be read or its shape is not the detector's.
+        """
+        if self.mask_file is None:
+            return None
+        import fabio
+
+        try:
+            data = fabio.open(str(self.mask_file)).data
+        except Exception as exc:  # fabio raises many types on bad files
+            raise BeamlineDescriptionError(f"detectors.{self.name}.mask: cannot read {self.mask_file}: {exc}") from exc
+        if tuple(data.shape) != self.shape():
+            raise BeamlineDescriptionError(f"detectors.{self.name}.mask: {self.mask_file} has shape {data.shape}, "
+                                           f"detector {self.pyfai} has {self.shape()}")
+        return np.asarray(data) != 0
+
+    def accepts_model(self, model: str | None) -> bool:
+        """Whether a driver's model string means this detector (always, when no
+        ``models`` are described or the driver names none)."""
+        return not self.models or not model or model.strip() in self.models
+
+
+@dataclass(frozen=True)
+class MonitorsDescription:
+    """Ion chambers: data keys (counts) of the upstream ``i0`` and downstream ``it``
+    chambers, I0's counts-to-flux calibration and the air transmission between them."""
+
+    i0: str | None = None
+    it: str | None = None
+    flux_calibration: FluxCalibration | None = None
+    air_transmission: float = 1.0
+
+    def keys(self) -> dict[str, str]:
+        """``{"i0": key, "it": key}`` of the described chambers."""
+        return {k: v for k, v in (("i0", self.i0), ("it", self.it)) if v}
+
+
+@dataclass(frozen=True)
+class BeamlineDescription:
+    """What the hardware of one beamline is (see the module docstring).
+
+    Attributes
+    ----------
+    name : str
+        The beamline's name.
+    detectors : dict
+        :class:`DetectorDescription` by name.
+    energy_keV : float or None
+        A fixed photon energy (keV), for runs that do not record ``energy_keV`` (plans
+        given an ``energy`` signal record it).
+    monitors : MonitorsDescription
+        Ion chambers.
+    beamstop : Beamstop or None
+        None: no beamstop is masked.
+    polarization_factor : float or None
+        pyFAI's polarization factor (None: not corrected).
+    dark : str
+        One of :data:`DARK_POLICIES`.
+    storage_roots : tuple of Path
+        Directories frame files may be read from (the embedded catalog serves them).
+    spec_aliases : dict
+        Beamline-specific resource specs and the known spec each one is.
+    simulated : bool
+        The description of the simulated beamline (``xrd-bluesky session`` builds it).
+    source : Path or None
+        The file it was read from.
+    """
+
+    name: str
+    detectors: Mapping[str, DetectorDescription]
+    energy_keV: float | None = None
+    monitors: MonitorsDescription = MonitorsDescription()
+    beamstop: Beamstop | None = None
+    polarization_factor: float | None = None
+    dark: str = "if_present"
+    storage_roots: tuple[Path, ...] = ()
+    spec_aliases: Mapping[str, str] = field(default_factory=dict)
+    simulated: bool = False
+    source: Path | None = None
+
+    def detector(self, image_key: str | None = None) -> DetectorDescription:
+        """The detector whose image is ``image_key`` (any described detector's key),
+        or the only detector.
+
+        Raises
+        ------
+        BeamlineDescriptionError
+            No detector has that key, or ``image_key`` is None and several are described.
+        """
+        if image_key is not None:
+            for det in self.detectors.values():
+                if det.image_key == image_key:
+                    return det
+            unkeyed = [d for d in self.detectors.values() if d.image_key is None]
+            if len(unkeyed) == 1:
+                return unkeyed[0]
+            raise BeamlineDescriptionError(f"{self._where()}: no detector has image_key {image_key!r} "
+                                           f"(described: {self._image_keys()})")
+        if len(self.detectors) == 1:
+            return next(iter(self.detectors.values()))
+        raise BeamlineDescriptionError(f"{self._where()}: several detectors ({', '.join(self.detectors)}); "
+                                       "the run must name its image_key")
+
+    def run_metadata(self, detector: DetectorDescription | None = None) -> dict[str, Any]:
+        """Start-document keys this description contributes to a run of ``detector``
+        (the only one by default): ``detector_name``, ``image_key``, ``stage_motors``,
+        ``monitors``, ``energy_keV`` (a fixed energy); only those it knows."""
+        det = detector or self.detector()
+        md: dict[str, Any] = {"detector_name": det.name}
+        if det.image_key:
+            md["image_key"] = det.image_key
+        if det.motion.kind == "stage":
+            md["stage_motors"] = dict(det.motion.keys)
+        if self.monitors.keys():
+            md["monitors"] = self.monitors.keys()
+        if self.energy_keV is not None:
+            md["energy_keV"] = self.energy_keV
+        return md
+
+    def instrument(self, detector: DetectorDescription | None = None) -> InstrumentSettings:
+        """What the analyses of a run of ``detector`` (the only one by default) need."""
+        det = detector or self.detector()
+        m = self.monitors
+        return InstrumentSettings(detector=det.name, models=det.models, saturation_counts=det.saturation_counts,
+                                  mask=det.mask(), mask_file=None if det.mask_file is None else str(det.mask_file),
+                                  beamstop=self.beamstop, polarization_factor=self.polarization_factor,
+                                  flux_calibration=m.flux_calibration, air_transmission=m.air_transmission,
+                                  dark=self.dark,
+                                  frame_options={"roots": self.storage_roots, "spec_aliases": dict(self.spec_aliases)})
+
+    def run_setup(self, start: Mapping) -> RunSetup:
+        """The run that ``start`` opens, completed from this description: its detector
+        (by the run's ``detector_name`` or ``image_key``), the start-document keys it
+        lacks (:meth:`run_metadata`; the run's own win), instrument settings and the
+        detector's nominal geometry.
+
+        Raises
+        ------
+        BeamlineDescriptionError
+            The run's detector is not described, or is ambiguous.
+        """
+        name, key = start.get("detector_name"), start.get("image_key")
+        if isinstance(name, str) and name in self.detectors:
+            det = self.detectors[name]
+        else:
+            det = self.detector(key if isinstance(key, str) else None)
+        return RunSetup({**self.run_metadata(det), **start}, self.instrument(det), det.nominal_model())
+
+    def resolve_spec(self, spec: str) -> str:
+        """The known spec a resource's ``spec`` means (its alias resolved)."""
+        return self.spec_aliases.get(spec, spec)
+
+    def summary(self) -> list[str]:
+        """What was understood, one line per fact (``xrd-bluesky beamline check``)."""
+        lines = [f"beamline {self.name!r}" + (f" ({self.source})" if self.source else "")
+                 + (" [simulated]" if self.simulated else "")]
+        for det in self.detectors.values():
+            rows, cols = det.shape()
+            lines.append(f"detector {det.name}: pyFAI {det.pyfai} {rows}x{cols} px"
+                         + (f" config {det.pyfai_config}" if det.pyfai_config else "")
+                         + f"; image key {det.image_key or '(the run’s only image key)'}"
+                         + f"; driver models {list(det.models) or '(not checked)'}"
+                         + f"; saturation {det.saturation_counts or '(from the driver)'} counts"
+                         + f"; mask {det.mask_file or 'none'}")
+            motion = det.motion
+            if motion.kind == "stage":
+                keys = ", ".join(f"{a}={motion.keys[a]}" for a in STAGE_AXES)
+                ref = motion.reference
+                lines.append(f"  moves on a stage ({keys}, mm); nominal geometry at "
+                             f"({ref.x:g}, {ref.y:g}, {ref.distance:g}) mm")
+            else:
+                lines.append("  fixed")
+            if det.nominal is None:
+                lines.append("  nominal geometry: none (runs are integrated only after a calibration)")
+            else:
+                p = det.nominal
+                row, col = p.beam_centre_px()
+                lines.append(f"  nominal geometry: dist {p.dist * 1e3:.3f} mm, poni1 {p.poni1 * 1e3:.3f} mm, "
+                             f"poni2 {p.poni2 * 1e3:.3f} mm, rot {p.rot1:.4f} {p.rot2:.4f} {p.rot3:.4f} rad; "
+                             f"beam centre row {row:.1f} col {col:.1f} px")
+        energy = f"{self.energy_keV:g} keV (fixed)" if self.energy_keV is not None else "from each run's energy_keV"
+        lines.append(f"energy: {energy}")
+        m = self.monitors
+        flux = (f"flux = {m.flux_calibration.slope:g} x I0 rate + {m.flux_calibration.offset:g} ph/s"
+                if m.flux_calibration else "no flux calibration (no absolute scale)")
+        lines.append(f"monitors: I0 {m.i0 or 'none'}, It {m.it or 'none'}; {flux}; air transmission {m.air_transmission:g}")
+        lines.append(f"beamstop: {self.beamstop.as_dict() if self.beamstop else 'none'}")
+        lines.append("polarization factor: " + ("not corrected" if self.polarization_factor is None
+                                                  else f"{self.polarization_factor:g}"))
+        lines.append(f"dark policy: {self.dark}")
+        lines.append(f"frame storage roots: {[str(r) for r in self.storage_roots] or 'none (frames are read anywhere)'}")
+        if self.spec_aliases:
+            lines.append("spec aliases: " + ", ".join(f"{k} = {v}" for k, v in self.spec_aliases.items()))
+        return lines
+
+    def _where(self) -> str:
+        return f"beamline description {self.source or self.name}"
+
+    def _image_keys(self) -> list[str]:
+        return [d.image_key for d in self.detectors.values() if d.image_key]
+
+
+# -- loading and validation ------------------------------------------------------------
+
+class _Table:
+    """A TOML table being read: every key taken is checked; keys never taken are
+    reported as unknown; every error names the file and the dotted key."""
+
+    def __init__(self, data: Any, where: str, path: str):
+        if not isinstance(data, Mapping):
+            raise BeamlineDescriptionError(f"{where}: {path or 'the file'} is {data!r}, not a table")
+        self.data, self.where, self.path = data, where, path
+        self.taken: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, message: str) -> BeamlineDescriptionError:
+        return BeamlineDescriptionError(f"{self.where}: {self.key(name)} {message}")
+
+    def get(self, name: str, kind: type | tuple, default: Any = None, *, required: bool = False) -> Any:
+        self.taken.add(name)
+        if name not in self.data:
+            if required:
+                raise self.error(name, "is missing")
+            return default
+        value = self.data[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds:
+            kinds = (*kinds, int)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join({str: "text", float: "a number", int: "an integer", bool: "true/false",
+                                 list: "a list", dict: "a table"}.get(k, k.__name__) for k in kinds
+                                if not (k is int and float in kinds))
+            raise self.error(name, f"= {value!r}: expected {names}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(name, f"= {value!r}: not a finite number")
+        return value
+
+    def number(self, name: str, default: float | None = None, *, required: bool = False,
+               low: float = -math.inf, high: float = math.inf, unit: str = "") -> float | None:
+        value = self.get(name, float, default, required=required)
+        if value is None:
+            return None
+        if not low <= value <= high:
+            raise self.error(name, f"= {value!r} {unit}: must be in [{low:g}, {high:g}]".replace("  ", " "))
+        return float(value)
+
+    def table(self, name: str, *, required: bool = False) -> "_Table | None":
+        value = self.get(name, dict, None, required=required)
+        return None if value is None else _Table(value, self.where, self.key(name))
+
+    def file(self, name: str, base: Path) -> Path | None:
+        value = self.get(name, str)
+        if value is None:
+            return None
+        path = (base / Path(value).expanduser()).resolve()
+        if not path.is_file():
+            raise self.error(name, f"= {value!r}: no such file ({path})")
+        return path
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.taken)
+        if unknown:
+            raise self.error(unknown[0], f"is not a known key (known here: {', '.join(sorted(self.taken))})")
+
+
+def load_beamline(path: str | Path) -> BeamlineDescription:
+    """Read and validate a beamline description file.
+
+    Raises
+    ------
+    BeamlineDescriptionError
+        The file is missing or not TOML, or a key is unknown, missing or unusable;
+        the message names the file, the key and the value.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise BeamlineDescriptionError(f"beamline description {path} not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BeamlineDescriptionError(f"beamline description {path} is not valid TOML: {exc}") from None
+    return parse_beamline(data, source=path.resolve())
+
+
+def parse_beamline(data: Mapping, *, source: Path | None = None) -> BeamlineDescription:
+    """Validate a beamline description already read from TOML (see :func:`load_beamline`);
+    relative file names are resolved against ``source``'s directory."""
+    where = f"beamline description {source}" if source else "beamline description"
+    base = source.parent if source else Path.cwd()
+    top = _Table(data, where, "")
+    name = top.get("name", str, required=True)
+    simulated = top.get("simulated", bool, False)
+    detectors_table = top.table("detectors", required=True)
+    detectors = {key: _detector(detectors_table.table(key), key, base) for key in list(detectors_table.data)}
+    if not detectors:
+        raise detectors_table.error("", "describes no detector: add a [detectors.NAME] table")
+    keys = [d.image_key for d in detectors.values()]
+    if len(detectors) > 1 and (None in keys or len(set(keys)) < len(keys)):
+        raise detectors_table.error("image_key", f"= {keys}: with several detectors each needs its own image_key")
+    energy = top.table("energy")
+    energy_keV = None
+    if energy is not None:
+        energy_keV = energy.number("keV", required=True, low=2.5, high=250.0, unit="keV")
+        energy.finish()
+    monitors = _monitors(top.table("monitors"))
+    beamstop = _beamstop(top.table("beamstop"))
+    corrections = top.table("corrections", required=True)
+    polarization = corrections.get("polarization_factor", (float, str), required=True)
+    if isinstance(polarization, str):
+        if polarization != "none":
+            raise corrections.error("polarization_factor", f"= {polarization!r}: a number in [-1, 1] or \"none\"")
+        polarization = None
+    elif not -1 <= polarization <= 1:
+        raise corrections.error("polarization_factor", f"= {polarization!r}: must be in [-1, 1] "
+                                "(0.99 for a horizontally polarised synchrotron beam)")
+    dark = corrections.get("dark", str, "if_present")
+    if dark not in DARK_POLICIES:
+        raise corrections.error("dark", f"= {dark!r}: one of {', '.join(DARK_POLICIES)}")
+    corrections.finish()
+    frames = top.table("frames")
+    roots: tuple[Path, ...] = ()
+    aliases: dict[str, str] = {}
+    if frames is not None:
+        roots_list = frames.get("storage_roots", list, [])
+        for i, root in enumerate(roots_list):
+            if not isinstance(root, str) or not root:
+                raise frames.error("storage_roots", f"[{i}] = {root!r}: expected a directory")
+        roots = tuple((base / Path(r).expanduser()).resolve() for r in roots_list)
+        alias_table = frames.table("spec_aliases")
+        if alias_table is not None:
+            for alias in list(alias_table.data):
+                target = alias_table.get(alias, str)
+                if target not in KNOWN_SPECS:
+                    raise alias_table.error(alias, f"= {target!r}: not a known spec ({', '.join(KNOWN_SPECS)})")
+                aliases[alias] = target
+        frames.finish()
+    top.finish()
+    return BeamlineDescription(name, detectors, energy_keV, monitors, beamstop, polarization, dark,
+                               roots, aliases, simulated, source)
+
+
+def _detector(table: _Table, name: str, base: Path) -> DetectorDescription:
+    pyfai_name = table.get("pyfai", str)
+    nexus = table.file("nexus_file", base)
+    pixel = table.get("pixel_size_m", list)
+    shape = table.get("shape", list)
+    orientation = table.get("orientation", int)
+    config: dict[str, Any] = {}
+    if nexus is not None:
+        if pyfai_name or pixel or shape:
+            raise table.error("nexus_file", "excludes pyfai, pixel_size_m and shape")
+        pyfai_name, config = "NexusDetector", {"filename": str(nexus)}
+    elif pixel is not None or shape is not None:
+        if pyfai_name or pixel is None or shape is None:
+            raise table.error("pixel_size_m", "and shape go together, without pyfai")
+        if len(pixel) != 2 or len(shape) != 2 or not all(isinstance(v, (int, float)) and v > 0 for v in pixel) \
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+            raise table.error("pixel_size_m", f"= {pixel!r}, shape = {shape!r}: two pixel sizes (m, rows then "
+                              "columns) and two whole numbers (rows, columns)")
+        pyfai_name, config = "Detector", {"pixel1": float(pixel[0]), "pixel2": float(pixel[1]), "max_shape": shape}
+    elif pyfai_name is None:
+        raise table.error("pyfai", "is missing (or give nexus_file, or pixel_size_m and shape)")
+    if orientation is not None:
+        if not 1 <= orientation <= 4:
+            raise table.error("orientation", f"= {orientation!r}: pyFAI orientation 1-4")
+        config["orientation"] = orientation
+    config_json = json.dumps(config, sort_keys=True) if config else ""
+    try:
+        det = detector_model(pyfai_name, config_json)
+    except GeometryError as exc:
+        raise table.error("pyfai", f"= {pyfai_name!r}: {exc}") from None
+    if det.shape is None:
+        raise table.error("pyfai", f"= {pyfai_name!r}: pyFAI gives it no shape; give pixel_size_m and shape")
+    image_key = table.get("image_key", str)
+    models = table.get("models", list, [])
+    if not all(isinstance(m, str) and m for m in models):
+        raise table.error("models", f"= {models!r}: expected a list of driver model strings")
+    saturation = table.get("saturation_counts", int)
+    if saturation is not None and saturation < 1:
+        raise table.error("saturation_counts", f"= {saturation!r}: must be >= 1 count")
+    mask_file = table.file("mask", base)
+    motion = _motion(table.table("motion"))
+    nominal = _nominal(table.table("nominal"), pyfai_name, config_json, base)
+    table.finish()
+    detector = DetectorDescription(name, pyfai_name, config_json, image_key, tuple(models), saturation, mask_file,
+                                   motion, nominal)
+    detector.mask()  # read once: a bad file is said at load time
+    return detector
+
+
+def _motion(table: _Table | None) -> DetectorMotion:
+    if table is None:
+        return DetectorMotion()
+    kind = table.get("kind", str, required=True)
+    if kind not in MOTION_KINDS:
+        raise table.error("kind", f"= {kind!r}: one of {', '.join(MOTION_KINDS)}")
+    if kind == "fixed":
+        table.finish()
+        return DetectorMotion()
+    keys = {axis: table.get(axis, str, required=True) for axis in STAGE_AXES}
+    reference = table.get("reference_mm", list, [0.0, 0.0, 0.0])
+    if len(reference) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                      and math.isfinite(v) for v in reference):
+        raise table.error("reference_mm", f"= {reference!r}: the stage position (x, y, distance, mm) at which "
+                          "the nominal geometry holds")
+    table.finish()
+    return DetectorMotion("stage", keys, StagePosition(*(float(v) for v in reference)))
+
+
+def _nominal(table: _Table | None, detector: str, config: str, base: Path) -> Poni | None:
+    if table is None:
+        return None
+    poni_file = table.file("poni", base)
+    if poni_file is not None:
+        table.finish()
+        try:
+            poni = Poni.read(poni_file)
+        except GeometryError as exc:
+            raise table.error("poni", f"= {str(poni_file)!r}: {exc}") from None
+        return replace(poni, detector=detector, detector_config=config)
+    values = {"dist": table.number("distance_m", required=True, low=1e-3, high=100.0, unit="m"),
+              "poni1": table.number("poni1_m", required=True, low=-10.0, high=10.0, unit="m"),
+              "poni2": table.number("poni2_m", required=True, low=-10.0, high=10.0, unit="m"),
+              **{f"rot{i}": table.number(f"rot{i}_rad", 0.0, low=-math.pi, high=math.pi, unit="rad")
+                 for i in (1, 2, 3)}}
+    table.finish()
+    try:
+        return Poni(**values, wavelength=1e-10, detector=detector, detector_config=config)
+    except GeometryError as exc:
+        raise table.error("", f"is not a usable geometry: {exc}") from None
+
+
+def _monitors(table: _Table | None) -> MonitorsDescription:
+    if table is None:
+        return MonitorsDescription()
+    i0, it = table.get("i0", str), table.get("it", str)
+    slope = table.number("flux_slope", unit="ph/s per count/s")
+    offset = table.number("flux_offset_ph_s", 0.0, unit="ph/s")
+    air = table.number("air_transmission", 1.0, low=1e-3, high=1.0)
+    table.finish()
+    if i0 and slope is None:
+        raise table.error("flux_slope", "is missing: I0 needs its counts-to-flux calibration "
+                          "(flux = flux_slope x I0 rate + flux_offset_ph_s)")
+    if slope is not None and slope <= 0:
+        raise table.error("flux_slope", f"= {slope!r}: must be > 0")
+    return MonitorsDescription(i0, it, None if slope is None else FluxCalibration(slope, offset), air)
+
+
+def _beamstop(table: _Table | None) -> Beamstop | None:
+    if table is None:
+        return None
+    values = {"radius_mm": table.number("radius_mm", required=True, low=1e-3, high=1e3, unit="mm"),
+              "arm_width_mm": table.number("arm_width_mm", 0.0, low=0.0, high=1e3, unit="mm"),
+              "arm_azimuth_deg": table.number("arm_azimuth_deg", 0.0, low=-360.0, high=360.0, unit="deg"),
+              "distance_mm": table.number("distance_mm", required=True, low=1e-3, high=1e5, unit="mm")}
+    table.finish()
+    return Beamstop(**values)
+
+
+#: A commented description (``xrd-bluesky beamline --example``); it loads as it is.
+EXAMPLE = '''\
+# xrd-bluesky beamline description: what the hardware is. Check it with
+#   xrd-bluesky beamline check THIS_FILE
+# Lengths in m (geometry) or mm (motors, beamstop), angles in rad (geometry) or deg,
+# energy in keV. Relative file names are relative to this file.
+name = "my-beamline"
+
+# One table per area detector; several need an image_key each.
+[detectors.pilatus]
+pyfai = "Pilatus1M"                  # a pyFAI detector name ...
+# pixel_size_m = [172e-6, 172e-6]    # ... or pixel sizes and shape, without pyfai
+# shape = [1043, 981]
+# nexus_file = "detector.h5"         # ... or a NeXus detector file
+# orientation = 3                    # pyFAI orientation 1-4 (default: the detector's)
+image_key = "pilatus_image"          # data key of the image (omit: the run's only image)
+models = ["Pilatus"]                 # driver model strings meaning this detector (omit: not checked)
+saturation_counts = 1048575          # counter depth (omit: the driver's max_count, if any)
+# mask = "mask.edf"                  # static mask, any fabio format, non-zero = bad
+
+[detectors.pilatus.motion]
+kind = "stage"                       # "fixed", or "stage" (a translation stage)
+x = "det_x"                          # data keys of the stage motors (mm)
+y = "det_y"
+distance = "det_z"
+reference_mm = [0.0, 0.0, 200.0]     # stage position at which the nominal geometry holds
+
+# Nominal geometry: used before any calibration (labelled "nominal") and where
+# calibrations start from. Either a PONI file ...
+[detectors.pilatus.nominal]
+# poni = "nominal.poni"
+distance_m = 0.200                   # ... or pyFAI's values
+poni1_m = 0.0897
+poni2_m = 0.0843
+rot1_rad = 0.0
+rot2_rad = 0.0
+rot3_rad = 0.0
+
+[energy]
+keV = 17.0                           # for runs that do not record energy_keV
+
+[monitors]
+i0 = "I0"                            # data keys of the ion chambers (counts)
+it = "It"
+flux_slope = 62500.0                 # flux (ph/s) = flux_slope x I0 rate (counts/s) + flux_offset_ph_s
+flux_offset_ph_s = -12800000.0
+air_transmission = 0.868             # between the I0 and It chambers, no sample
+
+# [beamstop]                         # omit when there is none to mask
+# radius_mm = 1.5
+# arm_width_mm = 0.8
+# arm_azimuth_deg = 0.0              # pyFAI chi of the holding arm
+# distance_mm = 150.0                # downstream of the sample
+
+[corrections]
+polarization_factor = 0.99           # pyFAI's factor, or "none"
+dark = "if_present"                  # "if_present", "required" or "none"
+
+[frames]
+storage_roots = ["/tmp"]             # frame files may be read only from here
+[frames.spec_aliases]
+AD_HDF5_Pilatus_6idb = "AD_HDF5_SINGLE"
+'''

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,9 +24,10 @@ from fabio.tifimage import TifImage
 from PIL import Image
 
 from xrd_bluesky import fit_peaks_files, integrate_files
-from xrd_bluesky.callbacks.frame_events import (FrameEvent, FrameEvents, detector_config, frames_per_event,
-                                                mean_dark, stage_position)
-from xrd_bluesky.callbacks.frames import FrameRef, StreamFrames
+from xrd_bluesky.sources.frames import (FrameEvent, FrameRegistry, detector_config, frames_per_event, mean_dark,
+                                        stage_position)
+from xrd_bluesky.sources.frames.hdf5 import FrameRef
+from xrd_bluesky.sources.frames.stream import StreamFrames
 from xrd_bluesky.errors import (CorruptFrameError, GeometryError, InvalidFrameError, MissingMetadataError,
                                 MonitorError, ShapeMismatchError)
 from xrd_bluesky.science import corrected_integration
@@ -520,9 +522,9 @@ STAGE_KEYS = {"x": "det_x", "y": "det_y", "distance": "det_z"}
 DOCUMENT_ORDER = ("descriptor", "stream_resource", "stream_datum", "event")
 
 
-def collect(docs: dict[str, dict], names: tuple[str, ...] = DOCUMENT_ORDER) -> FrameEvents:
-    """A :class:`FrameEvents` fed ``docs[name]`` for each of ``names``, in order."""
-    collector = FrameEvents()
+def collect(docs: dict[str, dict], names: tuple[str, ...] = DOCUMENT_ORDER) -> FrameRegistry:
+    """A :class:`FrameRegistry` fed ``docs[name]`` for each of ``names``, in order."""
+    collector = FrameRegistry()
     for name in names:
         getattr(collector, name)(docs[name])
     return collector
@@ -532,7 +534,8 @@ def test_consistent_documents_give_the_frames(tmp_path):
     docs = documents(h5_frames(tmp_path / "frames.h5"))
     (frame_event,) = collect(docs).ready("primary")
     assert frame_event.frames.shape == (2, *TINY_SHAPE)
-    assert detector_config(docs["descriptor"]) == {"model": "Detector", "max_count": 1000.0, "acquire_time": 0.5}
+    assert detector_config(docs["descriptor"], "det_image") == {"model": "Detector", "max_count": 1000.0,
+                                                                "acquire_time": 0.5}
     assert stage_position(docs["event"], STAGE_KEYS).distance == 3.0
 
 
@@ -572,11 +575,11 @@ def changed(doc: dict, path: tuple[str, ...], value=DELETE) -> dict:
     ("stream_datum", ("seq_nums", "start"), None, "stream_datum sd-1 seq_nums: 'start' is None, not an integer"),
     ("stream_datum", ("seq_nums", "stop"), 9, "indices 0-2 and seq_nums 1-9 do not pair up"),
     ("stream_datum", ("descriptor",), DELETE, "stream_datum sd-1 has no 'descriptor' key"),
-    ("descriptor", ("data_keys", "det_image", "external"), DELETE, "descriptor desc-1 has no external .STREAM:."),
-    ("descriptor", ("data_keys",), DELETE, "descriptor desc-1 has no 'data_keys' key"),
-    ("descriptor", ("data_keys", "det_image", "shape"), [], r"data key 'det_image' has shape \[\]"),
-    ("descriptor", ("data_keys", "det_image", "shape"), [0, 16, 24], r"has shape \[0, 16, 24\]: its first entry"),
-    ("descriptor", ("data_keys", "det_image", "shape"), "2x16x24", "'shape' is '2x16x24', not a list"),
+    ("descriptor", ("data_keys", "det_image", "external"), DELETE, "event ev-1 has no image 'det_image' in its data"),
+    ("descriptor", ("data_keys",), DELETE, r"descriptor desc-1 \(stream 'primary'\) has no 'data_keys' key"),
+    ("descriptor", ("data_keys", "det_image", "shape"), [], r"has no image data keys \[\] among \['det_image', 'det_x'\]"),
+    ("descriptor", ("data_keys", "det_image", "shape"), [0, 16, 24], r"has shape \[0, 16, 24\]: expected"),
+    ("descriptor", ("data_keys", "det_image", "shape"), "2x16x24", "has no image data keys"),
 ])
 def test_malformed_documents_name_the_key(tmp_path, name, path, value, culprit):
     docs = documents(h5_frames(tmp_path / "frames.h5"))
@@ -612,17 +615,15 @@ def test_frames_not_in_a_local_file_are_named(tmp_path):
         collect(docs)
 
 
-def test_frames_announced_beyond_the_file_are_named(tmp_path):
+def test_frames_announced_beyond_the_file_flag_their_event(tmp_path):
     docs = documents(h5_frames(tmp_path / "frames.h5", n=3))  # the second event needs frames 2-3
     docs["event"] = changed(docs["event"], ("seq_num",), 2)
-    collector = collect(docs)
-    with raises_quickly(CorruptFrameError, r"frames\.h5:/entry/data/data holds 3 frames, event 1 needs frames 2-3"):
-        collector.ready("primary")
+    (flagged,) = collect(docs).ready("primary")
+    assert flagged.frames is None
+    assert re.search(r"frames\.h5:/entry/data/data holds 3 frames, event 1 needs frames 2-3", flagged.error)
 
 
 @pytest.mark.parametrize("path, value, culprit", [
-    (("configuration",), DELETE, "descriptor desc-1 has no detector configuration with a '\\*_model' key"),
-    (("configuration", "det", "data", "det_model"), None, "no detector configuration"),
     (("configuration", "det", "data", "det_model"), 3, "configuration 'det': 'det_model' is 3, not text"),
     (("configuration", "det", "data", "det_max_count"), -1, "det_max_count=-1.0 counts"),
     (("configuration", "det", "data", "det_max_count"), "lots", "det_max_count='lots' counts is not a number"),
@@ -632,13 +633,15 @@ def test_frames_announced_beyond_the_file_are_named(tmp_path):
 def test_unusable_detector_configuration_is_named(path, value, culprit):
     descriptor = changed(documents("file:///x.h5")["descriptor"], path, value)
     with raises_quickly(MissingMetadataError, culprit):
-        detector_config(descriptor)
+        detector_config(descriptor, "det_image")
 
 
-def test_unknown_counter_depth_is_none():
+def test_unknown_counter_depth_and_model_are_none():
     descriptor = changed(documents("file:///x.h5")["descriptor"], ("configuration", "det", "data", "det_max_count"), 0)
-    assert detector_config(descriptor)["max_count"] is None
-    assert frames_per_event(descriptor) == 2
+    assert detector_config(descriptor, "det_image")["max_count"] is None
+    assert frames_per_event(descriptor, "det_image") == 2
+    bare = changed(descriptor, ("configuration",), DELETE)  # e.g. ophyd-async's simulated detector
+    assert detector_config(bare, "det_image") == {"model": None, "max_count": None, "acquire_time": None}
 
 
 @pytest.mark.parametrize("path, value, stage_keys, culprit", [

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from test_bad_input import (DOCUMENT_ORDER, STAGE_KEYS, TINY_SHAPE, changed, documents, h5_frames, tiny_poni,
                             warm_up_integration)
 from xrd_bluesky.callbacks.derived import require_keys
-from xrd_bluesky.callbacks.frame_events import FrameEvents, detector_config, frames_per_event, stage_position
+from xrd_bluesky.sources.frames import FrameRegistry, detector_config, frames_per_event, stage_position
 from xrd_bluesky.errors import XRDBlueskyError
 from xrd_bluesky.science.corrected_integration import CorrectedIntegrator
 from xrd_bluesky.science.geometry import Poni
@@ -179,13 +179,13 @@ RUN_START = {"uid": "start-1", "energy_keV": 12.0, "calibrant": "CeO2", "stage_m
 @given(data=st.data())
 def test_generated_documents_into_the_frame_collector(frame_docs, data):
     """Malformed documents, in the live or the replay order, through
-    :class:`FrameEvents`: each document and the final ``ready`` go through or raise a
+    :class:`FrameRegistry`: each document and the final ``ready`` go through or raise a
     domain error."""
     names = data.draw(st.sets(st.sampled_from(sorted(frame_docs)), min_size=1), label="mutated")
     docs = {name: data.draw(mutated(doc), label=name) if name in names else doc for name, doc in frame_docs.items()}
     order = data.draw(st.sampled_from([(*DOCUMENT_ORDER, "event 2"),
                                        ("descriptor", "event", "event 2", "stream_resource", "stream_datum")]))
-    collector = FrameEvents()
+    collector = FrameRegistry()
     for name in order:
         method = getattr(collector, name.split()[0])
         assert_domain_error_or(lambda: method(docs[name]))
@@ -199,7 +199,7 @@ def test_generated_documents_into_the_document_helpers(frame_docs, data):
     descriptor = data.draw(mutated(frame_docs["descriptor"]), label="descriptor")
     event = data.draw(mutated(frame_docs["event"]), label="event")
     start = data.draw(mutated(RUN_START), label="start")
-    assert_domain_error_or(lambda: frames_per_event(descriptor))
-    assert_domain_error_or(lambda: detector_config(descriptor))
+    assert_domain_error_or(lambda: frames_per_event(descriptor, "det_image"))
+    assert_domain_error_or(lambda: detector_config(descriptor, "det_image"))
     assert_domain_error_or(lambda: stage_position(event, start.get("stage_motors")))
     assert_domain_error_or(lambda: require_keys(start, ("calibrant", "energy_keV", "stage_motors"), "run"))

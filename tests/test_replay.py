@@ -321,7 +321,7 @@ class _Records(logging.Handler):
 def test_router_setup_failure_never_stops_the_scan(RE, beamline, catalog):
     """A geometry lookup that raises: logged with its traceback, the run not analysed,
     the scan a success with every raw event."""
-    def geometry():
+    def geometry(detector_name):
         raise GeometryError("calibration 1234 holds a non-physical distance")
 
     derived, raw = [], []

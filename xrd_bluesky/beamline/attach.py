@@ -68,12 +68,13 @@ class LiveInputs:
     gain_map_uid: str | None = None
     _gain_map: GainMapSource | None = field(default=None, repr=False)
 
-    def current_geometry(self) -> GeometrySource | None:
-        """The pinned calibration, else the latest good one in the catalog, else
+    def current_geometry(self, detector_name: str | None = None) -> GeometrySource | None:
+        """The pinned calibration, else the latest good one in the catalog (of the
+        described detector ``detector_name``, when given), else
         :attr:`before_calibration`."""
         if self.geometry is not None:
             return self.geometry
-        latest = latest_calibration(self.catalog.online().processed)
+        latest = latest_calibration(self.catalog.online().processed, detector_name)
         return latest if latest is not None else self.before_calibration()
 
     def current_gain_map(self) -> GainMapSource | None:
@@ -141,9 +142,10 @@ class Attachment:
     def current_geometry(self) -> GeometrySource | None:
         """The geometry the next measurement of the (only) detector will use: the
         pinned or latest calibration, else the nominal geometry, else None."""
-        geometry = self.inputs.current_geometry()
+        detector = self.beamline.detector()
+        geometry = self.inputs.current_geometry(detector.name)
         if geometry is None:
-            nominal = self.beamline.detector().nominal_model()
+            nominal = detector.nominal_model()
             geometry = None if nominal is None else GeometrySource(nominal, "nominal")
         return geometry
 

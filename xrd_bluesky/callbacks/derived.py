@@ -62,7 +62,8 @@ class DerivedRunCallback(DocumentRouter):
             "parent_uids": [parent_start["uid"]],
             "parent_scan_id": parent_start.get("scan_id"),
             "xrd_bluesky_version": __version__,
-            **{k: parent_start[k] for k in ("sample", "energy_keV", "calibrant") if k in parent_start},
+            **{k: parent_start[k] for k in ("sample", "energy_keV", "calibrant", "detector_name", "image_key")
+               if k in parent_start},
             **provenance,
             **self.provenance,
         }
@@ -148,11 +149,7 @@ class FrameRunCallback(DerivedRunCallback):
     def __call__(self, name: str, doc: dict, validate: bool = False):
         if name == "start" and isinstance(doc.get("image_key"), str):
             self.frames.requested_key = doc["image_key"]
-        try:
-            return super().__call__(name, doc, validate)
-        finally:
-            if name == "stop":
-                self.frames.close()
+        return super().__call__(name, doc, validate)
 
     def frames_arrived(self) -> None:
         """Hook: new events or frames are in ``self.frames``."""

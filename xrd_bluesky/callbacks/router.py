@@ -49,9 +49,10 @@ class AnalysisRouter(RunRouter):
     emit : callable
         Receives every derived run's ``(name, doc)`` (e.g. the processed writer).
     geometry : callable
-        Returns the current :class:`GeometrySource` (a pinned or the latest
-        calibration, a PONI file, the nominal geometry) when a run starts, or None:
-        then measurement and gain-map runs end ``fail`` saying so.
+        ``geometry(detector_name)`` returns the current :class:`GeometrySource` of the
+        run's detector (a pinned or the latest calibration, a PONI file) when a run
+        starts, or None: then the run's nominal geometry (labelled ``nominal``) is
+        used, and without one measurement and gain-map runs end ``fail`` saying so.
     setup : callable
         ``setup(start_doc)`` returns the run's :class:`~xrd_bluesky.schema.RunSetup`:
         its start document completed from the beamline description, the instrument
@@ -83,7 +84,7 @@ class AnalysisRouter(RunRouter):
         raw run, or for chained analyses a derived one); replays mark their runs so.
     """
 
-    def __init__(self, emit: Emit, geometry: Callable[[], GeometrySource | None], *,
+    def __init__(self, emit: Emit, geometry: Callable[[str | None], GeometrySource | None], *,
                  setup: Setup = RunSetup, npt: int = 2000, export_dir: str | Path | None = None,
                  calibration_settings: CalibrationSettings = CalibrationSettings(),
                  gain_map: Callable[[], GainMapSource | None] = lambda: None,
@@ -130,7 +131,9 @@ class AnalysisRouter(RunRouter):
             return [], []
         analysis = GainMapBuilder.analysis if purpose == "gain_map" else LiveIntegration.analysis
         provenance = self.provenance(analysis, start)
-        geometry = self.geometry()
+        geometry = self.geometry(start.get("detector_name"))
+        if geometry is None and setup.nominal is not None:
+            geometry = GeometrySource(setup.nominal, "nominal")
         reason = _unusable(geometry, start)
         if reason:
             return [_completed(Refused(self._emit_derived, analysis, reason, provenance), start)], []

@@ -1,20 +1,110 @@
-"""Counting at several detector-stage positions, with shutter-closed dark frames."""
+"""Counting at several detector-stage positions, with shutter-closed dark frames.
+
+Plans take devices that follow the Bluesky protocols, with any names: a detector
+stage is a device with ``x``, ``y`` and ``distance`` motors, or a mapping of those axes
+to any three motors, or None for a fixed detector. Each run's start document records
+the data keys the analyses need (``stage_motors``; with a beamline description, its
+``image_key``, ``monitors`` and detector), so callbacks never guess names; a
+description whose keys the devices do not have is refused before anything moves.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-from bluesky.utils import plan
+from bluesky.protocols import Readable
+from bluesky.utils import MsgGenerator, plan
+
+from ..errors import MissingMetadataError
 
 DARK_STREAM = "dark"
+#: Axes of a detector stage.
+STAGE_AXES = ("x", "y", "distance")
+
+#: A detector stage: a device with ``x``, ``y``, ``distance`` motors, a mapping of
+#: those axes to motors, or None (a fixed detector).
+Stage = Any
 
 
-def stage_motors(stage) -> dict[str, str]:
-    """Data-key names of a detector stage's ``x``, ``y`` and ``distance`` motors."""
-    return {axis: getattr(stage, axis).name for axis in ("x", "y", "distance")}
+def stage_axes(stage: Stage) -> dict[str, Any]:
+    """The motors of a detector stage by axis (empty for a fixed detector).
+
+    Raises
+    ------
+    MissingMetadataError
+        The stage lacks an axis (named).
+    """
+    if stage is None:
+        return {}
+    get = stage.get if isinstance(stage, Mapping) else (lambda axis: getattr(stage, axis, None))
+    motors = {axis: get(axis) for axis in STAGE_AXES}
+    missing = [axis for axis, motor in motors.items() if motor is None]
+    if missing:
+        raise MissingMetadataError(f"detector stage {getattr(stage, 'name', stage)!r} has no {', '.join(missing)} "
+                                   f"motor; give a device with x, y, distance or a mapping of those axes to motors")
+    return motors
+
+
+def data_key(device: Any) -> str:
+    """The data key a readable's reading is recorded under: its first hinted field,
+    else its name (ophyd v1 and ophyd-async motors: the readback's key)."""
+    fields = (getattr(device, "hints", None) or {}).get("fields") or []
+    return fields[0] if fields else device.name
+
+
+def stage_motors(stage: Stage) -> dict[str, str]:
+    """Data keys of a detector stage's ``x``, ``y`` and ``distance`` motors (empty for
+    a fixed detector)."""
+    return {axis: data_key(motor) for axis, motor in stage_axes(stage).items()}
+
+
+def described_metadata(beamline: Any, readables: Sequence[Any], stage: Stage) -> dict:
+    """Start-document keys from a beamline description (``beamline.run_metadata()``;
+    None: none), checked against the plan's devices before anything moves.
+
+    Raises
+    ------
+    MissingMetadataError
+        The description's stage motors are not the stage's, or a monitor key it names
+        is read by none of the devices (both named).
+    """
+    if beamline is None:
+        return {}
+    md = dict(beamline.run_metadata())
+    motors = stage_motors(stage)
+    described = md.get("stage_motors") or {}
+    if motors and described and described != motors:
+        raise MissingMetadataError(f"the beamline description's stage motors {described} are not this stage's "
+                                   f"{motors}: correct [detectors.NAME.motion] or pass the described stage")
+    keys = {key for device in readables for key in (device.name, *((getattr(device, "hints", None) or {})
+                                                                   .get("fields") or []))}
+    absent = {role: key for role, key in (md.get("monitors") or {}).items() if key not in keys}
+    if absent:
+        raise MissingMetadataError(f"monitor data keys {absent} of the beamline description are read by none of "
+                                   f"the detectors {[d.name for d in readables]}: add the ion chambers to the "
+                                   "plan's detectors or correct [monitors]")
+    md.pop("stage_motors", None)
+    return md
+
+
+def acquire_time_signal(detector: Any):
+    """The detector's exposure-time signal (s): ``acquire_time`` of the device, of its
+    ``cam`` (ophyd v1 area detectors) or of its ``driver`` (ophyd-async).
+
+    Raises
+    ------
+    MissingMetadataError
+        The detector has none (named).
+    """
+    for owner in (detector, getattr(detector, "cam", None), getattr(detector, "driver", None)):
+        signal = getattr(owner, "acquire_time", None) if owner is not None else None
+        if signal is not None:
+            return signal
+    raise MissingMetadataError(f"detector {detector.name!r} has no acquire_time signal (nor cam.acquire_time, "
+                               "driver.acquire_time); set its exposure yourself and pass exposure=None")
 
 
 @plan
@@ -56,19 +146,22 @@ def dark_run(detectors: Sequence[Any], shutter, *, num: int = 5, md: dict | None
     return (yield from bpp.stage_wrapper(body(), list(detectors)))
 
 
-def multi_position_count(detectors: Sequence[Any], stage, positions: Iterable[Sequence[float]], *,
-                         num: int = 1, shutter=None, num_darks: int = 1, energy=None, sample: dict | None = None,
-                         purpose: str = "measurement", md: dict | None = None):
+@plan
+def multi_position_count(detectors: Sequence[Readable], stage: Stage, positions: Iterable[Sequence[float]] = ((),),
+                         *, num: int = 1, shutter=None, num_darks: int = 1, energy=None, sample: dict | None = None,
+                         purpose: str = "measurement", beamline: Any = None,
+                         md: dict | None = None) -> MsgGenerator[str]:
     """Count ``num`` times at each detector-stage position.
 
     Parameters
     ----------
     detectors : list
         Readable devices (area detector, ion chambers), triggered together.
-    stage : device
-        Detector stage with ``x``, ``y`` and ``distance`` motors (mm).
+    stage : device, mapping or None
+        Detector stage: a device with ``x``, ``y`` and ``distance`` motors (mm), a
+        mapping of those axes to motors, or None for a fixed detector.
     positions : iterable of (x, y, distance)
-        Stage positions in mm.
+        Stage positions in mm (a fixed detector: one empty position per count set).
     num : int
         Exposures per position.
     shutter : settable, optional
@@ -82,6 +175,9 @@ def multi_position_count(detectors: Sequence[Any], stage, positions: Iterable[Se
         Sample description (name, composition, thickness_mm).
     purpose : str
         The run's purpose (decides its live analysis).
+    beamline : BeamlineDescription, optional
+        Its keys (image key, monitors, detector) are recorded and checked against the
+        devices before anything moves.
     md : dict, optional
         Extra metadata.
 
@@ -91,27 +187,33 @@ def multi_position_count(detectors: Sequence[Any], stage, positions: Iterable[Se
         Bluesky messages.
     """
     positions = [tuple(float(v) for v in p) for p in positions]
-    motors = [stage.x, stage.y, stage.distance]
-    _md = {
+    motors = list(stage_axes(stage).values())
+    if any(len(p) != len(motors) for p in positions):
+        raise MissingMetadataError(f"positions {positions} do not give one value per stage motor "
+                                   f"({len(motors)}: {', '.join(STAGE_AXES) if motors else 'a fixed detector'})")
+    described = described_metadata(beamline, list(detectors), stage)
+    _md = {**described,
         "purpose": purpose,
         "detectors": [d.name for d in detectors],
-        "motors": [m.name for m in motors],
+        "motors": [data_key(m) for m in motors],
         "num_points": num * len(positions),
         "num_intervals": num * len(positions) - 1,
         "plan_name": "multi_position_count",
         "plan_args": {"detectors": [repr(d) for d in detectors], "stage": repr(stage),
                       "positions": positions, "num": num},
         "stage_motors": stage_motors(stage),
-        "positions_mm": positions,
         "dark_frames": shutter is not None,
-        "hints": {"dimensions": [([m.name for m in motors], "primary")]},
+        "hints": {"dimensions": [([data_key(m) for m in motors], "primary")]} if motors else {},
     }
+    if motors:
+        _md["positions_mm"] = positions
     if sample is not None:
         _md["sample"] = sample
 
     def exposures():
         for position in positions:
-            yield from bps.mv(*[arg for m, v in zip(motors, position) for arg in (m, v)])
+            if motors:
+                yield from bps.mv(*[arg for m, v in zip(motors, position) for arg in (m, v)])
             for _ in range(num):
                 yield from bps.trigger_and_read(list(detectors) + motors)
 

@@ -25,8 +25,10 @@ def geometry_from_calibration(run) -> GeometrySource:
     return GeometrySource(DetectorPositionModel(poni, ref), "calibration", calibration_uid=uid)
 
 
-def latest_calibration(processed) -> GeometrySource | None:
+def latest_calibration(processed, detector_name: str | None = None) -> GeometrySource | None:
     """The newest successful calibration made live in the ``processed`` container
-    (replays never become current), or None."""
-    run = latest_successful(live_runs(processed), "calibration")
+    (replays never become current), of the beamline description's detector
+    ``detector_name`` when given, or None."""
+    keys = {} if detector_name is None else {"detector_name": detector_name}
+    run = latest_successful(live_runs(processed), "calibration", **keys)
     return None if run is None else geometry_from_calibration(run)

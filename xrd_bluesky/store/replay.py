@@ -238,7 +238,8 @@ def _router(catalog, uid: str, analysis: str, recorded: dict, emit: Emit, calibr
 
     # what the live router took from the beamline description, the replay takes from the record
     described = {key: parameters[key] for key in ("monitors", "image_key") if parameters.get(key)}
-    return AnalysisRouter(emit, lambda: geometry, setup=lambda start: RunSetup({**described, **start}, instrument, nominal),
+    return AnalysisRouter(emit, lambda detector_name: geometry,
+                          setup=lambda start: RunSetup({**described, **start}, instrument, nominal),
                           gain_map=lambda: gain_map, export_dir=export_dir,
                           references=lambda ref: reference_pattern(processed, ref),
                           darks=lambda dark: dark_frame(catalog.raw, dark),

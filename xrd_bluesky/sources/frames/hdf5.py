@@ -94,7 +94,9 @@ def _open_modes() -> list[dict]:
     """h5py ``File`` keywords to try, in order (see the module docstring)."""
     if os.environ.get("HDF5_USE_FILE_LOCKING"):
         return [{}, {"swmr": True}]
-    return [{"locking": False}, {"locking": True}, {"locking": False, "swmr": True}, {"locking": True, "swmr": True}]
+    # a writer in this process fixes the flags: HDF5's default, or best-effort locking
+    same_process = [{}, {"locking": "best-effort"}, {"locking": True}]
+    return [{"locking": False}, *same_process, *({**mode, "swmr": True} for mode in [{"locking": False}, *same_process])]
 
 
 @contextlib.contextmanager

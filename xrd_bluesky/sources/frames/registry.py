@@ -221,10 +221,6 @@ class FrameRegistry:
         """(stream, seq_num) of the events whose frames were never announced."""
         return sorted(self._events)
 
-    def close(self) -> None:
-        """Close the files handlers hold open."""
-        self._resources.close()
-
 
 def _image_like(data_key: object) -> bool:
     """An array data key of two or more dimensions (frames, or a stack of them)."""

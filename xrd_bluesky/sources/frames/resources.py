@@ -4,6 +4,8 @@ through the ecosystem's own handlers (``area-detector-handlers``).
 A resource's ``spec`` picks the handler (beamline-specific specs are aliased onto
 known ones by the beamline description); its file is ``root`` joined with
 ``resource_path``, which must lie in one of the storage roots when any are given.
+A handler is opened for each read and closed after it: a reader that keeps a
+detector's file open makes the IOC's next write to it fail.
 """
 
 from __future__ import annotations
@@ -68,7 +70,6 @@ class ResourceFrames:
         self.root_map = dict(root_map or {})
         self._resources: dict[str, dict] = {}
         self._datums: dict[str, dict] = {}
-        self._handlers: dict[str, object] = {}
 
     def resource(self, doc: dict) -> None:
         """Remember a Resource (its spec and file are checked when a datum is read)."""
@@ -113,22 +114,13 @@ class ResourceFrames:
             frames = np.asarray(handler(**kwargs))
         except Exception as exc:  # handlers raise OSError, KeyError, ValueError, IntegrityError...
             raise CorruptFrameError(f"cannot read frames from {where}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            _close(handler)
         if frames.ndim == 2:
             frames = frames[np.newaxis]
         if frames.ndim != 3 or frames.shape[0] < 1:
             raise CorruptFrameError(f"{where} gave an array of shape {frames.shape}, not a stack of frames")
         return frames
-
-    def close(self) -> None:
-        """Close every handler's files."""
-        for handler in self._handlers.values():
-            close = getattr(handler, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:  # a handler that fails to close must not hide the run's result
-                    pass
-        self._handlers.clear()
 
     def _path(self, resource_uid: str) -> Path:
         resource = self._resources[resource_uid]
@@ -140,22 +132,30 @@ class ResourceFrames:
         return within_roots(Path(root) / document_field(resource, "resource_path", str, what), self.roots, what)
 
     def _handler(self, resource_uid: str):
-        if resource_uid not in self._handlers:
-            resource = self._resources.get(resource_uid)
-            if resource is None:
-                raise FrameSourceError(f"resource {resource_uid} was never announced")
-            what = f"resource {resource_uid}"
-            spec = document_field(resource, "spec", str, what)
-            known = self.spec_aliases.get(spec, spec)
-            handler_class = HANDLERS.get(known)
-            if handler_class is None:
-                raise FrameSourceError(f"{what} has spec {spec!r}, which no frame handler reads (known: "
-                                       f"{', '.join(HANDLERS)}); alias it in [frames.spec_aliases] of the "
-                                       "beamline description if it is one of these")
-            path = self._path(resource_uid)
-            kwargs = document_field(resource, "resource_kwargs", dict, what)
-            try:
-                self._handlers[resource_uid] = handler_class(str(path), **kwargs)
-            except Exception as exc:  # handlers open files in __init__
-                raise CorruptFrameError(f"cannot open {path} ({spec}) of {what}: {type(exc).__name__}: {exc}") from exc
-        return self._handlers[resource_uid]
+        """A new handler of the resource's file (the caller closes it)."""
+        resource = self._resources.get(resource_uid)
+        if resource is None:
+            raise FrameSourceError(f"resource {resource_uid} was never announced")
+        what = f"resource {resource_uid}"
+        spec = document_field(resource, "spec", str, what)
+        handler_class = HANDLERS.get(self.spec_aliases.get(spec, spec))
+        if handler_class is None:
+            raise FrameSourceError(f"{what} has spec {spec!r}, which no frame handler reads (known: "
+                                   f"{', '.join(HANDLERS)}); alias it in [frames.spec_aliases] of the "
+                                   "beamline description if it is one of these")
+        path = self._path(resource_uid)
+        kwargs = document_field(resource, "resource_kwargs", dict, what)
+        try:
+            return handler_class(str(path), **kwargs)
+        except Exception as exc:  # handlers open files in __init__
+            raise CorruptFrameError(f"cannot open {path} ({spec}) of {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _close(handler: object) -> None:
+    """Close a handler's files (a handler that fails to close must not hide the frames)."""
+    close = getattr(handler, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # handlers' close() raises on files already closed, among others
+            pass

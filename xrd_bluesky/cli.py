@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import dfxrm_command, fit_peaks_files, integrate_files, replay_command, worker_command
+from . import beamline_command, dfxrm_command, fit_peaks_files, integrate_files, replay_command, worker_command
 
 
 def _demo(args) -> int:
@@ -142,11 +142,14 @@ def _session(args) -> int:
     from .session import build_session
     from .sim_devices import BeamlineConfig
 
+    config = None if args.beamline else BeamlineConfig(detector=args.detector)
     session = build_session(directory=Path(args.directory) if args.directory else None, uri=args.catalog,
-                            config=BeamlineConfig(detector=args.detector), plots=True, publish_to=args.publish,
+                            config=config, beamline_file=args.beamline, plots=True, publish_to=args.publish,
                             analyse=args.analysis)
-    banner = ("xrd-bluesky session: RE, catalog (raw/processed), beamline devices "
-              f"({', '.join(session.beamline.devices)}), plans, bp, bps are ready.")
+    devices = (f"simulated devices ({', '.join(session.beamline.devices)}), " if session.beamline is not None
+               else "")
+    banner = (f"xrd-bluesky session at {session.description.name}: RE (attached: session), catalog "
+              f"(raw/processed), beamline (the description), {devices}plans, bp, bps are ready.")
     if session.publisher is not None:
         banner += f"\nDocuments are published to {session.publisher.address} (for `xrd-bluesky worker`)."
     if session.router is None:
@@ -261,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     dfxrm_command.add_parser(sub)
     replay_command.add_parser(sub)
     worker_command.add_parser(sub)
+    beamline_command.add_parser(sub)
 
     bench = sub.add_parser("bench", help="side-by-side benchmarks against the reference path")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
@@ -299,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     session = sub.add_parser("session", help="IPython with RE, devices, catalog and callbacks ready")
     session.add_argument("--directory", help="data directory of the embedded catalog")
     session.add_argument("--catalog", help="URI of a remote Tiled server (API key from TILED_API_KEY)")
+    session.add_argument("--beamline", metavar="FILE",
+                         help="beamline description (TOML): your devices are yours to create in the session; "
+                              "no simulated devices unless the description says simulated = true")
     session.add_argument("--detector", default="Pilatus2MCdTe", help="pyFAI detector model of the simulated beamline")
     session.add_argument("--publish", metavar="HOST:PORT",
                          help="also publish every document to this bluesky-0MQ-proxy input port, for "

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -96,13 +95,12 @@ class InstrumentSettings:
                 "polarization_factor": self.polarization_factor,
                 "flux_calibration": None if self.flux_calibration is None else
                 {"slope": self.flux_calibration.slope, "offset": self.flux_calibration.offset},
-                "air_transmission": self.air_transmission, "dark": self.dark,
-                "frame_options": {"roots": [str(r) for r in self.frame_options.get("roots", ())],
-                                  "spec_aliases": dict(self.frame_options.get("spec_aliases", {}))}}
+                "air_transmission": self.air_transmission, "dark": self.dark}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "InstrumentSettings":
-        """Rebuild recorded settings (:meth:`as_dict`), reading the mask file again.
+        """Rebuild recorded settings (:meth:`as_dict`), reading the mask file again;
+        frames are then read wherever the documents say (a replay's own storage).
 
         Raises
         ------
@@ -118,15 +116,12 @@ class InstrumentSettings:
             except Exception as exc:  # fabio raises many types on bad files
                 raise MissingMetadataError(f"recorded mask file {data['mask_file']}: {exc}") from exc
         flux = data.get("flux_calibration")
-        options = data.get("frame_options") or {}
         return cls(detector=data.get("detector"), models=tuple(data.get("models") or ()),
                    saturation_counts=data.get("saturation_counts"), mask=mask, mask_file=data.get("mask_file"),
                    beamstop=Beamstop(**data["beamstop"]) if data.get("beamstop") else None,
                    polarization_factor=data.get("polarization_factor"),
                    flux_calibration=None if flux is None else FluxCalibration(**flux),
-                   air_transmission=data.get("air_transmission", AIR_TRANSMISSION), dark=data.get("dark", "if_present"),
-                   frame_options={"roots": tuple(Path(r) for r in options.get("roots", ())),
-                                  "spec_aliases": dict(options.get("spec_aliases", {}))})
+                   air_transmission=data.get("air_transmission", AIR_TRANSMISSION), dark=data.get("dark", "if_present"))
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     address = zmq_endpoint(args.zmq)  # a bad address is reported before anything is opened
     directory = Path(args.directory) if args.directory else data_directory()
     beamline = (load_beamline(args.beamline) if args.beamline
-                else BeamlineConfig(detector=args.detector).description(directory / "frames"))
+                else BeamlineConfig(detector=args.detector).description())
     catalog = open_catalog(args.catalog, directory=directory)
 
     def listening() -> None:

@@ -13,6 +13,7 @@ the detector origin: ``poni2 = poni2_ref - dx``; likewise ``y`` with dim1 and
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 from dataclasses import asdict, dataclass, replace
@@ -46,10 +47,15 @@ def detector_model(name: str, config: str = "") -> pyFAI.detectors.Detector:
     GeometryError
         When pyFAI does not know the name or rejects the configuration.
     """
+    quiet = logging.getLogger("pyFAI.detectors")  # it logs every known name before raising: the error says it
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         return pyFAI.detectors.detector_factory(name, json.loads(config) if config else None)
     except Exception as exc:  # pyFAI raises many types on unknown names and bad configurations
         raise GeometryError(f"unknown detector model {name!r} (config {config!r}): {_first_line(exc)}") from exc
+    finally:
+        quiet.setLevel(level)
 
 
 def _first_line(exc: Exception) -> str:

@@ -86,18 +86,17 @@ class BeamlineConfig:
         """The nominal geometry calibrations start from (see :func:`nominal_geometry`)."""
         return nominal_geometry(self.true_geometry())
 
-    def description(self, frames_dir: str | Path) -> BeamlineDescription:
+    def description(self) -> BeamlineDescription:
         """The shipped description for this configuration: its detector, nominal
-        geometry, beamstop, flux calibration and polarization factor, frames read from
-        ``frames_dir``."""
+        geometry, beamstop, flux calibration and polarization factor (its frames, in
+        the catalog's own frame directory, need no storage root)."""
         shipped = shipped_description()
         nominal = self.nominal_geometry()
         det = replace(shipped.detector(), pyfai=self.detector, models=(self.detector,), nominal=nominal.reference,
                       motion=replace(shipped.detector().motion, reference=nominal.reference_position))
         return replace(shipped, detectors={det.name: det}, beamstop=self.beamstop,
                        polarization_factor=self.polarization_factor,
-                       monitors=replace(shipped.monitors, flux_calibration=self.flux_calibration),
-                       storage_roots=(Path(frames_dir).resolve(),))
+                       monitors=replace(shipped.monitors, flux_calibration=self.flux_calibration))
 
 
 @dataclass
@@ -185,6 +184,6 @@ def make_beamline(config: BeamlineConfig | None = None, *, data_dir: str | Path,
                     rng=np.random.default_rng(seeds[2]), **chamber)
     it = IonChamber(name="It", transmission=downstream_transmission(sample_transmission),
                     rng=np.random.default_rng(seeds[3]), **chamber)
-    beamline = Beamline(config, config.description(data_dir), source, i0, it, stage, detector, changer,
+    beamline = Beamline(config, config.description(), source, i0, it, stage, detector, changer,
                         Goniometer(name="gonio"))
     return beamline

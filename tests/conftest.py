@@ -29,8 +29,17 @@ def realdata(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def catalog(tmp_path_factory):
-    cat = open_catalog(directory=tmp_path_factory.mktemp("catalog"))
+def beamline_data(tmp_path_factory):
+    """A beamline's data area outside the catalog's own, where tests' detectors (the
+    ecosystem's device classes) write their files."""
+    return tmp_path_factory.mktemp("beamline_data")
+
+
+@pytest.fixture(scope="session")
+def catalog(tmp_path_factory, beamline_data):
+    """The embedded catalog of the test session (Tiled serves one embedded server per
+    process: a second one makes the first refuse its own API key)."""
+    cat = open_catalog(directory=tmp_path_factory.mktemp("catalog"), storage_roots=[beamline_data])
     yield cat
     cat.close()
 

@@ -9,6 +9,7 @@ import fabio.edfimage
 import numpy as np
 import pytest
 
+from test_bad_input import DELETE, changed
 from xrd_bluesky.beamline import EXAMPLE, load_beamline, parse_beamline
 from xrd_bluesky.cli import main
 from xrd_bluesky.errors import BeamlineDescriptionError
@@ -58,18 +59,6 @@ def test_the_simulator_is_built_from_its_shipped_description():
     assert other.detector().nominal == BeamlineConfig(detector="Pilatus1M").nominal_geometry().reference
 
 
-def changed(path: tuple[str, ...], value) -> dict:
-    data = example()
-    node = data
-    for key in path[:-1]:
-        node = node[key]
-    if value is None:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return data
-
-
 @pytest.mark.parametrize("path, value, culprit", [
     (("colour",), "blue", "colour is not a known key"),
     (("detectors", "pilatus", "pyfai"), "Pilatus9Z", "detectors.pilatus.pyfai = 'Pilatus9Z': unknown detector model"),
@@ -94,7 +83,7 @@ def changed(path: tuple[str, ...], value) -> dict:
 def test_a_bad_description_names_file_key_and_value(tmp_path, path, value, culprit):
     import tomli_w
 
-    file = write(tmp_path, tomli_w.dumps(changed(path, value)))
+    file = write(tmp_path, tomli_w.dumps(changed(example(), path, DELETE if value is None else value)))
     with pytest.raises(BeamlineDescriptionError, match=culprit) as info:
         load_beamline(file)
     assert str(file) in str(info.value)

@@ -26,31 +26,30 @@ from devices.ophyd_async_detector import make_sim_detector
 from devices.ophyd_v1_detector import make_fake_pilatus
 from devices.scene import DETECTOR, ENERGY_KEV, Scene, description_toml, true_geometry
 from xrd_bluesky import attach
+from xrd_bluesky.beamline import load_beamline
+from xrd_bluesky.errors import MissingMetadataError
 from xrd_bluesky.demo import ring_checks
 from xrd_bluesky.plans import calibration_scan, multi_position_count
 from xrd_bluesky.science.geometry import StagePosition
 from xrd_bluesky.science.samples import default_library
-from xrd_bluesky.store import open_catalog
 
 #: Stage positions (x, y, distance in mm) of the calibration and of the measurement.
 CALIBRATION_POSITIONS = [(0.0, 0.0, 200.0), (14.0, -10.0, 215.0)]
 MEASUREMENT_POSITIONS = [(6.0, 4.0, 205.0), (-8.0, 6.0, 190.0)]
+#: Data keys of the test's ophyd v1 stage motors and ion chambers.
+V1_MOTORS = {"x": "tbl_x", "y": "tbl_y", "distance": "tbl_z"}
+MONITOR_KEYS = {"i0": "ic_up", "it": "ic_down"}
+DETECTOR_SHAPE = tuple(true_geometry().reference.detector_model().shape)
 #: Ring positions within this of the calibrant's true 2theta (the issue's bar; the
 #: simulator's own demo holds 0.02 deg on a 2M).
 RING_TOLERANCE_DEG = 0.01
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    """Where the detectors write: a beamline's data area, outside the catalog's own."""
-    return tmp_path_factory.mktemp("beamline_data")
-
-
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory, data_root):
-    cat = open_catalog(directory=tmp_path_factory.mktemp("catalog"), storage_roots=[data_root])
-    yield cat
-    cat.close()
+@pytest.fixture
+def data_root(beamline_data):
+    """Where the detectors write: the beamline's data area, a storage root of the
+    session's catalog."""
+    return beamline_data
 
 
 def monitors() -> tuple[Signal, Signal]:
@@ -90,6 +89,20 @@ def derived_of(catalog, uid: str):
     return catalog.processed.search(Contains("parent_uids", uid)).values().last()
 
 
+def measure_once(catalog, detector, stage, description, tmp_path, *, record_raw: bool = True):
+    """One measurement at the first two positions, through ``attach`` on a fresh
+    RunEngine; the derived run."""
+    RE = RunEngine({}, call_returns_result=False)
+    handle = attach(RE, description, catalog=catalog, directory=tmp_path, record_raw=record_raw)
+    try:
+        up, down = monitors()
+        uid = RE(multi_position_count([detector, up, down], stage, MEASUREMENT_POSITIONS,
+                                      beamline=handle.beamline))[0]
+    finally:
+        handle.close()
+    return derived_of(catalog, uid)
+
+
 def assert_physics(calibration, integration) -> None:
     """The calibration recovers the truth at every position (beam centre 0.3 px,
     distance 0.05 %, tilts 0.02 deg: issue 3's bounds, the centre relaxed from 0.2 px
@@ -116,8 +129,10 @@ def assert_physics(calibration, integration) -> None:
 
 
 def write_description(tmp_path, **keys) -> str:
+    """A description of the test beamline in ``tmp_path`` (ophyd v1 motor and ion
+    chamber keys unless given)."""
     path = tmp_path / "beamline.toml"
-    path.write_text(description_toml(**keys))
+    path.write_text(description_toml(**{"motors": V1_MOTORS, "monitors": MONITOR_KEYS, **keys}))
     return str(path)
 
 
@@ -128,11 +143,8 @@ def test_ophyd_v1_area_detector(catalog, data_root, tmp_path):
     RE = RunEngine({}, call_returns_result=False)
     stage = v1_stage()
     scene = Scene(lambda: v1_position(stage))
-    det = make_fake_pilatus("pil", scene.frame, data_root, model="Pilatus", shape=true_geometry().reference
-                            .detector_model().shape)
-    description = write_description(tmp_path, image_key="pil_image", monitors={"i0": "ic_up", "it": "ic_down"},
-                                    motors={"x": "tbl_x", "y": "tbl_y", "distance": "tbl_z"},
-                                    storage_root=str(data_root))
+    det = make_fake_pilatus("pil", scene.frame, data_root, model="Pilatus", shape=DETECTOR_SHAPE)
+    description = write_description(tmp_path, image_key="pil_image", storage_root=str(data_root))
     calibration, integration = run_flavour(RE, catalog, description, det, stage, tmp_path, exposure=1.0)
     assert_physics(calibration, integration)
     assert integration.start["parameters"]["image_key"] == "pil_image"
@@ -160,11 +172,9 @@ def test_ophyd_async_simulated_detector(catalog, data_root, tmp_path):
     call_in_bluesky_event_loop(connect())
     scene = Scene(lambda: StagePosition(positions["x"], positions["y"], positions["distance"]))
     model = soft_signal_rw(str, initial_value="Pilatus", name="pil-model")
-    det = make_sim_detector("pil", scene.frame, tuple(true_geometry().reference.detector_model().shape), data_root,
-                            config_sigs=[model])
-    description = write_description(tmp_path, image_key="pil", monitors={"i0": "ic_up", "it": "ic_down"},
-                                    motors={"x": "arm_x", "y": "arm_y", "distance": "arm_z"},
-                                    storage_root=str(data_root))
+    det = make_sim_detector("pil", scene.frame, DETECTOR_SHAPE, data_root, config_sigs=[model])
+    description = write_description(tmp_path, image_key="pil", storage_root=str(data_root),
+                                    motors={"x": "arm_x", "y": "arm_y", "distance": "arm_z"})
     calibration, integration = run_flavour(RE, catalog, description, det, motors, tmp_path, exposure=None)
     assert_physics(calibration, integration)
 
@@ -175,9 +185,7 @@ def test_inline_images(catalog, data_root, tmp_path):
     stage = v1_stage()
     scene = Scene(lambda: v1_position(stage))
     det = DirectImage(name="cam", func=scene.frame)
-    description = write_description(tmp_path, image_key="cam_img", monitors={"i0": "ic_up", "it": "ic_down"},
-                                    motors={"x": "tbl_x", "y": "tbl_y", "distance": "tbl_z"},
-                                    storage_root=str(data_root), models=())
+    description = write_description(tmp_path, image_key="cam_img", storage_root=str(data_root), models=())
     calibration, integration = run_flavour(RE, catalog, description, det, stage, tmp_path, exposure=None)
     assert_physics(calibration, integration)
 
@@ -186,36 +194,24 @@ def test_without_calibration_or_nominal_geometry_a_run_fails_saying_why(catalog,
     """A detector with no calibration in the catalog (the catalog's calibrations are
     another detector's) and no nominal geometry in the description: not integrated,
     and the derived run says why (no simulator values, no other detector's geometry)."""
-    RE = RunEngine({}, call_returns_result=False)
     stage = v1_stage()
     det = DirectImage(name="cam", func=Scene(lambda: v1_position(stage)).frame)
-    description = write_description(tmp_path, image_key="cam_img", monitors={"i0": "ic_up", "it": "ic_down"},
-                                    motors={"x": "tbl_x", "y": "tbl_y", "distance": "tbl_z"},
-                                    storage_root=str(data_root), models=(), nominal=False, name="spare")
-    handle = attach(RE, description, catalog=catalog, directory=tmp_path)
-    assert handle.current_geometry() is None
-    up, down = monitors()
-    uid = RE(multi_position_count([det, up, down], stage, MEASUREMENT_POSITIONS[:1], beamline=handle.beamline))[0]
-    handle.close()
-    derived = derived_of(catalog, uid)
+    description = load_beamline(write_description(tmp_path, image_key="cam_img", storage_root=str(data_root),
+                                                  models=(), nominal=False, name="spare"))
+    assert attach(RunEngine({}), description, catalog=catalog, analyse=False, record_raw=False,
+                  directory=tmp_path).current_geometry() is None
+    derived = measure_once(catalog, det, stage, description, tmp_path)
     assert derived.stop["exit_status"] == "fail"
     assert "no geometry: no calibration in the catalog and no nominal geometry" in derived.stop["reason"]
 
 
 def test_a_driver_model_the_description_does_not_list_is_refused(catalog, data_root, tmp_path):
     """An ADEiger driver's frames, where the description says Pilatus: named, not integrated."""
-    RE = RunEngine({}, call_returns_result=False)
     stage = v1_stage()
     det = make_fake_pilatus("eig", Scene(lambda: v1_position(stage)).frame, data_root, model="Eiger2 1M",
-                            shape=tuple(true_geometry().reference.detector_model().shape))
-    description = write_description(tmp_path, image_key="eig_image", monitors={"i0": "ic_up", "it": "ic_down"},
-                                    motors={"x": "tbl_x", "y": "tbl_y", "distance": "tbl_z"},
-                                    storage_root=str(data_root))
-    handle = attach(RE, description, catalog=catalog, directory=tmp_path)
-    up, down = monitors()
-    uid = RE(multi_position_count([det, up, down], stage, MEASUREMENT_POSITIONS[:1], beamline=handle.beamline))[0]
-    handle.close()
-    derived = derived_of(catalog, uid)
+                            shape=DETECTOR_SHAPE)
+    description = write_description(tmp_path, image_key="eig_image", storage_root=str(data_root))
+    derived = measure_once(catalog, det, stage, description, tmp_path)
     assert derived.stop["exit_status"] == "fail"
     assert "model 'Eiger2 1M'" in derived.stop["reason"] and "['Pilatus']" in derived.stop["reason"]
 
@@ -224,38 +220,38 @@ def test_frames_outside_every_storage_root_are_named(catalog, data_root, tmp_pat
     """A detector writing outside the description's storage roots: each event is
     flagged naming the file and the roots; the run ends 'fail' (nothing integrated)."""
     elsewhere = tmp_path_factory.mktemp("elsewhere")
-    RE = RunEngine({}, call_returns_result=False)
     stage = v1_stage()
-    det = make_fake_pilatus("pil2", Scene(lambda: v1_position(stage)).frame, elsewhere, model="Pilatus",
-                            shape=tuple(true_geometry().reference.detector_model().shape))
-    description = write_description(tmp_path, image_key="pil2_image", monitors={"i0": "ic_up", "it": "ic_down"},
-                                    motors={"x": "tbl_x", "y": "tbl_y", "distance": "tbl_z"},
-                                    storage_root=str(data_root))
-    handle = attach(RE, description, catalog=catalog, directory=tmp_path, record_raw=False)
-    up, down = monitors()
-    uid = RE(multi_position_count([det, up, down], stage, MEASUREMENT_POSITIONS, beamline=handle.beamline))[0]
-    handle.close()
-    derived = derived_of(catalog, uid)
+    det = make_fake_pilatus("pil2", Scene(lambda: v1_position(stage)).frame, elsewhere, shape=DETECTOR_SHAPE)
+    description = write_description(tmp_path, image_key="pil2_image", storage_root=str(data_root))
+    derived = measure_once(catalog, det, stage, description, tmp_path, record_raw=False)
     assert derived.stop["exit_status"] == "fail"
     assert "outside every frame storage root" in derived.stop["reason"] and str(elsewhere) in derived.stop["reason"]
     reasons = derived["rejected"].read()["reason"].values
     assert len(reasons) == len(MEASUREMENT_POSITIONS) and all("storage root" in r for r in reasons)
 
 
+def test_frames_of_another_shape_than_the_described_detector_are_refused(catalog, data_root, tmp_path):
+    """The description says Pilatus 300k, the frames are a 1M's: named, not integrated."""
+    stage = v1_stage()
+    det = DirectImage(name="cam", func=Scene(lambda: v1_position(stage)).frame)
+    text = description_toml(image_key="cam_img", motors=V1_MOTORS, monitors=MONITOR_KEYS, storage_root=str(data_root),
+                            models=(), name="small").replace(f'pyfai = "{DETECTOR}"', 'pyfai = "Pilatus300k"')
+    (tmp_path / "beamline.toml").write_text(text)
+    derived = measure_once(catalog, det, stage, tmp_path / "beamline.toml", tmp_path)
+    assert derived.stop["exit_status"] == "fail"
+    assert "frames have shape (1043, 981), the geometry's detector 'Pilatus300k' has (619, 487)" \
+        in derived.stop["reason"]
+
+
 def test_a_monitor_the_devices_do_not_read_is_refused_before_anything_moves(tmp_path, data_root):
     """The description names an ion chamber the plan's devices do not read: the plan
     stops before the first move, naming the key."""
-    from xrd_bluesky.beamline import load_beamline
-    from xrd_bluesky.errors import MissingMetadataError
-
     RE = RunEngine({}, call_returns_result=False)
     stage = v1_stage()
     det = DirectImage(name="cam", func=Scene(lambda: v1_position(stage)).frame)
-    description = load_beamline(write_description(
-        tmp_path, image_key="cam_img", monitors={"i0": "I0_missing", "it": "ic_down"},
-        motors={"x": "tbl_x", "y": "tbl_y", "distance": "tbl_z"}, storage_root=str(data_root), models=()))
+    description = load_beamline(write_description(tmp_path, image_key="cam_img", storage_root=str(data_root),
+                                                  monitors={"i0": "I0_missing", "it": "ic_down"}, models=()))
     up, down = monitors()
     with pytest.raises(MissingMetadataError, match="I0_missing"):
         RE(multi_position_count([det, up, down], stage, MEASUREMENT_POSITIONS, beamline=description))
     assert stage["x"].position == 0.0  # never moved
-    assert DETECTOR == description.detector().pyfai

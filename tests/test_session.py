@@ -28,3 +28,17 @@ def test_session_command_starts_ipython(tmp_path):
     out = subprocess.run([sys.executable, "-m", "xrd_bluesky.cli", "session", "--directory", str(tmp_path)],
                          input=code, capture_output=True, text=True, timeout=120)
     assert "READY RunEngine det True" in out.stdout, out.stderr[-2000:]
+
+
+def test_session_with_a_beamline_description_builds_no_simulator(tmp_path):
+    """`xrd-bluesky session --beamline FILE`: IPython attached to the description, no
+    simulated devices, the nominal geometry current before any calibration."""
+    from xrd_bluesky.beamline import EXAMPLE
+
+    description = tmp_path / "beamline.toml"
+    description.write_text(EXAMPLE.replace('storage_roots = ["/tmp"]', f'storage_roots = ["{tmp_path}"]'))
+    code = ("print('READY', beamline.name, simulator, 'det' in dir(), session.current_geometry().label, "
+            "session.router is not None)\nexit\n")
+    out = subprocess.run([sys.executable, "-m", "xrd_bluesky.cli", "session", "--directory", str(tmp_path / "data"),
+                          "--beamline", str(description)], input=code, capture_output=True, text=True, timeout=120)
+    assert "READY my-beamline None False nominal True" in out.stdout, out.stderr[-2000:]

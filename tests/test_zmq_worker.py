@@ -292,12 +292,19 @@ def test_session_publishes_every_document_and_does_not_analyse(served):
 
 RECORDER = textwrap.dedent("""
     import sys
-    from xrd_bluesky.plans import multi_position_count
+    from xrd_bluesky.plans import calibration_scan, multi_position_count
     from xrd_bluesky.session import build_session
     from xrd_bluesky.sim_devices import BeamlineConfig
 
     uri, directory, proxy_in, detector = sys.argv[1:5]
     positions, long_run, hold_at = {positions!r}, {long_run}, {hold_at}
+    # first a calibration (not published), which the session and the worker then both use
+    calibrator = build_session(uri=uri, directory=directory, config=BeamlineConfig(detector=detector, seed=7))
+    bl = calibrator.beamline
+    bl.sample_changer.slot.put("CeO2")
+    calibrator.RE(calibration_scan(bl.detector, bl.stage, "CeO2", {calibration_positions!r}, shutter=bl.source.shutter,
+                                   energy=bl.source.energy))
+    calibrator.close()
     # publishes, and analyses in this process too: the in-process derived runs to compare with
     session = build_session(uri=uri, directory=directory, config=BeamlineConfig(detector=detector, seed=7),
                             publish_to=proxy_in)
@@ -328,7 +335,8 @@ RECORDER = textwrap.dedent("""
     measure(positions[:1], num=long_run)
     measure(positions[:1])
     session.close()
-""").format(positions=POSITIONS, long_run=LONG_RUN_EXPOSURES, hold_at=KILLED_AT)
+""").format(positions=POSITIONS, long_run=LONG_RUN_EXPOSURES, hold_at=KILLED_AT,
+           calibration_positions=[(0, 0, 230), (12, -10, 230), (-10, 8, 245), (6, 12, 220), (-12, -6, 250)])
 
 
 def derived_runs(catalog, raw_uid: str) -> tuple[list, list]:
@@ -418,7 +426,7 @@ def test_worker_analyses_as_the_session_and_reports_the_runs_it_missed(served, t
         children.append(recorder := Child([sys.executable, str(script), server.uri, str(directory),
                                            f"127.0.0.1:{proxy_in}", TEST_DETECTOR], env, stdin=True))
         worker.wait_for("listening to tcp://127.0.0.1")
-        recorder.wait_for("READY")
+        recorder.wait_for("READY", timeout_s=300)  # after its calibration
         connect(worker, proxy_in)
         time.sleep(0.5)  # the recorder's publisher connects to the proxy in the background too
         recorder.send("go")

@@ -13,9 +13,9 @@ class GeometrySource:
     """A detector-position model with a label saying where it came from.
 
     ``label`` is recorded in every derived run: ``"calibration"`` (then
-    ``calibration_uid`` names the calibration run), ``"poni_file"``, or
-    ``"simulator_truth"`` (the simulated beamline's true geometry, for runs made
-    before any calibration exists).
+    ``calibration_uid`` names the calibration run), ``"poni_file"``, ``"nominal"``
+    (the beamline description's nominal geometry, before any calibration), or
+    ``"simulator_truth"`` (tests that pin the simulated beamline's true geometry).
     """
 
     model: DetectorPositionModel

@@ -237,7 +237,8 @@ def _router(catalog, uid: str, analysis: str, recorded: dict, emit: Emit, calibr
         return {REPLAY_KEY: True, REPLAY_OF_KEY: None if live is None else live.start["uid"]}
 
     # what the live router took from the beamline description, the replay takes from the record
-    described = {key: parameters[key] for key in ("monitors", "image_key") if parameters.get(key)}
+    described = {**{key: parameters[key] for key in ("monitors", "image_key") if parameters.get(key)},
+                 **{key: recorded[key] for key in ("detector_name", "image_key") if recorded.get(key)}}
     return AnalysisRouter(emit, lambda detector_name: geometry,
                           setup=lambda start: RunSetup({**described, **start}, instrument, nominal),
                           gain_map=lambda: gain_map, export_dir=export_dir,

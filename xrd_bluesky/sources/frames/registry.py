@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -98,13 +99,10 @@ class FrameRegistry:
         self._stream_frames.stream_resource(doc)
 
     def stream_datum(self, doc: dict) -> None:
-        """Keep the frames a StreamDatum (of a known descriptor) announces, when they
-        are the image's (other datasets of the detector, e.g. a sum, are ignored)."""
-        what = f"stream_datum {document_uid(doc)}"
-        stream = self._stream(doc, what)
-        span = self._stream_frames.span(doc)
-        if span.data_key == self.image_key(self._descriptors[doc["descriptor"]]):
-            self._spans.setdefault(stream, []).append((span, set()))
+        """Keep the frames a StreamDatum (of a known descriptor) announces (only the
+        image's are read: other datasets of the detector, e.g. a sum, are not)."""
+        stream = self._stream(doc, f"stream_datum {document_uid(doc)}")
+        self._spans.setdefault(stream, []).append((self._stream_frames.span(doc), set()))
 
     def resource(self, doc: dict) -> None:
         """Remember a Resource (ophyd v1)."""
@@ -172,44 +170,51 @@ class FrameRegistry:
         frames read (or the reading's error); a later StreamDatum announcing the same
         event's frames wins."""
         out = []
-        spans = self._spans.get(stream, [])
         for key in sorted(k for k in self._events if k[0] == stream):
-            seq_num = key[1]
             event = self._events[key]
-            desc = self._descriptors[event["descriptor"]]
-            image_key = self.image_key(desc)
-            data_key = desc["data_keys"][image_key]
-            external = data_key.get("external") if isinstance(data_key, Mapping) else None
-            if isinstance(external, str) and external.startswith("STREAM"):
-                match = next(((span, taken) for span, taken in reversed(spans)
-                              if seq_num in span and seq_num not in taken), None)
-                if match is None:
-                    continue
-                span, taken = match
-                taken.add(seq_num)
-                read = lambda: span.ref(seq_num).read(frames_per_event(desc, image_key))  # noqa: E731
-            elif external:
-                datum_id = document_field(document_field(event, "data", dict, f"event {document_uid(event)}"),
-                                          image_key, str, f"event {document_uid(event)} data")
-                if not self._resources.knows(datum_id):
-                    continue
-                read = lambda: self._resources.read(datum_id)  # noqa: E731
-            else:
-                read = lambda: inline_frames(event, image_key)  # noqa: E731
+            read = self._reader(stream, key[1], event)
+            if read is None:
+                continue  # its frames are not announced yet
             del self._events[key]
+            desc = self._descriptors[event["descriptor"]]
             try:
-                out.append(FrameEvent(stream, seq_num, event, desc, read()))
+                out.append(FrameEvent(stream, key[1], event, desc, read()))
             except FRAME_ERRORS as exc:
-                out.append(FrameEvent(stream, seq_num, event, desc, None, f"{type(exc).__name__}: {exc}"))
-        self._spans[stream] = [(span, taken) for span, taken in spans if len(taken) < span.n_events]
+                out.append(FrameEvent(stream, key[1], event, desc, None, f"{type(exc).__name__}: {exc}"))
+        images = set(self._image_keys.values())  # spans of other datasets are dropped once the image key is known
+        self._spans[stream] = [(span, taken) for span, taken in self._spans.get(stream, [])
+                               if len(taken) < span.n_events and (not images or span.data_key in images)]
         return out
 
+    def _reader(self, stream: str, seq_num: int, event: dict) -> Callable[[], np.ndarray] | None:
+        """What reads the frames of ``event`` (None while they are not announced):
+        a StreamDatum span (taken for this event), a datum, or the event itself."""
+        desc = self._descriptors[event["descriptor"]]
+        image_key = self.image_key(desc)
+        data_key = desc["data_keys"][image_key]
+        external = data_key.get("external") if isinstance(data_key, Mapping) else None
+        if isinstance(external, str) and external.startswith("STREAM"):
+            match = next(((span, taken) for span, taken in reversed(self._spans.get(stream, []))
+                          if span.data_key == image_key and seq_num in span and seq_num not in taken), None)
+            if match is None:
+                return None
+            span, taken = match
+            taken.add(seq_num)
+            return partial(span.ref(seq_num).read, frames_per_event(desc, image_key))
+        if external:
+            what = f"event {document_uid(event)}"
+            datum_id = document_field(document_field(event, "data", dict, what), image_key, str, f"{what} data")
+            return partial(self._resources.read, datum_id) if self._resources.knows(datum_id) else None
+        return partial(inline_frames, event, image_key)
+
     def unmatched_frames(self) -> list[tuple[str, int, int]]:
-        """(stream, first, last sequence number) of each run of announced frames still
-        waiting for their event."""
+        """(stream, first, last sequence number) of each run of announced image frames
+        still waiting for their event."""
         runs = []
         for stream, spans in self._spans.items():
             for span, taken in spans:
+                if self._image_keys and span.data_key not in self._image_keys.values():
+                    continue  # another dataset of the detector (e.g. ophyd-async's sum)
                 start = span.seq_start
                 for seq_num in sorted(taken) + [span.seq_stop]:
                     if seq_num > start:
@@ -278,7 +283,7 @@ def frames_per_event(descriptor: dict, image_key: str) -> int:
 
 #: Configuration keys of an area detector, matched at the end of a key after ``_``
 #: (ophyd v1: ``det_cam_model``) or ``-`` (ophyd-async: ``det-driver-acquire_time``).
-_CONFIG_KEYS = {"model": "model", "max_count": "max_count", "acquire_time": "acquire_time"}
+_CONFIG_KEYS = ("model", "max_count", "acquire_time")
 
 
 def detector_config(descriptor: dict, image_key: str | None = None) -> dict:
@@ -308,7 +313,7 @@ def detector_config(descriptor: dict, image_key: str | None = None) -> dict:
         data = config.get("data", {}) if isinstance(config, Mapping) else {}
         if not isinstance(data, Mapping):
             continue
-        found = {name: _config_key(data, suffix) for name, suffix in _CONFIG_KEYS.items()}
+        found = {name: _config_key(data, name) for name in _CONFIG_KEYS}
         if not any(found.values()):
             continue
         where = f"{what} configuration {device!r}"

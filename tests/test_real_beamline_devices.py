@@ -258,3 +258,15 @@ def test_a_monitor_the_devices_do_not_read_is_refused_before_anything_moves(tmp_
     with pytest.raises(MissingMetadataError, match="I0_missing"):
         RE(multi_position_count([det, up, down], stage, MEASUREMENT_POSITIONS, beamline=description))
     assert stage["x"].position == 0.0  # never moved
+
+
+def test_the_required_dark_policy_refuses_a_run_without_darks(catalog, data_root, tmp_path):
+    """dark = "required" in the description and no dark frames in the run: named."""
+    stage = v1_stage()
+    det = DirectImage(name="cam", func=Scene(lambda: v1_position(stage)).frame)
+    text = description_toml(image_key="cam_img", motors=V1_MOTORS, monitors=MONITOR_KEYS, storage_root=str(data_root),
+                            models=()).replace("polarization_factor = 0.99", 'polarization_factor = 0.99\ndark = "required"')
+    (tmp_path / "beamline.toml").write_text(text)
+    derived = measure_once(catalog, det, stage, tmp_path / "beamline.toml", tmp_path)
+    assert derived.stop["exit_status"] == "fail"
+    assert "dark policy is 'required' and this run has no dark frames" in derived.stop["reason"]

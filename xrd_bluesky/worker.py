@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .sources.documents import document_field, document_uid
-from .errors import MissingMetadataError
 from .beamline import BeamlineDescription, LiveInputs, analysis_router
+from .errors import MissingMetadataError
+from .sources.documents import document_field, document_uid
 from .store import Catalog
 from .store.writer import processed_writer
 from .zmq_link import DocumentReceiver

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import BeamlineDescriptionError, GeometryError
+from ..schema import InstrumentSettings, RunSetup
 from ..science.geometry import DetectorPositionModel, Poni, StagePosition, detector_model
 from ..science.image_formation import Beamstop
 from ..science.monitors import FluxCalibration
-from ..schema import InstrumentSettings, RunSetup
 
 #: How a detector may move (a 2theta arm is planned; see the docs).
 MOTION_KINDS = ("fixed", "stage")
@@ -288,12 +288,14 @@ class BeamlineDescription:
         m = self.monitors
         flux = (f"flux = {m.flux_calibration.slope:g} x I0 rate + {m.flux_calibration.offset:g} ph/s"
                 if m.flux_calibration else "no flux calibration (no absolute scale)")
-        lines.append(f"monitors: I0 {m.i0 or 'none'}, It {m.it or 'none'}; {flux}; air transmission {m.air_transmission:g}")
+        lines.append(f"monitors: I0 {m.i0 or 'none'}, It {m.it or 'none'}; {flux}; "
+                     f"air transmission {m.air_transmission:g}")
         lines.append(f"beamstop: {self.beamstop.as_dict() if self.beamstop else 'none'}")
         lines.append("polarization factor: " + ("not corrected" if self.polarization_factor is None
                                                   else f"{self.polarization_factor:g}"))
         lines.append(f"dark policy: {self.dark}")
-        lines.append(f"frame storage roots: {[str(r) for r in self.storage_roots] or 'none (frames are read anywhere)'}")
+        roots = [str(r) for r in self.storage_roots] or "none (frames are read anywhere)"
+        lines.append(f"frame storage roots: {roots}")
         if self.spec_aliases:
             lines.append("spec aliases: " + ", ".join(f"{k} = {v}" for k, v in self.spec_aliases.items()))
         return lines

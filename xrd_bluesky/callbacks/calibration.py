@@ -23,9 +23,9 @@ import numpy as np
 
 from ..errors import MissingMetadataError
 from ..paths import safe_child
+from ..schema import InstrumentSettings
 from ..science.calibration import CalibrationSettings, PositionCalibration, fit_position_model, refine_position
 from ..science.geometry import DetectorPositionModel, StagePosition
-from ..schema import InstrumentSettings
 from ..science.image_formation import pixel_geometry
 from ..science.units import wavelength_m
 from .derived import Emit, FrameRunCallback, require_keys

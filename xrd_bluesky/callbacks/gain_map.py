@@ -18,12 +18,12 @@ import numpy as np
 from .. import __version__
 from ..errors import CorruptFrameError, MissingMetadataError
 from ..paths import safe_child
+from ..schema import InstrumentSettings
 from ..science.gain_map import GainMap, GainMapSettings, PositionData, check_shadows_disjoint, compute_gain_map
 from ..science.geometry import StagePosition
 from ..science.geometry_source import GeometrySource
 from ..science.image_formation import pixel_geometry
 from ..science.integration import invalid_pixels
-from ..schema import InstrumentSettings
 from .derived import Emit, FrameRunCallback, require_keys
 from ..sources.frames import detector_config, mean_dark, stage_position
 

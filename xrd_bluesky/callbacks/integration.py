@@ -54,8 +54,8 @@ from ..science.geometry_source import GeometrySource
 from ..science.image_formation import pixel_geometry
 from ..science.integration_kernel import sum_frames
 from ..science.multi_geometry import covered_radial_range, stitch
-from .derived import Emit, FrameRunCallback
 from ..sources.frames import FrameEvent, detector_config, mean_dark, stage_position
+from .derived import Emit, FrameRunCallback
 
 logger = logging.getLogger(__name__)
 

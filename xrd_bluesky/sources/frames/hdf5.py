@@ -88,15 +88,14 @@ def path_from_uri(uri: str) -> Path:
     return Path(unquote(parsed.path))
 
 
-
-
 def _open_modes() -> list[dict]:
     """h5py ``File`` keywords to try, in order (see the module docstring)."""
     if os.environ.get("HDF5_USE_FILE_LOCKING"):
         return [{}, {"swmr": True}]
     # a writer in this process fixes the flags: HDF5's default, or best-effort locking
     same_process = [{}, {"locking": "best-effort"}, {"locking": True}]
-    return [{"locking": False}, *same_process, *({**mode, "swmr": True} for mode in [{"locking": False}, *same_process])]
+    plain = [{"locking": False}, *same_process]
+    return [*plain, *({**mode, "swmr": True} for mode in plain)]
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from ...errors import MissingMetadataError
 from ..documents import document_field, document_uid
 from .hdf5 import FrameRef, path_from_uri
 
+
 @dataclass(frozen=True)
 class FrameSpan:
     """The frames one StreamDatum announces: those of the event with sequence number

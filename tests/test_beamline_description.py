@@ -135,3 +135,17 @@ def test_several_detectors_need_their_own_image_keys():
     assert description.run_setup({"uid": "u", "image_key": "eiger_image"}).start["detector_name"] == "eiger"
     with pytest.raises(BeamlineDescriptionError, match="several detectors"):
         description.run_setup({"uid": "u"})
+
+
+def test_the_energy_as_a_data_key_in_ev():
+    data = example()
+    data["energy"] = {"key": "mono_energy", "units": "eV"}
+    setup = parse_beamline(data).run_setup({"uid": "u"})
+    assert "energy_keV" not in setup.start
+    assert (setup.energy_key, setup.keV_per_unit) == ("mono_energy", 1e-3)
+    data["energy"] = {"key": "mono_energy", "keV": 17.0}
+    with pytest.raises(BeamlineDescriptionError, match="energy needs exactly one of keV .* or key"):
+        parse_beamline(data)
+    data["energy"] = {"key": "mono_energy", "units": "J"}
+    with pytest.raises(BeamlineDescriptionError, match="energy.units = 'J': with key, one of keV, eV"):
+        parse_beamline(data)

@@ -270,3 +270,31 @@ def test_the_required_dark_policy_refuses_a_run_without_darks(catalog, data_root
     derived = measure_once(catalog, det, stage, tmp_path / "beamline.toml", tmp_path)
     assert derived.stop["exit_status"] == "fail"
     assert "dark policy is 'required' and this run has no dark frames" in derived.stop["reason"]
+
+
+def test_the_energy_read_from_a_data_key_of_the_run(catalog, data_root, tmp_path):
+    """[energy] key = "mono_energy" (eV): runs without energy_keV are analysed once the
+    monochromator's reading arrives, with its value in keV; a run that never reads it
+    ends 'fail' saying so."""
+    stage = v1_stage()
+    det = DirectImage(name="cam", func=Scene(lambda: v1_position(stage)).frame)
+    text = description_toml(image_key="cam_img", motors=V1_MOTORS, monitors=MONITOR_KEYS, storage_root=str(data_root),
+                            models=(), name="mono").replace(f"keV = {ENERGY_KEV}", 'key = "mono_energy"\nunits = "eV"')
+    (tmp_path / "beamline.toml").write_text(text)
+    RE = RunEngine({}, call_returns_result=False)
+    handle = attach(RE, tmp_path / "beamline.toml", catalog=catalog, directory=tmp_path)
+    up, down = monitors()
+    mono = Signal(name="mono_energy", value=ENERGY_KEV * 1000)
+    try:
+        read = RE(multi_position_count([det, up, down, mono], stage, MEASUREMENT_POSITIONS[:1]))[0]
+        unread = RE(multi_position_count([det, up, down], stage, MEASUREMENT_POSITIONS[:1]))[0]
+    finally:
+        handle.close()
+    assert "energy_keV" not in catalog.raw[read].start
+    derived = derived_of(catalog, read)
+    assert derived.stop["exit_status"] == "success", derived.stop["reason"]
+    assert derived.start["energy_keV"] == pytest.approx(ENERGY_KEV)
+    assert derived.start["geometry"]["source"] == "nominal"
+    failed = derived_of(catalog, unread)
+    assert failed.stop["exit_status"] == "fail"
+    assert "photon energy (data key 'mono_energy'" in failed.stop["reason"] and "never recorded" in failed.stop["reason"]

@@ -137,8 +137,15 @@ class RunSetup:
         The run's detector and corrections.
     nominal : DetectorPositionModel or None
         The nominal geometry of the run's detector (None: not described).
+    energy_key : str or None
+        The data key of the photon energy, for runs whose start document has no
+        ``energy_keV`` (None: the energy is in the start document or unknown).
+    keV_per_unit : float
+        The unit of ``energy_key`` in keV.
     """
 
     start: dict
     instrument: InstrumentSettings = InstrumentSettings()
     nominal: DetectorPositionModel | None = None
+    energy_key: str | None = None
+    keV_per_unit: float = 1.0

@@ -36,6 +36,8 @@ STAGE_AXES = ("x", "y", "distance")
 #: Dark-frame policies: subtract a dark when the run has one (its ``dark`` stream or
 #: a ``dark_uid``), refuse to integrate without one, or never subtract.
 DARK_POLICIES = ("if_present", "required", "none")
+#: Units the energy's data key may be in, and their size in keV.
+ENERGY_UNITS = {"keV": 1.0, "eV": 1e-3}
 #: Resource specs read through area-detector-handlers (aliases map onto these).
 KNOWN_SPECS = ("AD_HDF5", "AD_HDF5_SINGLE", "AD_HDF5_SWMR", "AD_TIFF", "AD_CBF", "AD_EIGER", "AD_EIGER2")
 
@@ -153,6 +155,11 @@ class BeamlineDescription:
     energy_keV : float or None
         A fixed photon energy (keV), for runs that do not record ``energy_keV`` (plans
         given an ``energy`` signal record it).
+    energy_key : str or None
+        Or the data key of the energy (a monochromator signal read in the run's
+        events or a device's configuration), in ``energy_units``.
+    energy_units : str
+        ``keV`` or ``eV``.
     monitors : MonitorsDescription
         Ion chambers.
     beamstop : Beamstop or None
@@ -174,6 +181,8 @@ class BeamlineDescription:
     name: str
     detectors: Mapping[str, DetectorDescription]
     energy_keV: float | None = None
+    energy_key: str | None = None
+    energy_units: str = "keV"
     monitors: MonitorsDescription = MonitorsDescription()
     beamstop: Beamstop | None = None
     polarization_factor: float | None = None
@@ -249,7 +258,8 @@ class BeamlineDescription:
             det = self.detectors[name]
         else:
             det = self.detector(key if isinstance(key, str) else None)
-        return RunSetup({**self.run_metadata(det), **start}, self.instrument(det), det.nominal_model())
+        return RunSetup({**self.run_metadata(det), **start}, self.instrument(det), det.nominal_model(),
+                        self.energy_key, ENERGY_UNITS[self.energy_units])
 
     def resolve_spec(self, spec: str) -> str:
         """The known spec a resource's ``spec`` means (its alias resolved)."""
@@ -283,7 +293,9 @@ class BeamlineDescription:
                 lines.append(f"  nominal geometry: dist {p.dist * 1e3:.3f} mm, poni1 {p.poni1 * 1e3:.3f} mm, "
                              f"poni2 {p.poni2 * 1e3:.3f} mm, rot {p.rot1:.4f} {p.rot2:.4f} {p.rot3:.4f} rad; "
                              f"beam centre row {row:.1f} col {col:.1f} px")
-        energy = f"{self.energy_keV:g} keV (fixed)" if self.energy_keV is not None else "from each run's energy_keV"
+        energy = (f"{self.energy_keV:g} keV (fixed)" if self.energy_keV is not None
+                  else f"data key {self.energy_key} ({self.energy_units}), unless the run records energy_keV"
+                  if self.energy_key else "from each run's energy_keV")
         lines.append(f"energy: {energy}")
         m = self.monitors
         flux = (f"flux = {m.flux_calibration.slope:g} x I0 rate + {m.flux_calibration.offset:g} ph/s"
@@ -320,12 +332,15 @@ class _Table:
         self.taken: set[str] = set()
 
     def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
+        """The dotted key of ``name`` in this table (the table's own for "")."""
+        return f"{self.path}.{name}" if self.path and name else self.path or name
 
     def error(self, name: str, message: str) -> BeamlineDescriptionError:
+        """The error naming the file and the key ``name`` of this table."""
         return BeamlineDescriptionError(f"{self.where}: {self.key(name)} {message}")
 
     def get(self, name: str, kind: type | tuple, default: Any = None, *, required: bool = False) -> Any:
+        """The value of key ``name``, checked to be of ``kind`` (a float accepts an int)."""
         self.taken.add(name)
         if name not in self.data:
             if required:
@@ -346,6 +361,7 @@ class _Table:
 
     def number(self, name: str, default: float | None = None, *, required: bool = False,
                low: float = -math.inf, high: float = math.inf, unit: str = "") -> float | None:
+        """A number in ``[low, high]`` (``unit`` for the message)."""
         value = self.get(name, float, default, required=required)
         if value is None:
             return None
@@ -354,10 +370,12 @@ class _Table:
         return float(value)
 
     def table(self, name: str, *, required: bool = False) -> "_Table | None":
+        """The sub-table ``name`` (None if absent and not required)."""
         value = self.get(name, dict, None, required=required)
         return None if value is None else _Table(value, self.where, self.key(name))
 
     def file(self, name: str, base: Path) -> Path | None:
+        """An existing file, relative to ``base`` unless absolute (None if absent)."""
         value = self.get(name, str)
         if value is None:
             return None
@@ -367,6 +385,7 @@ class _Table:
         return path
 
     def finish(self) -> None:
+        """Refuse the first key of this table that was never read."""
         unknown = sorted(set(self.data) - self.taken)
         if unknown:
             raise self.error(unknown[0], f"is not a known key (known here: {', '.join(sorted(self.taken))})")
@@ -407,9 +426,15 @@ def parse_beamline(data: Mapping, *, source: Path | None = None) -> BeamlineDesc
     if len(detectors) > 1 and (None in keys or len(set(keys)) < len(keys)):
         raise detectors_table.error("image_key", f"= {keys}: with several detectors each needs its own image_key")
     energy = top.table("energy")
-    energy_keV = None
+    energy_keV, energy_key, energy_units = None, None, "keV"
     if energy is not None:
-        energy_keV = energy.number("keV", required=True, low=2.5, high=250.0, unit="keV")
+        energy_keV = energy.number("keV", low=2.5, high=250.0, unit="keV")
+        energy_key = energy.get("key", str)
+        energy_units = energy.get("units", str, "keV")
+        if (energy_keV is None) == (energy_key is None):
+            raise energy.error("", "needs exactly one of keV (a fixed energy) or key (the energy's data key)")
+        if energy_units not in ENERGY_UNITS or energy_keV is not None and "units" in energy.data:
+            raise energy.error("units", f"= {energy_units!r}: with key, one of {', '.join(ENERGY_UNITS)}")
         energy.finish()
     monitors = _monitors(top.table("monitors"))
     beamstop = _beamstop(top.table("beamstop"))
@@ -444,7 +469,7 @@ def parse_beamline(data: Mapping, *, source: Path | None = None) -> BeamlineDesc
                 aliases[alias] = target
         frames.finish()
     top.finish()
-    return BeamlineDescription(name, detectors, energy_keV, monitors, beamstop, polarization, dark,
+    return BeamlineDescription(name, detectors, energy_keV, energy_key, energy_units, monitors, beamstop, polarization, dark,
                                roots, aliases, simulated, source)
 
 
@@ -604,8 +629,10 @@ rot1_rad = 0.0
 rot2_rad = 0.0
 rot3_rad = 0.0
 
-[energy]
-keV = 17.0                           # for runs that do not record energy_keV
+[energy]                             # for runs that do not record energy_keV:
+keV = 17.0                           # a fixed energy, or
+# key = "mono_energy"                # the data key of the energy, read in the run
+# units = "keV"                      # of that key: "keV" or "eV"
 
 [monitors]
 i0 = "I0"                            # data keys of the ion chambers (counts)

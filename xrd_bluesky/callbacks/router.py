@@ -19,13 +19,14 @@ from typing import Callable
 
 from event_model import RunRouter
 
-from ..errors import MissingMetadataError
+from ..errors import MissingMetadataError, XRDBlueskyError
 from ..schema import RunSetup
 from ..science.calibration import CalibrationSettings
 from ..science.gain_map_source import GainMapSource
 from ..science.geometry_source import GeometrySource
 from .calibration import GeometryCalibration
 from .derived import DerivedRunCallback, Emit
+from .energy import EnergyFromData
 from .gain_map import GainMapBuilder
 from .integration import Darks, LiveIntegration, References
 from .peak_fits import LivePeakFits, PeakReferences
@@ -39,6 +40,9 @@ Factory = Callable[[str, dict], tuple[list, list]]
 Provenance = Callable[[str, dict], dict]
 #: ``start_doc -> RunSetup``: the run completed from the beamline description.
 Setup = Callable[[dict], RunSetup]
+#: The analysis of each raw run ``purpose``.
+ANALYSES = {"calibration": GeometryCalibration.analysis, "measurement": LiveIntegration.analysis,
+            "gain_map": GainMapBuilder.analysis}
 
 
 class AnalysisRouter(RunRouter):
@@ -114,37 +118,43 @@ class AnalysisRouter(RunRouter):
         self._next_stage(name, doc)
 
     def _factory(self, name: str, start_doc: dict) -> tuple[list, list]:
-        setup = self.setup(start_doc)
-        start, instrument = setup.start, setup.instrument
-        purpose = start.get("purpose")
-        if purpose == "calibration":
-            provenance = self.provenance(GeometryCalibration.analysis, start)
-            if setup.nominal is None:
-                return [_completed(Refused(self._emit_derived, GeometryCalibration.analysis,
-                                           "no nominal geometry of this detector in the beamline description: "
-                                           "a calibration needs one to start from", provenance), start)], []
-            callback = GeometryCalibration(self._emit_derived, setup.nominal, export_dir=self._export("calibrations"),
-                                           instrument=instrument, settings=self.calibration_settings,
-                                           provenance=provenance)
-            return [_completed(callback, start)], []
-        if purpose not in ("measurement", "gain_map"):
+        analysis = ANALYSES.get(start_doc.get("purpose"))
+        if analysis is None:
             return [], []
-        analysis = GainMapBuilder.analysis if purpose == "gain_map" else LiveIntegration.analysis
-        provenance = self.provenance(analysis, start)
+        try:
+            setup = self.setup(start_doc)
+        except XRDBlueskyError as exc:  # e.g. a detector the description does not know
+            return [Refused(self._emit_derived, analysis, str(exc), self.provenance(analysis, start_doc))], []
+        build = functools.partial(self._analysis, analysis, setup)
+        if setup.energy_key and setup.start.get("energy_keV") is None:
+            refuse = functools.partial(Refused, self._emit_derived, analysis,
+                                       provenance=self.provenance(analysis, setup.start))
+            return [EnergyFromData(build, refuse, setup.start, setup.energy_key, setup.keV_per_unit)], []
+        return [_completed(build(setup.start), setup.start)], []
+
+    def _analysis(self, analysis: str, setup: RunSetup, start: dict) -> DerivedRunCallback:
+        """The callback of ``analysis`` for the run that ``start`` (completed) opens, or
+        a :class:`Refused` one saying why it cannot run."""
+        instrument, provenance = setup.instrument, self.provenance(analysis, start)
+        if analysis == GeometryCalibration.analysis:
+            if setup.nominal is None:
+                return Refused(self._emit_derived, analysis, "no nominal geometry of this detector in the beamline "
+                               "description: a calibration needs one to start from", provenance)
+            return GeometryCalibration(self._emit_derived, setup.nominal, export_dir=self._export("calibrations"),
+                                       instrument=instrument, settings=self.calibration_settings,
+                                       provenance=provenance)
         geometry = self.geometry(start.get("detector_name"))
         if geometry is None and setup.nominal is not None:
             geometry = GeometrySource(setup.nominal, "nominal")
         reason = _unusable(geometry, start)
         if reason:
-            return [_completed(Refused(self._emit_derived, analysis, reason, provenance), start)], []
-        if purpose == "gain_map":
-            callback = GainMapBuilder(self._emit_derived, geometry, instrument=instrument,
-                                      export_dir=self._export("gain_maps"), provenance=provenance)
-        else:
-            callback = LiveIntegration(self._emit_derived, geometry, npt=self.npt, instrument=instrument,
-                                       gain_map=self.gain_map(), cake=self.cake, references=self.references,
-                                       darks=self.darks, provenance=provenance)
-        return [_completed(callback, start)], []
+            return Refused(self._emit_derived, analysis, reason, provenance)
+        if analysis == GainMapBuilder.analysis:
+            return GainMapBuilder(self._emit_derived, geometry, instrument=instrument,
+                                  export_dir=self._export("gain_maps"), provenance=provenance)
+        return LiveIntegration(self._emit_derived, geometry, npt=self.npt, instrument=instrument,
+                               gain_map=self.gain_map(), cake=self.cake, references=self.references,
+                               darks=self.darks, provenance=provenance)
 
     def _derived_factory(self, name: str, start_doc: dict) -> tuple[list, list]:
         analysis = start_doc.get("analysis")

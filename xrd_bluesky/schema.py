@@ -20,9 +20,6 @@ from .science.geometry import DetectorPositionModel, Poni
 from .science.image_formation import Beamstop
 from .science.monitors import AIR_TRANSMISSION, FluxCalibration
 
-#: Start-document keys a beamline description may supply when a run lacks them.
-DESCRIBED_RUN_KEYS = ("image_key", "stage_motors", "monitors", "energy_keV", "detector_name")
-
 
 @dataclass(frozen=True)
 class InstrumentSettings:
@@ -131,8 +128,9 @@ class RunSetup:
     Attributes
     ----------
     start : dict
-        The run's start document, with what it lacks of :data:`DESCRIBED_RUN_KEYS`
-        taken from the beamline description (a new dict; the document is untouched).
+        The run's start document, with the keys it lacks (image key, stage motors,
+        monitors, fixed energy, detector name) taken from the beamline description (a
+        new dict; the document is untouched).
     instrument : InstrumentSettings
         The run's detector and corrections.
     nominal : DetectorPositionModel or None

@@ -18,6 +18,7 @@ import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +26,18 @@ import numpy as np
 
 from ..errors import BeamlineDescriptionError, GeometryError
 from ..schema import InstrumentSettings, RunSetup
-from ..science.geometry import DetectorPositionModel, Poni, StagePosition, detector_model
+from ..science.geometry import STAGE_AXES, DetectorPositionModel, Poni, StagePosition, detector_model
 from ..science.image_formation import Beamstop
 from ..science.monitors import FluxCalibration
+from ..sources.frames.resources import HANDLERS
 
 #: How a detector may move (a 2theta arm is planned; see the docs).
 MOTION_KINDS = ("fixed", "stage")
-#: Axes of a translation stage (data keys in mm).
-STAGE_AXES = ("x", "y", "distance")
 #: Dark-frame policies: subtract a dark when the run has one (its ``dark`` stream or
 #: a ``dark_uid``), refuse to integrate without one, or never subtract.
 DARK_POLICIES = ("if_present", "required", "none")
 #: Units the energy's data key may be in, and their size in keV.
 ENERGY_UNITS = {"keV": 1.0, "eV": 1e-3}
-#: Resource specs read through area-detector-handlers (aliases map onto these).
-KNOWN_SPECS = ("AD_HDF5", "AD_HDF5_SINGLE", "AD_HDF5_SWMR", "AD_TIFF", "AD_CBF", "AD_EIGER", "AD_EIGER2")
 
 
 @dataclass(frozen=True)
@@ -100,8 +98,9 @@ class DetectorDescription:
         """The nominal geometry as a detector-position model (None if not described)."""
         return None if self.nominal is None else DetectorPositionModel(self.nominal, self.motion.reference)
 
+    @cached_property
     def mask(self) -> np.ndarray | None:
-        """The static mask (True = bad), checked against the detector's shape.
+        """The static mask (True = bad), checked against the detector's shape; read once.
 
         Raises
         ------
@@ -120,11 +119,6 @@ class DetectorDescription:
             raise BeamlineDescriptionError(f"detectors.{self.name}.mask: {self.mask_file} has shape {data.shape}, "
                                            f"detector {self.pyfai} has {self.shape()}")
         return np.asarray(data) != 0
-
-    def accepts_model(self, model: str | None) -> bool:
-        """Whether a driver's model string means this detector (always, when no
-        ``models`` are described or the driver names none)."""
-        return not self.models or not model or model.strip() in self.models
 
 
 @dataclass(frozen=True)
@@ -236,7 +230,7 @@ class BeamlineDescription:
         det = detector or self.detector()
         m = self.monitors
         return InstrumentSettings(detector=det.name, models=det.models, saturation_counts=det.saturation_counts,
-                                  mask=det.mask(), mask_file=None if det.mask_file is None else str(det.mask_file),
+                                  mask=det.mask, mask_file=None if det.mask_file is None else str(det.mask_file),
                                   beamstop=self.beamstop, polarization_factor=self.polarization_factor,
                                   flux_calibration=m.flux_calibration, air_transmission=m.air_transmission,
                                   dark=self.dark,
@@ -260,10 +254,6 @@ class BeamlineDescription:
             det = self.detector(key if isinstance(key, str) else None)
         return RunSetup({**self.run_metadata(det), **start}, self.instrument(det), det.nominal_model(),
                         self.energy_key, ENERGY_UNITS[self.energy_units])
-
-    def resolve_spec(self, spec: str) -> str:
-        """The known spec a resource's ``spec`` means (its alias resolved)."""
-        return self.spec_aliases.get(spec, spec)
 
     def summary(self) -> list[str]:
         """What was understood, one line per fact (``xrd-bluesky beamline check``)."""
@@ -464,13 +454,13 @@ def parse_beamline(data: Mapping, *, source: Path | None = None) -> BeamlineDesc
         if alias_table is not None:
             for alias in list(alias_table.data):
                 target = alias_table.get(alias, str)
-                if target not in KNOWN_SPECS:
-                    raise alias_table.error(alias, f"= {target!r}: not a known spec ({', '.join(KNOWN_SPECS)})")
+                if target not in HANDLERS:
+                    raise alias_table.error(alias, f"= {target!r}: not a known spec ({', '.join(HANDLERS)})")
                 aliases[alias] = target
         frames.finish()
     top.finish()
-    return BeamlineDescription(name, detectors, energy_keV, energy_key, energy_units, monitors, beamstop, polarization, dark,
-                               roots, aliases, simulated, source)
+    return BeamlineDescription(name, detectors, energy_keV, energy_key, energy_units, monitors, beamstop,
+                               polarization, dark, roots, aliases, simulated, source)
 
 
 def _detector(table: _Table, name: str, base: Path) -> DetectorDescription:
@@ -518,7 +508,7 @@ def _detector(table: _Table, name: str, base: Path) -> DetectorDescription:
     table.finish()
     detector = DetectorDescription(name, pyfai_name, config_json, image_key, tuple(models), saturation, mask_file,
                                    motion, nominal)
-    detector.mask()  # read once: a bad file is said at load time
+    detector.mask  # read now: a bad file is said at load time
     return detector
 
 

@@ -82,7 +82,6 @@ class GeometryCalibration(FrameRunCallback):
         super().__init__(emit, provenance=provenance, frame_options=instrument.frame_options)
         self.nominal = nominal
         self.export_dir = Path(export_dir) if export_dir is not None else None
-        self.beamstop = instrument.beamstop
         self.instrument = instrument
         self.settings = settings
 
@@ -94,7 +93,7 @@ class GeometryCalibration(FrameRunCallback):
         self.open_derived(doc, {"nominal": self.nominal.as_dict(), "settings": self.settings.as_dict(),
                                 "calibrant": self._calibrant, "instrument": self.instrument.as_dict(),
                                 "image_key": doc.get("image_key"),
-                                "beamstop": self.beamstop.as_dict() if self.beamstop else None,
+                                "beamstop": self.instrument.beamstop.as_dict() if self.instrument.beamstop else None,
                                 "beamstop_margin_mm": GUESS_BEAMSTOP_MARGIN_MM})
 
     def finish(self, parent_stop):
@@ -122,8 +121,8 @@ class GeometryCalibration(FrameRunCallback):
     def _calibrate(self, index: int, position: StagePosition, image: np.ndarray) -> PositionCalibration:
         guess = self._nominal.poni_at(position)
         mask = self.instrument.mask
-        if self.beamstop is not None:
-            shadow = self.beamstop.shadow(pixel_geometry(guess), margin_mm=GUESS_BEAMSTOP_MARGIN_MM)
+        if self.instrument.beamstop is not None:
+            shadow = self.instrument.beamstop.shadow(pixel_geometry(guess), margin_mm=GUESS_BEAMSTOP_MARGIN_MM)
             mask = shadow if mask is None else mask | shadow
         label = f"position {index} (x={position.x:g}, y={position.y:g}, distance={position.distance:g} mm)"
         return refine_position(image, guess, self._calibrant, mask=mask, label=label,

@@ -58,7 +58,6 @@ class GainMapBuilder(FrameRunCallback):
         super().__init__(emit, provenance=provenance, frame_options=instrument.frame_options)
         self.geometry = geometry
         self.instrument = instrument
-        self.beamstop = instrument.beamstop
         self.export_dir = Path(export_dir) if export_dir is not None else None
         self.settings = settings
 
@@ -67,7 +66,7 @@ class GainMapBuilder(FrameRunCallback):
         self._parent = doc
         self.open_derived(doc, {"settings": self.settings.as_dict(), "instrument": self.instrument.as_dict(),
                                 "image_key": doc.get("image_key"),
-                                "beamstop": self.beamstop.as_dict() if self.beamstop else None,
+                                "beamstop": self.instrument.beamstop.as_dict() if self.instrument.beamstop else None,
                                 "beamstop_margin_mm": BEAMSTOP_MARGIN_MM},
                           geometry=self.geometry.provenance(), calibration_uid=self.geometry.calibration_uid)
 
@@ -85,8 +84,9 @@ class GainMapBuilder(FrameRunCallback):
             raise MissingMetadataError("gain-map run has no frames in its primary stream")
         positions = [self._position_data(i, pos, np.concatenate(frames), dark, config)
                      for i, (pos, frames) in enumerate(groups.items())]
-        if self.beamstop is not None:
-            check_shadows_disjoint([p.poni for p in positions], self.beamstop, [p.label for p in positions])
+        beamstop = self.instrument.beamstop
+        if beamstop is not None:
+            check_shadows_disjoint([p.poni for p in positions], beamstop, [p.label for p in positions])
         result = compute_gain_map(positions, dark_rate=dark, settings=self.settings)
         self._emit_result(result)
 
@@ -97,8 +97,8 @@ class GainMapBuilder(FrameRunCallback):
         if dark is not None:
             mean -= dark
         static = self.instrument.mask
-        if self.beamstop is not None:
-            shadow = self.beamstop.shadow(pixel_geometry(poni), margin_mm=BEAMSTOP_MARGIN_MM)
+        if self.instrument.beamstop is not None:
+            shadow = self.instrument.beamstop.shadow(pixel_geometry(poni), margin_mm=BEAMSTOP_MARGIN_MM)
             static = shadow if static is None else static | shadow
         mask = invalid_pixels(frames.min(axis=0), poni, static_mask=static)
         max_count = self.instrument.max_count(config["max_count"] if config else None)

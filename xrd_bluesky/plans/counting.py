@@ -19,11 +19,9 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator, plan
 
 from ..errors import MissingMetadataError
+from ..science.geometry import STAGE_AXES
 
 DARK_STREAM = "dark"
-#: Axes of a detector stage.
-STAGE_AXES = ("x", "y", "distance")
-
 #: A detector stage: a device with ``x``, ``y``, ``distance`` motors, a mapping of
 #: those axes to motors, or None (a fixed detector).
 Stage = Any

@@ -227,6 +227,10 @@ def validate_poni(poni: Poni) -> None:
                             f"{sizes}; each must be in {low:g}-{high:g} m (> 0)")
 
 
+#: Axes of a detector stage, in :class:`StagePosition`'s order.
+STAGE_AXES = ("x", "y", "distance")
+
+
 @dataclass(frozen=True)
 class StagePosition:
     """Detector-stage motor positions in mm."""

@@ -31,7 +31,7 @@ import numpy as np
 from event_model import unpack_event_page
 
 from ...errors import CorruptFrameError, FrameSourceError, MissingMetadataError, ShapeMismatchError
-from ...science.geometry import StagePosition
+from ...science.geometry import STAGE_AXES, StagePosition
 from ...science.monitors import positive
 from ..documents import document_field, document_uid
 from .resources import ResourceFrames
@@ -79,7 +79,6 @@ class FrameRegistry:
         self.requested_key = image_key
         self._stream_frames = StreamFrames()
         self._resources = ResourceFrames(roots, spec_aliases, root_map)
-        self.roots = tuple(roots)
         self._descriptors: dict[str, dict] = {}
         self._image_keys: dict[str, str] = {}
         self._events: dict[tuple[str, int], dict] = {}
@@ -353,7 +352,7 @@ def stage_position(event: dict, stage_keys: Mapping[str, str] | None) -> StagePo
     what = f"event {document_uid(event)}"
     data = document_field(event, "data", dict, what)
     readings = []
-    for axis in ("x", "y", "distance"):
+    for axis in STAGE_AXES:
         motor = document_field(stage_keys, axis, str, "the run's stage_motors")
         if motor not in data:
             raise MissingMetadataError(f"stage motor reading {motor!r} ({axis}) missing from {what}")

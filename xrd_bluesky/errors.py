@@ -6,7 +6,37 @@ file, key or value at fault, so that a scientist at the beamline can act on it.
 
 
 class XRDBlueskyError(Exception):
-    """Base class of all domain errors."""
+    """Base class of all domain errors: a command reports one with exit status 2 (the
+    input or the usage is at fault) unless it is an :class:`AnalysisError`."""
+
+
+class AnalysisError(XRDBlueskyError):
+    """The inputs were usable but the analysis did not succeed (a command exits with
+    status 1)."""
+
+
+class UsageError(XRDBlueskyError, ValueError):
+    """A command's options are missing, contradict each other or are out of range."""
+
+
+class ImplausibleInputError(XRDBlueskyError, ValueError):
+    """An input is readable but physically implausible (a length in the wrong unit, a
+    dark brighter than the frame, a gain map in counts...): the message names the
+    value and the plausible range."""
+
+
+class AmbiguousInputError(XRDBlueskyError, ValueError):
+    """An input fits more than one interpretation about equally well (another
+    calibrant, another energy, another CIF origin choice): the message names them."""
+
+
+class OutputError(XRDBlueskyError, OSError):
+    """An output file cannot be written, or was not written: the path is named."""
+
+
+class PlausibilityWarning(UserWarning):
+    """An input is unusual but may be right (a large masked fraction...): the message
+    names the value and the plausible range; commands print it."""
 
 
 class GeometryError(XRDBlueskyError, ValueError):
@@ -41,11 +71,11 @@ class MonitorError(XRDBlueskyError, ValueError):
     """An ion-chamber or other monitor value is non-physical (zero, negative, NaN)."""
 
 
-class CalibrationError(XRDBlueskyError, RuntimeError):
+class CalibrationError(AnalysisError, RuntimeError):
     """Geometry calibration failed (rings not found, divergence, large residual)."""
 
 
-class FitError(XRDBlueskyError, RuntimeError):
+class FitError(AnalysisError, RuntimeError):
     """A peak or model fit did not converge."""
 
 

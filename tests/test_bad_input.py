@@ -24,6 +24,7 @@ from fabio.tifimage import TifImage
 from PIL import Image
 
 from xrd_bluesky import fit_peaks_files, integrate_files
+from xrd_bluesky.sources import image_files
 from xrd_bluesky.sources.frames import (FrameEvent, FrameRegistry, detector_config, frames_per_event, mean_dark,
                                         stage_position)
 from xrd_bluesky.sources.frames.hdf5 import FrameRef
@@ -246,13 +247,13 @@ def _cut_in_header(tmp_path: Path) -> Path:
 def test_truncated_tiff_is_a_corrupt_frame_named(tmp_path, make):
     path = make(tmp_path)
     with raises_quickly(CorruptFrameError, r"frame\.tif"):
-        integrate_files.read_frames(path)
+        image_files.read_frames(path)
 
 
 def test_whole_compressed_tiff_reads(tmp_path):
     path = tmp_path / "frame.tif"
     Image.fromarray(_counts()).save(path, compression="tiff_adobe_deflate")
-    np.testing.assert_array_equal(integrate_files.read_frames(path)[0][1], _counts())
+    np.testing.assert_array_equal(image_files.read_frames(path)[0][1], _counts())
 
 
 @pytest.fixture

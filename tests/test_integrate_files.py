@@ -15,7 +15,8 @@ from fabio.edfimage import EdfImage
 
 from conftest import realdata
 from xrd_bluesky.errors import CorruptFrameError, ShapeMismatchError
-from xrd_bluesky.integrate_files import add_parser, read_frames
+from xrd_bluesky.integrate_files import add_parser
+from xrd_bluesky.sources.image_files import read_frames
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.science.peak_fitting import fit_peak
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
+import traceback
+import warnings
+from functools import partial
 from pathlib import Path
 
-from . import beamline_command, dfxrm_command, fit_peaks_files, integrate_files, replay_command, worker_command
+from . import (beamline_command, calibrate_files, dfxrm_command, fit_peaks_files, gain_map_files, integrate_files,
+               replay_command, worker_command)
+from .command_options import whole_number_in
+from .errors import PlausibilityWarning
 
 
 def _demo(args) -> int:
@@ -21,85 +26,6 @@ def _demo(args) -> int:
     ok = (result["worst_ring_error_deg"] <= 0.02 and centre_px <= 0.2 and distance_pct <= 0.05 and tilt_deg <= 0.02
           and abs(result["water_factor"] - 1) <= 0.02 and result["absolute_worst_rel"] <= 0.02)
     return 0 if ok else 1
-
-
-def _calibrate(args) -> int:
-    from dataclasses import replace
-
-    import fabio
-    import numpy as np
-
-    from .errors import CorruptFrameError
-    from .science.calibration import CalibrationSettings, refine_position
-    from .science.geometry import Poni
-    from .science.units import HC_KEV_ANGSTROM
-
-    try:
-        image = fabio.open(args.frame).data.astype(np.float64)
-    except Exception as exc:  # fabio raises many types on bad files
-        raise CorruptFrameError(f"cannot read frame {args.frame}: {exc}") from exc
-    guess = Poni.read(args.guess)
-    wavelength_A = args.wavelength_A if args.wavelength_A is not None else HC_KEV_ANGSTROM / args.energy_keV
-    guess = replace(guess, wavelength=wavelength_A * 1e-10)
-    mask = fabio.open(args.mask).data.astype(bool) if args.mask else None
-    result = refine_position(image, guess, args.calibrant, mask=mask, label=str(args.frame),
-                             settings=CalibrationSettings(max_residual_deg=args.max_residual_deg))
-    result.poni.write(args.output)
-    f2 = result.poni.fit2d()
-    p = result.poni
-    print(f"refined geometry of {args.frame} ({args.calibrant}, {wavelength_A:.5f} A):")
-    print(f"  dist {p.dist * 1e3:.4f} mm  poni1 {p.poni1 * 1e3:.4f} mm  poni2 {p.poni2 * 1e3:.4f} mm")
-    print(f"  rot1 {math.degrees(p.rot1):.4f} deg  rot2 {math.degrees(p.rot2):.4f} deg  rot3 {math.degrees(p.rot3):.4f} deg")
-    print(f"  beam centre x {f2['centerX']:.2f} px  y {f2['centerY']:.2f} px  direct distance {f2['directDist']:.3f} mm  "
-          f"tilt {f2['tilt']:.4f} deg")
-    print(f"  residual {result.residual_deg:.5f} deg rms over {result.points} points on {result.rings} rings")
-    print(f"written {args.output}")
-    return 0
-
-
-def _gain_map(args) -> int:
-    import glob
-
-    import fabio
-    import numpy as np
-
-    from .errors import CorruptFrameError, ShapeMismatchError
-    from .science.gain_map import PositionData, compute_gain_map
-    from .science.geometry import Poni
-    from .science.integration import invalid_pixels
-
-    if len(args.frames) != len(args.poni) or (args.mask and len(args.mask) != len(args.frames)):
-        raise SystemExit("give one --poni (and, if any, one --mask) per --frames")
-
-    def read(pattern: str) -> np.ndarray:
-        files = sorted(glob.glob(pattern))
-        if not files:
-            raise CorruptFrameError(f"no files match {pattern!r}")
-        frames = []
-        for name in files:
-            try:
-                frames.append(fabio.open(name).data.astype(np.float64))
-            except Exception as exc:  # fabio raises many types on bad files
-                raise CorruptFrameError(f"cannot read frame {name}: {exc}") from exc
-            if frames[-1].shape != frames[0].shape:
-                raise ShapeMismatchError(f"{name} has shape {frames[-1].shape}, {files[0]} has {frames[0].shape}")
-        return np.stack(frames)
-
-    dark = read(args.dark).mean(axis=0) if args.dark else None
-    positions = []
-    for i, (pattern, poni_file) in enumerate(zip(args.frames, args.poni)):
-        stack = read(pattern)
-        poni = Poni.read(poni_file)
-        mean = stack.mean(axis=0) - (dark if dark is not None else 0.0)
-        static = fabio.open(args.mask[i]).data.astype(bool) if args.mask else None
-        positions.append(PositionData(f"position {i} ({pattern})", mean, len(stack), poni,
-                                      invalid_pixels(stack.min(axis=0), poni, static_mask=static)))
-    result = compute_gain_map(positions, dark_rate=dark)
-    result.export(args.output, form=args.form, metadata={"frames": " ".join(args.frames), "poni": " ".join(args.poni)})
-    for key, value in result.statistics.items():
-        print(f"{key}: {value}")
-    print(f"written {args.output} ({args.form})")
-    return 0
 
 
 def _lineage(args) -> int:
@@ -218,28 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--detector", default="Pilatus2MCdTe", help="pyFAI detector model")
     demo.set_defaults(func=_demo)
 
-    cal = sub.add_parser("calibrate", help="refine the geometry of one calibrant frame from a guess PONI")
-    cal.add_argument("frame", help="calibrant image (any format fabio reads)")
-    cal.add_argument("--calibrant", required=True, help="pyFAI calibrant name, e.g. CeO2, LaB6, AgBh")
-    wl = cal.add_mutually_exclusive_group(required=True)
-    wl.add_argument("--energy-keV", dest="energy_keV", type=float, help="photon energy (keV)")
-    wl.add_argument("--wavelength-A", dest="wavelength_A", type=float, help="wavelength (Angstrom)")
-    cal.add_argument("--guess", required=True, help="initial geometry (PONI file)")
-    cal.add_argument("--mask", help="mask image, non-zero = bad pixel")
-    cal.add_argument("--max-residual-deg", type=float, default=0.02, help="largest accepted rms residual (deg)")
-    cal.add_argument("-o", "--output", required=True, help="refined PONI file")
-    cal.set_defaults(func=_calibrate)
-
-    gm = sub.add_parser("gain-map", help="gain map from amorphous-scatterer frames at several positions")
-    gm.add_argument("--frames", action="append", required=True, help="glob of one position's frames (repeat)")
-    gm.add_argument("--poni", action="append", required=True, help="PONI file of that position (repeat)")
-    gm.add_argument("--mask", action="append", help="mask image of that position, non-zero = bad "
-                    "(beamstop shadow...); repeat once per --frames")
-    gm.add_argument("--dark", help="glob of dark frames of the same exposure")
-    gm.add_argument("-o", "--output", required=True, help="output image, .tif or .edf (float32)")
-    gm.add_argument("--form", choices=["gain", "inverse"], default="gain", help="write gain or 1/gain")
-    gm.set_defaults(func=_gain_map)
-
     lin = sub.add_parser("lineage", help="walk a run back to the raw runs it came from")
     lin.add_argument("uid", help="uid of a raw or derived run")
     lin.add_argument("--catalog", help="URI of a remote Tiled server (API key from TILED_API_KEY)")
@@ -256,9 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--database", help="catalog database URI (default: SQLite and DuckDB in the directory); "
                                         "postgresql://user@host:port/db keeps the tables there too")
     srv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
-    srv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    srv.add_argument("--port", type=whole_number_in(1, 65535, "port"), default=8000, help="port (default: 8000)")
     srv.set_defaults(func=_serve)
 
+    calibrate_files.add_parser(sub)
+    gain_map_files.add_parser(sub)
     integrate_files.add_parser(sub)
     fit_peaks_files.add_parser(sub)
     dfxrm_command.add_parser(sub)
@@ -317,18 +223,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``xrd-bluesky`` command line; return its exit status.
+
+    Exit status: 0 success; 1 an analysis that did not succeed
+    (:class:`~xrd_bluesky.errors.AnalysisError`) or an unexpected error (named, with
+    the traceback under ``-v``); 2 a usage or input error (every other
+    :class:`~xrd_bluesky.errors.XRDBlueskyError`, and argparse's own). Plausibility
+    warnings are printed one line each.
+    """
     # pyFAI's MultiGeometry thread pool races in numexpr with a single numexpr thread
     os.environ.setdefault("NUMEXPR_NUM_THREADS", "2")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .errors import XRDBlueskyError
+    from .errors import AnalysisError, XRDBlueskyError
 
-    try:
-        return args.func(args)
-    except XRDBlueskyError as exc:
-        print(f"xrd-bluesky {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    prefix = f"xrd-bluesky {args.command}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", PlausibilityWarning)
+        warnings.showwarning = partial(_show_warning, prefix)
+        try:
+            return args.func(args)
+        except XRDBlueskyError as exc:
+            print(f"{prefix}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1 if isinstance(exc, AnalysisError) else 2
+        except KeyboardInterrupt:
+            print(f"{prefix}: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:  # the last resort: named, never a bare traceback
+            logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+            print(f"{prefix}: unexpected {type(exc).__name__}: {exc} (this is a bug of xrd-bluesky: please report it "
+                  "with the output of the same command with -v)", file=sys.stderr)
+            if args.verbose:
+                traceback.print_exc()
+            return 1
+
+
+def _show_warning(prefix: str, message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a warning as one line: plausibility warnings as the command's own."""
+    kind = "warning" if issubclass(category, PlausibilityWarning) else category.__name__
+    print(f"{prefix}: {kind}: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -32,24 +32,18 @@ the x axis from the header:
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CorruptFrameError, ShapeMismatchError, XRDBlueskyError
-from .science.geometry import Poni
-from .science.integration import UNITS, IntegrationResult, check_frame_shape, integrate_1d
-
-#: Suffixes read with h5py; everything else goes through fabio.
-HDF5_SUFFIXES = (".h5", ".hdf5", ".nxs")
-
-#: Dataset of the frames in an HDF5/NeXus file (NeXus/area-detector convention).
-HDF5_DATASET = "/entry/data/data"
+from .command_options import add_detector_options, whole_number_in
+from .errors import UsageError
+from .outputs import check_writable
+from .science.input_checks import check_saturation
+from .science.integration import MAX_RADIAL_BINS, UNITS, IntegrationResult, integrate_1d
+from .sources.file_inputs import read_corrections, read_geometry
+from .sources.image_files import HDF5_DATASET, HDF5_SUFFIXES, read_image
 
 #: Fit2D's radial-axis labels of a .chi file, per pyFAI unit name. Fit2D writes
 #: "Q (Inverse Nanometres)" for its q scans; it has no 1/A scan, the label follows suit.
@@ -64,203 +58,6 @@ _WAVELENGTH_UNIT = {"q_nm^-1": ("nm", 1e9), "q_A^-1": ("A", 1e10)}
 
 #: Default polarization factor: horizontally polarised synchrotron beam.
 DEFAULT_POLARIZATION = 0.99
-
-
-# --------------------------------------------------------------------------- reading
-
-@contextmanager
-def _fabio_errors() -> Iterator[list[str]]:
-    """Collect the messages fabio logs at ERROR level while the block runs.
-
-    fabio reports some corrupt files only in its log: a truncated TIFF gives
-    ``data = None``, a CBF with a bad checksum gives data anyway."""
-    messages: list[str] = []
-
-    class _Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            messages.append(record.getMessage())
-
-    handler = _Collect(level=logging.ERROR)
-    logger = logging.getLogger("fabio")
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
-
-
-#: Start of the binary section of a CBF file (fabio's ``CbfImage.STARTER``).
-_CBF_BINARY_START = b"\x0c\x1a\x04\xd5"
-
-#: First bytes of a TIFF file (little- and big-endian).
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
-
-
-def _tiff_truncation(path: Path) -> str | None:
-    """Why the TIFF file ``path`` is truncated — a strip of image data that ends beyond
-    the end of the file — or None.
-
-    fabio reads a compressed TIFF through PIL/libtiff, which decode a strip cut short
-    into an image padded with garbage and say so only on the C library's stderr."""
-    from fabio import TiffIO
-
-    size = path.stat().st_size
-    try:
-        with TiffIO.TiffIO(str(path)) as tiff:
-            infos = [tiff.getInfo(i) for i in range(tiff.getNumberOfImages())]
-    except struct.error as exc:  # TiffIO ran off the end of the file
-        return f"an image file directory is cut short ({exc})"
-    except Exception:  # layouts TiffIO cannot parse (tiled TIFF): PIL itself refuses those cut short
-        return None
-    for i, info in enumerate(infos):
-        for j, (offset, count) in enumerate(zip(info["stripOffsets"], info["stripByteCounts"])):
-            if offset + count > size:
-                return f"strip {j} of image {i} ends at byte {offset + count}, the file has {size} bytes"
-    return None
-
-
-def _read_fabio(path: Path) -> tuple[list[np.ndarray], bool]:
-    """All frames of an image file that fabio reads and whether the file is a
-    multi-frame file, or :class:`CorruptFrameError`."""
-    import fabio
-
-    if path.suffix.lower() == ".cbf" and _CBF_BINARY_START not in path.read_bytes():
-        # fabio 2026.6 loops for ever looking for the binary section of such a file
-        raise CorruptFrameError(f"cannot read frame file {path} (truncated or corrupt): no CBF binary section")
-    with open(path, "rb") as f:
-        is_tiff = f.read(4) in _TIFF_MAGIC
-    truncation = _tiff_truncation(path) if is_tiff else None
-    if truncation:
-        raise CorruptFrameError(f"cannot read frame file {path} (truncated TIFF): {truncation}")
-    with _fabio_errors() as errors:
-        try:
-            image = fabio.open(str(path))
-            frames = [image.data]
-            for i in range(1, int(getattr(image, "nframes", 1) or 1)):
-                frames.append(image.getframe(i).data)
-        except Exception as exc:  # fabio raises many types on bad files
-            raise CorruptFrameError(f"cannot read frame file {path}: {type(exc).__name__}: {exc}") from exc
-    if any(frame is None for frame in frames) or errors or getattr(image, "incomplete_file", False):
-        detail = "; ".join(errors) or "file is incomplete"
-        raise CorruptFrameError(f"cannot read frame file {path} (truncated or corrupt): {detail}")
-    return [np.asarray(frame) for frame in frames], len(frames) > 1
-
-
-def _read_hdf5(path: Path) -> tuple[list[np.ndarray], bool]:
-    """The frames of ``HDF5_DATASET`` in ``path`` (one per 2D slice of a 3D stack) and
-    whether the dataset is a stack."""
-    import h5py
-    import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 and other detector filters)
-
-    try:
-        with h5py.File(path, "r") as f:
-            dataset = f.get(HDF5_DATASET)
-            if not isinstance(dataset, h5py.Dataset):
-                raise CorruptFrameError(f"{path} has no dataset {HDF5_DATASET}")
-            if dataset.ndim == 2:
-                return [np.asarray(dataset[()])], False
-            if dataset.ndim == 3:
-                return [np.asarray(dataset[i]) for i in range(dataset.shape[0])], True
-            raise ShapeMismatchError(f"{path}:{HDF5_DATASET} has shape {dataset.shape}; "
-                                     "expected one frame (2D) or a stack of frames (3D)")
-    except XRDBlueskyError:
-        raise
-    except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError... on bad files
-        raise CorruptFrameError(f"cannot read {HDF5_DATASET} from {path}: {type(exc).__name__}: {exc}") from exc
-
-
-def read_frames(path: str | Path) -> list[tuple[str, np.ndarray]]:
-    """Read the frames of an image file, each with the name its output files take.
-
-    Parameters
-    ----------
-    path : str or Path
-        A TIFF, EDF, CBF... file (any format fabio reads; each frame of a multi-frame
-        file is returned) or an HDF5/NeXus file (``.h5``, ``.hdf5``, ``.nxs``) whose
-        frames are the dataset ``/entry/data/data``, 2D (one frame) or 3D (a stack,
-        frames along the first axis).
-
-    Returns
-    -------
-    list of (str, ndarray)
-        ``(name, frame)`` pairs, frames in counts as stored. A single frame is named by
-        the file's stem, the frames of a stack ``<stem>_00000``, ``<stem>_00001``...
-
-    Raises
-    ------
-    CorruptFrameError
-        The file is missing, unreadable, truncated or corrupt, or an HDF5 file has no
-        ``/entry/data/data``; the message names the file (and the dataset).
-    ShapeMismatchError
-        The HDF5 dataset is neither 2D nor 3D.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CorruptFrameError(f"frame file not found: {path}")
-    frames, stacked = _read_hdf5(path) if path.suffix.lower() in HDF5_SUFFIXES else _read_fabio(path)
-    if not stacked:
-        return [(path.stem, frames[0])]
-    return [(f"{path.stem}_{i:05d}", frame) for i, frame in enumerate(frames)]
-
-
-def _read_one(path: str | Path, role: str, poni: Poni, *, average: bool = False) -> np.ndarray:
-    """A dark, gain or mask image (float64), checked against the detector's shape.
-
-    A file of several frames is averaged when ``average`` (darks), else refused."""
-    try:
-        frames = [frame for _, frame in read_frames(path)]
-    except CorruptFrameError as exc:
-        raise CorruptFrameError(f"{role} file: {exc}") from exc
-    if len(frames) > 1 and not average:
-        raise ShapeMismatchError(f"{role} file {path} holds {len(frames)} frames; give a single image")
-    for frame in frames:
-        check_frame_shape(frame, poni, f"{role} file {path}")
-    return np.mean([np.asarray(f, dtype=np.float64) for f in frames], axis=0)
-
-
-def _gain_form(path: str | Path) -> str:
-    """``"gain"`` or ``"inverse"``: the ``form`` key that xrd-bluesky's gain-map export
-    writes into the file's header (TIFF image description or EDF header)."""
-    if Path(path).suffix.lower() in HDF5_SUFFIXES:
-        return "gain"
-    import fabio
-
-    try:
-        header = fabio.open(str(path)).header
-    except Exception:  # already read once by _read_one; no header is no declaration
-        return "gain"
-    form = header.get("form")
-    if form is None:
-        for line in str(header.get("imageDescription", "")).splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "form":
-                form = value
-    return str(form).strip() if form is not None else "gain"
-
-
-def read_gain(path: str | Path, poni: Poni) -> tuple[np.ndarray, np.ndarray]:
-    """Read a gain map (``corrected = raw / gain``) and the pixels it cannot correct.
-
-    Parameters
-    ----------
-    path : str or Path
-        Gain image (dimensionless, about 1). A file exported by ``xrd-bluesky gain-map
-        --form inverse`` (header ``form=inverse``) holds ``1/gain`` and is inverted.
-    poni : Poni
-        Geometry whose detector shape the image must have.
-
-    Returns
-    -------
-    flat : ndarray of float32
-        Gain, with 1.0 on the bad pixels.
-    bad : ndarray of bool
-        True where the gain is not finite or not positive (masked in the integration).
-    """
-    values = _read_one(path, "gain", poni)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gain = 1.0 / values if _gain_form(path) == "inverse" else values
-        bad = ~np.isfinite(gain) | (gain <= 0)
-    return np.where(bad, 1.0, gain).astype(np.float32), bad
 
 
 # --------------------------------------------------------------------------- writing
@@ -376,16 +173,6 @@ def _polarization(text: str) -> float | None:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"need at least 2 bins, not {value}")
-    return value
-
-
 def add_parser(subparsers) -> None:
     """Add the ``integrate`` subcommand to an argparse ``subparsers`` object.
 
@@ -405,11 +192,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dark", help="dark image of the same exposure (counts); several frames are averaged")
     p.add_argument("--gain", help="gain map: frames are divided by it; non-positive or non-finite pixels are masked")
     p.add_argument("--mask", help="mask image, non-zero = bad pixel")
-    p.add_argument("--npt", type=_positive_int, default=2000, help="number of radial bins (default: 2000)")
+    p.add_argument("--npt", type=whole_number_in(2, MAX_RADIAL_BINS, "bins"), default=2000,
+                   help="number of radial bins (default: 2000)")
     p.add_argument("--unit", default="q_nm^-1", choices=sorted(UNITS),
                    help="radial unit: q (1/nm or 1/A) or 2-theta (deg) (default: q_nm^-1)")
     p.add_argument("--polarization", type=_polarization, default=DEFAULT_POLARIZATION, metavar="F",
                    help=f"pyFAI polarization factor in [-1, 1], or 'none' (default: {DEFAULT_POLARIZATION})")
+    add_detector_options(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output directory (created if missing)")
     p.set_defaults(func=run)
 
@@ -425,8 +214,11 @@ def _versions() -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     """Integrate the files of ``args`` (see :func:`add_parser`) and write the patterns.
 
-    Prints one line per frame: its name, the number of points written and the radial
-    range with its unit.
+    Every input is read and checked before the first frame is integrated: the output
+    directory, the PONI (its detector shape from the file or ``--detector``/``--shape``),
+    the dark (its exposure and level against each frame), the gain map and the mask.
+    Saturated and marker pixels are masked (``--max-count``). Prints one line per frame:
+    its name, the number of points written and the radial range with its unit.
 
     Returns
     -------
@@ -435,60 +227,53 @@ def run(args: argparse.Namespace) -> int:
 
     Raises
     ------
-    ValueError
-        Unknown radial unit (the parser refuses it before).
+    UsageError
+        Two frames would write the same output file.
+    OutputError
+        The output directory cannot be written.
     GeometryError
-        Missing or invalid PONI file.
+        Missing, invalid or shape-less PONI file; unusable bins.
     CorruptFrameError
         An unreadable, truncated or corrupt frame, dark, gain or mask file (named).
     ShapeMismatchError
-        A frame, dark, gain or mask whose shape does not fit the PONI's detector (named).
+        A frame, dark, gain or mask whose shape does not fit the detector (named).
+    ImplausibleInputError
+        A dark brighter than the frames, a gain map not normalised, a mask that masks
+        most pixels (named).
     InvalidFrameError
-        A frame whose every pixel is masked, non-finite or negative (named).
-    SystemExit
-        Two frames would write the same output file.
+        A frame whose every pixel is masked, non-finite, negative or saturated (named).
     """
-    if args.unit not in UNITS:
-        raise ValueError(f"unknown radial unit {args.unit!r}; use one of {sorted(UNITS)}")
     polarization = args.polarization
     if isinstance(polarization, str):  # a Namespace built by hand
         polarization = _polarization(polarization)
     stems = [Path(f).stem for f in args.frames]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
-        raise SystemExit(f"xrd-bluesky integrate: several input files share the name {', '.join(duplicates)}; "
-                         "their outputs would overwrite each other")
-
-    poni = Poni.read(args.poni)
-    bad: list[np.ndarray] = []  # static masks, True = bad
-    dark = flat = None
-    if args.dark:
-        dark = _read_one(args.dark, "dark", poni, average=True)
-        bad.append(~np.isfinite(dark))
-        dark = np.where(np.isfinite(dark), dark, 0.0).astype(np.float32)
-    if args.gain:
-        flat, gain_bad = read_gain(args.gain, poni)
-        bad.append(gain_bad)
-    if args.mask:
-        bad.append(_read_one(args.mask, "mask", poni) != 0)
-    static = np.logical_or.reduce(bad) if bad else None
-
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+        raise UsageError(f"several input files share the name {', '.join(duplicates)}; their outputs would "
+                         "overwrite each other")
+    out = check_writable(args.output, directory=True)
+    poni = read_geometry(args.poni, detector=getattr(args, "detector", None), shape=getattr(args, "shape", None))
+    corrections = read_corrections(poni, dark=args.dark, gain=args.gain, mask=args.mask,
+                                   max_count=getattr(args, "max_count", None))
     header_common = {
         "poni": args.poni, "dark": args.dark, "gain": args.gain, "mask": args.mask,
         "polarization_factor": polarization, "npt": args.npt, **_versions(),
     }
     written: set[str] = set()
     for path in args.frames:
-        for name, frame in read_frames(path):
+        image = read_image(path)
+        max_count = corrections.max_count_for(image)
+        for name, frame in image.frames:
             if name in written:
-                raise SystemExit(f"xrd-bluesky integrate: frame {name} of {path} would overwrite an earlier output")
+                raise UsageError(f"frame {name} of {path} would overwrite an earlier output")
             written.add(name)
             source = str(path) if name == Path(path).stem else f"{path} frame {int(name.rsplit('_', 1)[1])}"
-            result = integrate_1d(frame, poni, npt=args.npt, unit=args.unit, dark=dark, flat=flat,
-                                  mask=static, polarization_factor=polarization, source=source)
-            n = write_xye(out / f"{name}.xye", result, {"source": source, **header_common},
+            corrections.check_frame(frame, image, poni, source)
+            check_saturation(frame, max_count, source)
+            result = integrate_1d(frame, poni, npt=args.npt, unit=args.unit, dark=corrections.dark,
+                                  flat=corrections.flat, mask=corrections.mask, polarization_factor=polarization,
+                                  max_count=max_count, source=source)
+            n = write_xye(out / f"{name}.xye", result, {"source": source, "max_count": max_count, **header_common},
                           wavelength_m=poni.wavelength)
             write_chi(out / f"{name}.chi", result, name)
             radial = result.radial[np.isfinite(result.intensity) & np.isfinite(result.sigma)]

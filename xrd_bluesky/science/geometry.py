@@ -27,10 +27,13 @@ from ..errors import GeometryError
 
 #: Accepted wavelength range in Angstrom (0.05-5 A: 2.5-250 keV).
 WAVELENGTH_RANGE_A = (0.05, 5.0)
-#: Accepted sample-detector distance in m (0.1 mm to 1 km).
-DISTANCE_RANGE_M = (1e-4, 1e3)
+#: Accepted sample-detector distance in m (1 mm to 100 m).
+DISTANCE_RANGE_M = (1e-3, 100.0)
 #: Largest accepted distance of the PONI from the detector origin, in m.
-MAX_PONI_M = 1e3
+MAX_PONI_M = 100.0
+#: Largest accepted distance of the PONI from the detector's centre, in detector sizes
+#: (its diagonal): a PONI written in mm and read as m lies hundreds of sizes away.
+MAX_PONI_DETECTOR_SIZES = 10.0
 #: Accepted pixel size in m (10 nm to 1 m).
 PIXEL_RANGE_M = (1e-8, 1.0)
 #: Keys a PONI file must hold (pyFAI's spelling; pyFAI silently defaults absent ones).
@@ -171,6 +174,40 @@ class Poni:
         """The pyFAI detector of this geometry."""
         return detector_model(self.detector, self.detector_config)
 
+    def with_detector(self, name: str | None = None, shape: tuple[int, int] | None = None) -> "Poni":
+        """This geometry on the pyFAI detector model ``name`` (whose pixel sizes must be
+        this geometry's), or with the detector shape ``shape`` (rows, columns) given to a
+        detector that declares none (version-1 PONIs, Dioptas' generic detector).
+
+        Raises
+        ------
+        GeometryError
+            Unknown model, pixel sizes that differ from the PONI's by more than 0.1 %,
+            or a shape that contradicts the one the detector declares.
+        """
+        current = self.detector_model()
+        if name is not None:
+            model = detector_model(name)
+            if not all(math.isclose(a, b, rel_tol=1e-3) for a, b in
+                       ((model.pixel1, current.pixel1), (model.pixel2, current.pixel2))):
+                raise GeometryError(f"detector {name!r} has pixels of {model.pixel1 * 1e6:.4g} x "
+                                    f"{model.pixel2 * 1e6:.4g} um, the PONI's {self.detector!r} "
+                                    f"{current.pixel1 * 1e6:.4g} x {current.pixel2 * 1e6:.4g} um")
+            result = replace(self, detector=name, detector_config="")
+            if shape is None:
+                return result
+            return result.with_detector(shape=shape)
+        if shape is None:
+            return self
+        shape = tuple(int(n) for n in shape)
+        if current.shape is not None:
+            if tuple(current.shape) != shape:
+                raise GeometryError(f"detector {self.detector!r} has shape {tuple(current.shape)}, not {shape}")
+            return self
+        config = current.get_config()
+        config["max_shape"] = list(shape)
+        return replace(self, detector_config=json.dumps(config, sort_keys=True))
+
 
 def _detector_identity(det) -> tuple[str, str]:
     """(name, JSON configuration) under which ``detector_factory`` rebuilds ``det``;
@@ -225,6 +262,22 @@ def validate_poni(poni: Poni) -> None:
         sizes = ", ".join(f"{k}={v!r} m" for k, v in pixels.items())
         raise GeometryError(f"detector {poni.detector!r} (config {poni.detector_config!r}) has pixel size "
                             f"{sizes}; each must be in {low:g}-{high:g} m (> 0)")
+    if det.shape is not None:
+        _check_poni_near_detector(poni, det)
+
+
+def _check_poni_near_detector(poni: Poni, det: pyFAI.detectors.Detector) -> None:
+    """Raise :class:`GeometryError` when the PONI lies more than
+    :data:`MAX_PONI_DETECTOR_SIZES` detector diagonals from the detector's centre: the
+    lengths are in another unit (mm read as m) or belong to another detector."""
+    height, width = det.shape[0] * det.pixel1, det.shape[1] * det.pixel2
+    diagonal = math.hypot(height, width)
+    offset = math.hypot(poni.poni1 - height / 2, poni.poni2 - width / 2)
+    if offset > MAX_PONI_DETECTOR_SIZES * diagonal:
+        raise GeometryError(
+            f"PONI (poni1={poni.poni1:.6g} m, poni2={poni.poni2:.6g} m) lies {offset:.3g} m from the centre of "
+            f"detector {poni.detector!r} ({height:.3g} x {width:.3g} m), more than {MAX_PONI_DETECTOR_SIZES:g} "
+            "detector sizes: are the PONI's lengths in mm rather than m?")
 
 
 #: Axes of a detector stage, in :class:`StagePosition`'s order.

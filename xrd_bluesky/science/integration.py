@@ -19,6 +19,11 @@ UNITS = {"q_nm^-1": "1/nm", "2th_deg": "deg", "q_A^-1": "1/A"}
 #: numpy kinds of arrays that hold counts: boolean, signed and unsigned integer, float.
 COUNT_KINDS = "biuf"
 
+#: Most radial bins of a 1D pattern (a 4k-pixel-wide detector has about 6000 pixels of radius).
+MAX_RADIAL_BINS = 100_000
+#: Most bins of a 2D cake, radial x azimuthal (pyFAI holds several float64 arrays of it).
+MAX_CAKE_BINS = 20_000_000
+
 
 @dataclass(frozen=True)
 class IntegrationResult:
@@ -60,13 +65,19 @@ def check_frame_shape(frame: np.ndarray, poni: Poni, source: str = "frame") -> N
 
 def check_binning(npt: int, unit: str, npt_azim: int | None = None) -> None:
     """Raise :class:`GeometryError` naming the value unless ``npt`` (and ``npt_azim``, if
-    given) is a whole number of bins >= 1 and ``unit`` one of :data:`UNITS`."""
+    given) is a whole number of bins >= 1, at most :data:`MAX_RADIAL_BINS` (and
+    :data:`MAX_CAKE_BINS` in all), and ``unit`` one of :data:`UNITS`."""
     if unit not in UNITS:
         raise GeometryError(f"unknown radial unit {unit!r}; use one of {sorted(UNITS)}")
     for name, value in (("npt", npt), ("npt_azim", npt_azim)):
         if name == "npt" or value is not None:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise GeometryError(f"{name}={value!r}: the number of bins must be a whole number >= 1")
+    if npt > MAX_RADIAL_BINS:
+        raise GeometryError(f"npt={npt} radial bins is more than {MAX_RADIAL_BINS}: no detector has that many "
+                            "pixels of radius")
+    if npt_azim is not None and npt * npt_azim > MAX_CAKE_BINS:
+        raise GeometryError(f"a cake of npt={npt} x npt_azim={npt_azim} bins is more than {MAX_CAKE_BINS} bins")
 
 
 def check_max_count(max_count: float | None) -> None:

@@ -1,0 +1,132 @@
+"""``xrd-bluesky gain-map``: gain map from amorphous-scatterer frames at several detector
+positions, one glob of frames and one PONI per position."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+from dataclasses import dataclass
+
+import numpy as np
+
+from .command_options import add_detector_options
+from .errors import CorruptFrameError, UsageError
+from .outputs import check_writable, verify_written
+from .science.geometry import Poni
+from .science.input_checks import check_dark, check_exposures, check_mask, check_saturation, default_max_count
+from .science.integration import check_frame_shape, invalid_pixels
+from .sources.file_inputs import read_geometry, read_one
+from .sources.image_files import read_image
+
+
+def add_parser(subparsers) -> None:
+    """Add the ``gain-map`` subcommand."""
+    p = subparsers.add_parser("gain-map", help="gain map from amorphous-scatterer frames at several positions")
+    p.add_argument("--frames", action="append", required=True, help="glob of one position's frames (repeat)")
+    p.add_argument("--poni", action="append", required=True, help="PONI file of that position (repeat)")
+    p.add_argument("--mask", action="append", help="mask image of that position, non-zero = bad "
+                   "(beamstop shadow...); repeat once per --frames")
+    p.add_argument("--dark", help="glob of dark frames of the same exposure")
+    add_detector_options(p)
+    p.add_argument("-o", "--output", required=True, help="output image, .tif or .edf (float32)")
+    p.add_argument("--form", choices=["gain", "inverse"], default="gain", help="write gain or 1/gain")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class FrameSeries:
+    """Mean, minimum and maximum (counts) of a series of frames, accumulated one file at
+    a time (memory: three frames, whatever the number of files), the exposure time
+    of its files (s) and the saturation level of its integer type."""
+
+    label: str
+    total: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    count: int
+    exposure_s: float | None
+    max_count: float | None
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / self.count
+
+
+def read_series(pattern: str, role: str, poni: Poni, max_count: float | None) -> FrameSeries:
+    """Read every frame of the files matching ``pattern``, checked against the detector.
+
+    Raises
+    ------
+    CorruptFrameError
+        No file matches, or a file is unreadable (named).
+    ShapeMismatchError
+        A frame does not fit the detector (named).
+    """
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise CorruptFrameError(f"no {role} files match {pattern!r}")
+    series = None
+    for name in files:
+        image = read_image(name, role)
+        for frame_name, frame in image.frames:
+            check_frame_shape(frame, poni, f"{role} {frame_name} of {name}")
+            values = np.asarray(frame, np.float64)
+            if series is None:
+                level = max_count if max_count is not None else default_max_count(frame.dtype, image.count_cutoff)
+                series = FrameSeries(pattern, values.copy(), values.copy(), values.copy(), 0, image.exposure_s,
+                                     level)
+            else:
+                series.total += values
+                np.minimum(series.low, values, out=series.low)
+                np.maximum(series.high, values, out=series.high)
+            series.count += 1
+    return series
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute the gain map of ``args`` (see :func:`add_parser`), write it and print its
+    statistics.
+
+    Raises
+    ------
+    UsageError
+        Not one PONI (and mask, if any) per ``--frames``.
+    OutputError, GeometryError, CorruptFrameError, ShapeMismatchError, ImplausibleInputError
+        Unusable inputs or output (named).
+    GainMapError
+        Positions that contradict their geometry or each other.
+    """
+    from .science.gain_map import PositionData, compute_gain_map
+
+    if len(args.frames) != len(args.poni) or (args.mask and len(args.mask) != len(args.frames)):
+        raise UsageError("give one --poni (and, if any, one --mask) per --frames")
+    output = check_writable(args.output)
+    if not str(output).lower().endswith((".tif", ".tiff", ".edf")):
+        raise UsageError(f"output {output}: write a .tif or an .edf image")
+    ponis = [read_geometry(p, detector=args.detector, shape=args.shape) for p in args.poni]
+    masks = [read_one(m, "mask", poni)[0] != 0 for m, poni in zip(args.mask, ponis)] if args.mask else None
+    for m, name in zip(masks or [], args.mask or []):
+        check_mask(m, f"mask {name}")
+    dark = read_series(args.dark, "dark", ponis[0], args.max_count) if args.dark else None
+    positions = []
+    for i, (pattern, poni) in enumerate(zip(args.frames, ponis)):
+        series = read_series(pattern, "frame", poni, args.max_count)
+        label = f"position {i} ({pattern})"
+        static = masks[i] if masks else None
+        invalid = invalid_pixels(series.low, poni, None, static, label)
+        if series.max_count is not None:
+            invalid |= series.high >= series.max_count
+            check_saturation(series.high, series.max_count, label)
+        mean = series.mean
+        if dark is not None:
+            check_exposures(dark.exposure_s, series.exposure_s, f"dark {args.dark}", label)
+            check_dark(dark.mean, mean, ~invalid, f"dark {args.dark}", label)
+            mean = mean - dark.mean
+        positions.append(PositionData(label, mean, series.count, poni, invalid))
+    result = compute_gain_map(positions, dark_rate=dark.mean if dark is not None else None)
+    result.export(output, form=args.form, metadata={"frames": " ".join(args.frames), "poni": " ".join(args.poni)})
+    verify_written(output)
+    for key, value in result.statistics.items():
+        print(f"{key}: {value}")
+    print(f"written {output} ({args.form})")
+    return 0

@@ -1,0 +1,132 @@
+"""Plausibility of the images that go with a frame: darks, gain maps, masks and the
+saturation level, checked against the frame and against physics before an analysis.
+
+Each check raises :class:`~xrd_bluesky.errors.ImplausibleInputError` when the input
+cannot be right, or warns (:class:`~xrd_bluesky.errors.PlausibilityWarning`) when it is
+unusual but may be; both messages name the value and the plausible range.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from ..errors import ImplausibleInputError, PlausibilityWarning
+
+#: Masked fraction of the pixels above which a mask is refused (non-zero = bad: an
+#: inverted mask masks nearly everything) and above which it is reported.
+MASK_REFUSED_FRACTION = 0.5
+MASK_WARNED_FRACTION = 0.25
+
+#: Plausible median of a gain map (dimensionless, normalised to about 1).
+GAIN_MEDIAN_RANGE = (0.5, 2.0)
+#: Fraction of unusable gain pixels above which the gain map is reported.
+GAIN_BAD_WARNED_FRACTION = 0.2
+
+#: A pixel of ``frame - dark`` is significantly negative below this many sigma.
+DARK_NEGATIVE_SIGMA = 5.0
+#: Fraction of significantly negative pixels after dark subtraction above which the
+#: dark is refused, and above which it is reported.
+DARK_REFUSED_FRACTION = 0.1
+DARK_WARNED_FRACTION = 0.01
+#: Largest relative difference of the dark's and the frame's exposure times.
+EXPOSURE_TOLERANCE = 0.01
+
+#: Fraction of saturated pixels above which a frame is reported.
+SATURATED_WARNED_FRACTION = 0.01
+
+
+def check_mask(mask: np.ndarray, source: str) -> None:
+    """Refuse a mask (True = bad) that masks more than :data:`MASK_REFUSED_FRACTION`
+    of the pixels; warn above :data:`MASK_WARNED_FRACTION`."""
+    fraction = float(np.count_nonzero(mask)) / max(np.size(mask), 1)
+    if fraction > MASK_REFUSED_FRACTION:
+        raise ImplausibleInputError(
+            f"{source} masks {fraction:.1%} of the pixels (non-zero = bad; a mask rarely exceeds "
+            f"{MASK_REFUSED_FRACTION:.0%}): is it inverted?")
+    if fraction > MASK_WARNED_FRACTION:
+        warnings.warn(f"{source} masks {fraction:.1%} of the pixels (usually below {MASK_WARNED_FRACTION:.0%})",
+                      PlausibilityWarning, stacklevel=2)
+
+
+def check_gain(gain: np.ndarray, bad: np.ndarray, source: str) -> None:
+    """Refuse a gain map (``corrected = raw / gain``) whose median over its usable
+    pixels is outside :data:`GAIN_MEDIAN_RANGE` (a flat field in counts, not
+    normalised); warn when more than :data:`GAIN_BAD_WARNED_FRACTION` of it is
+    unusable."""
+    good = np.asarray(gain)[~bad]
+    if good.size == 0:
+        raise ImplausibleInputError(f"{source} has no finite positive pixel")
+    median = float(np.median(good))
+    low, high = GAIN_MEDIAN_RANGE
+    if not low <= median <= high:
+        raise ImplausibleInputError(
+            f"{source} has a median of {median:.4g}; a gain map is dimensionless with a median near 1 "
+            f"({low:g}-{high:g}): a flat field in counts must be divided by its median first")
+    fraction = 1.0 - good.size / max(np.size(gain), 1)
+    if fraction > GAIN_BAD_WARNED_FRACTION:
+        warnings.warn(f"{source}: {fraction:.1%} of its pixels are not finite and positive (masked); usually "
+                      f"below {GAIN_BAD_WARNED_FRACTION:.0%}", PlausibilityWarning, stacklevel=2)
+
+
+def check_exposures(dark_s: float | None, frame_s: float | None, dark_source: str, frame_source: str) -> None:
+    """Refuse a dark whose exposure time (s) differs from the frame's by more than
+    :data:`EXPOSURE_TOLERANCE`, when both files say theirs."""
+    if dark_s is None or frame_s is None:
+        return
+    if not math.isclose(dark_s, frame_s, rel_tol=EXPOSURE_TOLERANCE):
+        raise ImplausibleInputError(
+            f"{dark_source} was exposed {dark_s:.6g} s, {frame_source} {frame_s:.6g} s: a dark must have the "
+            f"frame's exposure (within {EXPOSURE_TOLERANCE:.0%})")
+
+
+def check_dark(dark: np.ndarray, frame: np.ndarray, valid: np.ndarray, dark_source: str, frame_source: str) -> None:
+    """Refuse a dark that makes more than :data:`DARK_REFUSED_FRACTION` of the valid
+    pixels of ``frame - dark`` negative by more than :data:`DARK_NEGATIVE_SIGMA` sigma
+    (a dark of a longer exposure, of another detector, or the frame itself with a
+    sample); warn above :data:`DARK_WARNED_FRACTION`.
+
+    Sigma per pixel is the larger of the Poisson noise of the dark and the dark's
+    robust spread over the detector (read-out noise and fixed pattern of integrating
+    detectors, whose counts are not photons)."""
+    d = np.asarray(dark, np.float64)[valid]
+    f = np.asarray(frame, np.float64)[valid]
+    if d.size == 0:
+        return
+    spread = 1.4826 * float(np.median(np.abs(d - np.median(d))))
+    sigma = np.maximum(np.sqrt(np.abs(d) + 1.0), spread)
+    fraction = float(np.count_nonzero(f - d < -DARK_NEGATIVE_SIGMA * sigma)) / d.size
+    detail = (f"{fraction:.1%} of the valid pixels of {frame_source} fall more than {DARK_NEGATIVE_SIGMA:g} sigma "
+              f"below {dark_source} (median frame {np.median(f):.4g}, median dark {np.median(d):.4g} counts)")
+    if fraction > DARK_REFUSED_FRACTION:
+        raise ImplausibleInputError(f"{detail}: the dark is brighter than the frame (another exposure time or "
+                                    f"detector?); at most {DARK_REFUSED_FRACTION:.0%} may")
+    if fraction > DARK_WARNED_FRACTION:
+        warnings.warn(f"{detail}; usually below {DARK_WARNED_FRACTION:.0%}", PlausibilityWarning, stacklevel=2)
+
+
+def default_max_count(dtype: np.dtype, count_cutoff: float | None = None) -> float | None:
+    """Counts at and above which a pixel is saturated or a marker, when the user says
+    nothing: above the detector's count cut-off when its header gives one, else the
+    largest value of an integer type (0xFFFFFFFF, 65535... are the bad-pixel and
+    overflow markers of counting detectors); None for floating-point frames."""
+    if count_cutoff is not None:
+        return math.floor(count_cutoff) + 1
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        return float(np.iinfo(dtype).max)
+    return None
+
+
+def check_saturation(frame: np.ndarray, max_count: float | None, source: str) -> None:
+    """Warn when more than :data:`SATURATED_WARNED_FRACTION` of ``frame``'s pixels are
+    at or above ``max_count`` (they are masked)."""
+    if max_count is None:
+        return
+    with np.errstate(invalid="ignore"):
+        fraction = float(np.count_nonzero(np.asarray(frame) >= max_count)) / max(np.size(frame), 1)
+    if fraction > SATURATED_WARNED_FRACTION:
+        warnings.warn(f"{source}: {fraction:.1%} of the pixels are saturated (>= {max_count:g} counts) and masked; "
+                      f"usually below {SATURATED_WARNED_FRACTION:.0%}", PlausibilityWarning, stacklevel=2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from xrd_bluesky.cli import main
 from xrd_bluesky.science.cif_structure import read_cif
 
@@ -36,8 +38,10 @@ def test_dfxrm_on_a_cif_path_with_options(tmp_path, capsys):
 def test_dfxrm_refuses_bad_requests(tmp_path, capsys):
     assert main(["dfxrm", "Si", "--energy-keV", "17", "--hkl", "2", "0", "0", "-o", str(tmp_path)]) == 2
     assert "systematically absent" in capsys.readouterr().err
-    assert main(["dfxrm", "Si", "--energy-keV", "75", "-o", str(tmp_path)]) == 2
-    assert "outside the range 1-60 keV" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse: a usage error
+        main(["dfxrm", "Si", "--energy-keV", "75", "-o", str(tmp_path)])
+    assert exited.value.code == 2
+    assert "75 keV is outside 1-60 keV" in capsys.readouterr().err
     assert main(["dfxrm", "Unobtainium", "--energy-keV", "17", "-o", str(tmp_path)]) == 2
     assert "bundled" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())

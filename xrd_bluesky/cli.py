@@ -125,6 +125,20 @@ def _bench_outage(args) -> int:
     return 0 if max(result["ratio_killed_to_up"], result["ratio_down_to_up"]) <= 1.2 else 1
 
 
+def _bench_inputs(args) -> int:
+    import tempfile
+
+    from .bad_inputs import run, summary, table
+
+    with tempfile.TemporaryDirectory(prefix="xrd-bad-inputs-") as tmp:
+        result = run(Path(args.directory or tmp), progress=print if args.verbose else lambda line: None)
+    print("\n".join(table(result["outcomes"])))
+    numbers = summary(result)
+    for key, value in numbers.items():
+        print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
+    return 0 if numbers["silent_results"] == numbers["unexpected_errors"] == numbers["good_inputs_not_clean"] == 0 else 1
+
+
 def _ipython_banner(text: str):
     from traitlets.config import Config
 
@@ -205,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     bout.add_argument("--repeats", type=int, default=2, help="scans per scenario (the best is reported)")
     bout.add_argument("--num", type=int, default=4, help="exposures per detector position (3 positions)")
     bout.set_defaults(func=_bench_outage)
+
+    binp = bench_sub.add_parser("inputs", help="every file command against a corpus of bad inputs: named errors, "
+                                "warnings, silent results; time to the error; cost of the checks")
+    binp.add_argument("--directory", help="where to write the corpus (default: a temporary folder)")
+    binp.set_defaults(func=_bench_inputs)
 
     session = sub.add_parser("session", help="IPython with RE, devices, catalog and callbacks ready")
     session.add_argument("--directory", help="data directory of the embedded catalog")

@@ -21,6 +21,9 @@ import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
+from .command_options import number_in
+from .outputs import check_writable, verify_written
+from .paths import safe_child
 from .science.attenuation import (ENERGY_RANGE_KEV, attenuation_length_curve_um, attenuation_length_um,
                                   material_of, transmission)
 from .science.cif_structure import CrystalStructure, read_cif
@@ -52,11 +55,12 @@ def add_parser(subparsers) -> None:
     default = Instrument()
     p = subparsers.add_parser("dfxrm", help="DF-XRM planning from a CIF: reflections, attenuation, goniometer angles")
     p.add_argument("cif", help="CIF file or bundled name (Si, Al2O3, LiNbO3, KNbO3, YMnO3)")
-    p.add_argument("--energy-keV", dest="energy_keV", type=float, required=True,
+    p.add_argument("--energy-keV", dest="energy_keV", type=number_in(*ENERGY_RANGE_KEV, "keV"), required=True,
                    help=f"photon energy (keV, {ENERGY_RANGE_KEV[0]:g}-{ENERGY_RANGE_KEV[1]:g})")
     p.add_argument("--hkl", type=int, nargs=3, metavar=("H", "K", "L"),
                    help="reflection to orient (default: the brightest reachable)")
-    p.add_argument("--thickness-um", type=float, default=100.0, help="slab thickness along the exit normal (um)")
+    p.add_argument("--thickness-um", type=number_in(1e-3, 1e6, "um"), default=100.0,
+                   help="slab thickness along the exit normal (um)")
     up = p.add_mutually_exclusive_group()
     up.add_argument("--up", type=int, nargs=3, metavar=("H", "K", "L"), help="plane of the facet facing up (+z)")
     up.add_argument("--up-uvw", type=int, nargs=3, metavar=("U", "V", "W"), help="direction facing up (+z)")
@@ -65,7 +69,7 @@ def add_parser(subparsers) -> None:
                     help="plane of the beam-exit facet (+x, downstream)")
     ex.add_argument("--exit-uvw", type=int, nargs=3, metavar=("U", "V", "W"),
                     help="direction of the beam-exit facet normal (+x)")
-    p.add_argument("--two-theta-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+    p.add_argument("--two-theta-range", type=number_in(0.0, 180.0, "deg"), nargs=2, metavar=("MIN", "MAX"),
                    default=(default.two_theta_min_deg, default.two_theta_max_deg),
                    help="2theta range of the instrument (deg)")
     p.add_argument("--scattering-plane", choices=SCATTERING_PLANES, default=default.scattering_plane,
@@ -135,7 +139,9 @@ def summary_lines(result: DfxrmPlan) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the table and the angles; write the plots and the logbook PDF."""
+    """Print the table and the angles; write the plots and the logbook PDF (the folder
+    is checked writable first, the files verified after)."""
+    check_writable(args.output, directory=True)
     up = Facet(tuple(args.up_uvw), "uvw") if args.up_uvw else Facet(tuple(args.up or (0, 0, 1)), "hkl")
     exit_ = Facet(tuple(args.exit), "hkl") if args.exit else Facet(tuple(args.exit_uvw or (1, 0, 0)), "uvw")
     instrument = Instrument(*args.two_theta_range, scattering_plane=args.scattering_plane)
@@ -158,12 +164,12 @@ def write_outputs(result: DfxrmPlan, folder: Path) -> list[Path]:
                                    ("geometry_3d", _plot_geometry, "3d")):
         fig = Figure(figsize=(6, 4.5) if projection is None else (6, 6), layout="constrained")
         draw(fig.add_subplot(projection=projection), result)
-        paths.append(folder / f"{name}_{stem}.png")
+        paths.append(safe_child(folder, f"{name}_{stem}.png"))
         fig.savefig(paths[-1], dpi=120)
-    paths.append(folder / f"{name}_dfxrm.pdf")
+    paths.append(safe_child(folder, f"{name}_dfxrm.pdf"))
     with PdfPages(paths[-1]) as pdf:
         pdf.savefig(_logbook_page(result))
-    return paths
+    return [verify_written(path) for path in paths]
 
 
 def _logbook_page(result: DfxrmPlan) -> Figure:

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         mean = series.mean
         if dark is not None:
             check_exposures(dark.exposure_s, series.exposure_s, f"dark {args.dark}", label)
-            check_dark(dark.mean, mean, ~invalid, f"dark {args.dark}", label)
+            check_dark(dark.mean, mean, invalid, None, f"dark {args.dark}", label)
             mean = mean - dark.mean
         positions.append(PositionData(label, mean, series.count, poni, invalid))
     result = compute_gain_map(positions, dark_rate=dark.mean if dark is not None else None)

@@ -231,7 +231,8 @@ def _integrator(poni: Poni) -> AzimuthalIntegrator:
 
 def validate_poni(poni: Poni) -> None:
     """Raise :class:`GeometryError` naming the parameter and its value when ``poni`` is
-    non-physical: a length or angle that is not a finite number, a distance outside
+    non-physical: a length or angle that is not a finite number, a rotation beyond
+    +-2 pi rad (an angle in degrees), a distance outside
     :data:`DISTANCE_RANGE_M`, a PONI beyond :data:`MAX_PONI_M`, a wavelength outside
     :data:`WAVELENGTH_RANGE_A`, an unknown detector, a detector shape without rows or
     columns, or a pixel size outside :data:`PIXEL_RANGE_M` (in particular <= 0)."""
@@ -239,6 +240,10 @@ def validate_poni(poni: Poni) -> None:
         value = getattr(poni, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise GeometryError(f"geometry parameter {key}={value!r} is not a finite number")
+    for key in ("rot1", "rot2", "rot3"):
+        if abs(getattr(poni, key)) > 2 * math.pi:
+            raise GeometryError(f"geometry parameter {key}={getattr(poni, key)!r} rad is beyond +-2 pi: "
+                                "an angle in degrees?")
     if not DISTANCE_RANGE_M[0] <= poni.dist <= DISTANCE_RANGE_M[1]:
         raise GeometryError(f"sample-detector distance dist={poni.dist!r} m is outside "
                             f"{DISTANCE_RANGE_M[0]:g}-{DISTANCE_RANGE_M[1]:g} m (must be > 0)")

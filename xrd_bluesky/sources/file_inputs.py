@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import GeometryError, ShapeMismatchError
 from ..science.geometry import Poni
 from ..science.input_checks import check_dark, check_exposures, check_gain, check_mask, default_max_count
-from ..science.integration import check_frame_shape, invalid_pixels
+from ..science.integration import check_frame_shape
 from .image_files import ImageFile, read_image
 
 
@@ -98,8 +98,7 @@ class FrameCorrections:
         if self.dark is None:
             return
         check_exposures(self.dark_exposure_s, image.exposure_s, f"dark {self.dark_file}", source)
-        valid = ~invalid_pixels(frame, poni, self.max_count_for(image), self.mask, source)
-        check_dark(self.dark, frame, valid, f"dark {self.dark_file}", source)
+        check_dark(self.dark, frame, self.mask, self.max_count_for(image), f"dark {self.dark_file}", source)
 
 
 def read_corrections(poni: Poni, *, dark: str | None = None, gain: str | None = None, mask: str | None = None,

@@ -1,0 +1,565 @@
+"""A corpus of bad inputs to every file command, built from the simulator, and how the
+commands answer them: a named error, a warning, a silent result or an unexpected error.
+
+``xrd-bluesky bench inputs`` runs it and prints the table; the tests assert that no
+answer is silent or unexpected. Each case is a good command line with one input made
+bad in one way, so that an answer that is not an error or a warning is a silent wrong
+result of that one input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+#: Detector of the corpus: large enough for real rings, small enough to be quick.
+DETECTOR = "Pilatus1M"
+#: Photon energy of the corpus frames (keV).
+ENERGY_KEV = 17.0
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: the command line and what is wrong with it."""
+
+    command: str
+    label: str
+    argv: list[str]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a command answered a case: ``kind`` is ``"named error"`` (exit 1 or 2 with
+    a domain error or a usage message), ``"warning"`` (exit 0 with a plausibility
+    warning), ``"silent"`` (exit 0 without one) or ``"unexpected"`` (an error that is
+    not a domain error); ``seconds`` from the call to the answer."""
+
+    case: Case
+    status: int
+    kind: str
+    message: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class GoodFiles:
+    """The good inputs the cases spoil (paths as strings)."""
+
+    frame: str
+    poni: str
+    dark: str
+    mask: str
+    gain: str
+    pattern: str
+    gain_frames: list[str]
+    gain_ponis: list[str]
+
+
+def _write_tif(path: Path, data: np.ndarray) -> str:
+    import fabio
+
+    fabio.tifimage.TifImage(data=data).write(str(path))
+    return str(path)
+
+
+def _write_edf(path: Path, data: np.ndarray, header: dict | None = None) -> str:
+    import fabio
+
+    fabio.edfimage.EdfImage(data=data, header=header or {}).write(str(path))
+    return str(path)
+
+
+#: Offset of the corpus frames and darks (counts), as an integrating detector has, so
+#: that a dark of the wrong exposure changes the result.
+OFFSET_COUNTS = 200
+
+
+def good_files(directory: Path) -> GoodFiles:
+    """Render and write the good inputs into ``directory``: a CeO2 frame (with an
+    offset) and its PONI, dark, beamstop mask and gain map, its integrated pattern, and
+    a glass gain-map set at two positions."""
+    from .integrate_files import write_xye
+    from .science.gain_map_simulation import simulate_gain_map_set
+    from .science.image_formation import DetectorResponse, detect, expected_photons, pixel_geometry
+    from .science.integration import integrate_1d
+    from .science.samples import default_library
+    from .science.units import wavelength_m
+    from .sim_devices.beamline import BeamlineConfig
+
+    config = BeamlineConfig(detector=DETECTOR)
+    geometry = config.true_geometry().with_wavelength(wavelength_m(ENERGY_KEV))
+    poni = geometry.poni_at(geometry.reference_position)
+    response = DetectorResponse.simulate(DETECTOR, 1)
+    rng = np.random.default_rng(1)
+    photons = expected_photons(default_library()["CeO2"], poni, flux_ph_s=1e11, exposure_s=1.0,
+                               beamstop=config.beamstop)
+    offset = OFFSET_COUNTS + rng.normal(0.0, 3.0, response.shape)
+    frame = (detect(photons, response, 1.0, rng) + offset).astype(np.int32)
+    dark = (OFFSET_COUNTS + rng.normal(0.0, 3.0, response.shape)).astype(np.int32)
+    shadow = config.beamstop.shadow(pixel_geometry(poni), margin_mm=1.0)
+    gain = np.where(response.gain > 0, response.gain, np.nan).astype(np.float32)
+    pattern = integrate_1d(frame, poni, npt=2000, unit="2th_deg", dark=dark.astype(np.float32), mask=shadow)
+    write_xye(directory / "ceo2.xye", pattern, {})
+    gain_set = simulate_gain_map_set(config.true_geometry(), config.beamstop, detector=DETECTOR,
+                                     positions=((0.0, 0.0, 300.0), (15.0, 12.0, 300.0)), frames=1)
+    frames, ponis = [], []
+    for i, position in enumerate(gain_set.positions):
+        folder = directory / f"glass{i}"
+        folder.mkdir(exist_ok=True)
+        frames.append(_write_tif(folder / "f.tif", (position.mean_frame + gain_set.dark).astype(np.float32)))
+        ponis.append(str(position.poni.write(directory / f"glass{i}.poni")))
+    return GoodFiles(frame=_write_tif(directory / "ceo2.tif", frame), poni=str(poni.write(directory / "ceo2.poni")),
+                     dark=_write_tif(directory / "dark.tif", dark),
+                     mask=_write_tif(directory / "mask.tif", shadow.astype(np.uint8)),
+                     gain=_write_tif(directory / "gain.tif", gain), pattern=str(directory / "ceo2.xye"),
+                     gain_frames=frames, gain_ponis=ponis)
+
+
+def _poni_variant(good: str, path: Path, drop: tuple[str, ...] = (), **values) -> str:
+    """The PONI file ``good`` with the keys of ``values`` set and those of ``drop``
+    removed, written to ``path``."""
+    lines = []
+    for line in Path(good).read_text().splitlines():
+        key = line.split(":", 1)[0].strip()
+        if key in drop:
+            continue
+        lines.append(f"{key}: {values.pop(key)}" if key in values else line)
+    path.write_text("\n".join(lines + [f"{k}: {v}" for k, v in values.items()]) + "\n")
+    return str(path)
+
+
+def _poni_value(good: str, key: str) -> float:
+    for line in Path(good).read_text().splitlines():
+        if line.split(":", 1)[0].strip() == key:
+            return float(line.split(":", 1)[1])
+    raise KeyError(key)
+
+
+def _bad_ponis(good: str, d: Path) -> dict[str, str]:
+    """PONI files each wrong in one way, by label."""
+    v = {k: _poni_value(good, k) for k in ("Distance", "Poni1", "Poni2", "Wavelength")}
+    (d / "poni_dir").mkdir(exist_ok=True)
+    (d / "empty.poni").write_text("")
+    (d / "garbage.poni").write_bytes(bytes(range(256)) * 4)
+    v1 = d / "v1.poni"
+    v1.write_text("\n".join(f"{k}: {val}" for k, val in (("PixelSize1", 0.000172), ("PixelSize2", 0.000172),
+                                                          *v.items(), ("Rot1", 0), ("Rot2", 0), ("Rot3", 0))) + "\n")
+    mm = {k: v[k] * 1e3 for k in ("Distance", "Poni1", "Poni2")}
+    return {
+        "missing PONI": str(d / "absent.poni"),
+        "PONI is a directory": str(d / "poni_dir"),
+        "empty PONI": str(d / "empty.poni"),
+        "binary garbage PONI": str(d / "garbage.poni"),
+        "PONI lengths in mm": _poni_variant(good, d / "mm.poni", **mm),
+        "PONI distance 0": _poni_variant(good, d / "d0.poni", Distance=0),
+        "PONI distance negative": _poni_variant(good, d / "dneg.poni", Distance=-0.2),
+        "PONI distance 100 km": _poni_variant(good, d / "dfar.poni", Distance=1e5),
+        "PONI distance NaN": _poni_variant(good, d / "dnan.poni", Distance="nan"),
+        "PONI wavelength 0": _poni_variant(good, d / "w0.poni", Wavelength=0),
+        "PONI wavelength in A": _poni_variant(good, d / "wA.poni", Wavelength=v["Wavelength"] * 1e10),
+        "PONI without wavelength": _poni_variant(good, d / "nowl.poni", drop=("Wavelength",)),
+        "PONI without distance": _poni_variant(good, d / "nodist.poni", drop=("Distance",)),
+        "PONI rotation in degrees": _poni_variant(good, d / "rotdeg.poni", Rot1=90.0),
+        "PONI unknown detector": _poni_variant(good, d / "unknown.poni", Detector="Pilatus7M"),
+        "PONI detector config not JSON": _poni_variant(good, d / "badjson.poni", Detector="Detector",
+                                                       Detector_config="{pixel1: 1"),
+        "version-1 PONI without detector shape": str(v1),
+        "PONI of another detector": str(_other_detector_poni(good, d / "other.poni")),
+    }
+
+
+def _other_detector_poni(good: str, path: Path):
+    from .science.geometry import Poni
+
+    poni = Poni.read(good)
+    return replace(poni, detector="Pilatus2M", poni1=0.12, poni2=0.12).write(path)
+
+
+def _bad_frames(good: GoodFiles, d: Path) -> dict[str, str]:
+    """Frame files each wrong in one way, by label."""
+    import fabio
+    import h5py
+
+    frame = fabio.open(good.frame).data
+    raw = Path(good.frame).read_bytes()
+    (d / "frame_dir").mkdir(exist_ok=True)
+    (d / "empty.tif").write_bytes(b"")
+    (d / "noise.tif").write_bytes(np.random.default_rng(0).bytes(100_000))
+    (d / "cut.tif").write_bytes(raw[: len(raw) // 2])
+    (d / "text.edf").write_text("this is not an image\n")
+    cbf = d / "cut.cbf"
+    fabio.cbfimage.CbfImage(data=frame).write(str(d / "whole.cbf"))
+    cbf.write_bytes((d / "whole.cbf").read_bytes()[:200])
+    with h5py.File(d / "nodata.h5", "w") as f:
+        f["/entry/other"] = frame
+    with h5py.File(d / "four_d.h5", "w") as f:
+        f["/entry/data/data"] = np.zeros((2, 2, 8, 8), np.int32)
+    return {
+        "missing frame": str(d / "absent.tif"),
+        "frame is a directory": str(d / "frame_dir"),
+        "empty frame file": str(d / "empty.tif"),
+        "random bytes as TIFF": str(d / "noise.tif"),
+        "truncated TIFF": str(d / "cut.tif"),
+        "CBF cut inside its header": str(cbf),
+        "text file as EDF": str(d / "text.edf"),
+        "HDF5 without /entry/data/data": str(d / "nodata.h5"),
+        "HDF5 frames of 4 dimensions": str(d / "four_d.h5"),
+        "transposed frame": _write_tif(d / "transposed.tif", np.ascontiguousarray(frame.T)),
+        "cropped frame": _write_tif(d / "cropped.tif", frame[:-10]),
+        "frame saturated everywhere (0xFFFFFFFF)": _write_tif(d / "saturated.tif",
+                                                              np.full(frame.shape, 0xFFFFFFFF, np.uint32)),
+        "frame of NaN": _write_tif(d / "nan.tif", np.full(frame.shape, np.nan, np.float32)),
+        "frame of negative counts": _write_tif(d / "negative.tif", -np.abs(frame).astype(np.int32) - 1),
+        "frame with 5 % marker pixels": _write_tif(d / "markers.tif", _with_markers(frame)),
+    }
+
+
+def _with_markers(frame: np.ndarray) -> np.ndarray:
+    """``frame`` as uint32 with 5 % of its pixels at the 0xFFFFFFFF bad-pixel marker."""
+    out = np.clip(frame, 0, None).astype(np.uint32)
+    out.ravel()[np.random.default_rng(0).choice(out.size, out.size // 20, replace=False)] = 0xFFFFFFFF
+    return out
+
+
+def _bad_corrections(good: GoodFiles, d: Path) -> dict[str, tuple[str, str]]:
+    """(option, file) pairs of darks, gain maps and masks each wrong in one way."""
+    import fabio
+
+    dark = fabio.open(good.dark).data
+    gain = fabio.open(good.gain).data
+    mask = fabio.open(good.mask).data.astype(bool)
+    shape = dark.shape
+    mostly = np.ones(shape, np.uint8)
+    mostly[: shape[0] * 2 // 3] = 0
+    return {
+        "dark of ten times the exposure": ("--dark", _write_tif(d / "dark10.tif", dark * 10)),
+        "dark of another shape": ("--dark", _write_tif(d / "dark_small.tif", dark[:100, :100])),
+        "truncated dark": ("--dark", _truncated(good.dark, d / "dark_cut.tif")),
+        "gain map in counts": ("--gain", _write_tif(d / "gain_counts.tif", gain * 1000)),
+        "gain map of zeros": ("--gain", _write_tif(d / "gain_zero.tif", np.zeros(shape, np.float32))),
+        "gain map of another shape": ("--gain", _write_tif(d / "gain_small.tif", gain[:, :100])),
+        "inverted mask": ("--mask", _write_tif(d / "mask_inverted.tif", (~mask).astype(np.uint8))),
+        "mask of all pixels": ("--mask", _write_tif(d / "mask_all.tif", np.ones(shape, np.uint8))),
+        "mask of a third of the pixels": ("--mask", _write_tif(d / "mask_third.tif", mostly)),
+        "mask of another shape": ("--mask", _write_tif(d / "mask_small.tif", mask[:10].astype(np.uint8))),
+    }
+
+
+def _truncated(good: str, path: Path) -> str:
+    raw = Path(good).read_bytes()
+    path.write_bytes(raw[: len(raw) * 2 // 3])
+    return str(path)
+
+
+def _exposure_pair(good: GoodFiles, d: Path) -> tuple[str, str]:
+    """A frame (1 s) and a dark (10 s) as EDF files whose headers say their exposure."""
+    import fabio
+
+    frame = _write_edf(d / "frame_1s.edf", fabio.open(good.frame).data, {"ExposureTime": "1.0"})
+    dark = _write_edf(d / "dark_10s.edf", fabio.open(good.dark).data, {"ExposureTime": "10.0"})
+    return frame, dark
+
+
+def _bad_cifs(d: Path) -> dict[str, str]:
+    """CIF files each wrong in one way (from the bundled Si)."""
+    from .science.cif_structure import resolve_cif
+
+    text = resolve_cif("Si").read_text()
+    lines = text.splitlines()
+    site = next(i for i, line in enumerate(lines) if line.split() and line.split()[0] == "Si1")
+    duplicate = "\n".join(lines[: site + 1] + [lines[site].replace("Si1", "Si2", 1)] + lines[site + 1:])
+    radians = text
+    for key in ("_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma"):
+        radians = "\n".join(f"{key} 1.5708" if line.startswith(key) else line for line in radians.splitlines())
+    negative_u = "\n".join(f"{line} -0.05" if i == site else
+                           line + "\n_atom_site_U_iso_or_equiv" if line.strip() == "_atom_site_occupancy" else line
+                           for i, line in enumerate(lines))
+    out = {}
+    for label, body in (("CIF with a site listed twice", duplicate), ("CIF cell angles in radians", radians),
+                        ("CIF with a negative U_iso", negative_u)):
+        path = d / f"{label.replace(' ', '_')}.cif"
+        path.write_text(body + "\n")
+        out[label] = str(path)
+    out["missing CIF"] = str(d / "absent.cif")
+    return out
+
+
+def corpus(good: GoodFiles, d: Path) -> list[Case]:
+    """Every bad-input case of the file commands, from the good files ``good``; bad
+    files are written into ``d``."""
+    out = str(d / "out")
+    integrate = ["integrate", good.frame, "--poni", good.poni, "--dark", good.dark, "-o", out]
+    cases = []
+    for label, poni in _bad_ponis(good.poni, d).items():
+        cases.append(Case("integrate", label, ["integrate", good.frame, "--poni", poni, "-o", out]))
+        cases.append(Case("calibrate", label, ["calibrate", good.frame, "--calibrant", "CeO2", "--energy-keV",
+                                               str(ENERGY_KEV), "--guess", poni, "-o", str(d / "cal.poni")]))
+        cases.append(Case("gain-map", label, ["gain-map", "--frames", good.gain_frames[0], "--poni", poni,
+                                              "--frames", good.gain_frames[1], "--poni", good.gain_ponis[1],
+                                              "-o", str(d / "gain_out.tif")]))
+    for label, frame in _bad_frames(good, d).items():
+        cases.append(Case("integrate", label, ["integrate", frame, "--poni", good.poni, "-o", out]))
+        cases.append(Case("calibrate", label, ["calibrate", frame, "--calibrant", "CeO2", "--energy-keV",
+                                               str(ENERGY_KEV), "--guess", good.poni, "-o", str(d / "cal.poni")]))
+    for label, (option, path) in _bad_corrections(good, d).items():
+        cases.append(Case("integrate", label, [*integrate[:4], *(integrate[4:6] if option != "--dark" else []),
+                                               option, path, "-o", out]))
+    frame_1s, dark_10s = _exposure_pair(good, d)
+    cases.append(Case("integrate", "dark of another exposure (headers)",
+                      ["integrate", frame_1s, "--poni", good.poni, "--dark", dark_10s, "-o", out]))
+    (d / "a_file").write_text("")
+    for label, extra in {
+        "10 million bins": ["--npt", "10000000"], "0 bins": ["--npt", "0"], "bins not a number": ["--npt", "many"],
+        "unknown unit": ["--unit", "r_mm"], "polarization 2": ["--polarization", "2"],
+        "negative saturation level": ["--max-count", "-5"], "shape not ROWSxCOLS": ["--shape", "big"],
+        "shape that contradicts the PONI": ["--shape", "1000x1000"],
+        "detector of another pixel size": ["--detector", "Eiger1M"],
+        "unknown detector option": ["--detector", "Pilatus7M"],
+    }.items():
+        cases.append(Case("integrate", label, [*integrate, *extra]))
+    cases.append(Case("integrate", "output directory is a file", [*integrate[:-1], str(d / "a_file")]))
+    cases.append(Case("integrate", "output under a file", [*integrate[:-1], str(d / "a_file" / "out")]))
+    cases.append(Case("integrate", "the same frame twice", [*integrate, good.frame]))
+    calibrate = ["calibrate", good.frame, "--calibrant", "CeO2", "--dark", good.dark, "--guess", good.poni]
+    for label, extra in {
+        "energy 0": ["--energy-keV", "0", "-o", str(d / "c.poni")],
+        "negative energy": ["--energy-keV", "-17", "-o", str(d / "c.poni")],
+        "energy 1 MeV": ["--energy-keV", "1000", "-o", str(d / "c.poni")],
+        "wavelength 0": ["--wavelength-A", "0", "-o", str(d / "c.poni")],
+        "output into a missing folder": ["--energy-keV", str(ENERGY_KEV), "-o", str(d / "missing" / "c.poni")],
+        "output is a directory": ["--energy-keV", str(ENERGY_KEV), "-o", str(d)],
+        "mask of another shape": ["--energy-keV", str(ENERGY_KEV), "--mask", str(d / "mask_small.tif"),
+                                  "-o", str(d / "c.poni")],
+        "largest residual 0": ["--energy-keV", str(ENERGY_KEV), "--max-residual-deg", "0", "-o", str(d / "c.poni")],
+    }.items():
+        cases.append(Case("calibrate", label, [*calibrate, *extra]))
+    cases.append(Case("calibrate", "unknown calibrant", [*_set(calibrate, "--calibrant", "Unobtainium"),
+                                                         "--energy-keV", str(ENERGY_KEV), "-o", str(d / "c.poni")]))
+    cases.append(Case("calibrate", "CeO2 frame told it is Si", [*_set(calibrate, "--calibrant", "Si"),
+                                                                "--energy-keV", str(ENERGY_KEV),
+                                                                "-o", str(d / "c.poni")]))
+    cases.append(Case("calibrate", "CeO2 frame told it is LaB6", [*_set(calibrate, "--calibrant", "LaB6"),
+                                                                  "--energy-keV", str(ENERGY_KEV),
+                                                                  "-o", str(d / "c.poni")]))
+    gain = ["gain-map", "--frames", good.gain_frames[0], "--poni", good.gain_ponis[0],
+            "--frames", good.gain_frames[1], "--poni", good.gain_ponis[1]]
+    for label, argv in {
+        "swapped PONIs": ["gain-map", "--frames", good.gain_frames[0], "--poni", good.gain_ponis[1],
+                          "--frames", good.gain_frames[1], "--poni", good.gain_ponis[0]],
+        "identical PONIs": ["gain-map", "--frames", good.gain_frames[0], "--poni", good.gain_ponis[0],
+                            "--frames", good.gain_frames[1], "--poni", good.gain_ponis[0]],
+        "truncated frame": ["gain-map", "--frames", _truncated(good.gain_frames[0], d / "glass_cut.tif"),
+                            "--poni", good.gain_ponis[0], "--frames", good.gain_frames[1],
+                            "--poni", good.gain_ponis[1]],
+        "glob matching nothing": ["gain-map", "--frames", str(d / "nothing*.tif"), "--poni", good.gain_ponis[0],
+                                  "--frames", good.gain_frames[1], "--poni", good.gain_ponis[1]],
+        "one PONI for two positions": gain[:-2],
+        "one position only": gain[:5],
+        "inverted mask": [*gain, "--mask", str(d / "mask_inverted.tif"), "--mask", str(d / "mask_inverted.tif")],
+    }.items():
+        cases.append(Case("gain-map", label, [*argv, "-o", str(d / "gain_out.tif")]))
+    cases.append(Case("gain-map", "output as PNG", [*gain, "-o", str(d / "gain.png")]))
+    cases.append(Case("gain-map", "output into a missing folder", [*gain, "-o", str(d / "missing" / "g.tif")]))
+    cases += _pattern_cases(good, d)
+    cases += _other_cases(d)
+    return cases
+
+
+def _set(argv: list[str], option: str, value: str) -> list[str]:
+    """``argv`` with the value after ``option`` replaced."""
+    i = argv.index(option)
+    return [*argv[: i + 1], value, *argv[i + 2:]]
+
+
+def _pattern_cases(good: GoodFiles, d: Path) -> list[Case]:
+    """``fit-peaks`` cases: bad windows and bad pattern files."""
+    (d / "empty.xye").write_text("")
+    (d / "noise.xye").write_bytes(np.random.default_rng(1).bytes(5000))
+    rows = Path(good.pattern).read_text().splitlines()
+    (d / "ragged.xye").write_text("\n".join(rows[:100] + ["1.0 2.0 3.0 4.0"] + rows[100:]) + "\n")
+    fit = ["fit-peaks", good.pattern, "-o", str(d / "peaks.csv")]
+    windows = {"window to infinity": "9.5:inf", "window of NaN": "nan:1", "reversed window": "9:8",
+               "window beyond the data": "150:160", "window without a peak": "1.0:1.5"}
+    cases = [Case("fit-peaks", label, [*fit, "--peak", w]) for label, w in windows.items()]
+    for label, path in {"missing pattern": str(d / "absent.xye"), "empty pattern": str(d / "empty.xye"),
+                        "random bytes as pattern": str(d / "noise.xye"),
+                        "row of another length": str(d / "ragged.xye")}.items():
+        cases.append(Case("fit-peaks", label, ["fit-peaks", path, "--peak", "9:10", "-o", str(d / "peaks.csv")]))
+    cases.append(Case("fit-peaks", "CSV into a missing folder",
+                      ["fit-peaks", good.pattern, "--peak", "9:10", "-o", str(d / "missing" / "p.csv")]))
+    return cases
+
+
+def _other_cases(d: Path) -> list[Case]:
+    """``dfxrm``, ``beamline``, ``serve``, ``lineage``, ``replay`` and ``sync`` cases."""
+    out = str(d / "dfxrm")
+    cases = [Case("dfxrm", label, ["dfxrm", cif, "--energy-keV", "17", "-o", out])
+             for label, cif in _bad_cifs(d).items()]
+    for label, extra in {"energy 0": ["--energy-keV", "0"], "energy 75 keV": ["--energy-keV", "75"],
+                         "negative thickness": ["--thickness-um", "-1"],
+                         "2theta range beyond 180 deg": ["--two-theta-range", "10", "200"]}.items():
+        cases.append(Case("dfxrm", label, ["dfxrm", "Si", "--energy-keV", "17", "-o", out, *extra]))
+    cases.append(Case("dfxrm", "output folder is a file", ["dfxrm", "Si", "--energy-keV", "17",
+                                                            "-o", str(d / "a_file")]))
+    (d / "not.toml").write_text("[beamline\nname = ")
+    (d / "unknown.toml").write_text("[beamline]\nname = 'x'\ncolour = 'red'\n")
+    for label, path in {"missing description": str(d / "absent.toml"), "not TOML": str(d / "not.toml"),
+                        "unknown key": str(d / "unknown.toml")}.items():
+        cases.append(Case("beamline", label, ["beamline", "check", path]))
+    for port in ("99999", "0", "http"):
+        cases.append(Case("serve", f"port {port}", ["serve", "--port", port, "--directory", str(d / "srv")]))
+    nowhere = "http://127.0.0.1:9"
+    for label, uid in {"uid with ../": "../../etc", "empty uid": "", "uid with a NUL byte": "ab\x00cd",
+                       "absolute path as uid": "/etc/passwd"}.items():
+        cases.append(Case("lineage", label, ["lineage", uid, "--catalog", nowhere]))
+        cases.append(Case("replay", label, ["replay", uid, "--catalog", nowhere]))
+    cases.append(Case("replay", "unreachable catalog", ["replay", "0123456789abcdef", "--catalog", nowhere]))
+    cases.append(Case("sync", "catalog URI not http", ["sync", "--catalog", "ftp://example.org/x"]))
+    return cases
+
+
+def run_case(case: Case) -> Outcome:
+    """Run ``case`` through the command line in this process and classify the answer."""
+    from .cli import main
+
+    err = io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = main(case.argv)
+        except SystemExit as exc:  # argparse: usage errors
+            status = exc.code if isinstance(exc.code, int) else 2
+        except Exception as exc:  # an exception out of main is a defect: counted, not raised
+            status, message = -1, f"{type(exc).__name__}: {exc}"
+            return Outcome(case, status, "unexpected", message, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    text = err.getvalue().strip()
+    last = text.splitlines()[-1] if text else ""
+    if status == 0:
+        kind = "warning" if ": warning: " in text else "silent"
+    elif ": unexpected " in text or not text:
+        kind = "unexpected"
+    else:
+        kind = "named error"
+    return Outcome(case, status, kind, last[:300], seconds)
+
+
+def table(outcomes: list[Outcome]) -> list[str]:
+    """Per command: inputs tried, named errors, warnings, silent results, unexpected."""
+    kinds = ("named error", "warning", "silent", "unexpected")
+    lines = [f"{'command':12s} {'tried':>6s} {'errors':>7s} {'warnings':>9s} {'silent':>7s} {'unexpected':>11s}"]
+    commands = sorted({o.case.command for o in outcomes})
+    for command in [*commands, "all"]:
+        mine = [o for o in outcomes if command in ("all", o.case.command)]
+        counts = [sum(o.kind == k for o in mine) for k in kinds]
+        lines.append(f"{command:12s} {len(mine):6d} {counts[0]:7d} {counts[1]:9d} {counts[2]:7d} {counts[3]:11d}")
+    return lines
+
+
+def good_cases(good: GoodFiles, d: Path) -> list[Case]:
+    """The good command lines the corpus spoils: each must run clean (exit 0, no warning)."""
+    return [
+        Case("integrate", "good frame, dark, gain and mask",
+             ["integrate", good.frame, "--poni", good.poni, "--dark", good.dark, "--gain", good.gain,
+              "--mask", good.mask, "-o", str(d / "good_out")]),
+        Case("calibrate", "good calibrant frame", ["calibrate", good.frame, "--calibrant", "CeO2", "--dark", good.dark,
+                                                   "--energy-keV", str(ENERGY_KEV), "--guess", good.poni,
+                                                   "-o", str(d / "good.poni")]),
+        Case("gain-map", "good glass frames", ["gain-map", "--frames", good.gain_frames[0], "--poni", good.gain_ponis[0],
+                                               "--frames", good.gain_frames[1], "--poni", good.gain_ponis[1],
+                                               "-o", str(d / "good_gain.tif")]),
+        Case("fit-peaks", "good pattern", ["fit-peaks", good.pattern, "--peak", _strongest_window(good.pattern),
+                                           "-o", str(d / "good_peaks.csv")]),
+    ]
+
+
+def _strongest_window(pattern: str) -> str:
+    """A 0.3 deg window around the strongest peak of a 2theta pattern."""
+    data = np.loadtxt(pattern, comments="#")
+    centre = data[np.argmax(data[:, 1]), 0]
+    return f"{centre - 0.15:.4f}:{centre + 0.15:.4f}"
+
+
+def check_cost(good: GoodFiles, frames: int = 5) -> dict[str, float]:
+    """Seconds per frame of a good ``integrate`` run with dark, gain and mask, and of the
+    plausibility checks it makes (dark, saturation, shape; mask and gain once), run
+    alone on the same arrays."""
+    import fabio
+
+    from .cli import main
+    from .science.input_checks import check_dark, check_gain, check_mask, check_saturation
+    from .science.integration import check_frame_shape
+    from .sources.file_inputs import read_geometry
+
+    d = Path(good.frame).parent / "cost"
+    argv = ["integrate", *[good.frame] * 1, "--poni", good.poni, "--dark", good.dark, "--gain", good.gain,
+            "--mask", good.mask, "-o", str(d)]
+    copies = [str(Path(good.frame).with_name(f"copy{i}.tif")) for i in range(frames)]
+    for path in copies:
+        Path(path).write_bytes(Path(good.frame).read_bytes())
+    argv = [argv[0], *copies, *argv[2:]]
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(argv)  # warm-up: the integrator's caches
+        start = time.perf_counter()
+        main(argv)
+        run_s = (time.perf_counter() - start) / frames
+    poni = read_geometry(good.poni)
+    frame, dark = fabio.open(good.frame).data, fabio.open(good.dark).data.astype(np.float32)
+    mask = fabio.open(good.mask).data != 0
+    gain = fabio.open(good.gain).data
+    start = time.perf_counter()
+    check_mask(mask, "mask")
+    check_gain(gain, ~np.isfinite(gain), "gain")
+    once_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(frames):
+        check_frame_shape(frame, poni)
+        check_dark(dark, frame, mask, 2**31 - 1, "dark", "frame")
+        check_saturation(frame, 2**31 - 1, "frame")
+    per_frame_s = (time.perf_counter() - start) / frames
+    return {"integrate_s_per_frame": run_s, "checks_s_per_frame": per_frame_s + once_s / frames,
+            "check_cost_fraction": (per_frame_s + once_s / frames) / run_s}
+
+
+def run(directory: Path, progress: Callable[[str], None] = lambda line: None) -> dict:
+    """Build the corpus in ``directory``, run every case and the good command lines,
+    and measure the checks' cost; return the outcomes and the numbers."""
+    directory.mkdir(parents=True, exist_ok=True)
+    good = good_files(directory)
+    outcomes = []
+    for case in corpus(good, directory):
+        outcomes.append(run_case(case))
+        o = outcomes[-1]
+        progress(f"{o.kind:12s} {o.seconds:6.2f} s  {case.command} / {case.label}: {o.message}")
+    clean = [run_case(case) for case in good_cases(good, directory)]
+    for o in clean:
+        progress(f"good input  {o.kind:12s} {o.seconds:6.2f} s  {o.case.command} / {o.case.label}: {o.message}")
+    input_errors = [o.seconds for o in outcomes if o.kind == "named error" and o.status == 2]
+    return {"outcomes": outcomes, "good": clean, **check_cost(good),
+            "max_seconds_to_input_error": max(input_errors, default=math.nan),
+            "median_seconds_to_input_error": float(np.median(input_errors)) if input_errors else math.nan}
+
+
+def summary(result: dict) -> dict[str, float]:
+    """The ``name: value`` numbers of a :func:`run`."""
+    outcomes = result["outcomes"]
+    return {
+        "inputs_tried": len(outcomes),
+        "named_errors": sum(o.kind == "named error" for o in outcomes),
+        "warnings": sum(o.kind == "warning" for o in outcomes),
+        "silent_results": sum(o.kind == "silent" for o in outcomes),
+        "unexpected_errors": sum(o.kind == "unexpected" for o in outcomes),
+        "good_inputs_not_clean": sum(o.kind != "silent" or o.status != 0 for o in result["good"]),
+        "max_seconds_to_input_error": result["max_seconds_to_input_error"],
+        "median_seconds_to_input_error": result["median_seconds_to_input_error"],
+        "integrate_s_per_frame": result["integrate_s_per_frame"],
+        "checks_s_per_frame": result["checks_s_per_frame"],
+        "check_cost_fraction": result["check_cost_fraction"],
+    }

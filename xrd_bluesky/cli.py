@@ -29,8 +29,10 @@ def _demo(args) -> int:
 
 
 def _lineage(args) -> int:
+    from .sources.documents import check_uid
     from .store import lineage, open_catalog
 
+    check_uid(args.uid, "UID")
     catalog = open_catalog(args.catalog, directory=args.directory)
     try:
         tree = lineage(catalog, args.uid)
@@ -51,7 +53,7 @@ def _sync(args) -> int:
     finally:
         catalog.close()
     print("\n".join(report.lines()))
-    return 0
+    return 0 if report.ok else 1
 
 
 def _serve(args) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from .errors import MissingMetadataError
+from .sources.documents import check_uid
 from .store import open_catalog
 from .store.parallel_replay import find_runs, parse_search, replay_runs
 from .store.replay import ReplayedRun, replay
@@ -32,9 +33,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Replay ``args.uid`` in the catalog the arguments name (see :func:`replay_and_print`)."""
+    """Replay ``args.uid`` in the catalog the arguments name (see :func:`replay_and_print`),
+    after checking the uids given, before the catalog is opened."""
     if (args.uid is None) == (args.search is None):
         raise MissingMetadataError("name one raw run (UID) or a search (--search KEY=VALUE), not both or neither")
+    for value, what in ((args.uid, "UID"), (args.calibration, "--calibration"), (args.gain_map, "--gain-map")):
+        if value is not None:
+            check_uid(value, what)
     catalog = open_catalog(args.catalog, directory=args.directory)
     try:
         if args.uid is not None:

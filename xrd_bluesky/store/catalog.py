@@ -15,17 +15,20 @@ import atexit
 import logging
 import os
 import threading
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import platformdirs
 from tiled.client import from_uri
 from tiled.client.container import Container
 from tiled.media_type_registration import default_serialization_registry
 from tiled.structures.core import Spec
 
-from ..errors import XRDBlueskyError
+from ..errors import MissingMetadataError, UsageError, XRDBlueskyError
+from ..sources.documents import check_uid
 from .table_store import serialize_table_store
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,9 @@ logger = logging.getLogger(__name__)
 #: The containers every catalog has.
 CONTAINERS = ("raw", "processed")
 _RUN_CATALOG_SPEC = Spec("CatalogOfBlueskyRuns", version="3.0")
+#: Longest wait (s) for a remote catalog's server to answer when it is opened (name
+#: lookup, connection and reply), without the Tiled client's retries.
+OPEN_TIMEOUT_S = 4.0
 
 
 class CatalogUnavailableError(XRDBlueskyError, ConnectionError):
@@ -46,6 +52,41 @@ def answers(client: Container, timeout_s: float = 1.0) -> bool:
         return client.context.http_client.get(client.uri, timeout=timeout_s).status_code < 500
     except Exception:  # any transport failure means: no answer
         return False
+
+
+def find_run(container, uid: str, what: str):
+    """Run ``uid`` of ``container`` (``catalog.raw`` or ``catalog.processed``), given
+    whole or, as a user may type it, by its unique first characters (at least 5); None
+    if there is no such run.
+
+    Raises
+    ------
+    UnsafeUidError
+        ``uid`` is not a run uid (see :func:`~xrd_bluesky.sources.documents.check_uid`).
+    MissingMetadataError
+        ``uid`` is too short to look a run up by, begins the uids of several runs, or
+        found a run whose uid does not begin with it: ``what`` and ``uid`` are named.
+    """
+    check_uid(uid, what)
+    try:
+        run = container[uid]
+    except KeyError:
+        return None
+    except ValueError as exc:  # bluesky-tiled-plugins: a partial uid too short, or matching several runs
+        raise MissingMetadataError(f"{what} {uid!r} names no single run: {exc}") from None
+    found = run.start.get("uid")
+    if not isinstance(found, str) or not found.startswith(uid):
+        raise MissingMetadataError(f"{what} {uid!r} found run {found!r}, whose uid does not begin with it")
+    return run
+
+
+def stored_run(container, uid: str):
+    """The run stored under key ``uid`` (a checked uid) in ``container``, or None: never
+    a run whose uid merely begins with ``uid``, as ``container[uid]`` may return."""
+    try:
+        return Container.__getitem__(container, uid)
+    except KeyError:
+        return None
 
 
 def data_directory() -> Path:
@@ -129,6 +170,47 @@ def _ensure_containers(client: Container) -> None:
                     raise
 
 
+def _checked_uri(uri: str) -> str:
+    """``uri`` without its query (which may hold an API key), after checking that it is
+    ``http(s)://host[:port]...``; UsageError naming it if not."""
+    shown = str(uri).split("?")[0].split("#")[0]
+    try:
+        parts = urllib.parse.urlsplit(shown)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number from 0 to 65535, a malformed IPv6 address
+        valid = False
+    if not valid:
+        raise UsageError(f"catalog URI {shown!r} is not http(s)://host[:port][/api/v1]")
+    return shown
+
+
+def _wait_for_answer(uri: str, timeout_s: float = OPEN_TIMEOUT_S) -> None:
+    """Return once the server at ``uri`` answers one request (any HTTP status), within
+    ``timeout_s`` (s) in all, name lookup included, and without retries.
+
+    Raises
+    ------
+    CatalogUnavailableError
+        Connection refused, unknown host, no answer in time...: the URI and the reason
+        are named.
+    """
+    failure: list[str] = []
+
+    def request() -> None:
+        try:
+            httpx.get(uri, timeout=timeout_s)
+        except Exception as exc:  # any transport failure means: no answer
+            failure.append(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=request, name="catalog-probe", daemon=True)  # the name lookup has no timeout
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive() or failure:
+        reason = failure[0] if failure else f"no answer within {timeout_s:g} s"
+        raise CatalogUnavailableError(f"the catalog at {uri} does not answer ({reason}): is its server running "
+                                      "and the URI right?")
+
+
 def open_catalog(uri: str | None = None, *, directory: str | Path | None = None,
                  storage_roots: Sequence[str | Path] = ()) -> Catalog:
     """Open the embedded catalog (``uri=None``) or a remote Tiled server.
@@ -144,9 +226,17 @@ def open_catalog(uri: str | None = None, *, directory: str | Path | None = None,
     storage_roots : sequence of path
         Directories, besides ``<directory>/frames``, whose frame files the embedded
         server serves (a beamline description's storage roots).
+
+    Raises
+    ------
+    UsageError
+        ``uri`` is not ``http(s)://host[:port]...`` (refused before any connection).
+    CatalogUnavailableError
+        The server at ``uri`` does not answer within :data:`OPEN_TIMEOUT_S`.
     """
     directory = Path(directory) if directory is not None else data_directory()
     if uri is not None:
+        _wait_for_answer(_checked_uri(uri))
         client = from_uri(uri, api_key=os.environ.get("TILED_API_KEY"))
         _ensure_containers(client)
         return Catalog(client, None, uri, directory / "spool")

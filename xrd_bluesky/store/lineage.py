@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from tiled.queries import KeyPresent
 
 from ..errors import MissingMetadataError
+from .catalog import find_run
 
 #: Start-document keys that name the runs an analysis used.
 INPUT_KEYS = ("parent_uids", "calibration_uid", "gain_map_uid")
@@ -50,25 +51,41 @@ class LineageNode:
 
 
 def lineage(catalog, uid: str) -> LineageNode:
-    """The lineage tree of run ``uid`` (raw or processed) in ``catalog``.
+    """The lineage tree of run ``uid`` (raw or processed; whole or its unique first
+    characters) in ``catalog``.
 
     Follows ``parent_uids``, ``calibration_uid`` and ``gain_map_uid`` of every derived
     run's start document down to raw runs.
+
+    Raises
+    ------
+    MissingMetadataError
+        ``uid``, or a uid a start document names, is not a run uid
+        (``UnsafeUidError``), names no single run, or is in neither container.
     """
+    return _node(catalog, uid, "run uid")
+
+
+def _node(catalog, uid: str, what: str) -> LineageNode:
+    """The lineage tree of run ``uid``; ``what`` says where the uid came from."""
     for container in ("processed", "raw"):
-        runs = getattr(catalog, container)
-        if uid in runs:
-            start = runs[uid].start
-            kind = start.get("analysis") or start.get("purpose") or start.get("plan_name", "run")
-            if start.get(REPLAY_KEY):
-                kind += f" (replay of {start.get(REPLAY_OF_KEY) or 'no live run'})"
-            node = LineageNode(uid, container, kind)
-            if container == "processed":
-                for key in INPUT_KEYS:
-                    value = start.get(key)
-                    uids = value if isinstance(value, list) else [value] if value else []
-                    if uids:
-                        node.inputs[key.removesuffix("_uids").removesuffix("_uid")] = [
-                            lineage(catalog, u) for u in uids]
-            return node
+        run = find_run(getattr(catalog, container), uid, what)
+        if run is not None:
+            return _described(catalog, run.start, container)
     raise MissingMetadataError(f"run {uid} is in neither the raw nor the processed catalog")
+
+
+def _described(catalog, start: dict, container: str) -> LineageNode:
+    """The lineage tree of the run whose start document is ``start``."""
+    kind = start.get("analysis") or start.get("purpose") or start.get("plan_name", "run")
+    if start.get(REPLAY_KEY):
+        kind += f" (replay of {start.get(REPLAY_OF_KEY) or 'no live run'})"
+    node = LineageNode(start["uid"], container, kind)
+    if container == "processed":
+        for key in INPUT_KEYS:
+            value = start.get(key)
+            uids = value if isinstance(value, list) else [value] if value else []
+            if uids:
+                node.inputs[key.removesuffix("_uids").removesuffix("_uid")] = [
+                    _node(catalog, u, f"{key} of run {start['uid']}") for u in uids]
+    return node

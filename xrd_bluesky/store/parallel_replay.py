@@ -23,6 +23,7 @@ from pathlib import Path
 from tiled.queries import Key
 
 from ..errors import MissingMetadataError, XRDBlueskyError
+from ..sources.documents import check_uid
 from .replay import ANALYSIS_OF_PURPOSE, ReplayedRun, replay
 from .spool import decode, encode
 from .writer import processed_writer
@@ -107,9 +108,20 @@ def replay_runs(catalog, uids: list[str], *, workers: int = 1, calibration_uid: 
     -------
     list of RunReplay
         One per raw run, in the order of ``uids``.
+
+    Raises
+    ------
+    MissingMetadataError
+        ``workers`` is below 1, or a uid is not a run uid (``UnsafeUidError``, before
+        any run is replayed).
     """
     if workers < 1:
         raise MissingMetadataError(f"--workers must be at least 1, not {workers}")
+    for uid in uids:
+        check_uid(uid, "raw run uid")
+    for value, what in ((calibration_uid, "calibration uid"), (gain_map_uid, "gain map uid")):
+        if value is not None:
+            check_uid(value, what)
     export_dir = None if catalog.frames_dir is None else str(catalog.frames_dir.parent)
     threads = max(1, (os.cpu_count() or 1) // workers)
     writer = processed_writer(catalog, batch_size=REPLAY_BATCH_SIZE)

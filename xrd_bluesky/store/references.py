@@ -13,6 +13,8 @@ from ..errors import MissingMetadataError
 from ..science.absolute_scale import ReferencePattern
 from ..science.integration import IntegrationResult
 from ..science.peak_specs import PeakReference, weighted_mean
+from ..sources.documents import check_uid
+from .catalog import stored_run
 from .derived_runs import latest_successful
 from .lineage import live_runs
 
@@ -40,7 +42,9 @@ def reference_pattern(processed, raw_uid: str) -> ReferencePattern:
 def dark_frame(raw, uid: str) -> tuple[np.ndarray, float | None]:
     """Mean frame (counts per frame) of dark run ``uid`` in ``raw`` and its frame
     exposure (s; None if not recorded)."""
-    run = raw[uid]
+    run = stored_run(raw, check_uid(uid, "dark run uid"))
+    if run is None:
+        raise MissingMetadataError(f"dark run {uid} is not in the catalog")
     if run.start.get("purpose") != "dark":
         raise MissingMetadataError(f"run {uid} is not a dark run (purpose {run.start.get('purpose')!r})")
     descriptor = run["primary"].metadata  # the stream's descriptor

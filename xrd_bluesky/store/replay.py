@@ -33,6 +33,7 @@ from ..science.geometry import DetectorPositionModel
 from ..science.geometry_source import GeometrySource
 from ..sources.frames.hdf5 import path_from_uri
 from .calibrations import geometry_from_calibration
+from .catalog import find_run
 from .gain_maps import gain_map_from_run
 from .lineage import REPLAY_KEY, REPLAY_OF_KEY, live_runs
 from .references import dark_frame, peak_reference, reference_pattern
@@ -101,8 +102,9 @@ def replay(catalog, uid: str, *, calibration_uid: str | None = None, gain_map_ui
     Raises
     ------
     MissingMetadataError
-        ``uid`` is not a raw run, its purpose has no analysis, an override does not
-        apply to it, or what the replay needs was never recorded.
+        ``uid`` or an override is not a run uid (``UnsafeUidError``) or not in the
+        catalog, ``uid`` is not a raw run, its purpose has no analysis, an override does
+        not apply to it, or what the replay needs was never recorded.
     CorruptFrameError
         A frames file of the run is gone (or not a local file).
     """
@@ -156,19 +158,16 @@ class _Made:
 
 def _run(container, uid: str, what: str, derived=None):
     """Run ``uid`` (or a partial uid) of ``container``; MissingMetadataError naming it
-    if absent (saying so when it is a derived run of ``derived`` instead)."""
-    try:
-        return container[uid]
-    except KeyError:
-        pass
-    if derived is not None:
-        try:
-            start = derived[uid].start
-        except KeyError:
-            pass
-        else:
-            raise MissingMetadataError(f"run {uid} is a derived run ({start.get('analysis')}), not a raw run; "
-                                       f"replay its raw run(s) {start.get('raw_uids') or start.get('parent_uids')}")
+    if it is not a run uid or absent (saying so when it is a derived run of ``derived``
+    instead)."""
+    run = find_run(container, uid, what)
+    if run is not None:
+        return run
+    other = None if derived is None else find_run(derived, uid, what)
+    if other is not None:
+        start = other.start
+        raise MissingMetadataError(f"run {uid} is a derived run ({start.get('analysis')}), not a raw run; "
+                                   f"replay its raw run(s) {start.get('raw_uids') or start.get('parent_uids')}")
     raise MissingMetadataError(f"{what} {uid} is not in the catalog")
 
 

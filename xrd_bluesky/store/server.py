@@ -15,10 +15,12 @@ server does not start.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from pathlib import Path
 
-from ..errors import MissingMetadataError
+from ..errors import MissingMetadataError, UsageError
 from .catalog import _register_document_exporter
 from .postgres import PostgresError, check_database, is_postgres_uri, redact, tiled_adapters, tiled_uris
 from .table_store import serialize_table_store
@@ -118,11 +120,69 @@ def _final_error(output: str) -> str:
 
 
 def serve(directory: str | Path, *, database: str | None = None, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the catalog in ``directory`` until interrupted (API key from the environment)."""
+    """Serve the catalog in ``directory`` on ``host:port`` until interrupted (API key
+    from the environment).
+
+    Raises
+    ------
+    MissingMetadataError
+        ``TILED_API_KEY`` is not set.
+    UsageError
+        ``port`` is not a TCP port, ``host`` is not an address of this machine, or the
+        port is taken (see :func:`listening_socket`); checked before the catalog is
+        opened.
+    """
     import uvicorn
 
-    uvicorn.run(build_app(directory, database=database, api_key=api_key_from_environment()),
-                host=host, port=port, log_level="warning")
+    api_key = api_key_from_environment()
+    sock = listening_socket(host, port)
+    try:
+        app = build_app(directory, database=database, api_key=api_key)
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port``, which the server then listens on: so it
+    serves there or nowhere.
+
+    Parameters
+    ----------
+    host : str
+        An address (or a host name) of this machine.
+    port : int
+        A TCP port, 1 to 65535.
+
+    Raises
+    ------
+    UsageError
+        ``port`` is not an integer from 1 to 65535, ``host`` cannot be resolved or is
+        not an address of this machine, or the port is taken or needs privileges: the
+        host and the port are named.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise UsageError(f"--port {port!r} is not a TCP port (an integer from 1 to 65535)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(f"--host {host!r} is neither an IP address nor a known host name ({exc})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a closed server's port is free
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot serve on {host}:{port}: {_bind_failure(exc)}") from None
+    return sock
+
+
+def _bind_failure(exc: OSError) -> str:
+    """Why a port could not be bound, in the user's terms."""
+    reasons = {errno.EADDRINUSE: "the port is taken (another server listens there): choose another --port",
+               errno.EADDRNOTAVAIL: "the host is not an address of this machine: choose another --host",
+               errno.EACCES: "ports below 1024 need privileges: choose another --port"}
+    return reasons.get(exc.errno, str(exc))
 
 
 class ServerProcess:

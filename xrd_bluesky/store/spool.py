@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import XRDBlueskyError
 from ..paths import safe_child
+from ..sources.documents import check_uid
 
 SUFFIX = ".jsonl"
 _ARRAY = "__ndarray__"
@@ -60,8 +61,18 @@ def decode(line: bytes) -> tuple[str, dict]:
 
 
 def spool_file(directory: Path, run_uid: str) -> Path:
-    """The spool file of run ``run_uid`` in ``directory`` (the uid cannot escape it)."""
-    return safe_child(directory, f"{run_uid}{SUFFIX}")
+    """The spool file of run ``run_uid`` in ``directory``.
+
+    Raises
+    ------
+    MissingMetadataError
+        ``run_uid`` would put the file elsewhere (:func:`~xrd_bluesky.paths.safe_child`)
+        or is not a run uid (:func:`~xrd_bluesky.sources.documents.check_uid`, an
+        ``UnsafeUidError``): the message names it.
+    """
+    path = safe_child(directory, f"{run_uid}{SUFFIX}")
+    check_uid(run_uid, f"run uid of a spool file in {directory}")
+    return path
 
 
 def read_spool(path: Path) -> Iterator[tuple[str, dict]]:

@@ -285,7 +285,7 @@ def test_bad_pixels_of_a_frame_file_are_masked(tmp_path, tiny_poni_file, warm):
 # --------------------------------------------------------------------------- pattern files
 
 @pytest.mark.parametrize("content, culprit", [
-    (None, "not found"), ("", r"has shape \(0, 1\)"), ("1\n2\n3\n", r"2 columns .* \(3, 1\)"),
+    (None, "not found"), ("", r"holds no rows of numbers"), ("1\n2\n3\n", r"2 columns .* \(3, 1\)"),
     ("1 2\n3 4\n", r"3 rows.*\(2, 2\)"), ("1 2 3\n4 5\n6 7 8\n", "columns"), ("a b\nc d\ne f\n", "'a'"),
     (b"\x89PNG\r\n\x1a\n\xff\x00", "decode"),
 ])

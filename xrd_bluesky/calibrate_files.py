@@ -9,12 +9,13 @@ from dataclasses import replace
 import numpy as np
 
 from .command_options import add_detector_options, add_wavelength_options, number_in
+from .errors import InvalidFrameError
 from .outputs import check_writable, verify_written
 from .science.input_checks import check_saturation
-from .science.integration import invalid_pixels
+from .science.integration import describe_invalid, invalid_pixels
 from .science.units import HC_KEV_ANGSTROM
 from .sources.file_inputs import read_corrections, read_geometry
-from .sources.image_files import read_image
+from .sources.image_files import read_image, require_file
 
 
 def add_parser(subparsers) -> None:
@@ -50,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     """
     from .science.calibration import CalibrationSettings, refine_position
 
+    for path, role in ((args.frame, "frame"), (args.dark, "dark"), (args.mask, "mask")):
+        if path:
+            require_file(path, role)
     output = check_writable(args.output)
     wavelength_A = args.wavelength_A if args.wavelength_A is not None else HC_KEV_ANGSTROM / args.energy_keV
     guess = replace(read_geometry(args.guess, detector=args.detector, shape=args.shape),
@@ -61,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     max_count = corrections.max_count_for(image)
     check_saturation(image.frames[0][1], max_count, str(args.frame))
     bad = invalid_pixels(frame, guess, max_count, corrections.mask, str(args.frame))
+    if bad.all():
+        raise InvalidFrameError(f"{args.frame}: every pixel is masked or invalid, no ring to find "
+                                f"({describe_invalid(image.frames[0][1], max_count)})")
     if corrections.dark is not None:
         frame = frame - corrections.dark
     result = refine_position(np.where(bad, 0.0, frame), guess, args.calibrant, mask=bad, label=str(args.frame),

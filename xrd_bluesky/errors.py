@@ -30,6 +30,11 @@ class AmbiguousInputError(XRDBlueskyError, ValueError):
     calibrant, another energy, another CIF origin choice): the message names them."""
 
 
+class ResourceLimitError(XRDBlueskyError, MemoryError):
+    """An input would need more memory (or bins, or frames) than the machine has: the
+    sizes are named, before anything is allocated."""
+
+
 class OutputError(XRDBlueskyError, OSError):
     """An output file cannot be written, or was not written: the path is named."""
 

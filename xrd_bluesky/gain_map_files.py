@@ -52,6 +52,14 @@ class FrameSeries:
         return self.total / self.count
 
 
+def matching_files(pattern: str, role: str) -> list[str]:
+    """The files matching ``pattern``, sorted, or :class:`CorruptFrameError`."""
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise CorruptFrameError(f"no {role} files match {pattern!r}")
+    return files
+
+
 def read_series(pattern: str, role: str, poni: Poni, max_count: float | None) -> FrameSeries:
     """Read every frame of the files matching ``pattern``, checked against the detector.
 
@@ -62,11 +70,8 @@ def read_series(pattern: str, role: str, poni: Poni, max_count: float | None) ->
     ShapeMismatchError
         A frame does not fit the detector (named).
     """
-    files = sorted(glob.glob(pattern))
-    if not files:
-        raise CorruptFrameError(f"no {role} files match {pattern!r}")
     series = None
-    for name in files:
+    for name in matching_files(pattern, role):
         image = read_image(name, role)
         for frame_name, frame in image.frames:
             check_frame_shape(frame, poni, f"{role} {frame_name} of {name}")
@@ -100,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.frames) != len(args.poni) or (args.mask and len(args.mask) != len(args.frames)):
         raise UsageError("give one --poni (and, if any, one --mask) per --frames")
+    for pattern, role in [*((f, "frame") for f in args.frames), *((args.dark, "dark"),) if args.dark else ()]:
+        matching_files(pattern, role)
     output = check_writable(args.output)
     if not str(output).lower().endswith((".tif", ".tiff", ".edf")):
         raise UsageError(f"output {output}: write a .tif or an .edf image")

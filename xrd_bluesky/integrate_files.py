@@ -43,7 +43,7 @@ from .outputs import check_writable
 from .science.input_checks import check_saturation
 from .science.integration import MAX_RADIAL_BINS, UNITS, IntegrationResult, integrate_1d
 from .sources.file_inputs import read_corrections, read_geometry
-from .sources.image_files import HDF5_DATASET, HDF5_SUFFIXES, read_image
+from .sources.image_files import HDF5_DATASET, HDF5_SUFFIXES, read_image, require_file
 
 #: Fit2D's radial-axis labels of a .chi file, per pyFAI unit name. Fit2D writes
 #: "Q (Inverse Nanometres)" for its q scans; it has no 1/A scan, the label follows suit.
@@ -251,6 +251,10 @@ def run(args: argparse.Namespace) -> int:
     if duplicates:
         raise UsageError(f"several input files share the name {', '.join(duplicates)}; their outputs would "
                          "overwrite each other")
+    for path, role in [*((f, "frame") for f in args.frames), (args.dark, "dark"), (args.gain, "gain"),
+                       (args.mask, "mask")]:
+        if path:
+            require_file(path, role)
     out = check_writable(args.output, directory=True)
     poni = read_geometry(args.poni, detector=getattr(args, "detector", None), shape=getattr(args, "shape", None))
     corrections = read_corrections(poni, dark=args.dark, gain=args.gain, mask=args.mask,

@@ -46,17 +46,20 @@ class Crystal:
     gamma: float = 90.0
     atoms: tuple[Atom, ...] = field(default_factory=tuple)
 
-    def reciprocal_metric(self) -> np.ndarray:
-        """Reciprocal metric tensor G* (1/A^2) such that 1/d^2 = h G* h."""
+    def metric(self) -> np.ndarray:
+        """Metric tensor G (A^2) such that the length of a fractional vector x is sqrt(x G x) (A)."""
         al, be, ga = (math.radians(v) for v in (self.alpha, self.beta, self.gamma))
-        g = np.array([
+        return np.array([
             [self.a**2, self.a * self.b * math.cos(ga), self.a * self.c * math.cos(be)],
             [self.a * self.b * math.cos(ga), self.b**2, self.b * self.c * math.cos(al)],
             [self.a * self.c * math.cos(be), self.b * self.c * math.cos(al), self.c**2],
         ])
-        return np.linalg.inv(g)
 
-    def strained(self, strain: float) -> "Crystal":
+    def reciprocal_metric(self) -> np.ndarray:
+        """Reciprocal metric tensor G* (1/A^2) such that 1/d^2 = h G* h."""
+        return np.linalg.inv(self.metric())
+
+    def strained(self, strain: float) -> Crystal:
         """The same crystal with all lattice lengths scaled by (1 + strain)."""
         f = 1.0 + strain
         return Crystal(self.name, self.a * f, self.b * f, self.c * f,
@@ -78,7 +81,7 @@ class Crystal:
         symmetry equivalents (same d and |F|^2) merged, sorted by decreasing d."""
         gstar = self.reciprocal_metric()
         # |h| <= a / d_min bounds every index for any cell with angles near 90/120 deg
-        hkl_max = int(math.ceil(max(self.a, self.b, self.c) / d_min_A)) + 1
+        hkl_max = math.ceil(max(self.a, self.b, self.c) / d_min_A) + 1
         groups: dict[tuple[float, float], list[tuple[int, int, int]]] = {}
         rng = range(-hkl_max, hkl_max + 1)
         for hkl in itertools.product(rng, rng, rng):

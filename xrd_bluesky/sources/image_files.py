@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CorruptFrameError, ShapeMismatchError, XRDBlueskyError
+from ..errors import CorruptFrameError, ResourceLimitError, ShapeMismatchError, XRDBlueskyError
 
 #: Suffixes read with h5py; everything else goes through fabio.
 HDF5_SUFFIXES = (".h5", ".hdf5", ".nxs")
@@ -204,6 +204,7 @@ def _read_hdf5(path: Path) -> ImageFile:
             if dataset.ndim not in (2, 3):
                 raise ShapeMismatchError(f"{path}:{HDF5_DATASET} has shape {dataset.shape}; "
                                          "expected one frame (2D) or a stack of frames (3D)")
+            check_memory(dataset.size * max(dataset.dtype.itemsize, 8), f"{path}:{HDF5_DATASET} {dataset.shape}")
             frames = [np.asarray(dataset[()])] if dataset.ndim == 2 else [
                 np.asarray(dataset[i]) for i in range(dataset.shape[0])]
             return ImageFile(path, _named(path, frames), exposure_s=scalar(f, HDF5_EXPOSURE),
@@ -212,6 +213,27 @@ def _read_hdf5(path: Path) -> ImageFile:
         raise
     except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError... on bad files
         raise CorruptFrameError(f"cannot read {HDF5_DATASET} from {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to new allocations (bytes, Linux' ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Raise :class:`ResourceLimitError` when ``what`` needs ``nbytes`` (as float64) and
+    more than half of the available memory."""
+    available = available_memory_bytes()
+    if available is not None and nbytes > available / 2:
+        raise ResourceLimitError(f"{what} needs {nbytes / 2**30:.1f} GiB in memory, more than half of the "
+                                 f"{available / 2**30:.1f} GiB available: split the stack into several files")
 
 
 def _named(path: Path, frames: list[np.ndarray]) -> list[tuple[str, np.ndarray]]:
@@ -244,6 +266,18 @@ def _with_timeout(read: Callable[[Path], ImageFile], path: Path, timeout_s: floa
     return outcome["value"]
 
 
+def require_file(path: str | Path, role: str = "frame") -> Path:
+    """``path`` as a Path if it is an existing file, else :class:`CorruptFrameError`
+    naming the role and the path (missing, or a directory): a command checks every
+    input this way before it reads or computes anything."""
+    path = Path(path)
+    if path.is_dir():
+        raise CorruptFrameError(f"{role} file {path} is a directory; give an image file")
+    if not path.is_file():
+        raise CorruptFrameError(f"{role} file not found: {path}")
+    return path
+
+
 def read_image(path: str | Path, role: str = "frame", *, timeout_s: float = READ_TIMEOUT_S) -> ImageFile:
     """Read every frame of an image file, with its header, checked.
 
@@ -268,11 +302,7 @@ def read_image(path: str | Path, role: str = "frame", *, timeout_s: float = READ
     ShapeMismatchError
         A frame is not a 2D array of counts.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise CorruptFrameError(f"{role} file {path} is a directory; give an image file")
-    if not path.is_file():
-        raise CorruptFrameError(f"{role} file not found: {path}")
+    path = require_file(path, role)
     reader = _read_hdf5 if path.suffix.lower() in HDF5_SUFFIXES else _read_fabio
     try:
         image = _with_timeout(reader, path, timeout_s)

@@ -105,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.frames) != len(args.poni) or (args.mask and len(args.mask) != len(args.frames)):
         raise UsageError("give one --poni (and, if any, one --mask) per --frames")
-    for pattern, role in [*((f, "frame") for f in args.frames), *((args.dark, "dark"),) if args.dark else ()]:
-        matching_files(pattern, role)
+    for pattern in args.frames:
+        matching_files(pattern, "frame")
+    if args.dark:
+        matching_files(args.dark, "dark")
     output = check_writable(args.output)
     if not str(output).lower().endswith((".tif", ".tiff", ".edf")):
         raise UsageError(f"output {output}: write a .tif or an .edf image")

@@ -245,8 +245,9 @@ def validate_poni(poni: Poni) -> None:
             raise GeometryError(f"geometry parameter {key}={getattr(poni, key)!r} rad is beyond +-2 pi: "
                                 "an angle in degrees?")
     if not DISTANCE_RANGE_M[0] <= poni.dist <= DISTANCE_RANGE_M[1]:
+        hint = ": are the PONI's lengths in mm rather than m?" if poni.dist > DISTANCE_RANGE_M[1] else " (must be > 0)"
         raise GeometryError(f"sample-detector distance dist={poni.dist!r} m is outside "
-                            f"{DISTANCE_RANGE_M[0]:g}-{DISTANCE_RANGE_M[1]:g} m (must be > 0)")
+                            f"{DISTANCE_RANGE_M[0]:g}-{DISTANCE_RANGE_M[1]:g} m{hint}")
     for key in ("poni1", "poni2"):
         if abs(getattr(poni, key)) > MAX_PONI_M:
             raise GeometryError(f"geometry parameter {key}={getattr(poni, key)!r} m is beyond +-{MAX_PONI_M:g} m")

@@ -118,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
         check_mask(m, f"mask {name}")
     dark = read_series(args.dark, "dark", ponis[0], args.max_count) if args.dark else None
     positions = []
-    for i, (pattern, poni) in enumerate(zip(args.frames, ponis)):
+    for i, (pattern, poni_file, poni) in enumerate(zip(args.frames, args.poni, ponis)):
         series = read_series(pattern, "frame", poni, args.max_count)
-        label = f"position {i} ({pattern})"
+        label = f"position {i} ({pattern}, {poni_file})"
         static = masks[i] if masks else None
         invalid = invalid_pixels(series.low, poni, None, static, label)
         if series.max_count is not None:

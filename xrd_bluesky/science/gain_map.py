@@ -22,11 +22,20 @@ Method (ours):
 5. Bad pixels on both sides from a robust local z-score (dead, damaged, low), plus
    hot pixels from the darks; per-pixel uncertainty from photon statistics.
 
+Inputs that contradict each other are refused (:class:`GainMapError`), never turned
+into a gain map: two positions with the same geometry (their frames differ: a PONI
+belongs to other frames; they agree: the detector did not move); after the first
+round, a position whose frame's rings are not centred on its PONI's beam centre or
+whose radial profile disagrees with the others' (the sample's profile is the same at
+every position); a result with an implausible share of bad pixels or gain spread.
+
 The published method this improves on is :func:`published_gain_map`.
 """
 
 from __future__ import annotations
 
+import itertools
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +47,27 @@ from .image_formation import module_slices, pixel_geometry
 
 
 class GainMapError(XRDBlueskyError, ValueError):
-    """The gain-map input is unusable (overlapping beamstops, no coverage...)."""
+    """The gain-map input is unusable (overlapping beamstops, no coverage, positions
+    that contradict each other...)."""
+
+
+#: Robust reduced chi2 between the normalised mean frames of two positions with the same
+#: geometry above which they differ (a repeated position gives ~1).
+REPEAT_CHI2_LIMIT = 3.0
+#: Largest distance (px) between the beam centre of a position's PONI and the centre of the
+#: rings of its frame (simulated good inputs: < 0.7 px; PONIs 2-150 px off: found within 10 %).
+RING_CENTRE_TOLERANCE_PX = 5.0
+#: Largest scatter of a position's gain estimate around its ring mean, in units of the
+#: pixel-to-pixel scatter (simulated good inputs: 1.0, 1.5 with 3 % module steps; swapped
+#: PONIs 70-290 px off: > 6).
+RING_SCATTER_LIMIT = 3.0
+#: Largest median relative deviation of a position's radial profile from the positions'
+#: consensus (simulated good inputs: < 0.5 %; swapped PONIs, also of two distances: > 14 %).
+PROFILE_TOLERANCE = 0.02
+#: Largest fraction of the seen pixels that a plausible gain map flags bad.
+MAX_BAD_FRACTION = 0.2
+#: Largest robust relative spread (IQR / 1.349) of a plausible gain map's good pixels.
+MAX_GAIN_SPREAD = 0.3
 
 
 @dataclass(frozen=True)
@@ -125,7 +154,8 @@ def check_shadows_disjoint(ponis: list[Poni], beamstop, labels: list[str] | None
         for j in range(i + 1, len(shadows)):
             n = int((shadows[i] & shadows[j]).sum())
             if n:
-                clashes.append(f"{labels[i]} and {labels[j]} ({n} pixels)")
+                same = ", the same geometry: does it follow the detector stage?" if ponis[i] == ponis[j] else ""
+                clashes.append(f"{labels[i]} and {labels[j]} ({n} pixels{same})")
     if clashes:
         raise GainMapError("beamstop shadows overlap between " + "; ".join(clashes)
                            + ": move those positions further apart")
@@ -194,34 +224,204 @@ def compute_gain_map(positions: list[PositionData], *, dark_rate: np.ndarray | N
         Mean dark frame (counts per frame), for hot-pixel detection.
     settings : GainMapSettings
         Parameters.
+
+    Raises
+    ------
+    ShapeMismatchError
+        A position's frame or mask differs in shape from the first position's.
+    GainMapError
+        Fewer than 2 (distinct) positions, a position without usable pixels, inputs that
+        contradict each other (:func:`check_distinct_geometries`, :func:`check_frames_match_ponis`,
+        :func:`check_profiles_agree`) or an implausible result (:func:`check_gain_plausible`).
     """
+    _check_shapes(positions)
+    corrected = [_corrected(p, settings.polarization_factor) for p in positions]
+    pixel_size_m = positions[0].poni.detector_model().pixel1
+    check_distinct_geometries(positions, [tth for _, tth, _ in corrected], pixel_size_m)
+    gain = np.ones(positions[0].mean_frame.shape)
+    for round_ in range(settings.iterations):
+        estimates, weights, profiles = zip(*(_position_estimate(p, *c, gain, pixel_size_m, settings)
+                                             for p, c in zip(positions, corrected)))
+        if round_ == 0:
+            check_frames_match_ponis(positions, estimates, [tth for _, tth, _ in corrected], profiles)
+            check_profiles_agree(positions, profiles)
+        last = round_ == settings.iterations - 1
+        gain, photons = _combine(np.array(estimates), np.array(weights), settings.clip_sigma if last else None)
+        good = np.isfinite(gain) & (gain > settings.dead_below)
+        gain = gain / np.median(gain[good])
+    return _finish(gain, photons, dark_rate, positions, settings)
+
+
+def _check_shapes(positions: list[PositionData]) -> None:
+    """At least 2 positions, all with the first one's frame shape."""
     if len(positions) < 2:
         raise GainMapError(f"a gain map needs at least 2 detector positions, got {len(positions)}")
     shape = positions[0].mean_frame.shape
     for p in positions:
         if p.mean_frame.shape != shape or p.mask.shape != shape:
             raise ShapeMismatchError(f"{p.label}: frame shape {p.mean_frame.shape} differs from {shape}")
-    corrected = [_corrected(p, settings.polarization_factor) for p in positions]
-    det = positions[0].poni.detector_model()
-    gain = np.ones(shape)
-    for round_ in range(settings.iterations):
-        estimates, weights = [], []
-        for p, (c, tth, norm) in zip(positions, corrected):
-            width = settings.bin_width_px * det.pixel1 / p.poni.dist
-            with np.errstate(invalid="ignore", divide="ignore"):
-                flat_fielded = c / gain  # dead pixels (gain 0) become inf: left out of the profile
-            centres, profile = radial_profile(flat_fielded, tth, width, settings.min_bin_pixels,
-                                              settings.clip_sigma, p.label)
-            expected = _interp_extrapolate(tth, centres, profile)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                estimates.append(c / expected)
-            # weight: photons behind the estimate = expected counts (gain 1) x frames
-            weights.append(np.where(np.isfinite(c), expected * norm * p.n_frames, 0.0))
-        last = round_ == settings.iterations - 1
-        gain, photons = _combine(np.array(estimates), np.array(weights), settings.clip_sigma if last else None)
-        good = np.isfinite(gain) & (gain > settings.dead_below)
-        gain = gain / np.median(gain[good])
-    return _finish(gain, photons, dark_rate, positions, settings)
+
+
+def _position_estimate(position: PositionData, c: np.ndarray, tth: np.ndarray, norm: np.ndarray, gain: np.ndarray,
+                       pixel_size_m: float, settings: GainMapSettings
+                       ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """One round at one position (steps 2-3): the gain estimate ``C_p / profile_p``, its
+    weight (photons behind it) and the radial profile (bin centres in rad, ``C_p / g``)."""
+    width = settings.bin_width_px * pixel_size_m / position.poni.dist
+    with np.errstate(invalid="ignore", divide="ignore"):
+        flat_fielded = c / gain  # dead pixels (gain 0) become inf: left out of the profile
+    centres, profile = radial_profile(flat_fielded, tth, width, settings.min_bin_pixels, settings.clip_sigma,
+                                      position.label)
+    expected = _interp_extrapolate(tth, centres, profile)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        estimate = c / expected
+    # weight: photons behind the estimate = expected counts (gain 1) x frames
+    weight = np.where(np.isfinite(c), expected * norm * position.n_frames, 0.0)
+    return estimate, weight, (centres, profile)
+
+
+def check_distinct_geometries(positions: list[PositionData], two_theta_rad: list[np.ndarray], pixel_size_m: float,
+                              stride: int = 8) -> None:
+    """Raise :class:`GainMapError` naming two positions with the same geometry whose frames
+    differ (one PONI belongs to other frames), or if the positions do not move the detector.
+
+    Two geometries are the same when their 2theta maps agree within a pixel's angular size
+    (sampled every ``stride`` px): a beam centre within ~1 px and a distance within ~0.1 %.
+    The same geometry with frames equal within noise (:data:`REPEAT_CHI2_LIMIT`) is a
+    repeated position: harmless while at least 2 distinct positions remain.
+    """
+    repeats = set()
+    for i, j in itertools.combinations(range(len(positions)), 2):
+        a, b = positions[i], positions[j]
+        mismatch_rad = np.abs(two_theta_rad[i][::stride, ::stride] - two_theta_rad[j][::stride, ::stride]).max()
+        if mismatch_rad > pixel_size_m / a.poni.dist:
+            continue
+        chi2 = _frames_chi2(a, b)
+        if chi2 > REPEAT_CHI2_LIMIT:
+            raise GainMapError(f"{a.label} ({_describe(a.poni)}) and {b.label} ({_describe(b.poni)}) have the same "
+                               f"geometry but their frames differ (robust reduced chi2 {chi2:.3g}, a repeated position "
+                               f"gives ~1, plausible <= {REPEAT_CHI2_LIMIT:g}): one of the two PONIs belongs to other "
+                               "frames")
+        repeats.add(j)
+    if len(positions) - len(repeats) < 2:
+        raise GainMapError("the detector does not move between " + ", ".join(p.label for p in positions) + " (same "
+                           "geometry, frames equal within noise): a gain map needs at least 2 distinct positions")
+
+
+def _describe(poni: Poni) -> str:
+    row, col = poni.beam_centre_px()
+    return f"beam centre ({row:.1f}, {col:.1f}) px, distance {poni.dist * 1e3:.2f} mm"
+
+
+def _frames_chi2(a: PositionData, b: PositionData) -> float:
+    """Robust reduced chi2 of the difference of two mean frames (counts per frame), the
+    second scaled to the first's median, against their Poisson noise: median of z^2 over
+    the pixels both see, divided by 0.455 (the median of chi2 with 1 degree of freedom)."""
+    ok = ~a.mask & ~b.mask & (a.mean_frame > 0) & (b.mean_frame > 0)
+    if not ok.any():
+        return np.inf
+    fa, fb = a.mean_frame[ok], b.mean_frame[ok]
+    scale = np.median(fa) / np.median(fb)
+    z2 = (fa - scale * fb) ** 2 / (fa / a.n_frames + scale**2 * fb / b.n_frames)
+    return float(np.median(z2) / 0.455)
+
+
+def check_frames_match_ponis(positions: list[PositionData], estimates: list[np.ndarray],
+                             two_theta_rad: list[np.ndarray], profiles: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Raise :class:`GainMapError` naming the positions whose frame does not match its
+    PONI (:func:`ring_statistics` of the first-round gain estimates ``C_p / profile_p``):
+    the PONI's beam centre more than :data:`RING_CENTRE_TOLERANCE_PX` off the centre of
+    the rings, or a scatter around the ring mean above :data:`RING_SCATTER_LIMIT` times
+    the pixel-to-pixel scatter (off-centre rings beyond the reach of the centre fit)."""
+    named = []
+    for p, estimate, tth, profile in zip(positions, estimates, two_theta_rad, profiles):
+        offset_px, scatter_ratio = ring_statistics(estimate, tth, profile)
+        if np.hypot(*offset_px) > RING_CENTRE_TOLERANCE_PX or scatter_ratio > RING_SCATTER_LIMIT:
+            named.append(f"{p.label}: beam centre {np.hypot(*offset_px):.1f} px off the rings' centre (rows "
+                         f"{offset_px[0]:+.1f}, columns {offset_px[1]:+.1f}), scatter around the ring mean "
+                         f"{scatter_ratio:.2f} x the pixel-to-pixel scatter")
+    if named:
+        raise GainMapError("frames do not match their PONI at " + "; ".join(named) + f" (plausible <= "
+                           f"{RING_CENTRE_TOLERANCE_PX:g} px and <= {RING_SCATTER_LIMIT:g} x): is each PONI that of "
+                           "its own frames (not swapped or another position's), is the scatterer isotropic?")
+
+
+def ring_statistics(estimate: np.ndarray, two_theta_rad: np.ndarray, profile: tuple[np.ndarray, np.ndarray],
+                    stride: int = 8, clip_sigma: float = 5.0) -> tuple[np.ndarray, float]:
+    """How well a frame matches its PONI, from every ``stride``-th pixel of its gain
+    estimate ``C / S(2theta)`` (``S``: the radial profile, bin centres in rad and values).
+
+    Returns
+    -------
+    offset_px : ndarray
+        (rows, columns) px from the centre of the rings to the PONI's beam centre. With
+        the beam centre off by ``d`` px, an isotropic scatterer leaves, to first order,
+        the dipole ``estimate - 1 = (d ln S / d2theta) (d2theta/drow d_row + d2theta/dcol d_col)``
+        under the gain's scatter and the noise: linear least squares after rejecting
+        residuals beyond ``clip_sigma`` robust sigmas (damaged pixels). Offsets beyond
+        ~150 px come out too small (the first order no longer holds).
+    scatter_ratio : float
+        Robust scatter of ``estimate`` around its ring mean over that of neighbouring
+        samples' differences / sqrt(2): ~1 for a matching PONI (more if the gain has
+        module steps), ~8 or more for rings 100 px or more off-centre.
+    """
+    centres, values = profile
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_slope = np.where(values > 0, np.gradient(values, centres) / values, 0.0)
+    tth = two_theta_rad[::stride, ::stride]
+    slope = np.interp(tth, centres, log_slope)
+    design = np.stack([slope * g / stride for g in np.gradient(tth)], axis=-1)
+    deviation = estimate[::stride, ::stride] - 1.0
+    steps = np.diff(deviation, axis=1)
+    ok = np.isfinite(deviation)
+    scatter_ratio = _robust_sigma(deviation[ok]) * np.sqrt(2) / _robust_sigma(steps[np.isfinite(steps)])
+    design, deviation = design[ok], deviation[ok]
+    keep = np.abs(deviation - np.median(deviation)) <= clip_sigma * _robust_sigma(deviation)
+    offset_px = np.linalg.lstsq(design[keep], deviation[keep], rcond=None)[0]
+    residual = deviation - design @ offset_px
+    keep = np.abs(residual - np.median(residual)) <= clip_sigma * _robust_sigma(residual)
+    return np.linalg.lstsq(design[keep], deviation[keep], rcond=None)[0], float(scatter_ratio)
+
+
+def _robust_sigma(values: np.ndarray) -> float:
+    """1.4826 x the median absolute deviation: the standard deviation of normal values."""
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+
+def check_profiles_agree(positions: list[PositionData], profiles: list[tuple[np.ndarray, np.ndarray]],
+                         tolerance: float = PROFILE_TOLERANCE) -> None:
+    """Raise :class:`GainMapError` naming the positions whose radial profile (bin centres
+    in rad, values) deviates from the positions' consensus by more than ``tolerance``.
+
+    The sample does not move: its profile is the same at every position, up to a scale
+    (the flux). A PONI that is not its frames' (swapped, another position's) puts pixels
+    at wrong 2theta and distorts its position's profile. With two positions both deviate
+    alike and both are named.
+    """
+    deviations = profile_deviations(profiles)
+    named = [f"{p.label} by {d:.1%}" for p, d in zip(positions, deviations) if d > tolerance]
+    if named:
+        raise GainMapError("the scatterer's radial profile, the same at every position, deviates from the positions' "
+                           "consensus at " + "; ".join(named) + f" (median relative deviation, plausible <= "
+                           f"{tolerance:.0%}): is each PONI that of its own frames (not swapped, not another "
+                           "position's or distance's)?")
+
+
+def profile_deviations(profiles: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per profile (bin centres in rad, values), the median over the 2theta shared with
+    another profile of ``|profile / (scale x consensus) - 1|``: consensus = median of the
+    scaled profiles, scale = median ratio to it. NaN for a profile sharing no 2theta."""
+    step_rad = min(np.median(np.diff(centres)) for centres, _ in profiles)
+    grid = np.arange(min(c[0] for c, _ in profiles), max(c[-1] for c, _ in profiles), step_rad)
+    curves = np.array([np.interp(grid, c, v, left=np.nan, right=np.nan) for c, v in profiles])
+    curves = curves[:, np.isfinite(curves).sum(axis=0) >= 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: profiles sharing no 2theta
+        scale = np.nanmedian(curves, axis=1, keepdims=True)
+        for _ in range(2):
+            consensus = np.nanmedian(curves / scale, axis=0)
+            scale = np.nanmedian(curves / consensus, axis=1, keepdims=True)
+        return np.nanmedian(np.abs(curves / (scale * consensus) - 1), axis=1)
 
 
 def _combine(estimates: np.ndarray, weights: np.ndarray,
@@ -262,6 +462,7 @@ def _finish(gain: np.ndarray, photons: np.ndarray, dark_rate: np.ndarray | None,
         d_spread = 1.4826 * np.median(np.abs(d - np.median(d))) + np.sqrt(max(np.median(d), 1.0))
         hot = valid & (dark_rate - np.median(d) > settings.hot_dark_sigma * d_spread)
     bad = never_seen | dead | damaged | hot
+    check_gain_plausible(filled, bad, valid)
     if settings.smooth_window > 1:
         smooth = ndimage.generic_filter(np.where(bad, np.nan, filled), np.nanmedian, size=settings.smooth_window)
         filled = np.where(bad, filled, smooth)
@@ -275,6 +476,22 @@ def _finish(gain: np.ndarray, photons: np.ndarray, dark_rate: np.ndarray | None,
         "never_seen": int(never_seen.sum()),
     }
     return GainMap(filled.astype(np.float32), bad, np.where(valid, sigma, np.nan).astype(np.float32), stats)
+
+
+def check_gain_plausible(gain: np.ndarray, bad: np.ndarray, seen: np.ndarray, stride: int = 2) -> None:
+    """Raise :class:`GainMapError` if more than :data:`MAX_BAD_FRACTION` of the ``seen``
+    pixels are flagged ``bad`` or the robust spread (IQR / 1.349, of every ``stride``-th
+    pixel) of the good pixels' ``gain`` (median 1) exceeds :data:`MAX_GAIN_SPREAD`."""
+    bad_fraction = (bad & seen).sum() / seen.sum()
+    if bad_fraction > MAX_BAD_FRACTION:
+        raise GainMapError(f"{bad_fraction:.1%} of the seen pixels are flagged bad (plausible <= "
+                           f"{MAX_BAD_FRACTION:.0%}): do the frames, masks and PONIs belong together?")
+    good = (seen & ~bad)[::stride, ::stride]
+    q1, q3 = np.quantile(gain[::stride, ::stride][good], [0.25, 0.75])
+    spread = (q3 - q1) / 1.349
+    if spread > MAX_GAIN_SPREAD:
+        raise GainMapError(f"the gain's robust spread is {spread:.1%} (plausible <= {MAX_GAIN_SPREAD:.0%}): do the "
+                           "frames, masks and PONIs belong together?")
 
 
 def _local_baseline(gain: np.ndarray, det, window: int) -> np.ndarray:

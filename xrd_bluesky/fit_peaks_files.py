@@ -15,6 +15,7 @@ import argparse
 import csv
 import math
 import re
+import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -255,6 +256,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'file':30s} {'window':>17s} {'centre':>12s} {'+-':>9s} {'FWHM':>9s} {'area':>11s} {'chi2r':>6s}  status")
     rows = [row for path, pattern in zip(args.patterns, patterns) for row in _fit_file(path, pattern, args)]
     _write_csv(output, rows)
-    failed = sum(not row["success"] for row in rows)
-    print(f"written {output}" + (f"; {failed} of {len(rows)} fits FAILED" if failed else ""))
+    failed = [row for row in rows if not row["success"]]
+    print(f"written {output}")
+    if failed:
+        first = failed[0]
+        print(f"xrd-bluesky fit-peaks: {len(failed)} of {len(rows)} fits FAILED, e.g. {first['file']} window "
+              f"{first['window_low']:g}:{first['window_high']:g}: {first['reason']}", file=sys.stderr)
     return 1 if failed else 0

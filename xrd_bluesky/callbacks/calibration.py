@@ -4,8 +4,10 @@ For every detector-stage position of the run: the dark-subtracted calibrant fram
 an initial guess from the stage motors and the nominal detector-position model (no
 user input), automatic ring extraction and refinement (pyFAI); then one
 detector-position model fitted over all positions. The derived run has a
-``positions`` stream (per position: geometry, residual, rings and points used) and a
-``model`` stream (the model's parameters); PONI files and the model are exported to
+``positions`` stream (per position: geometry, residual, rings and points used, and
+what the frame says about the calibrant and the energy: rings expected and found,
+peaks and those explained, the energy fitted from the rings) and a ``model`` stream
+(the model's parameters); PONI files and the model are exported to
 ``<export_dir>/<derived uid>/``. Any failure ends the derived run with
 ``exit_status="fail"`` and the reason; the previous good calibration stays current.
 """
@@ -24,6 +26,7 @@ import numpy as np
 from ..errors import MissingMetadataError
 from ..paths import safe_child
 from ..schema import InstrumentSettings
+from ..science.calibrant_check import CalibrantCheck
 from ..science.calibration import CalibrationSettings, PositionCalibration, fit_position_model, refine_position
 from ..science.geometry import DetectorPositionModel, StagePosition
 from ..science.image_formation import pixel_geometry
@@ -44,6 +47,10 @@ POSITION_KEYS = {
     "residual_rms": {**_SCALAR, "units": "deg"},
     "rings": {**_SCALAR, "dtype": "integer", "units": ""},
     "points": {**_SCALAR, "dtype": "integer", "units": ""},
+    # what the frame says about the calibrant and the energy (science.calibrant_check)
+    **{k: {**_SCALAR, "dtype": "integer", "units": ""} for k in ("rings_expected", "rings_found", "peaks",
+                                                                  "peaks_explained")},
+    **{k: {**_SCALAR, "units": "keV"} for k in ("fitted_energy", "fitted_energy_sigma")},
 }
 MODEL_KEYS = {
     **{f"reference_{a}": {**_SCALAR, "units": "mm"} for a in ("x", "y", "distance")},
@@ -137,7 +144,8 @@ class GeometryCalibration(FrameRunCallback):
             data = {"stage_x": c.position.x, "stage_y": c.position.y, "stage_distance": c.position.distance,
                     **{k: getattr(c.poni, k) for k in ("dist", "poni1", "poni2", "wavelength", "rot1", "rot2", "rot3")},
                     "beam_centre_row": row, "beam_centre_column": col,
-                    "residual_rms": c.residual_deg, "rings": c.rings, "points": c.points}
+                    "residual_rms": c.residual_deg, "rings": c.rings, "points": c.points,
+                    **_check_data(c.check)}
             self.emit("event", positions.compose_event(data=data, timestamps=_now(data), seq_num=i))
         desc = self._bundle.compose_descriptor(name="model", data_keys=MODEL_KEYS)
         self.emit("descriptor", desc.descriptor_doc)
@@ -156,6 +164,13 @@ class GeometryCalibration(FrameRunCallback):
             c.poni.write(folder / f"position_{i}.poni")
         model.reference.write(folder / "model_reference.poni")
         (folder / "model.json").write_text(json.dumps(model.as_dict(), indent=2))
+
+
+def _check_data(check: CalibrantCheck) -> dict:
+    """The positions stream's record of the checks of the calibrant and the energy."""
+    return {"rings_expected": check.rings_expected, "rings_found": check.rings_found, "peaks": check.peaks,
+            "peaks_explained": check.peaks_explained, "fitted_energy": check.fitted_energy_keV,
+            "fitted_energy_sigma": check.fitted_energy_sigma_keV}
 
 
 def _now(data: dict) -> dict:

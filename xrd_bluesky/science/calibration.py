@@ -10,7 +10,13 @@ detector-position model (reference geometry + stage translations, see
 
 Failures (too few rings or points, a residual above the threshold, a refinement that
 runs away from the guess) raise :class:`~xrd_bluesky.errors.CalibrationError` with the
-reason; a geometry is never returned silently wrong.
+reason. A converged geometry must also explain its frame
+(:mod:`xrd_bluesky.science.calibrant_check`): no other calibrant explaining more of
+the frame's peaks and no other energy wanted by the rings (else
+:class:`~xrd_bluesky.errors.AmbiguousInputError`), enough of the expected rings found
+and no strong peak left unexplained (else
+:class:`~xrd_bluesky.errors.CalibrationError`); a geometry is never returned silently
+wrong.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import pyFAI.detectors
 from pyFAI.goniometer import GeometryTransformation, GoniometerRefinement, SingleGeometry
 
 from ..errors import CalibrationError
+from .calibrant_check import CalibrantCheck, check_calibration
 from .geometry import DetectorPositionModel, Poni, StagePosition
 
 logger = logging.getLogger(__name__)
@@ -47,6 +54,22 @@ class CalibrationSettings:
     separated inner rings before outer, crowded rings are assigned.
     ``outlier_cut``: control points further than this many robust standard deviations
     from their ring are dropped before the final refinement of each round.
+
+    Checks of a converged geometry (:mod:`~xrd_bluesky.science.calibrant_check`):
+    ``check_bins``: bins of the 1D pattern in 2theta, ``check_stride``: of every how
+    many rows and columns its pixels are taken; ``peak_min_sigma``: a peak is more
+    prominent than this many robust standard deviations of the pattern;
+    ``peak_min_fraction``: the significant peaks (compared with calibrants) are at
+    least this fraction as prominent as the strongest, ``strong_peak_fraction`` the
+    strong ones (the given calibrant must explain each); ``peak_tolerance_bins``: a ring
+    within a peak's half width at half maximum, and at least within this many bins, is
+    on it; another calibrant is preferred when it explains at least
+    ``competitor_min_fraction`` of the peaks and ``competitor_margin`` more than the
+    given one; ``min_found_fraction``: fewest of the expected rings (those whose bin
+    holds ``min_ring_pixels`` valid pixels, up to the outermost found) found, and of the
+    peaks beyond the first ring explained; ``energy_max_sigma``/``energy_min_change``:
+    a wavelength fitted from the rings that differs from the given one by more than
+    this many of its standard uncertainties and this relative change is reported.
     ``coarse_*``: the coarse alignment (see :func:`coarse_align`): ring-score widths
     (deg), number of bright pixels, PONI search range and step (px), relative distance
     search range.
@@ -66,6 +89,18 @@ class CalibrationSettings:
     points_per_degree: float = 1.0
     outlier_cut: float = 4.0
     fix: tuple[str, ...] = ("wavelength", "rot3")
+    check_bins: int = 1000
+    check_stride: int = 2
+    peak_min_sigma: float = 5.0
+    peak_min_fraction: float = 0.02
+    strong_peak_fraction: float = 0.1
+    peak_tolerance_bins: float = 1.0
+    competitor_min_fraction: float = 0.8
+    competitor_margin: int = 2
+    min_found_fraction: float = 0.6
+    min_ring_pixels: int = 50
+    energy_max_sigma: float = 3.0
+    energy_min_change: float = 0.005
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -82,6 +117,7 @@ class PositionCalibration:
     points: int
     position: StagePosition | None = None
     control_points: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    check: CalibrantCheck | None = None
 
 
 def calibrant(name: str, wavelength_m: float) -> pyFAI.calibrant.Calibrant:
@@ -158,7 +194,11 @@ def refine_position(image: np.ndarray, guess: Poni, calibrant_name: str, *,
     Raises
     ------
     CalibrationError
-        Rings not found, residual too large, or refinement ran away from the guess.
+        Rings not found, residual too large, refinement ran away from the guess, too few
+        of the rings expected on the valid pixels found, or strong peaks unexplained.
+    AmbiguousInputError
+        Another calibrant explains clearly more of the frame's peaks, or the rings'
+        positions want another energy (see :mod:`~xrd_bluesky.science.calibrant_check`).
     """
     cal = calibrant(calibrant_name, guess.wavelength)
     det = _detector_with_mask(guess, image, mask)
@@ -191,7 +231,8 @@ def refine_position(image: np.ndarray, guess: Poni, calibrant_name: str, *,
         raise CalibrationError(
             f"{label}: residual {res:.4f} deg above {settings.max_residual_deg} deg "
             f"(wrong calibrant {calibrant_name!r}, or a guess too far off?)")
-    return PositionCalibration(label, refined, res, rings, len(data), position, data)
+    check = check_calibration(image, refined, calibrant_name, data, det.mask.astype(bool), label, settings, guess.dist)
+    return PositionCalibration(label, refined, res, rings, len(data), position, data, check)
 
 
 def coarse_align(image: np.ndarray, guess: Poni, cal, mask: np.ndarray,

@@ -196,7 +196,7 @@ def test_exit_status_output_checks_and_units(tmp_path, capsys):
     xye, chi_q = written(tmp_path / "p.xye"), written(tmp_path / "q.chi", "q_nm^-1")
     assert main(["fit-peaks", str(xye), "--peak", "9.6:10.4", "-o", str(tmp_path / "a.csv")]) == 0
     assert main(["fit-peaks", str(xye), "--peak", "9.6:10.4", "--peak", "11:11.5", "-o", str(tmp_path / "b.csv")]) == 1
-    assert "1 of 2 fits FAILED" in capsys.readouterr().out and len((tmp_path / "b.csv").read_text().splitlines()) == 3
+    assert "1 of 2 fits FAILED" in capsys.readouterr().err and len((tmp_path / "b.csv").read_text().splitlines()) == 3
     assert main(["fit-peaks", str(xye), "--peak", "9.6:10.4", "-o", str(tmp_path / "missing" / "c.csv")]) == 2
     captured = capsys.readouterr()
     assert "missing" in captured.err and "9.6000" not in captured.out  # refused before fitting

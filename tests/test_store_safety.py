@@ -284,3 +284,16 @@ def test_the_socket_serve_listens_on_is_bound_where_asked():
     port = _free_port()
     with listening_socket("127.0.0.1", port) as sock:
         assert sock.getsockname() == ("127.0.0.1", port)
+
+
+def test_a_second_embedded_catalog_leaves_the_first_usable(catalog, tmp_path):
+    """Tiled's authentication is process-wide: a second embedded server with its own
+    random API key made the first answer 401 to its clients (a session opening a
+    catalog next to another). One key per process keeps both usable."""
+    other = open_catalog(directory=tmp_path)
+    try:
+        assert list(other.raw) == []
+        list(catalog.raw)  # 401 "Invalid API key" before
+    finally:
+        other.close()
+    list(catalog.raw)

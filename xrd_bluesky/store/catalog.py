@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import secrets
 import threading
 import urllib.parse
 from collections.abc import Sequence
@@ -211,6 +212,12 @@ def _wait_for_answer(uri: str, timeout_s: float = OPEN_TIMEOUT_S) -> None:
                                       "and the URI right?")
 
 
+#: API key of every embedded server of this process. Tiled's authentication settings are
+#: process-wide: a second embedded server with a key of its own made the first refuse
+#: its clients (401 "Invalid API key"); one key for all keeps them all usable.
+_EMBEDDED_API_KEY = secrets.token_hex(16)
+
+
 def open_catalog(uri: str | None = None, *, directory: str | Path | None = None,
                  storage_roots: Sequence[str | Path] = ()) -> Catalog:
     """Open the embedded catalog (``uri=None``) or a remote Tiled server.
@@ -248,7 +255,8 @@ def open_catalog(uri: str | None = None, *, directory: str | Path | None = None,
     _register_document_exporter()
     frames = directory / "frames"
     frames.mkdir(parents=True, exist_ok=True)
-    server = SimpleTiledServer(directory / "tiled", readable_storage=[frames, *(Path(r) for r in storage_roots)])
+    server = SimpleTiledServer(directory / "tiled", readable_storage=[frames, *(Path(r) for r in storage_roots)],
+                               api_key=_EMBEDDED_API_KEY)
     try:
         _, (_, tables) = storage_of(directory)  # the layout SimpleTiledServer uses
         serialize_table_store(tables)

@@ -33,7 +33,7 @@ def test_only_inputs_that_may_be_right_are_merely_warned(answers):
     assert warned == WARNED
     for o in outcomes:
         if o.kind == "named error":
-            assert o.status in (1, 2) and o.message.startswith(f"xrd-bluesky {o.case.command}"), o
+            assert o.status in (1, 2) and o.message.startswith("xrd-bluesky"), o
 
 
 def test_the_good_inputs_run_clean(answers):

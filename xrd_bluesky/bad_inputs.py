@@ -326,7 +326,7 @@ def corpus(good: GoodFiles, d: Path) -> list[Case]:
         cases.append(Case("integrate", label, [*integrate, *extra]))
     cases.append(Case("integrate", "output directory is a file", [*integrate[:-1], str(d / "a_file")]))
     cases.append(Case("integrate", "output under a file", [*integrate[:-1], str(d / "a_file" / "out")]))
-    cases.append(Case("integrate", "the same frame twice", [*integrate, good.frame]))
+    cases.append(Case("integrate", "the same frame twice", [integrate[0], good.frame, *integrate[1:]]))
     calibrate = ["calibrate", good.frame, "--calibrant", "CeO2", "--dark", good.dark, "--guess", good.poni]
     for label, extra in {
         "energy 0": ["--energy-keV", "0", "-o", str(d / "c.poni")],
@@ -498,13 +498,11 @@ def check_cost(good: GoodFiles, frames: int = 5) -> dict[str, float]:
     from .science.integration import check_frame_shape
     from .sources.file_inputs import read_geometry
 
-    d = Path(good.frame).parent / "cost"
-    argv = ["integrate", *[good.frame] * 1, "--poni", good.poni, "--dark", good.dark, "--gain", good.gain,
-            "--mask", good.mask, "-o", str(d)]
     copies = [str(Path(good.frame).with_name(f"copy{i}.tif")) for i in range(frames)]
     for path in copies:
         Path(path).write_bytes(Path(good.frame).read_bytes())
-    argv = [argv[0], *copies, *argv[2:]]
+    argv = ["integrate", *copies, "--poni", good.poni, "--dark", good.dark, "--gain", good.gain,
+            "--mask", good.mask, "-o", str(Path(good.frame).parent / "cost")]
     with contextlib.redirect_stdout(io.StringIO()):
         main(argv)  # warm-up: the integrator's caches
         start = time.perf_counter()

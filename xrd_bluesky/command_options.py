@@ -7,12 +7,11 @@ import argparse
 import math
 from collections.abc import Callable
 
+from .science.geometry import WAVELENGTH_RANGE_A
 from .science.units import HC_KEV_ANGSTROM
 
-#: Accepted photon energy (keV): the wavelength range of a PONI (0.05-5 A).
-ENERGY_RANGE_KEV = (HC_KEV_ANGSTROM / 5.0, HC_KEV_ANGSTROM / 0.05)
-#: Accepted wavelength (A).
-WAVELENGTH_RANGE_A = (0.05, 5.0)
+#: Accepted photon energy (keV): that of a PONI's wavelength range.
+ENERGY_RANGE_KEV = (HC_KEV_ANGSTROM / WAVELENGTH_RANGE_A[1], HC_KEV_ANGSTROM / WAVELENGTH_RANGE_A[0])
 
 
 def number_in(low: float, high: float, unit: str) -> Callable[[str], float]:

@@ -13,9 +13,9 @@ from .command_options import add_detector_options
 from .errors import CorruptFrameError, UsageError
 from .outputs import check_writable, verify_written
 from .science.geometry import Poni
-from .science.input_checks import check_dark, check_exposures, check_mask, check_saturation, default_max_count
+from .science.input_checks import check_dark, check_exposures, check_mask, check_saturation
 from .science.integration import check_frame_shape, invalid_pixels
-from .sources.file_inputs import read_geometry, read_one
+from .sources.file_inputs import read_geometry, read_one, saturation_level
 from .sources.image_files import read_image
 
 
@@ -77,9 +77,8 @@ def read_series(pattern: str, role: str, poni: Poni, max_count: float | None) ->
             check_frame_shape(frame, poni, f"{role} {frame_name} of {name}")
             values = np.asarray(frame, np.float64)
             if series is None:
-                level = max_count if max_count is not None else default_max_count(frame.dtype, image.count_cutoff)
                 series = FrameSeries(pattern, values.copy(), values.copy(), values.copy(), 0, image.exposure_s,
-                                     level)
+                                     saturation_level(image, max_count))
             else:
                 series.total += values
                 np.minimum(series.low, values, out=series.low)

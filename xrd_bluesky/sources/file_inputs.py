@@ -59,6 +59,15 @@ def read_one(path: str | Path, role: str, poni: Poni, *, average: bool = False) 
     return image.mean(), image
 
 
+def saturation_level(image: ImageFile, max_count: float | None = None) -> float | None:
+    """Counts at and above which a pixel of ``image`` is masked: the user's ``max_count``,
+    else the default of :func:`~xrd_bluesky.science.input_checks.default_max_count`
+    (the header's count cut-off, or the integer type's largest value)."""
+    if max_count is not None:
+        return max_count
+    return default_max_count(np.asarray(image.frames[0][1]).dtype, image.count_cutoff)
+
+
 def _gain_form(image: ImageFile) -> str:
     """``"gain"`` or ``"inverse"``: the ``form`` key that xrd-bluesky's gain-map export
     writes into the file's header (TIFF image description or EDF header)."""
@@ -86,11 +95,8 @@ class FrameCorrections:
     dark_file: str | None = None
 
     def max_count_for(self, image: ImageFile) -> float | None:
-        """The saturation level of ``image``'s frames: the user's, else the default of
-        :func:`~xrd_bluesky.science.input_checks.default_max_count`."""
-        if self.max_count is not None:
-            return self.max_count
-        return default_max_count(np.asarray(image.frames[0][1]).dtype, image.count_cutoff)
+        """The saturation level of ``image``'s frames (:func:`saturation_level`)."""
+        return saturation_level(image, self.max_count)
 
     def check_frame(self, frame: np.ndarray, image: ImageFile, poni: Poni, source: str) -> None:
         """Check ``frame`` (of ``image``) against the detector and the dark."""

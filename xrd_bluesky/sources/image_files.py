@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import re
 import struct
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CorruptFrameError, ResourceLimitError, ShapeMismatchError, XRDBlueskyError
+from ..timeouts import call_with_timeout
 
 #: Suffixes read with h5py; everything else goes through fabio.
 HDF5_SUFFIXES = (".h5", ".hdf5", ".nxs")
@@ -246,24 +246,12 @@ def _named(path: Path, frames: list[np.ndarray]) -> list[tuple[str, np.ndarray]]
 
 
 def _with_timeout(read: Callable[[Path], ImageFile], path: Path, timeout_s: float) -> ImageFile:
-    """``read(path)`` on a daemon thread, abandoned after ``timeout_s`` seconds."""
-    outcome: dict = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = read(path)
-        except BaseException as exc:  # handed over to the caller's thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"read {path.name}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
+    """``read(path)``, abandoned after ``timeout_s`` seconds (:func:`call_with_timeout`)."""
+    try:
+        return call_with_timeout(lambda: read(path), timeout_s, f"read {path.name}")
+    except TimeoutError:
         raise CorruptFrameError(f"reading {path} did not finish within {timeout_s:g} s: the file is probably "
-                                "corrupt (a reader looping on a damaged header)")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+                                "corrupt (a reader looping on a damaged header)") from None
 
 
 def require_file(path: str | Path, role: str = "frame") -> Path:

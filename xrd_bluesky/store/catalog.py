@@ -30,6 +30,7 @@ from tiled.structures.core import Spec
 
 from ..errors import MissingMetadataError, UsageError, XRDBlueskyError
 from ..sources.documents import check_uid
+from ..timeouts import call_with_timeout
 from .table_store import serialize_table_store
 
 logger = logging.getLogger(__name__)
@@ -195,21 +196,15 @@ def _wait_for_answer(uri: str, timeout_s: float = OPEN_TIMEOUT_S) -> None:
         Connection refused, unknown host, no answer in time...: the URI and the reason
         are named.
     """
-    failure: list[str] = []
-
-    def request() -> None:
-        try:
-            httpx.get(uri, timeout=timeout_s)
-        except Exception as exc:  # any transport failure means: no answer
-            failure.append(f"{type(exc).__name__}: {exc}")
-
-    thread = threading.Thread(target=request, name="catalog-probe", daemon=True)  # the name lookup has no timeout
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive() or failure:
-        reason = failure[0] if failure else f"no answer within {timeout_s:g} s"
-        raise CatalogUnavailableError(f"the catalog at {uri} does not answer ({reason}): is its server running "
-                                      "and the URI right?")
+    try:  # in a thread: the name lookup has no timeout
+        call_with_timeout(lambda: httpx.get(uri, timeout=timeout_s), timeout_s, "catalog-probe")
+        return
+    except TimeoutError:
+        reason = f"no answer within {timeout_s:g} s"
+    except Exception as exc:  # any transport failure means: no answer
+        reason = f"{type(exc).__name__}: {exc}"
+    raise CatalogUnavailableError(f"the catalog at {uri} does not answer ({reason}): is its server running "
+                                  "and the URI right?")
 
 
 #: API key of every embedded server of this process. Tiled's authentication settings are

@@ -13,7 +13,8 @@ standard run's factor applied.
 A run's start document may override the integration's bins and pixel splitting
 (``integration: {"npt": 6000, "cake": [3000, 36], "split": "no"}``); scanned variables
 other than the detector stage (e.g. an applied strain) are copied into ``primary``, and
-a ``peaks`` configuration is passed on in the derived start document for the peak fits.
+a ``peaks`` or ``pdf`` configuration is passed on in the derived start document for the
+peak fits and pair distribution functions.
 
 Derived-run streams (all intensities with their 1-sigma errors):
 
@@ -59,6 +60,8 @@ from .derived import Emit, FrameRunCallback
 
 logger = logging.getLogger(__name__)
 
+#: Start-document keys passed on to the derived run, for the analyses chained after it.
+CHAINED_ANALYSES = ("peaks", "pdf")
 #: Stream names the integration reads.
 DARK_STREAM = "dark"
 PRIMARY_STREAM = "primary"
@@ -172,7 +175,7 @@ class LiveIntegration(FrameRunCallback):
                           background_uid=self._background.uid if self._background else None,
                           dark_uid=self._dark_uid,
                           standard_uid=self._standard.uid if self._standard else None,
-                          scan_keys=self._scan_keys, **({"peaks": doc["peaks"]} if "peaks" in doc else {}))
+                          scan_keys=self._scan_keys, **{k: doc[k] for k in CHAINED_ANALYSES if k in doc})
 
     def _apply_run_options(self, options: dict) -> None:
         """A run's own ``integration`` options (``npt``, ``cake``, ``split``) override the defaults."""

@@ -1,7 +1,8 @@
 """One router that dispatches each run to the analysis its ``purpose`` asks for.
 
 Derived runs feed the next stage: an integration run whose raw run asked for
-``peaks`` is fitted live (:class:`LivePeakFits`), and peak fits are plotted live when
+``peaks`` is fitted live (:class:`LivePeakFits`), one that asked for a ``pdf`` is turned
+into pair distribution functions (:class:`LivePDF`), and both are plotted live when
 ``plots`` is on. Every derived document also goes to ``emit`` (the processed writer).
 
 The router is an optional consumer: a failure to set up a run's analysis (a catalog
@@ -30,6 +31,8 @@ from .energy import EnergyFromData
 from .gain_map import GainMapBuilder
 from .integration import Darks, LiveIntegration, References
 from .peak_fits import LivePeakFits, PeakReferences
+from .pdf import LivePDF
+from .pdf_plot import LivePDFPlot
 from .peak_plot import LivePeakPlot
 
 logger = logging.getLogger(__name__)
@@ -81,7 +84,7 @@ class AnalysisRouter(RunRouter):
     peak_references : callable, optional
         Looks up a reference run's d0 by uid (the ``d0_uid`` of a peaks configuration).
     plots : bool
-        Plot peak fits live (a matplotlib figure per run).
+        Plot peak fits and PDFs live (a matplotlib figure per run).
     provenance : callable, optional
         ``provenance(analysis, parent_start)`` returns extra start-document keys for the
         derived run of ``analysis`` made from the run that ``parent_start`` opens (a
@@ -157,15 +160,18 @@ class AnalysisRouter(RunRouter):
                                darks=self.darks, provenance=provenance)
 
     def _derived_factory(self, name: str, start_doc: dict) -> tuple[list, list]:
-        analysis = start_doc.get("analysis")
+        analysis, callbacks = start_doc.get("analysis"), []
         if analysis == "integration" and "peaks" in start_doc:
-            return [LivePeakFits(self._emit_derived, references=self.peak_references,
-                                 provenance=self.provenance(LivePeakFits.analysis, start_doc))], []
-        if analysis == "peak_fits" and self.plots:
-            plot = LivePeakPlot()
-            self.plot_figures.append(plot.figure)
-            return [plot], []
-        return [], []
+            callbacks.append(LivePeakFits(self._emit_derived, references=self.peak_references,
+                                          provenance=self.provenance(LivePeakFits.analysis, start_doc)))
+        if analysis == "integration" and "pdf" in start_doc:
+            callbacks.append(LivePDF(self._emit_derived, references=self.references,
+                                     provenance=self.provenance(LivePDF.analysis, start_doc)))
+        plot = {"peak_fits": LivePeakPlot, "pdf": LivePDFPlot}.get(analysis) if self.plots else None
+        if plot is not None:
+            callbacks.append(plot())
+            self.plot_figures.append(callbacks[-1].figure)
+        return callbacks, []
 
     def _export(self, kind: str) -> Path | None:
         return None if self.export_dir is None else Path(self.export_dir) / kind

@@ -1,0 +1,137 @@
+"""Live pair distribution functions of an integration run's patterns.
+
+The raw run's start document asks for them with a ``pdf`` configuration (PDFgetX3's
+parameter names, see :class:`~xrd_bluesky.science.pair_distribution.PDFConfig`)::
+
+    md={"pdf": {"rpoly": 0.9, "qmax": 24.0, "rmax": 30.0, "background_uid": "<raw run uid>", "bgscale": 1.0}}
+
+``composition`` defaults to the sample metadata's. The integration copies the
+configuration into its derived run, and this analysis turns that run into one of its
+own (``analysis: "pdf"``, ``parent_uids``: the integration run).
+
+Without a background, the patterns in counts/sr are used (``primary``, ``stitched``);
+with ``background_uid`` (a raw run in the catalog, e.g. the empty capillary), the
+patterns on the absolute scale (``absolute``, ``stitched_absolute``) minus ``bgscale``
+times the background's stored absolute pattern, so that both are per incident photon.
+
+Derived-run streams, one event per pattern (per frame, and per stitched pattern, its
+``final`` flag copied):
+
+``sq``, ``fq``, ``gr``    of each frame: ``q`` (1/A) with ``sq`` and ``fq`` (1/A), ``r``
+                          (A) with ``gr`` (1/A^2);
+``stitched_sq`` ...       the same for the stitched pattern;
+``rejected``              a pattern whose PDF could not be computed (the reason);
+every event also carries ``parent_seq_num``, ``polynomial_degree``, ``scale`` and
+``flags`` (input repairs, e.g. a spike replaced, naming the Q; "" when none).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..errors import AnalysisError, MissingMetadataError, XRDBlueskyError
+from ..science.pair_distribution import PDFConfig, PDFResult, pdf_from_pattern
+from .derived import DerivedRunCallback, Emit, require_keys
+from .integration import References
+
+logger = logging.getLogger(__name__)
+
+#: The ``pdf`` configuration's keys besides PDFConfig's own that the live analysis takes.
+LIVE_KEYS = {"background_uid"}
+#: PDFConfig parameters that make no sense live (the patterns are always Q in 1/nm).
+FILE_ONLY = {"dataformat", "wavelength", "twothetazero", "backgroundfile"}
+#: Units of the derived data keys.
+UNITS = {"q": "1/A", "sq": "", "fq": "1/A", "r": "A", "gr": "1/A^2", "scale": "", "polynomial_degree": ""}
+#: Pattern streams of an integration run: (counts/sr, absolute) by kind.
+PATTERN_STREAMS = {"frame": ("primary", "absolute"), "stitched": ("stitched", "stitched_absolute")}
+#: The intensity key of a pattern stream, when not ``intensity``.
+INTENSITY_KEYS = {"primary": "intensity_q"}
+
+
+class LivePDF(DerivedRunCallback):
+    """Compute S(Q), F(Q) and G(r) of every pattern of an integration run.
+
+    Parameters
+    ----------
+    emit : callable
+        Receives the derived run's ``(name, doc)``.
+    references : callable, optional
+        Looks up a raw run's stored absolute pattern by uid (for ``background_uid``).
+    provenance : dict, optional
+        Extra start-document keys of the derived run.
+    """
+
+    analysis = "pdf"
+
+    def __init__(self, emit: Emit, *, references: References | None = None, provenance: dict | None = None):
+        super().__init__(emit, provenance=provenance)
+        self.references = references
+        self._descriptors: dict[str, tuple[str, str]] = {}  # uid: (kind, stream)
+        self._computed = 0
+        self._rejected: list[str] = []
+
+    def start(self, doc):
+        require_keys(doc, ("pdf",), "integration run")
+        options = doc["pdf"]
+        if not isinstance(options, dict):
+            raise MissingMetadataError(f"start document 'pdf' is {options!r}; expected a mapping of PDFgetX3 "
+                                       "parameters (composition, rpoly, qmax, rmax, ..., background_uid)")
+        known = set(PDFConfig.__dataclass_fields__) - FILE_ONLY
+        unknown = set(options) - known - LIVE_KEYS
+        if unknown:
+            raise MissingMetadataError(f"unknown pdf parameters {sorted(unknown)}; known: {sorted(known | LIVE_KEYS)}")
+        composition = options.get("composition") or (doc.get("sample") or {}).get("composition")
+        if not composition:
+            raise MissingMetadataError("no composition for the PDF: give pdf.composition or the sample's composition")
+        params = {k: v for k, v in options.items() if k in known}
+        self.config = PDFConfig(**{**params, "composition": composition}).checked()
+        self._background = None
+        background_uid = options.get("background_uid")
+        if background_uid is not None:
+            if self.references is None:
+                raise MissingMetadataError(f"pdf names background_uid={background_uid!r} but no catalog is available")
+            reference = self.references(background_uid)
+            self._background = (np.asarray(reference.pattern.radial) / 10.0, np.asarray(reference.pattern.intensity))
+        self._absolute = self._background is not None
+        self.open_derived(doc, {**self.config.as_dict(), "background_uid": background_uid,
+                                "patterns": "absolute (1/cm/sr)" if self._absolute else "counts/sr"},
+                          background_uid=background_uid)
+
+    def descriptor(self, doc):
+        for kind, streams in PATTERN_STREAMS.items():
+            if doc["name"] == streams[self._absolute]:
+                self._descriptors[doc["uid"]] = kind, doc["name"]
+
+    def event(self, doc):
+        if doc["descriptor"] not in self._descriptors:
+            return
+        kind, stream = self._descriptors[doc["descriptor"]]
+        data = doc["data"]
+        q_nm = np.asarray(data["q"], dtype=float)
+        intensity = np.asarray(data[INTENSITY_KEYS.get(stream, "intensity")], dtype=float)
+        seq = int(data.get("parent_seq_num", doc["seq_num"]))
+        try:
+            result = pdf_from_pattern(q_nm / 10.0, intensity, self.config, self._background)
+        except XRDBlueskyError as exc:  # one pattern's failure flags it; the run goes on
+            reason = f"{kind} pattern {seq}: {exc}"
+            logger.warning("PDF not computed: %s", reason)
+            self._rejected.append(reason)
+            self.emit_event("rejected", {"reason": reason, "parent_seq_num": seq}, {})
+            return
+        self._computed += 1
+        extra = {"parent_seq_num": seq, **({"final": bool(data["final"])} if "final" in data else {})}
+        self._emit_result("" if kind == "frame" else "stitched_", result, extra)
+
+    def finish(self, parent_stop):
+        if not self._computed:
+            why = self._rejected[0] if self._rejected else "the integration run has no patterns"
+            raise AnalysisError(f"no PDF computed ({why})")
+
+    def _emit_result(self, prefix: str, result: PDFResult, extra: dict) -> None:
+        common = {**extra, "polynomial_degree": result.polynomial_degree, "scale": result.scale,
+                  "flags": "; ".join(result.flags)}
+        self.emit_event(f"{prefix}sq", {"q": result.q, "sq": result.sq, **common}, UNITS)
+        self.emit_event(f"{prefix}fq", {"q": result.q, "fq": result.fq, **common}, UNITS)
+        self.emit_event(f"{prefix}gr", {"r": result.r, "gr": result.gr, **common}, UNITS)

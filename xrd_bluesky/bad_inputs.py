@@ -23,6 +23,27 @@ import numpy as np
 DETECTOR = "Pilatus1M"
 #: Photon energy of the corpus frames (keV).
 ENERGY_KEV = 17.0
+#: A real Ni total-scattering pattern (NSLS-II XPD, Q in 1/A), used for ``pdf`` when ../shared is beside the clone.
+REAL_NI_PATTERN = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "pdfstream_ni" / "Ni_chi_file.chi"
+#: Q (1/A) of the real Ni pattern's one-point spike, repaired in the good pattern and put back in a bad one.
+SPIKE_Q_A = 15.87
+#: Wavelength (A) of the real Ni pattern, to write it in 2theta.
+NI_WAVELENGTH_A = 0.1671
+#: The ``pdfgetx3.cfg`` of the corpus: that of PDFgetX3's G(r) of the real Ni pattern.
+PDFGETX3_CFG = """[DEFAULT]
+dataformat = QA
+backgroundfile =
+outputtype = gr
+mode = xray
+composition = Ni
+rpoly = 2.0
+qmaxinst = 25.0
+qmin = 0.0
+qmax = 24.0
+rmin = 0.0
+rmax = 60.0
+rstep = 0.01
+"""
 
 
 @dataclass(frozen=True)
@@ -60,6 +81,8 @@ class GoodFiles:
     pattern: str
     gain_frames: list[str]
     gain_ponis: list[str]
+    pdf_pattern: str
+    pdf_config: str
 
 
 def _write_tif(path: Path, data: np.ndarray) -> str:
@@ -83,8 +106,9 @@ OFFSET_COUNTS = 200
 
 def good_files(directory: Path) -> GoodFiles:
     """Render and write the good inputs into ``directory``: a CeO2 frame (with an
-    offset) and its PONI, dark, beamstop mask and gain map, its integrated pattern, and
-    a glass gain-map set at two positions."""
+    offset) and its PONI, dark, beamstop mask and gain map, its integrated pattern, a
+    glass gain-map set at two positions, and a Ni total-scattering pattern (:func:`ni_pattern`)
+    with its ``pdfgetx3.cfg``."""
     from .integrate_files import write_xye
     from .science.gain_map_simulation import simulate_gain_map_set
     from .science.image_formation import DetectorResponse, detect, expected_photons, pixel_geometry
@@ -119,7 +143,54 @@ def good_files(directory: Path) -> GoodFiles:
                      dark=_write_tif(directory / "dark.tif", dark),
                      mask=_write_tif(directory / "mask.tif", shadow.astype(np.uint8)),
                      gain=_write_tif(directory / "gain.tif", gain), pattern=str(directory / "ceo2.xye"),
-                     gain_frames=frames, gain_ponis=ponis)
+                     gain_frames=frames, gain_ponis=ponis,
+                     pdf_pattern=_write_pattern(directory / "ni.chi", *ni_pattern()),
+                     pdf_config=_write_text(directory / "pdfgetx3.cfg", PDFGETX3_CFG))
+
+
+def ni_pattern() -> tuple[np.ndarray, np.ndarray]:
+    """Q (1/A) and intensity of Ni: the real XPD pattern with its one-point spike
+    repaired when ../shared is beside the clone, else :func:`fcc_ni_intensity`."""
+    from .fit_peaks_files import read_pattern
+
+    if not REAL_NI_PATTERN.exists():
+        q = np.arange(0.5, 30.0, 0.02)
+        return q, fcc_ni_intensity(q)
+    pattern = read_pattern(REAL_NI_PATTERN)
+    intensity = pattern.intensity.copy()
+    k = int(np.argmin(np.abs(pattern.radial - SPIKE_Q_A)))
+    intensity[k] = 0.5 * (intensity[k - 1] + intensity[k + 1])
+    return pattern.radial, intensity
+
+
+def fcc_ni_intensity(q_A: np.ndarray, a_A: float = 3.524, sigma_A: float = 0.07, size_A: float = 10.0) -> np.ndarray:
+    """Total scattering of fcc Ni per atom (electron units, times 100) at ``q_A`` (1/A):
+    ``<f^2> + <S_inc> + <f>^2 F(Q) / Q`` with F(Q) of the neighbour shells (Debye) of a
+    crystal of Gaussian extent ``size_A`` (A) and thermal width ``sigma_A`` (A), cell ``a_A`` (A)."""
+    from .science.scattering_factors import parse_composition
+
+    r_max = 3.5 * size_A  # where the Gaussian extent is below 1e-5
+    cells = np.arange(-int(r_max / a_A) - 1, int(r_max / a_A) + 2)
+    corners = np.stack(np.meshgrid(cells, cells, cells), -1).reshape(-1, 3)
+    basis = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    distances = np.linalg.norm((corners[:, None] + basis).reshape(-1, 3) * a_A, axis=1)
+    shells, counts = np.unique(np.round(distances[(distances > 0) & (distances < r_max)], 6), return_counts=True)
+    fq = np.sin(np.outer(q_A, shells)) @ (counts * np.exp(-(shells / size_A) ** 2) / shells)
+    fq *= np.exp(-0.5 * (sigma_A * q_A) ** 2)
+    ni = parse_composition("Ni")
+    f_mean, f2_mean = ni.mean_form_factors(q_A)
+    return 100.0 * (f2_mean + ni.incoherent(q_A) + f_mean**2 * fq / q_A)
+
+
+def _write_pattern(path: Path, x: np.ndarray, intensity: np.ndarray, radial: str = "q_A^-1 (1/A)") -> str:
+    """Write a two-column pattern with a ``#`` header naming its radial unit."""
+    np.savetxt(path, np.column_stack([x, intensity]), fmt="%.8g", header=f"xrd-bluesky corpus\nradial: {radial}")
+    return str(path)
+
+
+def _write_text(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
 
 
 def _poni_variant(good: str, path: Path, drop: tuple[str, ...] = (), **values) -> str:
@@ -368,6 +439,7 @@ def corpus(good: GoodFiles, d: Path) -> list[Case]:
     cases.append(Case("gain-map", "output as PNG", [*gain, "-o", str(d / "gain.png")]))
     cases.append(Case("gain-map", "output into a missing folder", [*gain, "-o", str(d / "missing" / "g.tif")]))
     cases += _pattern_cases(good, d)
+    cases += _pdf_cases(good, d)
     cases += _other_cases(d)
     return cases
 
@@ -395,6 +467,45 @@ def _pattern_cases(good: GoodFiles, d: Path) -> list[Case]:
     cases.append(Case("fit-peaks", "CSV into a missing folder",
                       ["fit-peaks", good.pattern, "--peak", "9:10", "-o", str(d / "missing" / "p.csv")]))
     return cases
+
+
+def _pdf_cases(good: GoodFiles, d: Path) -> list[Case]:
+    """``pdf`` cases: bad patterns, backgrounds, compositions, ranges, configuration files."""
+    q, intensity = ni_pattern()
+    spiked = intensity.copy()
+    spiked[np.argmin(np.abs(q - SPIKE_Q_A))] *= 20.0
+    two_theta = np.degrees(2 * np.arcsin(q * NI_WAVELENGTH_A / (4 * np.pi)))
+    cfg = Path(good.pdf_config).read_text()
+    files = {
+        "spike": _write_pattern(d / "ni_spike.chi", q, spiked),
+        "strong background": _write_pattern(d / "ni_bg_strong.chi", q, 2.0 * intensity),
+        "2theta": _write_pattern(d / "ni_2theta.xy", two_theta, intensity, radial="2th_deg (deg)"),
+        "text": _write_text(d / "ni_text.chi", "# Ni\nQ intensity\nnot a pattern\n"),
+        "neutron": _write_text(d / "neutron.cfg", cfg.replace("mode = xray", "mode = neutron")),
+        "misspelt": _write_text(d / "misspelt.cfg", cfg + "qmaxx = 20\n"),
+        "no composition": _write_text(d / "nocomp.cfg", cfg.replace("composition = Ni\n", "")),
+    }
+    out = str(d / "pdf_out")
+    pdf = ["pdf", good.pdf_pattern, "--config", good.pdf_config, "-o", out]
+    argvs = {
+        "pattern with a one-point spike": ["pdf", files["spike"], *pdf[2:]],
+        "background stronger than the sample": [*pdf, "--background", files["strong background"]],
+        "qmax beyond the data": [*pdf, "--qmaxinst", "40", "--qmax", "40"],
+        "element xraylib does not know": [*pdf, "--composition", "NiXx"],
+        "malformed composition": [*pdf, "--composition", "Ni)2"],
+        "rmax below rmin": [*pdf, "--rmin", "10", "--rmax", "5"],
+        "2theta pattern without a wavelength": ["pdf", files["2theta"], *pdf[2:], "--format", "twotheta"],
+        "2theta pattern read as Q": ["pdf", files["2theta"], *pdf[2:]],
+        "missing pattern": ["pdf", str(d / "absent.chi"), *pdf[2:]],
+        "non-numeric pattern": ["pdf", files["text"], *pdf[2:]],
+        "missing pdfgetx3.cfg": _set(pdf, "--config", str(d / "absent.cfg")),
+        "pdfgetx3.cfg with mode = neutron": _set(pdf, "--config", files["neutron"]),
+        "pdfgetx3.cfg with a misspelt key": _set(pdf, "--config", files["misspelt"]),
+        "pdfgetx3.cfg without composition": _set(pdf, "--config", files["no composition"]),
+        "pdfgetx3.cfg section that does not exist": [*pdf, "--section", "nacl"],
+        "output into a missing folder": _set(pdf, "-o", str(d / "missing" / "pdf")),
+    }
+    return [Case("pdf", label, argv) for label, argv in argvs.items()]
 
 
 def _other_cases(d: Path) -> list[Case]:
@@ -477,6 +588,8 @@ def good_cases(good: GoodFiles, d: Path) -> list[Case]:
                                                "-o", str(d / "good_gain.tif")]),
         Case("fit-peaks", "good pattern", ["fit-peaks", good.pattern, "--peak", _strongest_window(good.pattern),
                                            "-o", str(d / "good_peaks.csv")]),
+        Case("pdf", "good Ni pattern and pdfgetx3.cfg", ["pdf", good.pdf_pattern, "--config", good.pdf_config,
+                                                         "-o", str(d / "good_pdf")]),
     ]
 
 

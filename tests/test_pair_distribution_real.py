@@ -97,7 +97,8 @@ def test_twotheta_and_nm_input_give_the_same_g():
     in_q = pdf_from_pattern(q, intensity, NI)
     in_tth = pdf_from_pattern(tth, intensity, NI.updated(dataformat="twotheta", wavelength=wavelength))
     in_nm = pdf_from_pattern(q * 10, intensity, NI.updated(dataformat="Qnm"))
-    assert np.allclose(in_tth.gr, in_q.gr, atol=1e-9 * np.abs(in_q.gr).max())
+    # the 2theta -> Q round trip differs in the last bits, amplified by the correction's least squares
+    assert np.allclose(in_tth.gr, in_q.gr, atol=1e-7 * np.abs(in_q.gr).max())
     assert np.allclose(in_nm.gr, in_q.gr, atol=1e-9 * np.abs(in_q.gr).max())
 
 

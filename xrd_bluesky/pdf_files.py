@@ -153,7 +153,7 @@ def _write(files: dict[str, Path], path: str, cfg: PDFgetX3Config, result: PDFRe
         header += ["", "#### start data", "#S 1", f"#L {labels}"]
         try:
             columns = np.column_stack([getattr(result, x_name), getattr(result, y_name)]) + 0.0  # -0 written as 0
-            np.savetxt(files[suffix], columns, fmt=("%.10g", "%.8g"), header="\n".join(header), comments="",
+            np.savetxt(files[suffix], columns, fmt="%.10g", header="\n".join(header), comments="",
                        encoding="utf-8")
         except OSError as exc:
             raise OutputError(f"cannot write {files[suffix]}: {exc.strerror or exc}") from exc

@@ -19,7 +19,8 @@ peak fits and pair distribution functions.
 Derived-run streams (all intensities with their 1-sigma errors):
 
 ``primary``    per frame: q and 2theta patterns (counts/sr), monitors, the absolute
-               scale's flag and its reason when refused;
+               scale's flag and its reason when refused, the number of saturated
+               pixels (left out: a ring with many is underestimated);
 ``absolute``   per frame with usable monitors: the q pattern in 1/cm/sr (times the
                named standard's factor, recorded as ``standard_factor``; 1 without);
 ``cake``       per frame, when configured: (azimuth, q) cake in counts/sr, and per bin
@@ -257,7 +258,8 @@ class LiveIntegration(FrameRunCallback):
         pattern = q.result()
         data = {"q": pattern.radial, "intensity_q": pattern.intensity, "sigma_q": pattern.sigma,
                 "two_theta": tth.radial, "intensity_2theta": tth.intensity, "sigma_2theta": tth.sigma,
-                "dark_subtracted": self._dark is not None, "parent_seq_num": fe.seq_num}
+                "dark_subtracted": self._dark is not None, "parent_seq_num": fe.seq_num,
+                "saturated_pixels": int(np.count_nonzero(fe.frames >= max_count)) if max_count else 0}
         if position is not None:
             data.update({"stage_x": position.x, "stage_y": position.y, "stage_distance": position.distance})
         data.update(self._scan_values(fe))
@@ -415,7 +417,7 @@ DATA_KEY_UNITS = {"q": "1/nm", "two_theta": "deg", "azimuth": "deg", "intensity_
          "intensity_2theta": "counts/sr", "sigma_2theta": "counts/sr", "i0": "counts", "it": "counts",
          "exposure_s": "s", "flux_ph_s": "ph/s", "thickness_mm": "mm", "transmission": "", "standard_factor": "", "standard_factor_sigma": "",
          "deviation_low": "", "deviation_high": "", "radial_low": "1/nm", "radial_high": "1/nm",
-         "stage_x": "mm", "stage_y": "mm", "stage_distance": "mm"}
+         "stage_x": "mm", "stage_y": "mm", "stage_distance": "mm", "saturated_pixels": "pixels"}
 #: Intensity units per stream.
 INTENSITY_UNITS = {"absolute": "1/cm/sr", "stitched_absolute": "1/cm/sr", "subtracted": "1/cm/sr",
                    "cake": "counts/sr", "stitched": "counts/sr"}

@@ -22,7 +22,8 @@ Derived-run streams, one event per pattern (per frame, and per stitched pattern,
 ``stitched_sq`` ...       the same for the stitched pattern;
 ``rejected``              a pattern whose PDF could not be computed (the reason);
 every event also carries ``parent_seq_num``, ``polynomial_degree``, ``scale`` and
-``flags`` (input repairs, e.g. a spike replaced, naming the Q; "" when none).
+``flags`` (input repairs, e.g. a spike replaced, naming the Q, and saturated pixels left
+out of the frames, which make the strongest rings too weak; "" when none).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class LivePDF(DerivedRunCallback):
         self._descriptors: dict[str, tuple[str, str]] = {}  # uid: (kind, stream)
         self._computed = 0
         self._rejected: list[str] = []
+        self._saturated: dict[int, int] = {}  # parent event: saturated pixels of its frames
+        self._primary: str | None = None  # the integration's per-frame descriptor
 
     def start(self, doc):
         require_keys(doc, ("pdf",), "integration run")
@@ -100,11 +103,15 @@ class LivePDF(DerivedRunCallback):
                           background_uid=background_uid)
 
     def descriptor(self, doc):
+        if doc["name"] == "primary":
+            self._primary = doc["uid"]
         for kind, streams in PATTERN_STREAMS.items():
             if doc["name"] == streams[self._absolute]:
                 self._descriptors[doc["uid"]] = kind, doc["name"]
 
     def event(self, doc):
+        if doc["descriptor"] == self._primary:
+            self._saturated[int(doc["data"]["parent_seq_num"])] = int(doc["data"].get("saturated_pixels", 0))
         if doc["descriptor"] not in self._descriptors:
             return
         kind, stream = self._descriptors[doc["descriptor"]]
@@ -122,16 +129,28 @@ class LivePDF(DerivedRunCallback):
             return
         self._computed += 1
         extra = {"parent_seq_num": seq, **({"final": bool(data["final"])} if "final" in data else {})}
-        self._emit_result("" if kind == "frame" else "stitched_", result, extra)
+        self._emit_result("" if kind == "frame" else "stitched_", result, extra, self._saturation(kind, seq))
+
+    def _saturation(self, kind: str, seq: int) -> tuple[str, ...]:
+        """A flag when saturated pixels were left out of the pattern's frames."""
+        saturated = self._saturated.get(seq, 0) if kind == "frame" else sum(self._saturated.values())
+        if not saturated:
+            return ()
+        frames = f"frame {seq}" if kind == "frame" else "the stitched frames"
+        return (f"{saturated} saturated pixels left out of {frames}: the strongest rings are underestimated and "
+                "G(r) distorted; lower the flux or the exposure",)
 
     def finish(self, parent_stop):
         if not self._computed:
             why = self._rejected[0] if self._rejected else "the integration run has no patterns"
             raise AnalysisError(f"no PDF computed ({why})")
 
-    def _emit_result(self, prefix: str, result: PDFResult, extra: dict) -> None:
+    def _emit_result(self, prefix: str, result: PDFResult, extra: dict, flags: tuple[str, ...]) -> None:
+        flags = result.flags + flags
+        if flags:
+            logger.warning("PDF of %spattern %s flagged: %s", prefix, extra["parent_seq_num"], "; ".join(flags))
         common = {**extra, "polynomial_degree": result.polynomial_degree, "scale": result.scale,
-                  "flags": "; ".join(result.flags)}
+                  "flags": "; ".join(flags)}
         self.emit_event(f"{prefix}sq", {"q": result.q, "sq": result.sq, **common}, UNITS)
         self.emit_event(f"{prefix}fq", {"q": result.q, "fq": result.fq, **common}, UNITS)
         self.emit_event(f"{prefix}gr", {"r": result.r, "gr": result.gr, **common}, UNITS)

@@ -115,3 +115,14 @@ def test_composition_as_pdfgetx3_reads_it():
     expected = [xraylib.SF_Compt(28, float(v) / (4 * np.pi)) for v in q]
     assert np.allclose(parse_composition("Ni").incoherent(q), expected, rtol=1e-3)
     assert expected[-1] == pytest.approx(28.0, abs=0.3)
+
+
+def test_empty_bins_left_out_and_a_gap_named():
+    q, intensity = _pattern()
+    holes = intensity.copy()
+    holes[[100, 400]] = np.nan  # empty bins: left out silently
+    assert pdf_from_pattern(q, holes, NI).flags == pdf_from_pattern(q, intensity, NI).flags
+    gap = (q > 10.0) & (q < 11.0)
+    holes[gap] = np.nan
+    flags = pdf_from_pattern(q, holes, NI).flags
+    assert "no data over Q 9.983-11.003 1/A (interpolated)" in flags

@@ -26,8 +26,8 @@ The ad hoc method of Juhas, Davis, Farrow & Billinge, J. Appl. Cryst. 46, 560 (2
 
 Input is checked before it is used: a single-point spike (a hot bin, more than
 :data:`SPIKE_RATIO` times both neighbours and far outside the pattern's point-to-point
-scatter) is replaced by its neighbours' mean and *flagged*; NaN bins are dropped and
-flagged; a background stronger than the sample, a ``qmax`` or ``qmaxinst`` beyond the
+scatter) is replaced by its neighbours' mean and *flagged*; NaN (empty) bins are left
+out, and a stretch of the used Q range without data is flagged; a background stronger than the sample, a ``qmax`` or ``qmaxinst`` beyond the
 data, non-increasing Q, an unknown element or a parameter out of range is a named error.
 """
 
@@ -51,6 +51,8 @@ SPIKE_RATIO = 3.0
 SPIKE_SIGMAS = 10.0
 #: Largest fraction of the points in [qmin, qmaxinst] at which the background may exceed the sample.
 MAX_OVERSUBTRACTED_FRACTION = 0.02
+#: A stretch without data wider than this many median Q steps is flagged.
+MAX_GAP_STEPS = 10
 #: Q step (1/A) aimed at when F(Q) is resampled for the transform.
 TRANSFORM_Q_STEP = 0.005
 
@@ -218,6 +220,7 @@ def pdf_from_pattern(x: np.ndarray, intensity: np.ndarray, config: PDFConfig,
     config = _resolved(config, q)
     inside = q <= config.qmaxinst + 1e-9
     q, i_c = q[inside], i_c[inside]
+    flags += _gaps(q, config)
     _check_background(q, i_c, config, background is not None)
     f_mean, f2_mean = composition.mean_form_factors(q)
     smooth = f2_mean + composition.incoherent(q)
@@ -236,10 +239,8 @@ def _clean(q: np.ndarray, intensity: np.ndarray, what: str) -> tuple[np.ndarray,
     if q.shape != intensity.shape or q.ndim != 1:
         raise ImplausibleInputError(f"{what}: abscissa and intensity have shapes {q.shape} and {intensity.shape}")
     flags = []
-    finite = np.isfinite(q) & np.isfinite(intensity)
-    if not finite.all():
-        flags.append(f"{int((~finite).sum())} NaN/inf points dropped")
-        q, intensity = q[finite], intensity[finite]
+    finite = np.isfinite(q) & np.isfinite(intensity)  # empty bins (no pixel) are NaN: left out
+    q, intensity = q[finite], intensity[finite]
     if len(q) < 20:
         raise ImplausibleInputError(f"{what}: {len(q)} usable points; a PDF needs a pattern of hundreds")
     if np.any(np.diff(q) <= 0):
@@ -254,6 +255,13 @@ def _clean(q: np.ndarray, intensity: np.ndarray, what: str) -> tuple[np.ndarray,
         flags.append(f"{spikes.size} single-point spike(s) replaced by their neighbours' mean at Q = "
                      + ", ".join(f"{q[k]:.3f} 1/A ({ratio:.3g}x)" for k, ratio in zip(spikes, ratios)))
     return q, intensity, tuple(flags)
+
+
+def _gaps(q: np.ndarray, config: PDFConfig) -> tuple[str, ...]:
+    """Flags naming the stretches of [qmin, qmaxinst] without data (F is interpolated over them)."""
+    steps = np.diff(q)
+    wide = np.flatnonzero((steps > MAX_GAP_STEPS * np.median(steps)) & (q[1:] > config.qmin))
+    return tuple(f"no data over Q {q[k]:.3f}-{q[k + 1]:.3f} 1/A (interpolated)" for k in wide)
 
 
 def _spikes(intensity: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 
 from xrd_bluesky import __version__
 from xrd_bluesky.cli import main
-from xrd_bluesky.science.pair_distribution import PDFConfig
+from xrd_bluesky.science.pair_distribution import PDFConfig, peak_positions
 from xrd_bluesky.sources.pdfgetx3_config import read_pdfgetx3_config
 
 from conftest import realdata
@@ -38,10 +38,10 @@ def _read(path: Path) -> tuple[str, np.ndarray, np.ndarray]:
 
 
 def _first_peak(r: np.ndarray, g: np.ndarray) -> float:
-    """Position (A) of the highest point of G over 2.2-2.8 A, refined by a parabola through 3 points."""
-    k = int(np.argmax(np.where((r > 2.2) & (r < 2.8), g, -np.inf)))
-    a, b, c = g[k - 1: k + 2]
-    return float(r[k] + 0.5 * (a - c) / (a - 2 * b + c) * (r[1] - r[0]))
+    """Position (A) of the highest maximum of G over 2.2-2.8 A."""
+    peaks = peak_positions(r, g)
+    peaks = peaks[(peaks > 2.2) & (peaks < 2.8)]
+    return float(peaks[np.argmax(np.interp(peaks, r, g))])
 
 
 def _pearson(r: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:

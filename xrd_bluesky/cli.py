@@ -24,7 +24,8 @@ def _demo(args) -> int:
                       detector=args.detector)
     centre_px, distance_pct, tilt_deg = result["calibration_worst"]
     ok = (result["worst_ring_error_deg"] <= 0.02 and centre_px <= 0.2 and distance_pct <= 0.05 and tilt_deg <= 0.02
-          and abs(result["water_factor"] - 1) <= 0.02 and result["absolute_worst_rel"] <= 0.02)
+          and abs(result["water_factor"] - 1) <= 0.02 and result["absolute_worst_rel"] <= 0.02
+          and result["pdf_worst_peak_A"] <= 0.005 and abs(result["pdf_baseline_rel"]) <= 0.10)
     return 0 if ok else 1
 
 
@@ -120,6 +121,13 @@ def _bench_fits(args) -> int:
     return 0
 
 
+def _bench_pdf(args) -> int:
+    from .bench import pdf
+
+    result = pdf(args.points)
+    return 0 if result["max_abs_diff_vs_direct_rel"] <= 1e-3 else 1
+
+
 def _bench_outage(args) -> int:
     from .bench import outage
 
@@ -210,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     bfits = bench_sub.add_parser("fits", help="single-peak fits per second, ours vs scipy")
     bfits.add_argument("--fits", type=int, default=2000, help="fits per model")
     bfits.set_defaults(func=_bench_fits)
+
+    bpdf = bench_sub.add_parser("pdf", help="G(r) of a pattern: ours (FFT) vs the direct sine integral; "
+                                "the real Ni G(r) vs PDFgetX3's")
+    bpdf.add_argument("--points", type=int, default=3000, help="points of the pattern")
+    bpdf.set_defaults(func=_bench_pdf)
 
     brep = bench_sub.add_parser("replay", help="replay --search on one worker process and on several")
     brep.add_argument("--runs", type=int, default=12, help="measurement runs recorded, then replayed")

@@ -19,7 +19,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import find_peaks
 
 from . import __version__
 from .command_options import number_in
@@ -28,7 +27,7 @@ from .fit_peaks_files import Pattern, read_pattern
 from .outputs import check_writable, verify_written
 from .science.geometry import WAVELENGTH_RANGE_A
 from .science.integration import UNITS
-from .science.pair_distribution import DATA_FORMATS, PDFConfig, PDFResult, pdf_from_pattern
+from .science.pair_distribution import DATA_FORMATS, PDFConfig, PDFResult, pdf_from_pattern, peak_positions
 from .sources.pdfgetx3_config import MODE, PDFgetX3Config, read_pdfgetx3_config
 
 #: Radial unit (as pattern files name it) of each PDFgetX3 data format.
@@ -119,18 +118,13 @@ def _reduce(path: str, pattern: Pattern, config: PDFConfig, background: Pattern 
 
 def first_peak_A(result: PDFResult) -> float | None:
     """Position (A) of the first peak of G(r) beyond ``rpoly``: the first local maximum at
-    least half as high as the highest there, refined by a parabola through 3 points
-    (None if there is none)."""
-    beyond = np.flatnonzero(result.r > result.config.rpoly)
+    least half as high as the highest there (None if there is none)."""
+    beyond = result.r > result.config.rpoly
     g = result.gr[beyond]
     if g.size < 3 or g.max() <= 0:
         return None
-    peaks = find_peaks(g, height=0.5 * g.max())[0]
-    if not peaks.size:
-        return None
-    k = peaks[0]
-    a, b, c = g[k - 1: k + 2]
-    return float(result.r[beyond[k]] + 0.5 * (a - c) / (a - 2 * b + c) * result.config.rstep)
+    peaks = peak_positions(result.r[beyond], g, min_height=0.5 * g.max())
+    return float(peaks[0]) if peaks.size else None
 
 
 def _header(path: str, cfg: PDFgetX3Config, result: PDFResult, what: str) -> list[str]:

@@ -247,6 +247,8 @@ def glass_cross_section(q: np.ndarray) -> np.ndarray:
 
 def default_library() -> dict[str, Sample]:
     """The simulated beamline's samples, by name."""
+    from .total_scattering import amorphous_silicon, nickel_powder  # it imports Sample from here
+
     water = Material("H2O", 1.0)
     samples: list[Sample] = [
         PowderSample("CeO2", Material("CeO2", 7.215 * 0.5), 0.02, crystal=ceo2()),
@@ -259,6 +261,8 @@ def default_library() -> dict[str, Sample]:
         AmorphousSample("buffer", water, 1.0, cross_section_q=buffer_cross_section),
         AmorphousSample("sample_in_buffer", water, 1.0, cross_section_q=sample_in_buffer_cross_section),
         EmptySample("empty", None, 0.0),
+        nickel_powder(),      # fcc Ni, 250 A crystallites, 1 mm capillary at 50 % packing: known G(r)
+        amorphous_silicon(),  # a-Si, 1 mm capillary at 50 % packing: known G(r)
     ]
     return {s.name: s for s in samples}
 

@@ -80,6 +80,30 @@ def test_saturated_rings_are_flagged(nickel_at_100_keV, catalog):
     assert len(flags) == 1 and "saturated pixels left out of frame 1" in flags[0]
 
 
+def test_background_run_subtracted_on_the_absolute_scale(nickel_at_100_keV, catalog):
+    """A background run named by uid is subtracted from the patterns on the absolute scale (both per incident
+    photon): half of the sample itself as background leaves the shape of G(r); 1.5 times it is stronger than the
+    sample, which is said, and the PDF run fails naming it."""
+    RE, bl = nickel_at_100_keV
+    md = {"detectors": [bl.detector, bl.i0, bl.it], "stage": bl.stage, "positions": POSITIONS[:1],
+          "shutter": bl.source.shutter, "energy": bl.source.energy, "sample": bl.sample_changer.sample().metadata()}
+    background, = RE(multi_position_count(**md))
+    alone, = RE(multi_position_count(**md, md={"pdf": PDF}))
+    half, = RE(multi_position_count(**md, md={"pdf": {**PDF, "background_uid": background, "bgscale": 0.5}}))
+    g_alone = np.asarray(_pdf_run(catalog, alone)["gr"].read()["gr"])[0]
+    run = _pdf_run(catalog, half)
+    assert run.start["background_uid"] == background and run.start["parameters"]["patterns"] == "absolute (1/cm/sr)"
+    g_half = np.asarray(run["gr"].read()["gr"])[0]
+    r = np.asarray(run["gr"].read()["r"])[0]
+    window = (r > 1.5) & (r < 20)
+    # the same shape: only the two frames' independent noise keeps the correlation below 1
+    assert np.corrcoef(g_alone[window], g_half[window])[0, 1] > 0.999
+    too_much, = RE(multi_position_count(**md, md={"pdf": {**PDF, "background_uid": background, "bgscale": 1.5}}))
+    integration = latest_successful(catalog.processed.search(Contains("parent_uids", too_much)), "integration")
+    failed = catalog.processed.search(Contains("parent_uids", integration.start["uid"])).values().last()
+    assert failed.stop["exit_status"] == "fail" and "stronger than the sample" in failed.stop["reason"]
+
+
 def test_live_pdf_plot_draws_frames_and_the_stitched_g():
     plot = LivePDFPlot(Figure())
     r = np.linspace(0, 10, 101)

@@ -12,7 +12,9 @@ own (``analysis: "pdf"``, ``parent_uids``: the integration run).
 Without a background, the patterns in counts/sr are used (``primary``, ``stitched``);
 with ``background_uid`` (a raw run in the catalog, e.g. the empty capillary), the
 patterns on the absolute scale (``absolute``, ``stitched_absolute``) minus ``bgscale``
-times the background's stored absolute pattern, so that both are per incident photon.
+times the background's stored absolute pattern scaled by its thickness over the
+sample's (as the integration's own background subtraction does), so that both are per
+incident photon through the sample.
 
 Derived-run streams, one event per pattern (per frame, and per stitched pattern, its
 ``final`` flag copied):
@@ -95,8 +97,14 @@ class LivePDF(DerivedRunCallback):
         if background_uid is not None:
             if self.references is None:
                 raise MissingMetadataError(f"pdf names background_uid={background_uid!r} but no catalog is available")
+            thickness_mm = (doc.get("sample") or {}).get("thickness_mm")
+            if not thickness_mm:
+                raise MissingMetadataError("a pdf background needs the sample's thickness_mm: both patterns are on "
+                                           "the absolute scale, per unit thickness")
             reference = self.references(background_uid)
-            self._background = (np.asarray(reference.pattern.radial) / 10.0, np.asarray(reference.pattern.intensity))
+            # per incident photon through this sample: the background's pattern times its thickness over ours
+            self._background = (np.asarray(reference.pattern.radial) / 10.0,
+                                np.asarray(reference.pattern.intensity) * reference.thickness_mm / float(thickness_mm))
         self._absolute = self._background is not None
         self.open_derived(doc, {**self.config.as_dict(), "background_uid": background_uid,
                                 "patterns": "absolute (1/cm/sr)" if self._absolute else "counts/sr"},

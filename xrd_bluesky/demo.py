@@ -187,9 +187,7 @@ def _calibrant_step(session: Session, output: Path) -> dict:
     ax.set_ylabel("intensity (counts/sr)")
     ax.set_title(f"CeO2 at {energy:.1f} keV, live integration with the live calibration")
     ax.legend()
-    plot = output / "demo_calibrant.png"
-    fig.savefig(plot, dpi=120)
-    plt.close(fig)
+    plot = _save(fig, output / "demo_calibrant.png")
     print(f"worst ring-position error: {worst:.4f} deg (target 0.02 deg)")
     print(f"plot         {plot}")
     return {"raw_uid": uid, "derived_uid": derived.start["uid"], "worst_ring_error_deg": worst, "plot": plot}
@@ -235,9 +233,7 @@ def _absolute_step(session: Session, output: Path) -> dict:
     ax.set_ylabel("dSigma/dOmega (1/cm/sr)")
     ax.set_ylim(1e-4, 1.0)
     ax.legend()
-    plot = output / "demo_absolute.png"
-    fig.savefig(plot, dpi=120)
-    plt.close(fig)
+    plot = _save(fig, output / "demo_absolute.png")
     print(f"plot         {plot}")
     return {"water_factor": factor, "absolute_worst_rel": worst, "solute_rel": solute_error}
 
@@ -293,10 +289,8 @@ def _tensile_step(session: Session, output: Path) -> dict:
     ax2.set_xlabel("applied strain (1e-3)")
     ax2.set_ylabel("FWHM along the load (1/nm)")
     ax2.legend(fontsize="small")
-    plot = output / "demo_strain.png"
     fig.tight_layout()
-    fig.savefig(plot, dpi=120)
-    plt.close(fig)
+    plot = _save(fig, output / "demo_strain.png")
     print(f"plot         {plot}")
     return {"strain_along_worst": worst_along, "strain_across_worst": worst_across}
 
@@ -361,11 +355,16 @@ def _pdf_step(session: Session, output: Path) -> dict:
     ax.set_ylabel("G(r) (1/A^2)")
     ax.set_title(f"fcc Ni at {PDF_ENERGY_KEV:.0f} keV: G(r) from the live integration (grey: pair distances)")
     ax.legend()
-    plot = output / "demo_pdf.png"
-    fig.savefig(plot, dpi=120)
-    plt.close(fig)
+    plot = _save(fig, output / "demo_pdf.png")
     print(f"plot         {plot}")
     return {"pdf_worst_peak_A": worst, "pdf_baseline_rel": float(slope / baseline - 1)}
+
+
+def _save(fig, path: Path) -> Path:
+    """Save ``fig`` as ``path`` (PNG, 120 dpi), close it and return the path."""
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _derived_of(session: Session, parent_uid: str):

@@ -3,18 +3,15 @@ stitched one drawn over the frames' as it arrives."""
 
 from __future__ import annotations
 
-import logging
-
-from event_model import DocumentRouter
 from matplotlib.figure import Figure
 
-logger = logging.getLogger(__name__)
+from .live_plot import LivePlot
 
 #: Plotted streams: (stream, x key, y key, axis row); stitched streams are drawn in black.
 CURVES = (("fq", "q", "fq", 0), ("gr", "r", "gr", 1), ("stitched_fq", "q", "fq", 0), ("stitched_gr", "r", "gr", 1))
 
 
-class LivePDFPlot(DocumentRouter):
+class LivePDFPlot(LivePlot):
     """Plot a ``pdf`` run's F(Q) and G(r) as they arrive: the latest frame's in colour,
     the latest stitched pattern's in black. Plotting errors are logged, never raised.
 
@@ -25,25 +22,14 @@ class LivePDFPlot(DocumentRouter):
     """
 
     def __init__(self, figure: Figure | None = None):
-        super().__init__()
-        if figure is None:
-            import matplotlib.pyplot as plt
-            figure = plt.figure(figsize=(7, 7))
-        self.figure = figure
+        super().__init__(figure, size=(7.0, 7.0))
         self._axes = self.figure.subplots(2, 1)
         self._axes[0].set_xlabel("Q (1/A)")
         self._axes[0].set_ylabel("F(Q) (1/A)")
         self._axes[1].set_xlabel("r (A)")
         self._axes[1].set_ylabel("G(r) (1/A^2)")
-        self._streams: dict[str, tuple[str, str, int]] = {}
+        self._streams: dict[str, tuple[str, str, str, int]] = {}
         self._lines: dict[str, object] = {}
-
-    def __call__(self, name, doc, validate=False):
-        try:
-            return super().__call__(name, doc, validate)
-        except Exception:
-            logger.exception("live PDF plot failed on a %r document", name)
-            return name, doc
 
     def start(self, doc):
         self.figure.suptitle(f"PDF of scan {doc.get('parent_scan_id', '')} "

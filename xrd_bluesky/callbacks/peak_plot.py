@@ -3,20 +3,17 @@ the scan variable, updated with each event of a ``peak_fits`` derived run."""
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
-from event_model import DocumentRouter
 from matplotlib.figure import Figure
 
-logger = logging.getLogger(__name__)
+from .live_plot import LivePlot
 
 #: Rows of the plot: key suffix and axis label.
 ROWS = (("centre_2theta", "centre 2theta (deg)"), ("fwhm_2theta", "FWHM (deg 2theta)"),
         ("strain", "lattice strain (1e-3)"))
 
 
-class LivePeakPlot(DocumentRouter):
+class LivePeakPlot(LivePlot):
     """Plot a ``peak_fits`` run's ``primary`` stream as it arrives.
 
     The x axis is the raw run's first scanned variable (e.g. the applied strain; its
@@ -31,20 +28,9 @@ class LivePeakPlot(DocumentRouter):
     """
 
     def __init__(self, figure: Figure | None = None):
-        super().__init__()
-        if figure is None:
-            import matplotlib.pyplot as plt
-            figure = plt.figure(figsize=(6, 7))
-        self.figure = figure
+        super().__init__(figure, size=(6.0, 7.0))
         self._descriptor: str | None = None
         self._points: dict[str, list[tuple[float, float]]] = {}
-
-    def __call__(self, name, doc, validate=False):
-        try:
-            return super().__call__(name, doc, validate)
-        except Exception:
-            logger.exception("live peak plot failed on a %r document", name)
-            return name, doc
 
     def start(self, doc):
         self._scan_keys = doc.get("scan_keys", [])

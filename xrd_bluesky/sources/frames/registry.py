@@ -318,7 +318,7 @@ def detector_config(descriptor: dict, image_key: str | None = None) -> dict:
         where = f"{what} configuration {device!r}"
         model_key = found["model"]
         model = None
-        if model_key is not None and data[model_key] not in (None, ""):
+        if model_key is not None and data[model_key] is not None and not _is_empty_text(data[model_key]):
             model = document_field(data, model_key, str, where).strip() or None
         out = {"model": model}
         for name, unit in (("max_count", "counts"), ("acquire_time", "s")):
@@ -386,3 +386,8 @@ def mean_dark(frame_events: list[FrameEvent]) -> np.ndarray:
         raise ShapeMismatchError("dark frames differ in shape: " + ", ".join(
             f"seq_num {fe.seq_num} {fe.frames.shape[1:]}" for fe in frame_events))
     return np.concatenate([fe.frames for fe in frame_events]).astype(np.float64).mean(axis=0)
+
+
+def _is_empty_text(value) -> bool:
+    """True for the empty string (a model left blank); any other value, text or not, is not."""
+    return isinstance(value, str) and value == ""

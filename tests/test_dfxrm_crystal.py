@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import xraylib
 
-from xrd_bluesky.errors import GeometryError, SampleError
+from xrd_bluesky.errors import ImplausibleInputError, GeometryError, SampleError
 from xrd_bluesky.science.attenuation import attenuation_length_um, material_of, transmission
 from xrd_bluesky.science.cif_structure import bundled_cif_names, cell_volume_A3, read_cif
 from xrd_bluesky.science.reflection_table import Instrument, reflection_table
@@ -186,10 +186,10 @@ def test_energy_outside_the_tables_is_refused():
 def test_bad_cif_names_and_files(tmp_path):
     with pytest.raises(SampleError, match="neither a CIF file nor a bundled CIF"):
         read_cif("Unobtainium")
-    partial = tmp_path / "partial.cif"
-    partial.write_text(open(read_cif("Si").source).read().replace("0.125 0.125 0.125 1.0", "0.125 0.125 0.125 0.5"))
-    with pytest.raises(SampleError, match="occupancy 0.5"):
-        read_cif(partial)
+    overfull = tmp_path / "overfull.cif"
+    overfull.write_text(open(read_cif("Si").source).read().replace("0.125 0.125 0.125 1.0", "0.125 0.125 0.125 1.5"))
+    with pytest.raises(ImplausibleInputError, match="_atom_site_occupancy = 1.5 is outside"):
+        read_cif(overfull)
 
 
 def test_silicon_attenuation_length():

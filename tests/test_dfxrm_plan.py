@@ -167,3 +167,18 @@ def test_bad_reflections_fail_before_any_motor_moves(tmp_path, silicon, hkl, mes
            lambda name, doc: docs.append(name))
     assert docs == []
     assert [m.position for m in motors] == [12.0, -3.0, 45.0]
+
+
+def test_align_says_the_origin_choice_a_cif_left_open(tmp_path):
+    """A CIF that leaves the origin choice open: the plan warns, and the run keeps the notice."""
+    from test_cif_origin_choice import wyckoff_si
+
+    from xrd_bluesky.errors import PlausibilityWarning
+
+    bl = make_beamline(BeamlineConfig(detector="Pilatus100k", energy_keV=ENERGY_KEV, flux_ph_s=FLUX_PH_S, seed=3),
+                       data_dir=tmp_path)
+    with pytest.warns(PlausibilityWarning, match="two origin choices"):
+        docs = _run(RunEngine({}), dfxrm_align(bl.goniometer, wyckoff_si(tmp_path), (2, 2, 0), energy_keV=ENERGY_KEV,
+                                               detectors=[bl.detector]))
+    start = next(doc for name, doc in docs if name == "start")
+    assert len(start["crystal"]["notices"]) == 1 and "Taken: origin choice 1" in start["crystal"]["notices"][0]

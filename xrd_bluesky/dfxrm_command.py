@@ -4,7 +4,8 @@ Prints the reflection table at the chosen energy, the proposed (brightest reacha
 chosen reflection and the goniometer angles that put it in condition; writes plots
 (attenuation length vs energy, transmission vs thickness, a 3D sketch of the geometry)
 and a one-page PDF for the logbook. The CIF is a path or a bundled name (``Si``,
-``Al2O3``, ``LiNbO3``, ``KNbO3``, ``YMnO3``).
+``Al2O3``, ``LiNbO3``, ``KNbO3``, ``YMnO3``). What the CIF reader had to decide (the origin
+choice of a CIF that leaves it open) is warned and written in the PDF.
 
 Figures are built on :class:`matplotlib.figure.Figure` objects and rendered by Agg
 (PNG) and PdfPages (PDF), so no display or pyplot state is involved.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from .command_options import number_in
+from .errors import PlausibilityWarning
 from .outputs import check_writable, verify_written
 from .paths import safe_child
 from .science.attenuation import (ENERGY_RANGE_KEV, attenuation_length_curve_um, attenuation_length_um,
@@ -32,6 +36,8 @@ from .science.reflection_table import SCATTERING_PLANES, Instrument, ReflectionT
 
 #: Rows of the reflection table printed in the logbook PDF.
 PDF_TABLE_ROWS = 24
+#: Characters per line of the structure's notices in the logbook PDF (6 pt monospace on A4).
+PDF_NOTICE_COLUMNS = 140
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     instrument = Instrument(*args.two_theta_range, scattering_plane=args.scattering_plane)
     result = plan(args.cif, args.energy_keV, instrument, tuple(args.hkl) if args.hkl else None,
                   Mounting(up, exit_), args.thickness_um)
+    for notice in result.structure.notices:
+        warnings.warn(notice, PlausibilityWarning, stacklevel=2)
     print("\n".join(result.table.lines()))
     print("\n".join(summary_lines(result)))
     for path in write_outputs(result, Path(args.output)):
@@ -179,6 +187,8 @@ def _logbook_page(result: DfxrmPlan) -> Figure:
     more = len(rows) - 2 - PDF_TABLE_ROWS
     text = rows[:2 + PDF_TABLE_ROWS] + ([f"... {more} more reflections (see the printed table)"] if more > 0 else [])
     text += [""] + summary_lines(result)
+    for notice in result.structure.notices:
+        text += [""] + textwrap.wrap(f"warning: {notice}", PDF_NOTICE_COLUMNS, subsequent_indent="  ")
     fig.text(0.04, 0.985, f"DF-XRM plan: {result.structure.name} ({result.structure.source})",
              fontsize=10, weight="bold", va="top")
     fig.text(0.04, 0.965, "\n".join(text), family="monospace", fontsize=6, va="top")

@@ -4,6 +4,7 @@ condition (axis convention and the choice of angles:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -13,6 +14,7 @@ import bluesky.plan_stubs as bps
 import bluesky.plans as bp
 import bluesky.preprocessors as bpp
 
+from ..errors import PlausibilityWarning
 from ..science.cif_structure import CrystalStructure, read_cif
 from ..science.dfxrm_orientation import Facet, Mounting, orient, rocking_sensitivity
 from ..science.reflection_table import Instrument, reflection_table
@@ -63,6 +65,8 @@ def dfxrm_align(goniometer, crystal: CrystalStructure | str | Path, hkl: Sequenc
         perpendicular; ``SampleError`` for an unknown CIF.
     """
     structure = crystal if isinstance(crystal, CrystalStructure) else read_cif(crystal)
+    for notice in structure.notices:  # e.g. the origin choice a CIF left open: said, and kept with the run
+        warnings.warn(notice, PlausibilityWarning, stacklevel=2)
     hkl = tuple(int(v) for v in hkl)
     table = reflection_table(structure, energy_keV, instrument)
     solution = orient(table, hkl, Mounting(up, exit))
@@ -79,7 +83,8 @@ def dfxrm_align(goniometer, crystal: CrystalStructure | str | Path, hkl: Sequenc
                       "energy_keV": table.energy_keV, "up": str(up), "exit": str(exit),
                       "instrument": asdict(instrument), "detectors": [repr(d) for d in detectors]},
         "crystal": {"name": structure.name, "formula": structure.formula,
-                    "space_group": structure.space_group.xhm(), "cif": structure.source},
+                    "space_group": structure.space_group.xhm(), "cif": structure.source,
+                    "notices": list(structure.notices)},
         "hkl": list(hkl),
         "energy_keV": table.energy_keV,
         "mounting": {"up": str(up), "exit": str(exit)},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import xraylib
@@ -16,11 +16,13 @@ import xraylib
 
 @dataclass(frozen=True)
 class Atom:
-    """An atom of the unit cell: element symbol, fractional position, isotropic B (A^2)."""
+    """An atom of the unit cell: element symbol, fractional position, isotropic B (A^2)
+    and occupancy (the fraction of cells in which it is there, 0 < occupancy <= 1)."""
 
     element: str
     position: tuple[float, float, float]
     b_iso_A2: float = 0.5
+    occupancy: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,15 @@ class Crystal:
     def strained(self, strain: float) -> Crystal:
         """The same crystal with all lattice lengths scaled by (1 + strain)."""
         f = 1.0 + strain
-        return Crystal(self.name, self.a * f, self.b * f, self.c * f,
-                       self.alpha, self.beta, self.gamma, self.atoms)
+        return replace(self, a=self.a * f, b=self.b * f, c=self.c * f)
 
     def structure_factor_squared(self, hkl: tuple[int, int, int], d_A: float) -> float:
-        """|F(hkl)|^2 in electrons^2, with Debye-Waller factors."""
+        """|F(hkl)|^2 in electrons^2, with Debye-Waller factors and occupancies."""
         s = 0.5 / d_A
         f_total = 0j
         for atom in self.atoms:
             z = xraylib.SymbolToAtomicNumber(atom.element)
-            f = xraylib.FF_Rayl(z, s) * math.exp(-atom.b_iso_A2 * s * s)
+            f = atom.occupancy * xraylib.FF_Rayl(z, s) * math.exp(-atom.b_iso_A2 * s * s)
             phase = 2 * math.pi * sum(h * x for h, x in zip(hkl, atom.position))
             f_total += f * complex(math.cos(phase), math.sin(phase))
         return abs(f_total) ** 2

@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from . import (beamline_command, calibrate_files, dfxrm_command, fit_peaks_files, gain_map_files, integrate_files,
-               pdf_files, replay_command, worker_command)
+               pdf_files, planner_command, replay_command, worker_command)
 from .command_options import whole_number_in
 from .errors import PlausibilityWarning
 
@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit_peaks_files.add_parser(sub)
     pdf_files.add_parser(sub)
     dfxrm_command.add_parser(sub)
+    planner_command.add_parser(sub)
     replay_command.add_parser(sub)
     worker_command.add_parser(sub)
     beamline_command.add_parser(sub)

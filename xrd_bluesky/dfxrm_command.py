@@ -84,15 +84,15 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def plan(cif: str | Path, energy_keV: float, instrument: Instrument = Instrument(),
+def plan(cif: CrystalStructure | str | Path, energy_keV: float, instrument: Instrument = Instrument(),
          hkl: tuple[int, int, int] | None = None, mounting: Mounting = Mounting(),
          thickness_um: float = 100.0) -> DfxrmPlan:
     """Table, orientation and attenuation for one crystal, energy and instrument.
 
     Parameters
     ----------
-    cif : str or Path
-        CIF file or bundled name.
+    cif : CrystalStructure, str or Path
+        A structure read already, a CIF file or a bundled name.
     energy_keV : float
         Photon energy (keV).
     instrument : Instrument
@@ -110,7 +110,8 @@ def plan(cif: str | Path, energy_keV: float, instrument: Instrument = Instrument
         ``SampleError`` for a bad CIF, ``GeometryError`` for a bad energy, reflection or
         mounting.
     """
-    table = reflection_table(read_cif(cif), energy_keV, instrument)
+    structure = cif if isinstance(cif, CrystalStructure) else read_cif(cif)
+    table = reflection_table(structure, energy_keV, instrument)
     chosen = table.brightest().hkl if hkl is None else tuple(hkl)
     solution = orient(table, chosen, mounting, thickness_um)
     length = attenuation_length_um(material_of(table.structure), energy_keV)
@@ -167,8 +168,8 @@ def write_outputs(result: DfxrmPlan, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     name = result.structure.name
     paths = []
-    for stem, draw, projection in (("attenuation_length", _plot_attenuation, None),
-                                   ("transmission", _plot_transmission, None),
+    for stem, draw, projection in (("attenuation_length", plot_attenuation, None),
+                                   ("transmission", plot_transmission, None),
                                    ("geometry_3d", _plot_geometry, "3d")):
         fig = Figure(figsize=(6, 4.5) if projection is None else (6, 6), layout="constrained")
         draw(fig.add_subplot(projection=projection), result)
@@ -176,11 +177,11 @@ def write_outputs(result: DfxrmPlan, folder: Path) -> list[Path]:
         fig.savefig(paths[-1], dpi=120)
     paths.append(safe_child(folder, f"{name}_dfxrm.pdf"))
     with PdfPages(paths[-1]) as pdf:
-        pdf.savefig(_logbook_page(result))
+        pdf.savefig(logbook_page(result))
     return [verify_written(path) for path in paths]
 
 
-def _logbook_page(result: DfxrmPlan) -> Figure:
+def logbook_page(result: DfxrmPlan) -> Figure:
     """One A4 page: table, angles and the three plots."""
     fig = Figure(figsize=(8.27, 11.69))
     rows = result.table.lines()
@@ -192,13 +193,14 @@ def _logbook_page(result: DfxrmPlan) -> Figure:
     fig.text(0.04, 0.985, f"DF-XRM plan: {result.structure.name} ({result.structure.source})",
              fontsize=10, weight="bold", va="top")
     fig.text(0.04, 0.965, "\n".join(text), family="monospace", fontsize=6, va="top")
-    _plot_attenuation(fig.add_axes((0.09, 0.40, 0.37, 0.18)), result)
-    _plot_transmission(fig.add_axes((0.59, 0.40, 0.37, 0.18)), result)
+    plot_attenuation(fig.add_axes((0.09, 0.40, 0.37, 0.18)), result)
+    plot_transmission(fig.add_axes((0.59, 0.40, 0.37, 0.18)), result)
     _plot_geometry(fig.add_axes((0.15, 0.03, 0.7, 0.31), projection="3d"), result)
     return fig
 
 
-def _plot_attenuation(ax, result: DfxrmPlan) -> None:
+def plot_attenuation(ax, result: DfxrmPlan) -> None:
+    """Draw the crystal's attenuation length (um) against energy (keV) on ``ax``."""
     energies = np.geomspace(*ENERGY_RANGE_KEV, 400)
     ax.semilogy(energies, attenuation_length_curve_um(material_of(result.structure), energies))
     ax.axvline(result.table.energy_keV, color="C3", ls="--", lw=0.8,
@@ -209,7 +211,8 @@ def _plot_attenuation(ax, result: DfxrmPlan) -> None:
     ax.legend(fontsize=7)
 
 
-def _plot_transmission(ax, result: DfxrmPlan) -> None:
+def plot_transmission(ax, result: DfxrmPlan) -> None:
+    """Draw the transmission against the beam path (um) through the crystal on ``ax``."""
     path = result.solution.beam_path
     t_max = max(5 * result.attenuation_length_um, 2 * path.thickness_um)
     thickness = np.linspace(0.0, t_max, 300)

@@ -254,7 +254,34 @@ def read_cif(name_or_path: str | Path) -> CrystalStructure:
         If a site's U_iso is above :data:`U_ISO_WARNED_A2`.
     """
     path = resolve_cif(name_or_path)
-    block = _read_block(path)
+    return _structure(_read_block(path), path)
+
+
+def read_cif_text(text: str, name: str) -> CrystalStructure:
+    """Read a CIF given as text (an upload, parsed in memory) as :func:`read_cif` reads a file.
+
+    Parameters
+    ----------
+    text : str
+        The CIF's content.
+    name : str
+        What to call it in messages and as the structure's ``source`` (e.g. the uploaded
+        file's name).
+
+    Raises
+    ------
+    SampleError, ImplausibleInputError
+        As :func:`read_cif`.
+    """
+    try:
+        block = gemmi.cif.read_string(text).sole_block()
+    except (RuntimeError, ValueError) as exc:
+        raise SampleError(f"cannot read CIF {name}: {exc}") from exc
+    return _structure(block, Path(name))
+
+
+def _structure(block: gemmi.cif.Block, path: Path) -> CrystalStructure:
+    """The checked, expanded structure of a CIF's data block (``path`` names it)."""
     lattice = _checked_lattice(block, path)
     small = _small_structure(block, path)
     if small.spacegroup is None:

@@ -243,7 +243,7 @@ class LiveIntegration(FrameRunCallback):
                 and not np.isclose(self._dark_exposure, config["acquire_time"], rtol=1e-6):
             raise MissingMetadataError(f"dark run {self._dark_uid} has {self._dark_exposure} s frames, "
                                        f"this run {config['acquire_time']} s: take a dark run of the same exposure")
-        frame = _combined_frame(fe.frames, max_count)
+        frame, saturated = _combined_frame(fe.frames, max_count)
         integrators = self._integrators_for(poni, len(fe.frames), max_count)
         try:
             source = f"frame(s) of event {fe.seq_num} of raw run {fe.descriptor.get('run_start')}"
@@ -259,7 +259,7 @@ class LiveIntegration(FrameRunCallback):
         data = {"q": pattern.radial, "intensity_q": pattern.intensity, "sigma_q": pattern.sigma,
                 "two_theta": tth.radial, "intensity_2theta": tth.intensity, "sigma_2theta": tth.sigma,
                 "dark_subtracted": self._dark is not None, "parent_seq_num": fe.seq_num,
-                "saturated_pixels": int(np.count_nonzero(fe.frames >= max_count)) if max_count else 0}
+                "saturated_pixels": saturated}
         if position is not None:
             data.update({"stage_x": position.x, "stage_y": position.y, "stage_distance": position.distance})
         data.update(self._scan_values(fe))
@@ -391,14 +391,15 @@ class LiveIntegration(FrameRunCallback):
         self.emit_event(stream, data, {**DATA_KEY_UNITS, **self._scan_units, "intensity": intensity, "sigma": intensity},
                         seq_num=seq_num)
 
-def _combined_frame(frames: np.ndarray, max_count) -> np.ndarray:
+def _combined_frame(frames: np.ndarray, max_count) -> tuple[np.ndarray, int]:
     """One frame of an event: the frame itself, or the sum of several (float64) with
-    pixels saturated or negative in any of them set to -1 (invalid)."""
+    pixels saturated or negative in any of them set to -1 (invalid); and how many pixel
+    values of the event's frames are saturated (at or above ``max_count``)."""
     if len(frames) == 1:
-        return frames[0]
+        return frames[0], int(np.count_nonzero(frames[0] >= max_count)) if max_count else 0
     total = np.empty(frames.shape[1:])
-    sum_frames(frames, float(max_count) if max_count else np.inf, total)
-    return total
+    saturated = sum_frames(frames, float(max_count) if max_count else np.inf, total)
+    return total, int(saturated)
 
 
 def _monitor(fe: FrameEvent, key: str | None) -> float:

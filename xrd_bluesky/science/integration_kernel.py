@@ -86,7 +86,7 @@ def balanced_ranges(colptr: np.ndarray, n_ranges: int) -> np.ndarray:
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def sum_frames(frames: np.ndarray, max_count: float, out: np.ndarray) -> None:
+def sum_frames(frames: np.ndarray, max_count: float, out: np.ndarray) -> int:
     """Sum a stack of frames pixel by pixel into ``out`` (one pass, multi-threaded);
     a pixel negative, non-finite or at/above ``max_count`` in any frame becomes -1
     (invalid for :func:`fused_bin_sums`).
@@ -99,8 +99,14 @@ def sum_frames(frames: np.ndarray, max_count: float, out: np.ndarray) -> None:
         First saturated count; ``inf`` for none.
     out : ndarray
         ``(rows, columns)`` sums (counts), overwritten.
+
+    Returns
+    -------
+    int
+        How many pixel values of the stack are at or above ``max_count`` (saturated).
     """
     n, rows, cols = frames.shape
+    saturated = 0
     for r in numba.prange(rows):
         for c in range(cols):
             total = 0.0
@@ -109,5 +115,8 @@ def sum_frames(frames: np.ndarray, max_count: float, out: np.ndarray) -> None:
                 x = np.float64(frames[i, r, c])
                 if not (x >= 0.0 and x < max_count):
                     bad = True
+                    if x >= max_count:
+                        saturated += 1
                 total += x
             out[r, c] = -1.0 if bad else total
+    return saturated

@@ -118,11 +118,11 @@ class PDFConfig:
         if self.dataformat == "twotheta" and not (self.wavelength and 0.01 <= self.wavelength <= 10.0):
             raise UsageError(f"wavelength {self.wavelength!r} A: 2theta input needs the X-ray wavelength "
                              "(0.01-10 A; --wavelength-A, or 'wavelength' in the configuration)")
-        positive = {"rpoly": self.rpoly, "rstep": self.rstep, "bgscale": self.bgscale + 1.0}
-        for name, value in positive.items():
+        for name in ("rpoly", "rstep"):
+            value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
-                raise UsageError(f"{name} = {getattr(self, name)!r} must be positive and finite")
-        if self.bgscale < 0:
+                raise UsageError(f"{name} = {value!r} must be positive and finite")
+        if not (math.isfinite(self.bgscale) and self.bgscale >= 0):
             raise UsageError(f"bgscale = {self.bgscale!r} must not be negative")
         if not (0 <= self.rmin < self.rmax <= 1000):
             raise UsageError(f"r range rmin = {self.rmin!r}, rmax = {self.rmax!r} A: need 0 <= rmin < rmax <= 1000 A")

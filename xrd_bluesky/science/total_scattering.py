@@ -63,6 +63,7 @@ from scipy.fft import dst
 
 from ..errors import SampleError
 from .materials import Material
+from .pair_distribution import peak_positions
 from .samples import Sample
 from .scattering_factors import TABLE_Q_MAX, parse_composition
 
@@ -371,10 +372,7 @@ class TotalScatteringSample(Sample):
         with these, not with :meth:`pair_distances`.
         """
         r = np.arange(step_A, r_max_A + step_A, step_A)
-        g = self.true_gr(r)
-        i = np.flatnonzero((g[1:-1] > g[:-2]) & (g[1:-1] >= g[2:])) + 1
-        curvature = g[i - 1] - 2.0 * g[i] + g[i + 1]
-        return r[i] + 0.5 * step_A * (g[i - 1] - g[i + 1]) / curvature
+        return peak_positions(r, self.true_gr(r))
 
     def pair_distances(self, r_max_A: float) -> tuple[np.ndarray, np.ndarray]:
         """Shell distances r_k (A) up to ``r_max_A`` and their mean neighbour numbers n_k

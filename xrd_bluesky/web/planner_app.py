@@ -17,27 +17,38 @@ from xrd_bluesky.science.cif_structure import bundled_cif_names
 from xrd_bluesky.science.compound_refractive_lens import LENS_MATERIALS
 from xrd_bluesky.science.dfxrm_orientation import Facet, Mounting
 from xrd_bluesky.science.reflection_table import SCATTERING_PLANES, Instrument
+from xrd_bluesky.science import units
 from xrd_bluesky.web import planner_logic as logic
+
+def _wavelength_A(energy: float) -> float:
+    """X-ray wavelength (A) of a photon energy (keV)."""
+    return units.wavelength_m(energy) * 1e10
+
+
+def _energy_keV(wavelength_A: float) -> float:
+    """Photon energy (keV) of an X-ray wavelength (A)."""
+    return units.energy_keV(wavelength_A * 1e-10)
+
 
 #: Photon energy (keV) when the page opens.
 START_ENERGY_KEV = 17.0
 #: Wavelengths (A) of the planning's energy range.
-WAVELENGTH_RANGE_A = (logic.wavelength_A_of(ENERGY_RANGE_KEV[1]), logic.wavelength_A_of(ENERGY_RANGE_KEV[0]))
+WAVELENGTH_RANGE_A = (_wavelength_A(ENERGY_RANGE_KEV[1]), _wavelength_A(ENERGY_RANGE_KEV[0]))
 FACET_KINDS = {"hkl": "plane (hkl)", "uvw": "direction [uvw]"}
 
 state = st.session_state
 if "energy_keV" not in state:
     state.energy_keV = START_ENERGY_KEV
-    state.wavelength_A = logic.wavelength_A_of(START_ENERGY_KEV)
+    state.wavelength_A = _wavelength_A(START_ENERGY_KEV)
 
 
 def _energy_changed() -> None:
-    state.wavelength_A = min(max(logic.wavelength_A_of(state.energy_keV), WAVELENGTH_RANGE_A[0]),
+    state.wavelength_A = min(max(_wavelength_A(state.energy_keV), WAVELENGTH_RANGE_A[0]),
                              WAVELENGTH_RANGE_A[1])
 
 
 def _wavelength_changed() -> None:
-    state.energy_keV = min(max(logic.energy_keV_of(state.wavelength_A), ENERGY_RANGE_KEV[0]), ENERGY_RANGE_KEV[1])
+    state.energy_keV = min(max(_energy_keV(state.wavelength_A), ENERGY_RANGE_KEV[0]), ENERGY_RANGE_KEV[1])
 
 
 def _fail(exc: XRDBlueskyError) -> None:

@@ -36,7 +36,6 @@ from ..science.cif_structure import CrystalStructure, read_cif_text
 from ..science.compound_refractive_lens import LENS_MATERIALS, focal_length_m
 from ..science.dfxrm_orientation import GoniometerAngles, Mounting, rocking_sensitivity
 from ..science.reflection_table import HKL, Instrument, ReflectionTable, TableReflection, laue_rotations
-from ..science.units import HC_KEV_ANGSTROM
 
 #: Largest CIF accepted from an upload (bytes).
 MAX_CIF_BYTES = 2 * 1024 * 1024
@@ -89,16 +88,6 @@ class Objective:
     radius_um: float
     n_lenses: int
     focal_length_m: float
-
-
-def wavelength_A_of(energy_keV: float) -> float:
-    """X-ray wavelength (A) of a photon energy (keV)."""
-    return HC_KEV_ANGSTROM / energy_keV
-
-
-def energy_keV_of(wavelength_A: float) -> float:
-    """Photon energy (keV) of an X-ray wavelength (A)."""
-    return HC_KEV_ANGSTROM / wavelength_A
 
 
 def read_uploaded_cif(name: str, data: bytes) -> CrystalStructure:

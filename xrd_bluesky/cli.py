@@ -25,7 +25,9 @@ def _demo(args) -> int:
     centre_px, distance_pct, tilt_deg = result["calibration_worst"]
     ok = (result["worst_ring_error_deg"] <= 0.02 and centre_px <= 0.2 and distance_pct <= 0.05 and tilt_deg <= 0.02
           and abs(result["water_factor"] - 1) <= 0.02 and result["absolute_worst_rel"] <= 0.02
-          and result["pdf_worst_peak_A"] <= 0.005 and abs(result["pdf_baseline_rel"]) <= 0.10)
+          and result["pdf_worst_peak_A"] <= 0.005 and abs(result["pdf_baseline_rel"]) <= 0.10
+          and all(e <= bar for e, bar in zip(result["arm_calibration_worst"], (0.2, 0.05, 0.02)))
+          and result["arm_ring_worst_deg"] <= 0.02)
     return 0 if ok else 1
 
 

@@ -15,6 +15,11 @@ along and across the load and the peak widths compared with the simulator's trut
 Step 6: fcc Ni at 100 keV with the detector at 200 mm, its pair distribution function
 G(r) computed live; the peaks against fcc Ni's pair distances and the baseline below the
 first neighbour against -4 pi rho0 r.
+Step 7: a second simulated beamline with its detector (a Pilatus 300K-W) on a 2theta
+arm: a LaB6 calibration scan over the arm's range, calibrated live into one arm model
+(compared with the truth at every angle and at angles never measured), then CeO2
+counted at 30 arm angles and stitched live into one pattern whose rings are compared
+with CeO2's true 2theta.
 """
 
 from __future__ import annotations
@@ -32,14 +37,15 @@ import numpy as np  # noqa: E402
 
 from .plans import calibration_scan, gain_map_scan, multi_position_count, strain_series  # noqa: E402
 from .science.gain_map_simulation import GAIN_POSITIONS  # noqa: E402
-from .science.geometry import StagePosition  # noqa: E402
+from .science.geometry import StagePosition, two_theta_difference_deg  # noqa: E402
 from .science.pair_distribution import PDFConfig, peak_positions, transform  # noqa: E402
+from .science.position_models import ArmPosition  # noqa: E402
 from .science.peak_specs import hkl_label  # noqa: E402
 from .science.peak_fitting import fit_peak  # noqa: E402
 from .science.samples import WATER_LOW_Q_CM_SR, solute_cross_section  # noqa: E402
 from .science.units import two_theta_rad, wavelength_m  # noqa: E402
 from .session import Session, build_session  # noqa: E402
-from .sim_devices import BeamlineConfig  # noqa: E402
+from .sim_devices import BeamlineConfig, arm_config  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +91,13 @@ def run_demo(output: Path, *, directory: Path | None = None, detector: str = "Pi
     try:
         calibration = _calibration_step(session)
         gain = _gain_map_step(session)
-        return {**calibration, **gain, **_calibrant_step(session, output), **_absolute_step(session, output),
-                **_tensile_step(session, output), **_pdf_step(session, output)}
+        results = {**calibration, **gain, **_calibrant_step(session, output), **_absolute_step(session, output),
+                   **_tensile_step(session, output), **_pdf_step(session, output)}
+    finally:
+        session.close()
+    session = build_session(directory=directory, config=arm_config())
+    try:
+        return {**results, **_arm_step(session, output)}
     finally:
         session.close()
 
@@ -111,10 +122,7 @@ def _calibration_step(session: Session) -> dict:
     worst = np.zeros(3)
     for i in range(len(table["dist"])):
         pos = StagePosition(*(float(table[f"stage_{a}"][i]) for a in ("x", "y", "distance")))
-        found, true = geometry.model.poni_at(pos), truth.poni_at(pos)
-        err = (np.max(np.abs(np.subtract(found.beam_centre_px(), true.beam_centre_px()))),
-               abs(found.dist - true.dist) / true.dist * 100,
-               np.degrees(max(abs(found.rot1 - true.rot1), abs(found.rot2 - true.rot2))))
+        err = _geometry_error(geometry.model.poni_at(pos), truth.poni_at(pos))
         worst = np.maximum(worst, err)
         print(f"  x={pos.x:+6.1f} y={pos.y:+6.1f} distance={pos.distance:6.1f} mm: residual "
               f"{float(table['residual_rms'][i]):.4f} deg on {int(table['rings'][i])} rings; model vs truth: "
@@ -358,6 +366,73 @@ def _pdf_step(session: Session, output: Path) -> dict:
     plot = _save(fig, output / "demo_pdf.png")
     print(f"plot         {plot}")
     return {"pdf_worst_peak_A": worst, "pdf_baseline_rel": float(slope / baseline - 1)}
+
+
+#: Arm angles (deg) of the demo's calibration scan and of its stitched count.
+ARM_CALIBRATION_ANGLES = tuple(np.round(np.arange(6.0, 40.1, 2.5), 2))
+ARM_COUNT_ANGLES = tuple(np.round(np.linspace(5.0, 40.0, 30), 3))
+#: Arm angles never measured at which the calibrated model is compared with the truth:
+#: between calibration angles, and 1 deg beyond the calibrated range.
+ARM_UNMEASURED_ANGLES = (17.25, 29.75, ARM_CALIBRATION_ANGLES[-1] + 1.0)
+
+
+def _arm_step(session: Session, output: Path) -> dict:
+    bl = session.beamline
+    bl.sample_changer.slot.put("LaB6")
+    (uid,) = session.RE(calibration_scan(bl.detector, bl.arm, "LaB6", [(a,) for a in ARM_CALIBRATION_ANGLES],
+                                         shutter=bl.source.shutter, energy=bl.source.energy))
+    derived = _derived_of(session, uid)
+    if derived.stop["exit_status"] != "success":
+        raise RuntimeError(f"arm calibration failed: {derived.stop['reason']}")
+    model, truth = session.current_geometry().model, bl.true_geometry()
+    table = derived["positions"].read()
+    used = int(np.sum(table["used"]))
+    print(f"step 7: detector on a 2theta arm: LaB6 at {len(ARM_CALIBRATION_ANGLES)} arm angles {uid}, one arm model "
+          f"calibrated live in {derived.start['uid']} from {used} of them (offset {model.offset_deg:.4f} deg, "
+          f"scale {model.scale:.5f}; truth {truth.offset_deg} deg, {truth.scale})")
+    for angle, note in zip(np.asarray(table["arm_angle"]), np.asarray(table["note"])):
+        if note:
+            print(f"  arm angle {angle:g} deg skipped: {note}")
+    # the PONI along the arm's motion trades against the arm's zero, the sideways tilt against the PONI
+    # across: what is determined (and integrated with) is every pixel's 2theta, compared here
+    tth_deg = max(two_theta_difference_deg(model.poni_at(ArmPosition(a)), truth.poni_at(ArmPosition(a)))
+                  for a in (*ARM_CALIBRATION_ANGLES, *ARM_UNMEASURED_ANGLES))
+    pixel_m = truth.reference.detector_model().pixel1
+    worst = (tth_deg * np.pi / 180 * truth.reference.dist / pixel_m, abs(model.reference.dist / truth.reference.dist - 1) * 100,
+             abs(model.scale - truth.scale) * (ARM_CALIBRATION_ANGLES[-1] - ARM_CALIBRATION_ANGLES[0]))
+    print(f"  model vs truth at every angle, {len(ARM_UNMEASURED_ANGLES)} never measured: every pixel's 2theta within "
+          f"{tth_deg:.5f} deg = {worst[0]:.3f} px of PONI (target 0.2), distance {worst[1]:.4f} % (0.05), arm "
+          f"rotation over the scan {worst[2]:.4f} deg (0.02)")
+    bl.sample_changer.slot.put("CeO2")
+    sample = bl.sample_changer.sample()
+    energy = float(bl.source.energy.get())
+    (count_uid,) = session.RE(multi_position_count(
+        [bl.detector, bl.i0, bl.it], bl.arm, [(a,) for a in ARM_COUNT_ANGLES], shutter=bl.source.shutter,
+        energy=bl.source.energy, sample=sample.metadata()))
+    stitched = _derived_of(session, count_uid)["stitched"].read()
+    tth, inten, sig = (np.asarray(stitched[k])[-1] for k in ("two_theta", "intensity_2theta", "sigma_2theta"))
+    checks = ring_checks(tth, inten, sig, sample, energy, n_rings=12)
+    ring_worst = max(abs(c.error_deg) for c in checks)
+    print(f"  CeO2 at {len(ARM_COUNT_ANGLES)} arm angles {count_uid}, stitched live over "
+          f"{np.nanmin(tth):.1f}-{np.nanmax(tth):.1f} deg: {len(checks)} rings, worst error {ring_worst:.4f} deg "
+          "(target 0.02)")
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    ax.plot(tth, inten, lw=0.6)
+    for c in checks:
+        ax.axvline(c.true_deg, color="k", lw=0.3, ls=":")
+    ax.set_xlabel("2theta (deg)")
+    ax.set_ylabel("intensity (counts/sr)")
+    ax.set_title(f"CeO2 at {energy:.0f} keV, {len(ARM_COUNT_ANGLES)} arm angles stitched live (dotted: true rings)")
+    plot = _save(fig, output / "demo_arm.png")
+    print(f"plot         {plot}")
+    return {"arm_calibration_worst": tuple(worst), "arm_ring_worst_deg": ring_worst}
+
+
+def _geometry_error(found, true) -> tuple[float, float, float]:
+    """Beam-centre (px), distance (%) and tilt (deg) differences of two geometries."""
+    return (float(np.max(np.abs(np.subtract(found.beam_centre_px(), true.beam_centre_px())))),
+            abs(found.dist - true.dist) / true.dist * 100,
+            float(np.degrees(max(abs(found.rot1 - true.rot1), abs(found.rot2 - true.rot2)))))
 
 
 def _save(fig, path: Path) -> Path:

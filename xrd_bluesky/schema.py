@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import GeometryError, MissingMetadataError, ShapeMismatchError
 from .science.geometry import DetectorPositionModel, Poni
+from .science.position_models import ArmModel
 from .science.image_formation import Beamstop
 from .science.monitors import AIR_TRANSMISSION, FluxCalibration
 
@@ -133,7 +134,7 @@ class RunSetup:
         new dict; the document is untouched).
     instrument : InstrumentSettings
         The run's detector and corrections.
-    nominal : DetectorPositionModel or None
+    nominal : DetectorPositionModel, ArmModel or None
         The nominal geometry of the run's detector (None: not described).
     energy_key : str or None
         The data key of the photon energy, for runs whose start document has no
@@ -144,6 +145,6 @@ class RunSetup:
 
     start: dict
     instrument: InstrumentSettings = InstrumentSettings()
-    nominal: DetectorPositionModel | None = None
+    nominal: DetectorPositionModel | ArmModel | None = None
     energy_key: str | None = None
     keV_per_unit: float = 1.0

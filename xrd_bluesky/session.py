@@ -24,7 +24,7 @@ from .beamline import Attachment, BeamlineDescription, attach, load_beamline
 from .callbacks import AnalysisRouter
 from .science.gain_map_source import GainMapSource
 from .science.geometry_source import GeometrySource
-from .sim_devices import Beamline, BeamlineConfig, make_beamline
+from .sim_devices import Beamline, BeamlineConfig, arm_config, make_beamline
 from .store import Catalog, open_catalog
 from .zmq_link import DocumentPublisher, zmq_endpoint
 
@@ -139,7 +139,12 @@ def build_session(*, directory: str | Path | None = None, uri: str | None = None
     description = load_beamline(beamline_file) if beamline_file is not None else None
     simulated = description is None or description.simulated
     if simulated and config is None:
-        config = BeamlineConfig(detector=description.detector().pyfai) if description else BeamlineConfig()
+        if description is None:
+            config = BeamlineConfig()
+        elif description.detector().motion.kind == "arm":
+            config = arm_config()
+        else:
+            config = BeamlineConfig(detector=description.detector().pyfai)
     catalog = open_catalog(uri, directory=directory, storage_roots=description.storage_roots if description else ())
     try:
         frames_dir = catalog.frames_dir if catalog.frames_dir is not None else Path(directory or ".") / "frames"

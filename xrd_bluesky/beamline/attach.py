@@ -77,10 +77,11 @@ class LiveInputs:
         latest = latest_calibration(self.catalog.online().processed, detector_name)
         return latest if latest is not None else self.before_calibration()
 
-    def current_gain_map(self) -> GainMapSource | None:
-        """The pinned gain map, else the latest good one in the catalog, else None
-        (arrays are read from the catalog once per uid)."""
-        uid = self.gain_map_uid or latest_gain_map_uid(self.catalog.online().processed)
+    def current_gain_map(self, detector_name: str | None = None) -> GainMapSource | None:
+        """The pinned gain map, else the latest good one in the catalog (of the
+        described detector ``detector_name``, when given), else None (arrays are read
+        from the catalog once per uid)."""
+        uid = self.gain_map_uid or latest_gain_map_uid(self.catalog.online().processed, detector_name)
         if uid is None:
             return None
         if self._gain_map is None or self._gain_map.gain_map_uid != uid:
@@ -159,8 +160,8 @@ class Attachment:
         self.inputs.gain_map_uid = uid
 
     def current_gain_map(self) -> GainMapSource | None:
-        """See :meth:`LiveInputs.current_gain_map`."""
-        return self.inputs.current_gain_map()
+        """See :meth:`LiveInputs.current_gain_map` (of the description's detector)."""
+        return self.inputs.current_gain_map(self.beamline.detector().name)
 
     def close(self) -> None:
         """Unsubscribe from the RunEngine, upload what the writers still hold (runs that

@@ -2,8 +2,8 @@
 
 It names the detector(s) (pyFAI model, the data key of the image, orientation,
 saturation, static mask, the driver model strings that mean it), how each detector
-moves (fixed, or on a translation stage: the motors' data keys) and its nominal
-geometry, the photon energy (a data key or a value), the ion chambers and their flux
+moves (fixed, on a translation stage or on a 2theta arm: the motors' data keys) and
+its nominal geometry, the photon energy (a data key or a value), the ion chambers and their flux
 calibration, the beamstop, the polarization factor, the dark policy, and where frame
 files may be read from (storage roots, spec aliases of ophyd v1 resources).
 
@@ -27,12 +27,14 @@ import numpy as np
 from ..errors import BeamlineDescriptionError, GeometryError
 from ..schema import InstrumentSettings, RunSetup
 from ..science.geometry import STAGE_AXES, DetectorPositionModel, Poni, StagePosition, detector_model
+from ..science.position_models import ARM_PLANES, ArmModel
 from ..science.image_formation import Beamstop
 from ..science.monitors import FluxCalibration
 from ..sources.frames.resources import HANDLERS
 
-#: How a detector may move (a 2theta arm is planned; see the docs).
-MOTION_KINDS = ("fixed", "stage")
+#: How a detector may move: not at all, on a translation stage, on a 2theta arm (which
+#: may carry a translation along the detector normal).
+MOTION_KINDS = ("fixed", "stage", "arm")
 #: Dark-frame policies: subtract a dark when the run has one (its ``dark`` stream or
 #: a ``dark_uid``), refuse to integrate without one, or never subtract.
 DARK_POLICIES = ("if_present", "required", "none")
@@ -42,13 +44,30 @@ ENERGY_UNITS = {"keV": 1.0, "eV": 1e-3}
 
 @dataclass(frozen=True)
 class DetectorMotion:
-    """How a detector moves: ``kind`` ``"fixed"`` or ``"stage"`` (then ``keys`` maps
-    ``x``, ``y``, ``distance`` to motor data keys, in mm, and the nominal geometry holds
-    at stage position ``reference``)."""
+    """How a detector moves.
+
+    ``kind`` ``"fixed"``; ``"stage"``: ``keys`` maps ``x``, ``y``, ``distance`` to
+    motor data keys (mm) and the nominal geometry holds at stage position
+    ``reference``; ``"arm"``: ``keys`` maps ``angle`` (deg) and optionally
+    ``translation`` (mm, along the detector normal) to motor data keys, the arm turns
+    in ``plane`` (``vertical`` or ``horizontal``), the nominal geometry holds where its
+    rotation is zero, at reading ``offset_deg``, and it turns ``scale`` degrees per
+    degree of reading (see :mod:`xrd_bluesky.science.position_models`).
+    """
 
     kind: str = "fixed"
     keys: Mapping[str, str] = field(default_factory=dict)
     reference: StagePosition = StagePosition(0.0, 0.0, 0.0)
+    plane: str = "vertical"
+    offset_deg: float = 0.0
+    scale: float = 1.0
+
+    def model(self, nominal: Poni) -> DetectorPositionModel | ArmModel:
+        """The detector-position model of this motion around the geometry ``nominal``."""
+        if self.kind == "arm":
+            return ArmModel(nominal, plane=self.plane, offset_deg=self.offset_deg, scale=self.scale,
+                            carries_translation="translation" in self.keys)
+        return DetectorPositionModel(nominal, self.reference)
 
 
 @dataclass(frozen=True)
@@ -94,9 +113,9 @@ class DetectorDescription:
         """(rows, columns) of the detector's frames."""
         return tuple(detector_model(self.pyfai, self.pyfai_config).shape)
 
-    def nominal_model(self) -> DetectorPositionModel | None:
+    def nominal_model(self) -> DetectorPositionModel | ArmModel | None:
         """The nominal geometry as a detector-position model (None if not described)."""
-        return None if self.nominal is None else DetectorPositionModel(self.nominal, self.motion.reference)
+        return None if self.nominal is None else self.motion.model(self.nominal)
 
     @cached_property
     def mask(self) -> np.ndarray | None:
@@ -211,14 +230,14 @@ class BeamlineDescription:
 
     def run_metadata(self, detector: DetectorDescription | None = None) -> dict[str, Any]:
         """Start-document keys this description contributes to a run of ``detector``
-        (the only one by default): ``detector_name``, ``image_key``, ``stage_motors``,
-        ``monitors``, ``energy_keV`` (a fixed energy); only those it knows."""
+        (the only one by default): ``detector_name``, ``image_key``, ``stage_motors`` or
+        ``arm_motors``, ``monitors``, ``energy_keV`` (a fixed energy); only those it knows."""
         det = detector or self.detector()
         md: dict[str, Any] = {"detector_name": det.name}
         if det.image_key:
             md["image_key"] = det.image_key
-        if det.motion.kind == "stage":
-            md["stage_motors"] = dict(det.motion.keys)
+        if det.motion.kind != "fixed":
+            md[f"{det.motion.kind}_motors"] = dict(det.motion.keys)
         if self.monitors.keys():
             md["monitors"] = self.monitors.keys()
         if self.energy_keV is not None:
@@ -273,6 +292,10 @@ class BeamlineDescription:
                 ref = motion.reference
                 lines.append(f"  moves on a stage ({keys}, mm); nominal geometry at "
                              f"({ref.x:g}, {ref.y:g}, {ref.distance:g}) mm")
+            elif motion.kind == "arm":
+                keys = ", ".join(f"{a}={k}" for a, k in motion.keys.items())
+                lines.append(f"  moves on a 2theta arm in the {motion.plane} plane ({keys}; deg, mm); nominal "
+                             f"geometry at reading {motion.offset_deg:g} deg, {motion.scale:g} deg per deg")
             else:
                 lines.append("  fixed")
             if det.nominal is None:
@@ -521,6 +544,8 @@ def _motion(table: _Table | None) -> DetectorMotion:
     if kind == "fixed":
         table.finish()
         return DetectorMotion()
+    if kind == "arm":
+        return _arm_motion(table)
     keys = {axis: table.get(axis, str, required=True) for axis in STAGE_AXES}
     reference = table.get("reference_mm", list, [0.0, 0.0, 0.0])
     if len(reference) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -529,6 +554,22 @@ def _motion(table: _Table | None) -> DetectorMotion:
                           "the nominal geometry holds")
     table.finish()
     return DetectorMotion("stage", keys, StagePosition(*(float(v) for v in reference)))
+
+
+def _arm_motion(table: _Table) -> DetectorMotion:
+    keys = {"angle": table.get("angle", str, required=True)}
+    translation = table.get("translation", str)
+    if translation is not None:
+        keys["translation"] = translation
+    plane = table.get("plane", str, "vertical")
+    if plane not in ARM_PLANES:
+        raise table.error("plane", f"= {plane!r}: one of {', '.join(ARM_PLANES)}")
+    offset = table.number("offset_deg", 0.0, low=-360.0, high=360.0, unit="deg")
+    scale = table.number("scale", 1.0, low=-2.0, high=2.0, unit="deg per deg")
+    if abs(scale) < 0.5:
+        raise table.error("scale", f"= {scale!r}: the arm turns about 1 deg per deg of its reading (sign: direction)")
+    table.finish()
+    return DetectorMotion("arm", keys, plane=plane, offset_deg=offset, scale=scale)
 
 
 def _nominal(table: _Table | None, detector: str, config: str, base: Path) -> Poni | None:
@@ -602,11 +643,18 @@ saturation_counts = 1048575          # counter depth (omit: the driver's max_cou
 # mask = "mask.edf"                  # static mask, any fabio format, non-zero = bad
 
 [detectors.pilatus.motion]
-kind = "stage"                       # "fixed", or "stage" (a translation stage)
+kind = "stage"                       # "fixed", "stage" (a translation stage) or "arm" (a 2theta arm)
 x = "det_x"                          # data keys of the stage motors (mm)
 y = "det_y"
 distance = "det_z"
 reference_mm = [0.0, 0.0, 200.0]     # stage position at which the nominal geometry holds
+# A detector on a 2theta arm instead (rotation about an axis through the sample):
+# kind = "arm"
+# angle = "tth"                      # data key of the arm angle (deg)
+# translation = "det_z"              # optional: a translation the arm carries, along the detector normal (mm)
+# plane = "vertical"                 # the arm turns the detector up ("vertical") or sideways ("horizontal")
+# offset_deg = 0.0                   # arm reading at which the nominal geometry holds (refined by calibration)
+# scale = 1.0                        # degrees turned per degree of reading; -1 if it turns the other way
 
 # Nominal geometry: used before any calibration (labelled "nominal") and where
 # calibrations start from. Either a PONI file ...

@@ -1,13 +1,18 @@
 """Live geometry calibration at the end of a calibration run.
 
-For every detector-stage position of the run: the dark-subtracted calibrant frame,
-an initial guess from the stage motors and the nominal detector-position model (no
-user input), automatic ring extraction and refinement (pyFAI); then one
-detector-position model fitted over all positions. The derived run has a
-``positions`` stream (per position: geometry, residual, rings and points used, and
-what the frame says about the calibrant and the energy: rings expected and found,
-peaks and those explained, the energy fitted from the rings) and a ``model`` stream
-(the model's parameters); PONI files and the model are exported to
+On a detector stage, for every position of the run: the dark-subtracted calibrant
+frame, an initial guess from the stage motors and the nominal detector-position model
+(no user input), automatic ring extraction and refinement (pyFAI); then one
+detector-position model fitted over all positions. On a 2theta arm, one arm model is
+fitted jointly to the rings found at every arm angle (angles with no usable ring are
+skipped and named; :mod:`xrd_bluesky.science.arm_calibration`).
+
+The derived run has a ``positions`` stream (per position: geometry, rings used; on a
+stage also the residual, points, and what the frame says about the calibrant and the
+energy: rings expected and found, peaks and those explained, the energy fitted from
+the rings; on an arm whether the angle was used and why not) and a ``model`` stream
+(the model's parameters, and the whole model as JSON, ``model_json``); PONI files and
+the model (as pyFAI's goniometer JSON, ``goniometer.json``) are exported to
 ``<export_dir>/<derived uid>/``. Any failure ends the derived run with
 ``exit_status="fail"`` and the reason; the previous good calibration stays current.
 """
@@ -27,23 +32,30 @@ from ..errors import MissingMetadataError
 from ..paths import safe_child
 from ..schema import InstrumentSettings
 from ..science.calibrant_check import CalibrantCheck
+from ..science.arm_calibration import ArmCalibration, ArmFrame, calibrate_arm
 from ..science.calibration import CalibrationSettings, PositionCalibration, fit_position_model, refine_position
-from ..science.geometry import DetectorPositionModel, StagePosition
+from ..science.geometry import DetectorPositionModel, Poni
 from ..science.image_formation import pixel_geometry
+from ..science.position_models import ArmModel, write_goniometer_json
 from ..science.units import wavelength_m
-from .derived import Emit, FrameRunCallback, require_keys
-from ..sources.frames import mean_dark, stage_position
+from ..sources.frames import detector_position, mean_dark
+from .derived import Emit, FrameRunCallback, position_data, require_keys
 
 logger = logging.getLogger(__name__)
 
 #: Margin (mm) added around the beamstop shadow predicted by the guess geometry.
 GUESS_BEAMSTOP_MARGIN_MM = 2.0
 _SCALAR = {"dtype": "number", "shape": [], "source": "xrd_bluesky"}
-POSITION_KEYS = {
-    **{f"stage_{a}": {**_SCALAR, "units": "mm"} for a in ("x", "y", "distance")},
+_TEXT = {"dtype": "string", "shape": [], "source": "xrd_bluesky", "units": ""}
+#: A geometry's keys: PONI lengths and wavelength (m), rotations (rad), beam centre (px).
+GEOMETRY_KEYS = {
     **{k: {**_SCALAR, "units": "m"} for k in ("dist", "poni1", "poni2", "wavelength")},
     **{k: {**_SCALAR, "units": "rad"} for k in ("rot1", "rot2", "rot3")},
     "beam_centre_row": {**_SCALAR, "units": "px"}, "beam_centre_column": {**_SCALAR, "units": "px"},
+}
+POSITION_KEYS = {
+    **{f"stage_{a}": {**_SCALAR, "units": "mm"} for a in ("x", "y", "distance")},
+    **GEOMETRY_KEYS,
     "residual_rms": {**_SCALAR, "units": "deg"},
     "rings": {**_SCALAR, "dtype": "integer", "units": ""},
     "points": {**_SCALAR, "dtype": "integer", "units": ""},
@@ -57,7 +69,22 @@ MODEL_KEYS = {
     **{k: {**_SCALAR, "units": "m"} for k in ("dist", "poni1", "poni2", "wavelength")},
     **{k: {**_SCALAR, "units": "rad"} for k in ("rot1", "rot2", "rot3")},
     "residual_rms": {**_SCALAR, "units": "deg"},
-    "detector": {"dtype": "string", "shape": [], "source": "xrd_bluesky", "units": ""},
+    "detector": _TEXT, "model_json": _TEXT,
+}
+#: Per arm angle: the model's geometry there, rings found, whether it was used and why not.
+ARM_POSITION_KEYS = {
+    "arm_angle": {**_SCALAR, "units": "deg"}, "arm_translation": {**_SCALAR, "units": "mm"},
+    **GEOMETRY_KEYS,
+    "rings": {**_SCALAR, "dtype": "integer", "units": ""},
+    "used": {"dtype": "boolean", "shape": [], "source": "xrd_bluesky", "units": ""}, "note": _TEXT,
+}
+#: The arm model: its geometry at zero rotation, zero offset, scale, calibrated range.
+ARM_MODEL_KEYS = {
+    **{k: v for k, v in GEOMETRY_KEYS.items() if not k.startswith("beam_centre")},
+    "offset_deg": {**_SCALAR, "units": "deg"}, "scale": {**_SCALAR, "units": "deg/deg"},
+    "angle_min": {**_SCALAR, "units": "deg"}, "angle_max": {**_SCALAR, "units": "deg"},
+    "residual_rms": {**_SCALAR, "units": "deg"}, "points": {**_SCALAR, "dtype": "integer", "units": ""},
+    "plane": _TEXT, "detector": _TEXT, "model_json": _TEXT,
 }
 
 
@@ -68,8 +95,8 @@ class GeometryCalibration(FrameRunCallback):
     ----------
     emit : callable
         Receives the derived run's documents.
-    nominal : DetectorPositionModel
-        The beamline's nominal geometry (initial guesses at every stage position).
+    nominal : DetectorPositionModel or ArmModel
+        The beamline's nominal geometry (initial guesses at every detector position).
     export_dir : path, optional
         Where PONI files and the model are written.
     instrument : InstrumentSettings
@@ -83,7 +110,7 @@ class GeometryCalibration(FrameRunCallback):
 
     analysis = "calibration"
 
-    def __init__(self, emit: Emit, nominal: DetectorPositionModel, *, export_dir: str | Path | None = None,
+    def __init__(self, emit: Emit, nominal: DetectorPositionModel | ArmModel, *, export_dir: str | Path | None = None,
                  instrument: InstrumentSettings = InstrumentSettings(),
                  settings: CalibrationSettings = CalibrationSettings(), provenance: dict | None = None):
         super().__init__(emit, provenance=provenance, frame_options=instrument.frame_options)
@@ -96,7 +123,7 @@ class GeometryCalibration(FrameRunCallback):
         require_keys(doc, ("calibrant", "energy_keV"), "calibration run")
         self._calibrant = doc["calibrant"]
         self._nominal = self.nominal.with_wavelength(wavelength_m(doc["energy_keV"]))
-        self._stage_keys = doc.get("stage_motors")
+        self._start = doc
         self.open_derived(doc, {"nominal": self.nominal.as_dict(), "settings": self.settings.as_dict(),
                                 "calibrant": self._calibrant, "instrument": self.instrument.as_dict(),
                                 "image_key": doc.get("image_key"),
@@ -106,44 +133,61 @@ class GeometryCalibration(FrameRunCallback):
     def finish(self, parent_stop):
         darks = self.frames.ready("dark")
         dark = mean_dark(darks) if darks else 0.0
-        sums: dict[StagePosition, list] = {}
+        sums: dict = {}
         for fe in self.frames.ready("primary"):
             if fe.frames is None:  # a frame that cannot be read: calibrate from the others
                 logger.warning("calibration: event %s left out: %s", fe.seq_num, fe.error)
                 continue
             # a fixed detector is always where its nominal geometry says
-            position = stage_position(fe.event, self._stage_keys) or self._nominal.reference_position
+            position = detector_position(fe.event, self._start) or self._nominal.reference_position
             frames = fe.frames.astype(np.float64) - dark
             entry = sums.setdefault(position, [0.0, 0])
             entry[0] = entry[0] + frames.sum(axis=0)
             entry[1] += len(frames)
         if not sums:
             raise MissingMetadataError("calibration run has no frames in its primary stream")
+        if isinstance(self._nominal, ArmModel):
+            self._calibrate_arm({position: total / n for position, (total, n) in sums.items()})
+            return
         calibrations = [self._calibrate(i, position, total / n)
                         for i, (position, (total, n)) in enumerate(sums.items())]
         with contextlib.redirect_stdout(io.StringIO()):  # pyFAI prints the optimiser's report
             model, rms = fit_position_model(calibrations, self._nominal, self._calibrant, self.settings)
         self._emit_results(calibrations, model, rms)
 
-    def _calibrate(self, index: int, position: StagePosition, image: np.ndarray) -> PositionCalibration:
+    def _calibrate(self, index: int, position, image: np.ndarray) -> PositionCalibration:
         guess = self._nominal.poni_at(position)
+        label = f"position {index} (x={position.x:g}, y={position.y:g}, distance={position.distance:g} mm)"
+        return refine_position(image, guess, self._calibrant, mask=self._mask(guess), label=label,
+                               position=position, settings=self.settings)
+
+    def _mask(self, guess: Poni) -> np.ndarray | None:
+        """The static mask and the beamstop's shadow (with a margin) predicted by ``guess``."""
         mask = self.instrument.mask
         if self.instrument.beamstop is not None:
             shadow = self.instrument.beamstop.shadow(pixel_geometry(guess), margin_mm=GUESS_BEAMSTOP_MARGIN_MM)
             mask = shadow if mask is None else mask | shadow
-        label = f"position {index} (x={position.x:g}, y={position.y:g}, distance={position.distance:g} mm)"
-        return refine_position(image, guess, self._calibrant, mask=mask, label=label,
-                               position=position, settings=self.settings)
+        return mask
+
+    def _calibrate_arm(self, images: dict) -> None:
+        """One arm model fitted to the rings of every arm angle; masked pixels (the
+        beamstop's shadow predicted at each angle) are given to it as invalid."""
+        frames = []
+        for position, image in sorted(images.items(), key=lambda item: item[0].angle):
+            mask = self._mask(self._nominal.poni_at(position))
+            label = f"arm angle {position.angle:g} deg" + (f", translation {position.translation:g} mm"
+                                                           if self._nominal.carries_translation else "")
+            frames.append(ArmFrame(label, position, image if mask is None else np.where(mask, -1.0, image)))
+        with contextlib.redirect_stdout(io.StringIO()):  # pyFAI prints the optimiser's report
+            result = calibrate_arm(frames, self._nominal, self._calibrant, settings=self.settings)
+        self._emit_arm_results(frames, result)
 
     def _emit_results(self, calibrations: list[PositionCalibration], model: DetectorPositionModel,
                       rms: float) -> None:
         positions = self._bundle.compose_descriptor(name="positions", data_keys=POSITION_KEYS)
         self.emit("descriptor", positions.descriptor_doc)
         for i, c in enumerate(calibrations, start=1):
-            row, col = c.poni.beam_centre_px()
-            data = {"stage_x": c.position.x, "stage_y": c.position.y, "stage_distance": c.position.distance,
-                    **{k: getattr(c.poni, k) for k in ("dist", "poni1", "poni2", "wavelength", "rot1", "rot2", "rot3")},
-                    "beam_centre_row": row, "beam_centre_column": col,
+            data = {**position_data(c.position), **_geometry_data(c.poni),
                     "residual_rms": c.residual_deg, "rings": c.rings, "points": c.points,
                     **_check_data(c.check)}
             self.emit("event", positions.compose_event(data=data, timestamps=_now(data), seq_num=i))
@@ -152,18 +196,53 @@ class GeometryCalibration(FrameRunCallback):
         ref = model.reference_position
         data = {"reference_x": ref.x, "reference_y": ref.y, "reference_distance": ref.distance,
                 **{k: getattr(model.reference, k) for k in ("dist", "poni1", "poni2", "wavelength", "rot1", "rot2", "rot3")},
-                "residual_rms": rms, "detector": model.reference.detector}
+                "residual_rms": rms, "detector": model.reference.detector, "model_json": json.dumps(model.as_dict())}
         self.emit("event", desc.compose_event(data=data, timestamps=_now(data), seq_num=1))
         if self.export_dir is not None:
             self._export(calibrations, model)
 
+    def _emit_arm_results(self, frames: list[ArmFrame], result: ArmCalibration) -> None:
+        model = result.model
+        desc = self._bundle.compose_descriptor(name="positions", data_keys=ARM_POSITION_KEYS)
+        self.emit("descriptor", desc.descriptor_doc)
+        for i, frame in enumerate(frames, start=1):
+            data = {**position_data(frame.position), **_geometry_data(model.poni_at(frame.position)),
+                    "rings": result.rings_per_frame.get(frame.label, 0), "used": frame.label in result.used,
+                    "note": result.skipped.get(frame.label, "")}
+            self.emit("event", desc.compose_event(data=data, timestamps=_now(data), seq_num=i))
+        desc = self._bundle.compose_descriptor(name="model", data_keys=ARM_MODEL_KEYS)
+        self.emit("descriptor", desc.descriptor_doc)
+        low, high = model.calibrated_range_deg
+        data = {**{k: v for k, v in _geometry_data(model.reference).items() if not k.startswith("beam_centre")},
+                "offset_deg": model.offset_deg, "scale": model.scale, "angle_min": low, "angle_max": high,
+                "residual_rms": result.residual_deg, "points": result.points, "plane": model.plane,
+                "detector": model.reference.detector, "model_json": json.dumps(model.as_dict())}
+        self.emit("event", desc.compose_event(data=data, timestamps=_now(data), seq_num=1))
+        if self.export_dir is not None:
+            folder = self._export_folder()
+            for i, frame in enumerate(frames):
+                model.poni_at(frame.position).write(folder / f"position_{i}.poni")
+            write_goniometer_json(model, folder / "goniometer.json")
+
     def _export(self, calibrations: list[PositionCalibration], model: DetectorPositionModel) -> None:
-        folder = safe_child(self.export_dir, self._bundle.start_doc["uid"])
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self._export_folder()
         for i, c in enumerate(calibrations):
             c.poni.write(folder / f"position_{i}.poni")
         model.reference.write(folder / "model_reference.poni")
         (folder / "model.json").write_text(json.dumps(model.as_dict(), indent=2))
+        write_goniometer_json(model, folder / "goniometer.json")
+
+    def _export_folder(self) -> Path:
+        folder = safe_child(self.export_dir, self._bundle.start_doc["uid"])
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+def _geometry_data(poni: Poni) -> dict:
+    """A geometry's data keys (:data:`GEOMETRY_KEYS`)."""
+    row, col = poni.beam_centre_px()
+    return {**{k: getattr(poni, k) for k in ("dist", "poni1", "poni2", "wavelength", "rot1", "rot2", "rot3")},
+            "beam_centre_row": row, "beam_centre_column": col}
 
 
 def _check_data(check: CalibrantCheck) -> dict:

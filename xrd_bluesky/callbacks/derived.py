@@ -17,6 +17,7 @@ from event_model import ComposeDescriptorBundle, ComposeRunBundle, DocumentRoute
 
 from .. import __version__
 from ..errors import MissingMetadataError
+from ..science.position_models import ArmPosition
 from ..sources.frames import FrameRegistry
 
 logger = logging.getLogger(__name__)
@@ -180,6 +181,13 @@ def require_keys(doc: dict, keys: tuple[str, ...], what: str) -> None:
     for key in keys:
         if key not in doc:
             raise MissingMetadataError(f"{what} {doc.get('uid')} has no {key!r} in its start document")
+
+
+def position_data(position) -> dict[str, float]:
+    """A detector position as data keys: ``stage_x``, ``stage_y``, ``stage_distance``
+    (mm) of a stage, ``arm_angle`` (deg) and ``arm_translation`` (mm) of an arm."""
+    prefix = "arm" if isinstance(position, ArmPosition) else "stage"
+    return {f"{prefix}_{axis}": value for axis, value in position.as_dict().items()}
 
 
 def data_keys(data: dict, units: dict[str, str]) -> dict:

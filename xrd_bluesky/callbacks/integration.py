@@ -6,13 +6,13 @@ beamstop, the gain map's bad pixels, the frame's negative and saturated pixels),
 polarization and absolute solid angle, integrated in q (1/nm) and 2theta (deg) with
 Poisson errors (counts/sr), and — when the I0/It monitors, exposure and thickness are
 usable — on the absolute scale (1/cm/sr). Frames at several detector positions are
-stitched (pyFAI MultiGeometry's definition) into common bins, live whenever the stage
-moves on and finally at the stop; a named background run is subtracted and a named
+stitched (pyFAI MultiGeometry's definition) into common bins, live whenever the
+detector moves on (a stage or a 2theta arm) and finally at the stop; a named background run is subtracted and a named
 standard run's factor applied.
 
 A run's start document may override the integration's bins and pixel splitting
 (``integration: {"npt": 6000, "cake": [3000, 36], "split": "no"}``); scanned variables
-other than the detector stage (e.g. an applied strain) are copied into ``primary``, and
+other than the detector's mount (e.g. an applied strain) are copied into ``primary``, and
 a ``peaks`` or ``pdf`` configuration is passed on in the derived start document for the
 peak fits and pair distribution functions.
 
@@ -20,14 +20,16 @@ Derived-run streams (all intensities with their 1-sigma errors):
 
 ``primary``    per frame: q and 2theta patterns (counts/sr), monitors, the absolute
                scale's flag and its reason when refused, the number of saturated
-               pixels (left out: a ring with many is underestimated);
+               pixels (left out: a ring with many is underestimated), the detector
+               position and ``geometry_note`` (e.g. an arm angle outside the
+               calibrated range; "" when nothing is wrong);
 ``absolute``   per frame with usable monitors: the q pattern in 1/cm/sr (times the
                named standard's factor, recorded as ``standard_factor``; 1 without);
 ``cake``       per frame, when configured: (azimuth, q) cake in counts/sr, and per bin
                the mean cos(2 chi), sin(2 chi) of its pixels (where in azimuth a bin
                cut by the detector's edge or a gap really is);
-``stitched``   per completed position set and at the stop: all frames in common q
-               bins (counts/sr);
+``stitched``   per completed position and at the stop: all frames so far in common
+               q and 2theta bins (counts/sr);
 ``stitched_absolute`` with it, over frames with usable monitors, in 1/cm/sr (times the
                standard's factor, as ``absolute``);
 ``subtracted`` with ``stitched``, when the run names a ``background_uid``: sample minus
@@ -41,6 +43,7 @@ Derived-run streams (all intensities with their 1-sigma errors):
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
@@ -51,18 +54,21 @@ from ..science.absolute_scale import (KNOWN_STANDARDS, Exposure, ReferencePatter
                                       standard_factor, subtract)
 from ..science.corrected_integration import SPLITTINGS, BinSums, CorrectedIntegrator
 from ..science.gain_map_source import GainMapSource
-from ..science.geometry import Poni, StagePosition
+from ..science.geometry import Poni
 from ..science.geometry_source import GeometrySource
 from ..science.image_formation import pixel_geometry
 from ..science.integration_kernel import sum_frames
 from ..science.multi_geometry import covered_radial_range, stitch
-from ..sources.frames import FrameEvent, detector_config, mean_dark, stage_position
-from .derived import Emit, FrameRunCallback
+from ..sources.frames import FrameEvent, detector_config, detector_position, mean_dark, planned_positions
+from .derived import Emit, FrameRunCallback, position_data
 
 logger = logging.getLogger(__name__)
 
 #: Start-document keys passed on to the derived run, for the analyses chained after it.
 CHAINED_ANALYSES = ("peaks", "pdf")
+#: Detector positions whose integrators are kept (their pixel-splitting matrices are the
+#: memory): a run at dozens of positions keeps only the latest, however many it visits.
+KEPT_POSITIONS = 4
 #: Stream names the integration reads.
 DARK_STREAM = "dark"
 PRIMARY_STREAM = "primary"
@@ -122,12 +128,14 @@ class LiveIntegration(FrameRunCallback):
         self.split = "bbox"
         self._dark: np.ndarray | None = None
         self._waiting_for_dark = False
-        self._integrators: dict[tuple, dict[str, CorrectedIntegrator]] = {}
+        self._integrators: OrderedDict[tuple, dict[str, CorrectedIntegrator]] = OrderedDict()
         # running totals (constant memory however long the run) and their frame counts
         self._stitched: BinSums | None = None
+        self._stitched_2th: BinSums | None = None
         self._stitched_abs: BinSums | None = None
         self._n_stitched = self._n_stitched_abs = 0
-        self._position: StagePosition | None = None
+        self._position = None
+        self._positions: dict = {}  # position -> what is wrong with the geometry there ("" if nothing)
         self._scan_units: dict[str, str] = {}
         self._integrated = 0
         self._rejected: list[str] = []
@@ -136,8 +144,9 @@ class LiveIntegration(FrameRunCallback):
     def start(self, doc):
         self._apply_run_options(doc.get("integration", {}))
         self._energy = doc.get("energy_keV")
-        self._stage_keys = doc.get("stage_motors", {})
-        self._scan_keys = [m for m in doc.get("motors", []) if m not in self._stage_keys.values()]
+        self._start = doc
+        mount_keys = {*(doc.get("stage_motors") or {}).values(), *(doc.get("arm_motors") or {}).values()}
+        self._scan_keys = [m for m in doc.get("motors", []) if m not in mount_keys]
         self._monitor_keys = doc.get("monitors") or {}
         if not isinstance(self._monitor_keys, dict):
             raise MissingMetadataError(f"start document 'monitors' is {self._monitor_keys!r}; expected a mapping "
@@ -232,8 +241,10 @@ class LiveIntegration(FrameRunCallback):
             raise MissingMetadataError("the beamline's dark policy is 'required' and this run has no dark frames "
                                        "(no dark stream, no dark_uid)")
         config = detector_config(fe.descriptor, self.frames.image_key(fe.descriptor))
-        position = stage_position(fe.event, self._stage_keys)
+        position = detector_position(fe.event, self._start)
         poni = self.geometry.poni(position, self._energy)
+        if position not in self._positions:
+            self._positions[position] = self._uncalibrated(position, fe.seq_num)
         self.instrument.check_detector(poni, config["model"], fe.frames.shape[1:])
         max_count = self.instrument.max_count(config["max_count"])
         if self._stitched is not None and position != self._position:
@@ -252,16 +263,18 @@ class LiveIntegration(FrameRunCallback):
             self._reject(fe.seq_num, str(exc))
             return
         self._integrated += 1
-        tth = integrators["2th"].sums(frame).result()
+        tth_sums = integrators["2th"].sums(frame)
+        tth = tth_sums.result()
         self._stitched = stitch([self._stitched, q])
+        self._stitched_2th = stitch([self._stitched_2th, tth_sums])
         self._n_stitched += 1
         pattern = q.result()
         data = {"q": pattern.radial, "intensity_q": pattern.intensity, "sigma_q": pattern.sigma,
                 "two_theta": tth.radial, "intensity_2theta": tth.intensity, "sigma_2theta": tth.sigma,
                 "dark_subtracted": self._dark is not None, "parent_seq_num": fe.seq_num,
-                "saturated_pixels": saturated}
+                "saturated_pixels": saturated, "geometry_note": self._positions[position]}
         if position is not None:
-            data.update({"stage_x": position.x, "stage_y": position.y, "stage_distance": position.distance})
+            data.update(position_data(position))
         data.update(self._scan_values(fe))
         exposure, reason = self._exposure(fe, config)
         data.update({"i0": _monitor(fe, self._monitor_keys.get("i0")), "it": _monitor(fe, self._monitor_keys.get("it")),
@@ -283,6 +296,15 @@ class LiveIntegration(FrameRunCallback):
             self._event("cake", {"q": cake.radial, "azimuth": cake.azimuthal, "intensity": cake.intensity,
                                  "sigma": cake.sigma, "cos2chi": cos2chi.astype(np.float32),
                                  "sin2chi": sin2chi.astype(np.float32), "parent_seq_num": fe.seq_num}, fe.seq_num)
+
+    def _uncalibrated(self, position, seq_num: int) -> str:
+        """What is wrong with the geometry at a new ``position``, warned once: an arm
+        angle outside the calibrated range (the model extrapolates); "" if nothing."""
+        check = getattr(self.geometry.model, "outside_calibrated_range", None)
+        message = check(position) if check is not None and self.geometry.follows_stage else None
+        if message:
+            logger.warning("event %s: %s", seq_num, message)
+        return message or ""
 
     def _reject(self, seq_num: int, reason: str) -> None:
         """Flag event ``seq_num`` in the ``rejected`` stream (the run goes on without it)."""
@@ -319,7 +341,9 @@ class LiveIntegration(FrameRunCallback):
 
     def _integrators_for(self, poni: Poni, n_frames: int, max_count) -> dict[str, CorrectedIntegrator]:
         key = (poni, n_frames)
-        if key not in self._integrators:
+        if key in self._integrators:
+            self._integrators.move_to_end(key)
+        else:
             beamstop = self.instrument.beamstop
             static = beamstop.shadow(pixel_geometry(poni), margin_mm=self.beamstop_margin_mm) if beamstop else None
             if self.instrument.mask is not None:
@@ -338,12 +362,14 @@ class LiveIntegration(FrameRunCallback):
                 built["cake"] = CorrectedIntegrator(poni, npt=self.cake[0], npt_azim=self.cake[1], unit="q_nm^-1",
                                                     radial_range=self._ranges["q_nm^-1"], **common)
             self._integrators[key] = built
+            while len(self._integrators) > KEPT_POSITIONS:
+                self._integrators.popitem(last=False)
         return self._integrators[key]
 
     def _radial_ranges(self, doc: dict) -> dict[str, tuple[float, float]]:
         """Common q and 2theta ranges of every position the run will visit."""
-        positions = doc.get("positions_mm") or [None]
-        ponis = [self.geometry.poni(None if p is None else StagePosition(*p), self._energy) for p in positions]
+        positions = planned_positions(doc) or [None]
+        ponis = [self.geometry.poni(p, self._energy) for p in positions]
         return {unit: covered_radial_range(ponis, unit) for unit in ("q_nm^-1", "2th_deg")}
 
     def _reference(self, doc: dict, key: str) -> ReferencePattern | None:
@@ -356,10 +382,10 @@ class LiveIntegration(FrameRunCallback):
 
     # -- stitched results ----------------------------------------------------
     def _emit_stitched(self, final: bool) -> None:
-        counts = self._stitched.result()
-        positions = len({poni for poni, _ in self._integrators})
+        counts, tth = self._stitched.result(), self._stitched_2th.result()
         self._event("stitched", {"q": counts.radial, "intensity": counts.intensity, "sigma": counts.sigma,
-                                 "frames": self._n_stitched, "positions": positions, "final": final})
+                                 "two_theta": tth.radial, "intensity_2theta": tth.intensity, "sigma_2theta": tth.sigma,
+                                 "frames": self._n_stitched, "positions": len(self._positions), "final": final})
         if self._stitched_abs is None:
             return
         pattern = self._stitched_abs.result()  # monitors' absolute scale
@@ -418,7 +444,8 @@ DATA_KEY_UNITS = {"q": "1/nm", "two_theta": "deg", "azimuth": "deg", "intensity_
          "intensity_2theta": "counts/sr", "sigma_2theta": "counts/sr", "i0": "counts", "it": "counts",
          "exposure_s": "s", "flux_ph_s": "ph/s", "thickness_mm": "mm", "transmission": "", "standard_factor": "", "standard_factor_sigma": "",
          "deviation_low": "", "deviation_high": "", "radial_low": "1/nm", "radial_high": "1/nm",
-         "stage_x": "mm", "stage_y": "mm", "stage_distance": "mm", "saturated_pixels": "pixels"}
+         "stage_x": "mm", "stage_y": "mm", "stage_distance": "mm", "arm_angle": "deg", "arm_translation": "mm",
+         "saturated_pixels": "pixels"}
 #: Intensity units per stream.
 INTENSITY_UNITS = {"absolute": "1/cm/sr", "stitched_absolute": "1/cm/sr", "subtracted": "1/cm/sr",
                    "cake": "counts/sr", "stitched": "counts/sr"}

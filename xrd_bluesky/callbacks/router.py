@@ -94,7 +94,7 @@ class AnalysisRouter(RunRouter):
     def __init__(self, emit: Emit, geometry: Callable[[str | None], GeometrySource | None], *,
                  setup: Setup = RunSetup, npt: int = 2000, export_dir: str | Path | None = None,
                  calibration_settings: CalibrationSettings = CalibrationSettings(),
-                 gain_map: Callable[[], GainMapSource | None] = lambda: None,
+                 gain_map: Callable[[str | None], GainMapSource | None] = lambda detector_name: None,
                  references: References | None = None, darks: Darks | None = None, cake: tuple[int, int] | None = None,
                  peak_references: PeakReferences | None = None, plots: bool = False,
                  provenance: Provenance = lambda analysis, parent_start: {}):
@@ -156,7 +156,7 @@ class AnalysisRouter(RunRouter):
             return GainMapBuilder(self._emit_derived, geometry, instrument=instrument,
                                   export_dir=self._export("gain_maps"), provenance=provenance)
         return LiveIntegration(self._emit_derived, geometry, npt=self.npt, instrument=instrument,
-                               gain_map=self.gain_map(), cake=self.cake, references=self.references,
+                               gain_map=self.gain_map(start.get("detector_name")), cake=self.cake, references=self.references,
                                darks=self.darks, provenance=provenance)
 
     def _derived_factory(self, name: str, start_doc: dict) -> tuple[list, list]:

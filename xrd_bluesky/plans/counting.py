@@ -1,11 +1,14 @@
-"""Counting at several detector-stage positions, with shutter-closed dark frames.
+"""Counting at several detector positions, with shutter-closed dark frames.
 
-Plans take devices that follow the Bluesky protocols, with any names: a detector
-stage is a device with ``x``, ``y`` and ``distance`` motors, or a mapping of those axes
-to any three motors, or None for a fixed detector. Each run's start document records
-the data keys the analyses need (``stage_motors``; with a beamline description, its
-``image_key``, ``monitors`` and detector), so callbacks never guess names; a
-description whose keys the devices do not have is refused before anything moves.
+Plans take devices that follow the Bluesky protocols, with any names. The detector's
+mount is a translation stage (a device with ``x``, ``y`` and ``distance`` motors, mm,
+or a mapping of those axes to any three motors), a 2theta arm (a device or mapping
+with an ``angle`` motor, deg, and optionally the ``translation`` it carries, mm), or
+None for a fixed detector. Each run's start document records the data keys the
+analyses need (``stage_motors`` or ``arm_motors``; with a beamline description, its
+``image_key``, ``monitors`` and detector) and the planned positions (``positions_mm``
+or ``arm_positions``), so callbacks never guess names; a description whose keys the
+devices do not have is refused before anything moves.
 """
 
 from __future__ import annotations
@@ -20,29 +23,47 @@ from bluesky.utils import MsgGenerator, plan
 
 from ..errors import MissingMetadataError
 from ..science.geometry import STAGE_AXES
+from ..science.position_models import ARM_AXES
 
 DARK_STREAM = "dark"
-#: A detector stage: a device with ``x``, ``y``, ``distance`` motors, a mapping of
-#: those axes to motors, or None (a fixed detector).
+#: A detector's mount: a stage (a device with ``x``, ``y``, ``distance`` motors, or a
+#: mapping of those axes to motors), a 2theta arm (``angle`` and optionally
+#: ``translation``), or None (a fixed detector).
 Stage = Any
+#: Start-document keys of a mount's motors and of its planned positions, by mount kind.
+MOUNT_KEYS = {"stage": ("stage_motors", "positions_mm"), "arm": ("arm_motors", "arm_positions")}
+
+
+def mount_kind(stage: Stage) -> str:
+    """``"fixed"`` (None), ``"arm"`` (it has an ``angle`` motor) or ``"stage"``."""
+    if stage is None:
+        return "fixed"
+    has = (lambda axis: axis in stage) if isinstance(stage, Mapping) else (lambda axis: hasattr(stage, axis))
+    return "arm" if has("angle") else "stage"
 
 
 def stage_axes(stage: Stage) -> dict[str, Any]:
-    """The motors of a detector stage by axis (empty for a fixed detector).
+    """The motors of a detector's mount by axis (empty for a fixed detector): ``x``,
+    ``y``, ``distance`` of a stage; ``angle`` and, when it has one, ``translation`` of
+    an arm.
 
     Raises
     ------
     MissingMetadataError
-        The stage lacks an axis (named).
+        A stage lacks an axis (named).
     """
-    if stage is None:
+    kind = mount_kind(stage)
+    if kind == "fixed":
         return {}
     get = stage.get if isinstance(stage, Mapping) else (lambda axis: getattr(stage, axis, None))
+    if kind == "arm":
+        return {axis: get(axis) for axis in ARM_AXES if get(axis) is not None}
     motors = {axis: get(axis) for axis in STAGE_AXES}
     missing = [axis for axis, motor in motors.items() if motor is None]
     if missing:
         raise MissingMetadataError(f"detector stage {getattr(stage, 'name', stage)!r} has no {', '.join(missing)} "
-                                   f"motor; give a device with x, y, distance or a mapping of those axes to motors")
+                                   "motor; give a device with x, y, distance (a stage) or angle (a 2theta arm), "
+                                   "or a mapping of those axes to motors")
     return motors
 
 
@@ -54,8 +75,7 @@ def data_key(device: Any) -> str:
 
 
 def stage_motors(stage: Stage) -> dict[str, str]:
-    """Data keys of a detector stage's ``x``, ``y`` and ``distance`` motors (empty for
-    a fixed detector)."""
+    """Data keys of a detector mount's motors by axis (empty for a fixed detector)."""
     return {axis: data_key(motor) for axis, motor in stage_axes(stage).items()}
 
 
@@ -73,10 +93,13 @@ def described_metadata(beamline: Any, readables: Sequence[Any], stage: Stage) ->
         return {}
     md = dict(beamline.run_metadata())
     motors = stage_motors(stage)
-    described = md.get("stage_motors") or {}
-    if motors and described and described != motors:
-        raise MissingMetadataError(f"the beamline description's stage motors {described} are not this stage's "
-                                   f"{motors}: correct [detectors.NAME.motion] or pass the described stage")
+    kind = mount_kind(stage)
+    for described_kind, (key, _) in MOUNT_KEYS.items():
+        described = md.pop(key, None) or {}
+        if motors and described and (described_kind != kind or described != motors):
+            raise MissingMetadataError(
+                f"the beamline description's {described_kind} motors {described} are not this {kind}'s {motors}: "
+                "correct [detectors.NAME.motion] or pass the described mount")
     keys = {key for device in readables for key in (device.name, *((getattr(device, "hints", None) or {})
                                                                    .get("fields") or []))}
     absent = {role: key for role, key in (md.get("monitors") or {}).items() if key not in keys}
@@ -84,7 +107,6 @@ def described_metadata(beamline: Any, readables: Sequence[Any], stage: Stage) ->
         raise MissingMetadataError(f"monitor data keys {absent} of the beamline description are read by none of "
                                    f"the detectors {[d.name for d in readables]}: add the ion chambers to the "
                                    "plan's detectors or correct [monitors]")
-    md.pop("stage_motors", None)
     return md
 
 
@@ -156,10 +178,13 @@ def multi_position_count(detectors: Sequence[Readable], stage: Stage, positions:
     detectors : list
         Readable devices (area detector, ion chambers), triggered together.
     stage : device, mapping or None
-        Detector stage: a device with ``x``, ``y`` and ``distance`` motors (mm), a
-        mapping of those axes to motors, or None for a fixed detector.
-    positions : iterable of (x, y, distance)
-        Stage positions in mm (a fixed detector: one empty position per count set).
+        The detector's mount: a stage (a device with ``x``, ``y`` and ``distance``
+        motors, mm, or a mapping of those axes to motors), a 2theta arm (``angle``,
+        deg, and optionally ``translation``, mm), or None for a fixed detector.
+    positions : iterable of tuples
+        Positions of the mount's motors in their order: (x, y, distance) mm for a
+        stage, (angle,) deg or (angle, translation) for an arm; a fixed detector: one
+        empty position per count set.
     num : int
         Exposures per position.
     shutter : settable, optional
@@ -187,8 +212,9 @@ def multi_position_count(detectors: Sequence[Readable], stage: Stage, positions:
     positions = [tuple(float(v) for v in p) for p in positions]
     motors = list(stage_axes(stage).values())
     if any(len(p) != len(motors) for p in positions):
-        raise MissingMetadataError(f"positions {positions} do not give one value per stage motor "
-                                   f"({len(motors)}: {', '.join(STAGE_AXES) if motors else 'a fixed detector'})")
+        axes = ", ".join(stage_axes(stage)) or "a fixed detector"
+        raise MissingMetadataError(f"positions {positions} do not give one value per motor of the detector's mount "
+                                   f"({len(motors)}: {axes})")
     described = described_metadata(beamline, list(detectors), stage)
     _md = {**described,
         "purpose": purpose,
@@ -199,12 +225,13 @@ def multi_position_count(detectors: Sequence[Readable], stage: Stage, positions:
         "plan_name": "multi_position_count",
         "plan_args": {"detectors": [repr(d) for d in detectors], "stage": repr(stage),
                       "positions": positions, "num": num},
-        "stage_motors": stage_motors(stage),
         "dark_frames": shutter is not None,
         "hints": {"dimensions": [([data_key(m) for m in motors], "primary")]} if motors else {},
     }
-    if motors:
-        _md["positions_mm"] = positions
+    motors_key, positions_key = MOUNT_KEYS.get(mount_kind(stage), ("stage_motors", None))
+    _md[motors_key] = stage_motors(stage)
+    if positions_key:
+        _md[positions_key] = positions
     if sample is not None:
         _md["sample"] = sample
 

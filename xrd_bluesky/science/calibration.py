@@ -138,7 +138,7 @@ def residual_deg(poni: Poni, points: np.ndarray, cal: pyFAI.calibrant.Calibrant)
     return float(np.degrees(np.sqrt(np.mean((tth - ring_tth) ** 2))))
 
 
-def _detector_with_mask(poni: Poni, image: np.ndarray, mask: np.ndarray | None):
+def detector_with_mask(poni: Poni, image: np.ndarray, mask: np.ndarray | None):
     """A fresh detector of the geometry's model (the cached one is shared) whose mask
     adds negative pixels of ``image`` and ``mask`` to the model's own."""
     config = json.loads(poni.detector_config) if poni.detector_config else None
@@ -150,12 +150,12 @@ def _detector_with_mask(poni: Poni, image: np.ndarray, mask: np.ndarray | None):
     return det
 
 
-#: Seed of NumPy's global generator while pyFAI extracts rings (see :func:`_seeded_global_rng`).
+#: Seed of NumPy's global generator while pyFAI extracts rings (see :func:`seeded_global_rng`).
 RING_EXTRACTION_SEED = 0
 
 
 @contextlib.contextmanager
-def _seeded_global_rng(seed: int) -> Iterator[None]:
+def seeded_global_rng(seed: int) -> Iterator[None]:
     """NumPy's global generator seeded with ``seed`` inside, the caller's state restored
     after: pyFAI's ring extraction (``Massif``) shuffles its candidate points with it,
     so without a fixed seed the control points, and the geometry, differ from one
@@ -201,14 +201,14 @@ def refine_position(image: np.ndarray, guess: Poni, calibrant_name: str, *,
         positions want another energy (see :mod:`~xrd_bluesky.science.calibrant_check`).
     """
     cal = calibrant(calibrant_name, guess.wavelength)
-    det = _detector_with_mask(guess, image, mask)
+    det = detector_with_mask(guess, image, mask)
     start = coarse_align(image, guess, cal, det.mask.astype(bool), settings)
     sg = SingleGeometry(label, np.asarray(image, dtype=np.float32), calibrant=cal, detector=det,
                         geometry=start.integrator())
     # pyFAI runs gc.collect() at every parameter change of the refinement; in a
     # process holding a RunEngine and a Tiled server that costs seconds per call
     sg.geometry_refinement.auto_gc = False
-    with _seeded_global_rng(RING_EXTRACTION_SEED):  # the same frame always gives the same geometry
+    with seeded_global_rng(RING_EXTRACTION_SEED):  # the same frame always gives the same geometry
         for max_rings in settings.ring_schedule:
             points = sg.extract_cp(max_rings=max_rings, pts_per_deg=settings.points_per_degree)
             data = np.asarray(points.getList(), dtype=float).reshape(-1, 3)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pyFAI.detectors
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
@@ -207,6 +208,23 @@ class Poni:
         config = current.get_config()
         config["max_shape"] = list(shape)
         return replace(self, detector_config=json.dumps(config, sort_keys=True))
+
+
+def two_theta_difference_deg(a: Poni, b: Poni) -> float:
+    """Largest difference (deg) of a pixel centre's 2theta between two geometries of the
+    same detector: what a calibration determines even where parameters trade against
+    each other (a detector on a 2theta arm: the PONI along the arm's motion against the
+    arm's zero, a tilt against the PONI across it).
+
+    Raises
+    ------
+    GeometryError
+        The geometries are of detectors of different shapes.
+    """
+    maps = [poni.integrator().center_array(unit="2th_deg") for poni in (a, b)]
+    if maps[0].shape != maps[1].shape:
+        raise GeometryError(f"geometries of detectors {a.detector!r} and {b.detector!r} differ in shape")
+    return float(np.max(np.abs(maps[0] - maps[1])))
 
 
 def _detector_identity(det) -> tuple[str, str]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .geometry import DetectorPositionModel, Poni, StagePosition
+from .position_models import ArmModel, ArmPosition
 from .units import wavelength_m
 
 
 @dataclass(frozen=True)
 class GeometrySource:
-    """A detector-position model with a label saying where it came from.
+    """A detector-position model (a stage's or an arm's) with a label saying where it
+    came from.
 
     ``label`` is recorded in every derived run: ``"calibration"`` (then
     ``calibration_uid`` names the calibration run), ``"poni_file"``, ``"nominal"``
@@ -18,7 +20,7 @@ class GeometrySource:
     ``"simulator_truth"`` (tests that pin the simulated beamline's true geometry).
     """
 
-    model: DetectorPositionModel
+    model: DetectorPositionModel | ArmModel
     label: str
     calibration_uid: str | None = None
     follows_stage: bool = True
@@ -28,8 +30,8 @@ class GeometrySource:
         """A fixed geometry that ignores the stage position."""
         return cls(DetectorPositionModel(poni, StagePosition(0.0, 0.0, 0.0)), label, follows_stage=False)
 
-    def poni(self, position: StagePosition | None, energy_keV: float | None) -> Poni:
-        """Geometry at a stage position (mm) and photon energy (keV)."""
+    def poni(self, position: StagePosition | ArmPosition | None, energy_keV: float | None) -> Poni:
+        """Geometry at a detector position (stage, mm; arm, deg) and photon energy (keV)."""
         poni = self.model.reference
         if self.follows_stage and position is not None:
             poni = self.model.poni_at(position)

@@ -1,4 +1,4 @@
-"""Motorised stages: the detector stage and the DF-XRM goniometer."""
+"""Motorised stages: the detector stage, the detector's 2theta arm and the DF-XRM goniometer."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from ophyd import Device, SoftPositioner
 
 from ..science.dfxrm_orientation import GoniometerAngles
 from ..science.geometry import StagePosition
+from ..science.position_models import ArmPosition
 
 
 class DetectorStage(Device):
@@ -22,6 +23,20 @@ class DetectorStage(Device):
     def position_now(self) -> StagePosition:
         """Current motor positions (mm)."""
         return StagePosition(float(self.x.position), float(self.y.position), float(self.distance.position))
+
+
+class DetectorArm(Device):
+    """2theta arm carrying the detector: ``angle`` (deg), a rotation about an axis
+    through the sample.
+
+    Convention: see :mod:`xrd_bluesky.science.position_models`.
+    """
+
+    angle = Cpt(SoftPositioner, egu="deg", init_pos=0.0)
+
+    def position_now(self) -> ArmPosition:
+        """Current arm angle (deg)."""
+        return ArmPosition(float(self.angle.position))
 
 
 class Goniometer(Device):

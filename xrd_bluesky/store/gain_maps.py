@@ -9,10 +9,12 @@ from .derived_runs import latest_successful
 from .lineage import live_runs
 
 
-def latest_gain_map_uid(processed) -> str | None:
+def latest_gain_map_uid(processed, detector_name: str | None = None) -> str | None:
     """Uid of the newest successful gain-map run made live in ``processed`` (replays
-    never become current), or None."""
-    run = latest_successful(live_runs(processed), "gain_map")
+    never become current), of the beamline description's detector ``detector_name``
+    when given, or None."""
+    keys = {} if detector_name is None else {"detector_name": detector_name}
+    run = latest_successful(live_runs(processed), "gain_map", **keys)
     return None if run is None else run.start["uid"]
 
 

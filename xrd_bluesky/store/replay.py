@@ -29,7 +29,7 @@ from ..callbacks.derived import Emit
 from ..errors import CorruptFrameError, MissingMetadataError, XRDBlueskyError
 from ..schema import InstrumentSettings, RunSetup
 from ..science.calibration import CalibrationSettings
-from ..science.geometry import DetectorPositionModel
+from ..science.position_models import position_model_from_dict
 from ..science.geometry_source import GeometrySource
 from ..sources.frames.hdf5 import path_from_uri
 from .calibrations import geometry_from_calibration
@@ -219,7 +219,7 @@ def _router(catalog, uid: str, analysis: str, recorded: dict, emit: Emit, calibr
         if "nominal" not in parameters:
             raise MissingMetadataError(f"calibration run {uid} has no live calibration recording its nominal "
                                        "geometry and settings: it cannot be replayed")
-        nominal = DetectorPositionModel.from_dict(parameters["nominal"])
+        nominal = position_model_from_dict(parameters["nominal"])
         options["calibration_settings"] = CalibrationSettings(
             **{k: tuple(v) if isinstance(v, list) else v for k, v in parameters["settings"].items()})
     if "npt" in parameters:
@@ -240,7 +240,7 @@ def _router(catalog, uid: str, analysis: str, recorded: dict, emit: Emit, calibr
                  **{key: recorded[key] for key in ("detector_name", "image_key") if recorded.get(key)}}
     return AnalysisRouter(emit, lambda detector_name: geometry,
                           setup=lambda start: RunSetup({**described, **start}, instrument, nominal),
-                          gain_map=lambda: gain_map, export_dir=export_dir,
+                          gain_map=lambda detector_name: gain_map, export_dir=export_dir,
                           references=lambda ref: reference_pattern(processed, ref),
                           darks=lambda dark: dark_frame(catalog.raw, dark),
                           peak_references=lambda ref: peak_reference(processed, ref),
@@ -266,7 +266,7 @@ def _geometry(processed, uid: str, recorded: dict, calibration_uid: str | None) 
     if geometry is None:
         raise MissingMetadataError(f"run {uid} has no live analysis recording its geometry: "
                                    "name a calibration to replay it with")
-    return GeometrySource(DetectorPositionModel.from_dict(geometry["model"]), geometry["source"],
+    return GeometrySource(position_model_from_dict(geometry["model"]), geometry["source"],
                           calibration_uid=geometry.get("calibration_uid"),
                           follows_stage=geometry.get("follows_stage", True))
 

@@ -32,6 +32,7 @@ from event_model import unpack_event_page
 
 from ...errors import CorruptFrameError, FrameSourceError, MissingMetadataError, ShapeMismatchError
 from ...science.geometry import STAGE_AXES, StagePosition
+from ...science.position_models import ARM_AXES, ArmPosition
 from ...science.monitors import positive
 from ..documents import document_field, document_uid
 from .resources import ResourceFrames
@@ -345,23 +346,84 @@ def stage_position(event: dict, stage_keys: Mapping[str, str] | None) -> StagePo
         or the event lacks a reading of a stage motor or holds one that is not a finite
         number (motor and value named).
     """
-    if stage_keys is None or isinstance(stage_keys, Mapping) and not stage_keys:
+    readings = _motor_readings(event, stage_keys, STAGE_AXES, "stage", "mm")
+    return None if readings is None else StagePosition(*(readings[axis] for axis in STAGE_AXES))
+
+
+def arm_position(event: dict, arm_keys: Mapping[str, str] | None) -> ArmPosition | None:
+    """2theta-arm position read in ``event``: the arm's ``angle`` (deg) and, when the run
+    names one, the ``translation`` it carries (mm); None if the run names no arm.
+
+    Raises
+    ------
+    MissingMetadataError
+        As :func:`stage_position`, for the run's ``arm_motors``.
+    """
+    axes = [axis for axis in ARM_AXES if axis == "angle" or isinstance(arm_keys, Mapping) and axis in arm_keys]
+    readings = _motor_readings(event, arm_keys, axes, "arm", "deg, mm")
+    return None if readings is None else ArmPosition(**readings)
+
+
+def detector_position(event: dict, start: Mapping) -> StagePosition | ArmPosition | None:
+    """Where the detector was for ``event``, from the motors the run's ``start``
+    document names (``stage_motors`` or ``arm_motors``); None for a fixed detector.
+
+    Raises
+    ------
+    MissingMetadataError
+        The run names both a stage and an arm, or a reading is missing or not a number.
+    """
+    stage, arm = start.get("stage_motors"), start.get("arm_motors")
+    if stage and arm:
+        raise MissingMetadataError(f"the run names both stage_motors {stage!r} and arm_motors {arm!r}: "
+                                   "a detector is on one mount")
+    return arm_position(event, arm) if arm else stage_position(event, stage)
+
+
+def planned_positions(start: Mapping) -> list[StagePosition | ArmPosition] | None:
+    """The detector positions a run plans to visit (``positions_mm`` of a stage,
+    ``arm_positions`` of an arm, in the order of its motors); None when not recorded.
+
+    Raises
+    ------
+    MissingMetadataError
+        A position is not a list of numbers, one per motor.
+    """
+    for key, motors_key, build in (("positions_mm", "stage_motors", StagePosition),
+                                   ("arm_positions", "arm_motors", ArmPosition)):
+        planned = start.get(key)
+        if not planned:
+            continue
+        axes = list(document_field(start, motors_key, Mapping, "the run's start document"))
+        try:
+            return [build(**dict(zip(axes, map(float, position), strict=True))) for position in planned]
+        except (TypeError, ValueError) as exc:
+            raise MissingMetadataError(f"the run's {key} {planned!r} are not positions of its {motors_key} "
+                                       f"{axes}: {exc}") from None
+    return None
+
+
+def _motor_readings(event: dict, keys: Mapping[str, str] | None, axes, mount: str, units: str) -> dict | None:
+    """Readings (by axis) of the motors ``keys`` names for ``axes`` in ``event``; None
+    when ``keys`` is None or empty (the run names no such ``mount``: stage, arm)."""
+    role = f"{mount}_motors"
+    if keys is None or isinstance(keys, Mapping) and not keys:
         return None
-    if not isinstance(stage_keys, Mapping):
-        raise MissingMetadataError(f"the run's stage_motors {stage_keys!r} is not a mapping of axis to motor name")
+    if not isinstance(keys, Mapping):
+        raise MissingMetadataError(f"the run's {role} {keys!r} is not a mapping of axis to motor name")
     what = f"event {document_uid(event)}"
     data = document_field(event, "data", dict, what)
-    readings = []
-    for axis in STAGE_AXES:
-        motor = document_field(stage_keys, axis, str, "the run's stage_motors")
+    readings = {}
+    for axis in axes:
+        motor = document_field(keys, axis, str, f"the run's {role}")
         if motor not in data:
-            raise MissingMetadataError(f"stage motor reading {motor!r} ({axis}) missing from {what}")
+            raise MissingMetadataError(f"{mount} motor reading {motor!r} ({axis}) missing from {what}")
         value = data[motor]
         if isinstance(value, (bool, str, bytes)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise MissingMetadataError(f"stage motor reading {motor}={value!r} ({axis}) of {what} "
-                                       "is not a finite number (mm)")
-        readings.append(float(value))
-    return StagePosition(*readings)
+            raise MissingMetadataError(f"{mount} motor reading {motor}={value!r} ({axis}) of {what} "
+                                       f"is not a finite number ({units})")
+        readings[axis] = float(value)
+    return readings
 
 
 def mean_dark(frame_events: list[FrameEvent]) -> np.ndarray:

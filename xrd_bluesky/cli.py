@@ -100,6 +100,14 @@ def _bench_integrate(args) -> int:
     return 0
 
 
+def _bench_stitch(args) -> int:
+    from .bench import stitch_arm
+
+    stitch_arm(args.positions, detector=args.detector, distance_m=args.distance_m, first_deg=args.first_deg,
+               last_deg=args.last_deg, npt=args.npt, unit=args.unit, sample=args.sample, repeats=args.repeats)
+    return 0
+
+
 def _bench_live(args) -> int:
     from .bench import live
 
@@ -208,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     bint.add_argument("--npt", type=int, default=2000, help="radial bins")
     bint.add_argument("--repeats", type=int, default=5, help="timing repeats (the best is reported)")
     bint.set_defaults(func=_bench_integrate)
+    bst = bench_sub.add_parser("stitch", help="stitching a detector on a 2theta arm, ours vs pyFAI MultiGeometry")
+    bst.add_argument("--positions", type=int, default=50, help="arm angles")
+    bst.add_argument("--detector", default="Pilatus300kw", help="pyFAI detector model")
+    bst.add_argument("--distance-m", type=float, default=0.9, help="sample-detector distance (m)")
+    bst.add_argument("--first-deg", type=float, default=5.0, help="first arm angle (deg)")
+    bst.add_argument("--last-deg", type=float, default=39.0, help="last arm angle (deg)")
+    bst.add_argument("--npt", type=int, default=2000, help="radial bins")
+    bst.add_argument("--unit", default="2th_deg", choices=("2th_deg", "q_nm^-1", "q_A^-1"), help="radial unit")
+    bst.add_argument("--sample", default="glass", help="sample of the simulator's library")
+    bst.add_argument("--repeats", type=int, default=3, help="timing repeats (the best is reported)")
+    bst.set_defaults(func=_bench_stitch)
     blive = bench_sub.add_parser("live", help="the live chain at a detector frame rate on pre-rendered frames")
     blive.add_argument("--seconds", type=float, default=120.0, help="measured duration after the warm-up (s)")
     blive.add_argument("--warmup", type=float, default=20.0, help="warm-up (s)")

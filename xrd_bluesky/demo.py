@@ -368,12 +368,13 @@ def _pdf_step(session: Session, output: Path) -> dict:
     return {"pdf_worst_peak_A": worst, "pdf_baseline_rel": float(slope / baseline - 1)}
 
 
-#: Arm angles (deg) of the demo's calibration scan and of its stitched count.
-ARM_CALIBRATION_ANGLES = tuple(np.round(np.arange(6.0, 40.1, 2.5), 2))
-ARM_COUNT_ANGLES = tuple(np.round(np.linspace(5.0, 40.0, 30), 3))
+#: Arm angles (deg) of the demo's calibration scan (an angle where no ring of LaB6 falls on
+#: the detector would be skipped and said) and of its stitched count (inside the calibrated range).
+ARM_CALIBRATION_ANGLES = tuple(np.round(np.arange(5.0, 40.1, 2.5), 2))
+ARM_COUNT_ANGLES = tuple(np.round(np.linspace(10.0, 38.0, 30), 3))
 #: Arm angles never measured at which the calibrated model is compared with the truth:
 #: between calibration angles, and 1 deg beyond the calibrated range.
-ARM_UNMEASURED_ANGLES = (17.25, 29.75, ARM_CALIBRATION_ANGLES[-1] + 1.0)
+ARM_UNMEASURED_ANGLES = (16.25, 28.75, ARM_CALIBRATION_ANGLES[-1] + 1.0)
 
 
 def _arm_step(session: Session, output: Path) -> dict:

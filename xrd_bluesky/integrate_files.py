@@ -47,7 +47,6 @@ import numpy as np
 from .command_options import add_detector_options, whole_number_in
 from .errors import PlausibilityWarning, UsageError
 from .outputs import check_writable
-from .science.geometry import STAGE_AXES, DetectorPositionModel
 from .science.input_checks import check_saturation
 from .science.integration import MAX_RADIAL_BINS, UNITS, IntegrationResult, integrate_1d
 from .sources.file_inputs import read_corrections, read_geometry
@@ -384,7 +383,7 @@ def run_stitched(args: argparse.Namespace, polarization: float | None) -> int:
     """
     from .science.corrected_integration import CorrectedIntegrator
     from .science.multi_geometry import covered_radial_range, stitch
-    from .science.position_models import ArmModel, read_goniometer_json
+    from .science.position_models import read_goniometer_json
 
     missing = [f"--{option}" for option in ("goniometer", "positions", "arm") if not getattr(args, option, None)]
     if missing:
@@ -403,13 +402,13 @@ def run_stitched(args: argparse.Namespace, polarization: float | None) -> int:
     positions = frame_positions(args.positions, args.arm, args.frames)
     out = check_writable(args.output, directory=True)
     model = read_goniometer_json(args.goniometer)
-    axes = STAGE_AXES if isinstance(model, DetectorPositionModel) else model.axes
+    axes = model.axes
     if len(axes) != 1:
         raise UsageError(f"goniometer file {args.goniometer} has the axes {', '.join(axes)}; the positions "
                          f"CSV gives one (--arm {args.arm})")
     placed = [(path, model.position_type(value)) for path, value in positions]
     for path, position in placed:
-        outside = model.outside_calibrated_range(position) if isinstance(model, ArmModel) else None
+        outside = model.outside_calibrated_range(position)
         if outside:
             warnings.warn(f"{path}: {outside}", PlausibilityWarning, stacklevel=2)
     ponis = [model.poni_at(position) for _, position in placed]

@@ -300,8 +300,7 @@ class LiveIntegration(FrameRunCallback):
     def _uncalibrated(self, position, seq_num: int) -> str:
         """What is wrong with the geometry at a new ``position``, warned once: an arm
         angle outside the calibrated range (the model extrapolates); "" if nothing."""
-        check = getattr(self.geometry.model, "outside_calibrated_range", None)
-        message = check(position) if check is not None and self.geometry.follows_stage else None
+        message = self.geometry.model.outside_calibrated_range(position) if self.geometry.follows_stage else None
         if message:
             logger.warning("event %s: %s", seq_num, message)
         return message or ""

@@ -70,6 +70,10 @@ BRIGHT_SIGMA = 6.0
 COARSE_MIN_SCORE = 0.25
 #: Largest accepted change of the arm offset from the guess (deg).
 MAX_OFFSET_CHANGE_DEG = 2.0
+#: How far the final least squares may take the weakly determined parameters: the
+#: detector's tilt across the arm's plane (deg from square; detectors are mounted square
+#: to their arm to better than this), and the PONI as far as that tilt moves it.
+POLISH_TILT_DEG = 1.0
 
 
 @dataclass(frozen=True)
@@ -399,28 +403,43 @@ def _refine(used: list[_Frame], model: ArmModel, cal, settings: CalibrationSetti
         w.points = w.points[np.abs(res - centre) <= settings.outlier_cut * spread]
         gonio.single_geometries[w.frame.label].geometry_refinement.data = w.points
     gonio.refine3(fix=sorted(fix), method="slsqp", verbose=False)
-    _polish(gonio, fix)
+    _polish(gonio, fix, model)
     model = _model_of(model, gonio.param)
     rms = float(np.degrees(np.sqrt(np.mean(np.concatenate(_frame_residuals(model, used, ring_tth)) ** 2))))
     return model, rms
 
 
-def _polish(gonio: GoniometerRefinement, fix: set[str]) -> None:
+def _polish(gonio: GoniometerRefinement, fix: set[str], model: ArmModel) -> None:
     """Least squares on the control points' 2theta residuals (trust region, parameters
     scaled by the Jacobian), from pyFAI's SLSQP result. SLSQP stops on an absolute
     tolerance (1e-12) of the mean squared residual, itself about 1e-10 rad^2, before the
     weakly determined directions (the PONI along the arm against its zero, a tilt
-    against the PONI across) have converged; their errors cancel in 2theta only
-    partly."""
+    against the PONI across) have converged; their errors cancel in 2theta only partly.
+    Real data may not determine those directions at all (a detector that is not quite
+    flat, an arm axis not quite through the sample tilt the valley): the least squares
+    stays within :data:`POLISH_TILT_DEG` of a square detector and the PONI within what
+    that tilt moves it (distance x tan) of pyFAI's, and a result on one of those bounds
+    is not taken (the data did not decide; pyFAI's result stays)."""
     names = list(gonio.nt_param._fields)
+    param0 = np.asarray(gonio.param, dtype=float)
+    reach = model.reference.dist * math.tan(math.radians(POLISH_TILT_DEG))
+    limits = {f"{p}_ref": (param0[names.index(f"{p}_ref")], reach) for p in ("poni1", "poni2")}
+    limits["rot1_ref" if model.plane == "vertical" else "rot2_ref"] = (0.0, math.radians(POLISH_TILT_DEG))
     free = [i for i, name in enumerate(names) if name not in fix
             and not (gonio.bounds[i][0] is not None and gonio.bounds[i][0] == gonio.bounds[i][1])]
-    low = np.array([-np.inf if gonio.bounds[i][0] is None else gonio.bounds[i][0] for i in free])
-    high = np.array([np.inf if gonio.bounds[i][1] is None else gonio.bounds[i][1] for i in free])
-    start = np.clip(np.asarray(gonio.param, dtype=float)[free], low, high)
+    low, high = np.full(len(free), -np.inf), np.full(len(free), np.inf)
+    for j, i in enumerate(free):
+        if gonio.bounds[i][0] is not None:
+            low[j] = gonio.bounds[i][0]
+        if gonio.bounds[i][1] is not None:
+            high[j] = gonio.bounds[i][1]
+        if names[i] in limits:
+            centre, width = limits[names[i]]
+            low[j], high[j] = max(low[j], centre - width), min(high[j], centre + width)
+    start = np.clip(param0[free], low, high)
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        param = np.asarray(gonio.param, dtype=float).copy()
+        param = param0.copy()
         param[free] = x
         out = []
         for single in gonio.single_geometries.values():
@@ -431,8 +450,10 @@ def _polish(gonio: GoniometerRefinement, fix: set[str]) -> None:
         return np.concatenate(out)
 
     result = least_squares(residuals, start, bounds=(low, high), x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12)
-    if np.sum(result.fun ** 2) < np.sum(residuals(start) ** 2):
-        param = np.asarray(gonio.param, dtype=float).copy()
+    span = np.where(np.isfinite(high - low), high - low, np.inf)
+    on_bound = np.any(np.minimum(result.x - low, high - result.x) < 1e-3 * span)
+    if not on_bound and np.sum(result.fun ** 2) < np.sum(residuals(param0[free]) ** 2):
+        param = param0.copy()
         param[free] = result.x
         gonio.param = param
 

@@ -25,6 +25,7 @@ The pixel-splitting matrix comes from pyFAI's own CSR engine; constant per-bin s
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -99,6 +100,14 @@ class BinSums:
 class CorrectedIntegrator:
     """Everything constant for one geometry, prepared once; :meth:`sums` per frame.
 
+    What is prepared (the pixel-splitting matrix, the per-pixel normalization and dark,
+    the constant per-bin sums) lives in a cache bounded in bytes
+    (:data:`SPLITTING_CACHE_BYTES`), not in the integrator: however many integrators
+    (detector positions) are alive, their memory is that bound plus a few per-bin arrays
+    each. An integrator whose preparation was evicted prepares it again on its next
+    frame, from the ``mask``, ``gain`` and ``dark`` arrays it was given (kept by
+    reference, not copied; changing them afterwards is an error).
+
     Parameters
     ----------
     poni : Poni
@@ -153,52 +162,86 @@ class CorrectedIntegrator:
             raise GeometryError(f"detector {poni.detector!r} (config {poni.detector_config!r}) has no shape")
         self.poni, self.unit, self.npt, self.npt_azim = poni, unit, npt, npt_azim
         self.max_count = np.inf if max_count is None else float(max_count)
-        ai = poni.integrator()
-        shape = tuple(poni.detector_model().shape)
+        self.shape = tuple(poni.detector_model().shape)
         for name, array in (("mask", mask), ("gain", gain), ("dark", dark)):
             if array is not None:
                 check_frame_shape(array, poni, name)
-        valid = np.ones(shape, bool) if ai.detector.mask is None else ~ai.detector.mask.astype(bool)
-        if mask is not None:
-            valid &= ~np.asarray(mask, bool)
-        if dark is not None:
-            valid &= np.isfinite(dark)
-        if gain is not None:
-            gain = np.asarray(gain, np.float64)
-            with np.errstate(invalid="ignore"):
-                valid &= np.isfinite(gain) & (gain > 0)
+        self._mask, self._gain, self._dark = mask, gain, dark
+        self._polarization_factor, self._radial_range, self._split = polarization_factor, radial_range, split
+        valid = self._valid()
         if not valid.any():
             raise GeometryError(f"every pixel of detector {poni.detector!r} is masked (mask, gain, dark): "
                                 "nothing to integrate")
         check_radial_range(poni, unit, radial_range, valid)
-        norm = ai.solidAngleArray(shape, absolute=True).astype(np.float64)
-        if polarization_factor is not None:
-            norm = norm * ai.polarization(shape, factor=polarization_factor)
-        if gain is not None:
-            norm = norm * np.where(valid, gain, 0.0)
-        self._splitting = pixel_splitting(poni, npt, npt_azim, unit, radial_range, ~valid, split)
-        self.radial, self.azimuthal = self._splitting.radial, self._splitting.azimuthal
-        self._norm = np.where(valid, norm, 0.0).ravel()
-        self._dark = np.zeros(valid.size) if dark is None else np.where(valid, dark, 0.0).ravel()
-        m = self._splitting.matrix()
-        self._static = np.stack([m @ self._norm, m @ self._dark, m @ valid.ravel().astype(np.float64)], axis=1)
-        n_ranges = len(self._splitting.bounds) - 1
-        self._acc = np.empty((n_ranges, self.n_bins, 2))
-        self._lost = np.empty((n_ranges, self.n_bins, 3))
-        self.shape = shape
-        self.azimuthal_moments = self._azimuthal_moments(ai, m) if npt_azim else None
+        self._key = self._cache_key(valid)
+        prepared = _cached(self._key) or self._prepare(valid)
+        self.n_bins = prepared.splitting.n_bins
+        self.radial, self.azimuthal = prepared.splitting.radial, prepared.splitting.azimuthal
+        self.azimuthal_moments = self._azimuthal_moments(prepared) if npt_azim else None
 
-    def _azimuthal_moments(self, ai, m) -> tuple[np.ndarray, np.ndarray]:
+    def _valid(self) -> np.ndarray:
+        """Pixels to integrate (True = good): not in the detector's gaps, the static mask,
+        a non-finite dark or a non-positive or non-finite gain."""
+        det_mask = self.poni.detector_model().mask
+        valid = np.ones(self.shape, bool) if det_mask is None else ~det_mask.astype(bool)
+        if self._mask is not None:
+            valid &= ~np.asarray(self._mask, bool)
+        if self._dark is not None:
+            valid &= np.isfinite(self._dark)
+        if self._gain is not None:
+            with np.errstate(invalid="ignore"):
+                valid &= np.isfinite(self._gain) & (np.asarray(self._gain, np.float64) > 0)
+        return valid
+
+    def _cache_key(self, valid: np.ndarray) -> tuple:
+        """What the preparation depends on: geometry, bins, valid pixels, gain, dark, polarization."""
+        radial_range = None if self._radial_range is None else tuple(map(float, self._radial_range))
+        return (self.poni, self.npt, self.npt_azim, self.unit, self._split, radial_range,
+                _digest(np.packbits(valid)), _digest(self._gain), _digest(self._dark), self._polarization_factor)
+
+    def _prepare(self, valid: np.ndarray) -> "PreparedPosition":
+        """Build (and cache) the splitting matrix, per-pixel corrections and constant sums."""
+        ai = self.poni.integrator()
+        norm = ai.solidAngleArray(self.shape, absolute=True).astype(np.float64)
+        if self._polarization_factor is not None:
+            norm = norm * ai.polarization(self.shape, factor=self._polarization_factor)
+        if self._gain is not None:
+            norm = norm * np.where(valid, np.asarray(self._gain, np.float64), 0.0)
+        splitting = pixel_splitting(self.poni, self.npt, self.npt_azim, self.unit, self._radial_range, ~valid,
+                                    self._split)
+        norm = np.where(valid, norm, 0.0).ravel()
+        m = splitting.matrix()
+        if self._dark is None:
+            dark, static_dark = None, np.zeros(splitting.n_bins)
+        else:  # kept in the smallest float dtype that holds the given dark exactly; summed in float64
+            dark = np.where(valid, self._dark, 0).astype(np.result_type(np.asarray(self._dark).dtype, np.float32))
+            dark = dark.ravel()
+            static_dark = m @ dark.astype(np.float64)
+        static = np.stack([m @ norm, static_dark, m @ valid.ravel().astype(np.float64)], axis=1)
+        prepared = PreparedPosition(splitting, norm, dark, static)
+        _remember(self._key, prepared)
+        return prepared
+
+    def _prepared(self) -> "PreparedPosition":
+        """The cached preparation, prepared again if it was evicted."""
+        prepared = _cached(self._key)
+        if prepared is not None:
+            return prepared
+        valid = self._valid()
+        if self._cache_key(valid) != self._key:
+            raise GeometryError("the mask, gain or dark array given to this integrator was changed since it was "
+                                "made: make a new integrator")
+        return self._prepare(valid)
+
+    def _azimuthal_moments(self, prepared: "PreparedPosition") -> tuple[np.ndarray, np.ndarray]:
         """Per cake bin, the normalization-weighted means of cos(2 chi) and sin(2 chi)
         over the pixels it holds (NaN where none): where a bin's pixels really are in
         azimuth when the detector's edge or a gap cuts its sector."""
-        chi = ai.center_array(self.shape, unit="chi_rad").ravel()
+        chi = self.poni.integrator().center_array(self.shape, unit="chi_rad").ravel()
+        m = prepared.splitting.matrix()
         with np.errstate(invalid="ignore", divide="ignore"):
-            return tuple(self._arrange((m @ (self._norm * f(2 * chi))) / self._static[:, 0]) for f in (np.cos, np.sin))
-
-    @property
-    def n_bins(self) -> int:
-        return self._splitting.n_bins
+            return tuple(self._arrange((m @ (prepared.norm * f(2 * chi))) / prepared.static[:, 0])
+                         for f in (np.cos, np.sin))
 
     def sums(self, frame: np.ndarray, source: str = "frame") -> BinSums:
         """Integrate one frame (raw counts, the detector's shape) into per-bin sums.
@@ -218,16 +261,23 @@ class CorrectedIntegrator:
             ``frame`` does not have the detector's shape or does not hold real numbers.
         InvalidFrameError
             No pixel of ``frame`` inside the bins is valid.
+        GeometryError
+            The preparation was evicted from the cache and the ``mask``, ``gain`` or
+            ``dark`` array it was made from has changed since.
         """
         check_frame_shape(frame, self.poni, source)
         frame = np.asarray(frame)
         flat = np.ascontiguousarray(frame if frame.dtype in KERNEL_DTYPES else frame.astype(np.float64)).reshape(-1)
-        split = self._splitting
+        prepared = self._prepared()
+        split = prepared.splitting
+        n_ranges = len(split.bounds) - 1
+        acc, lost = np.empty((n_ranges, self.n_bins, 2)), np.empty((n_ranges, self.n_bins, 3))
+        dark = np.broadcast_to(0.0, flat.shape) if prepared.dark is None else prepared.dark  # no memory for none
         fused_bin_sums(split.colptr, split.rows, split.coef, split.bounds, flat, self.max_count,
-                       self._norm, self._dark, self._acc, self._lost)
-        raw, raw_var = self._acc.sum(axis=0).T
-        lost_norm, lost_dark, lost_count = self._lost.sum(axis=0).T
-        norm, dark, count = self._static.T
+                       prepared.norm, dark, acc, lost)
+        raw, raw_var = acc.sum(axis=0).T
+        lost_norm, lost_dark, lost_count = lost.sum(axis=0).T
+        norm, dark, count = prepared.static.T
         if not np.any(count - lost_count > 1e-9 * count):  # all lost, up to rounding
             max_count = None if np.isinf(self.max_count) else self.max_count
             raise InvalidFrameError(f"{source}: no valid pixel inside the {self.unit} bins, nothing to integrate "
@@ -263,28 +313,95 @@ class PixelSplitting:
         """The matrix for scipy products (shares the arrays)."""
         return scipy.sparse.csc_matrix((self.coef, self.rows, self.colptr), shape=(self.n_bins, len(self.colptr) - 1))
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays (bytes)."""
+        arrays = (self.colptr, self.rows, self.coef, self.radial, self.bounds, self.azimuthal)
+        return sum(a.nbytes for a in arrays if a is not None)
 
-#: Recently built pixel-splitting matrices (about 50 MB each for a 2M detector) by
-#: geometry, bins, unit, range and mask: one per detector position and unit of a run,
-#: shared by the following runs.
+
+@dataclass(frozen=True)
+class PreparedPosition:
+    """Everything :meth:`CorrectedIntegrator.sums` needs besides the frame: the splitting,
+    the per-pixel normalization (float64, sr; 0 where masked) and dark (counts; None
+    when there is none), and the constant per-bin sums of normalization, dark and
+    pixel count (``(n_bins, 3)`` float64)."""
+
+    splitting: PixelSplitting
+    norm: np.ndarray
+    dark: np.ndarray | None
+    static: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays (bytes)."""
+        dark = 0 if self.dark is None else self.dark.nbytes
+        return self.splitting.nbytes + self.norm.nbytes + dark + self.static.nbytes
+
+
 #: Pixel splittings the integrator offers (pyFAI's names).
 SPLITTINGS = ("bbox", "no")
-_SPLITTING_CACHE: OrderedDict[tuple, PixelSplitting] = OrderedDict()
-SPLITTING_CACHE_SIZE = 8
+#: Bound (bytes) of the cache of prepared positions (:class:`PreparedPosition`, least
+#: recently used evicted first). With a dark, 2000 bins and bbox splitting, a Pilatus
+#: 300K-W position at 0.9 m takes about 7.2 MiB, so the default holds a 50-position
+#: 2theta-arm scan (360 MiB) with room to spare; a Pilatus 2M position at 0.3 m takes
+#: about 79 MiB, so it holds 6 of those.
+#: A preparation larger than the bound is used but not cached.
+SPLITTING_CACHE_BYTES = 512 * 2**20
+_SPLITTING_CACHE: OrderedDict[tuple, PreparedPosition] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def splitting_cache_bytes() -> int:
+    """Memory (bytes) of the prepared positions the cache holds now."""
+    with _CACHE_LOCK:
+        return sum(p.nbytes for p in _SPLITTING_CACHE.values())
+
+
+def clear_splitting_cache() -> None:
+    """Drop every cached preparation (integrators prepare theirs again when next used)."""
+    with _CACHE_LOCK:
+        _SPLITTING_CACHE.clear()
+
+
+def _cached(key: tuple) -> PreparedPosition | None:
+    with _CACHE_LOCK:
+        prepared = _SPLITTING_CACHE.get(key)
+        if prepared is not None:
+            _SPLITTING_CACHE.move_to_end(key)
+        return prepared
+
+
+def _remember(key: tuple, prepared: PreparedPosition) -> None:
+    """Cache ``prepared``, evicting the least recently used until the cache fits
+    :data:`SPLITTING_CACHE_BYTES` (read at each call)."""
+    with _CACHE_LOCK:
+        if prepared.nbytes > SPLITTING_CACHE_BYTES:
+            return
+        _SPLITTING_CACHE[key] = prepared
+        total = sum(p.nbytes for p in _SPLITTING_CACHE.values())
+        while total > SPLITTING_CACHE_BYTES:
+            total -= _SPLITTING_CACHE.popitem(last=False)[1].nbytes
+
+
+def _digest(array: np.ndarray | None) -> str | None:
+    """A digest of an array's dtype, shape and values (None for None)."""
+    if array is None:
+        return None
+    array = np.ascontiguousarray(array)
+    h = hashlib.sha1(f"{array.dtype.str}{array.shape}".encode())
+    h.update(array.view(np.uint8).reshape(-1))
+    return h.hexdigest()
 
 
 def pixel_splitting(poni: Poni, npt: int, npt_azim: int | None, unit: str,
                     radial_range: tuple[float, float] | None, mask: np.ndarray, split: str = "bbox") -> PixelSplitting:
-    """pyFAI's own CSR matrix for these bins, masked pixels removed, as a (cached)
-    :class:`PixelSplitting`. ``mask``: True = bad pixel; ``split``: pyFAI's pixel
-    splitting, ``"bbox"`` or ``"no"``."""
+    """pyFAI's own CSR matrix for these bins, masked pixels removed, as a
+    :class:`PixelSplitting` (not cached: :class:`CorrectedIntegrator` caches it with
+    the corrections). ``mask``: True = bad pixel; ``split``: pyFAI's pixel splitting,
+    ``"bbox"`` or ``"no"``."""
     if split not in SPLITTINGS:
         raise GeometryError(f"unknown pixel splitting {split!r}; use one of {SPLITTINGS}")
-    key = (poni, npt, npt_azim, unit, split, None if radial_range is None else tuple(map(float, radial_range)),
-           hashlib.sha1(np.packbits(mask).tobytes()).hexdigest())
-    if key in _SPLITTING_CACHE:
-        _SPLITTING_CACHE.move_to_end(key)
-        return _SPLITTING_CACHE[key]
     ai = poni.integrator()
     shape = mask.shape
     dummy = np.zeros(shape, np.float32)
@@ -313,7 +430,4 @@ def pixel_splitting(poni: Poni, npt: int, npt_azim: int | None, unit: str,
     split = PixelSplitting(colptr, matrix.indices.astype(np.uint16 if n_bins <= np.iinfo(np.uint16).max else np.int32),
                            matrix.data.astype(np.float32), n_bins, np.asarray(res.radial, np.float64), azimuthal,
                            balanced_ranges(colptr, numba.get_num_threads()))
-    _SPLITTING_CACHE[key] = split
-    while len(_SPLITTING_CACHE) > SPLITTING_CACHE_SIZE:
-        _SPLITTING_CACHE.popitem(last=False)
     return split

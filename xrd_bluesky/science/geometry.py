@@ -17,6 +17,7 @@ import logging
 import math
 import numbers
 from dataclasses import asdict, dataclass, replace
+from typing import ClassVar
 from functools import lru_cache
 from pathlib import Path
 
@@ -330,6 +331,14 @@ class DetectorPositionModel:
 
     reference: Poni
     reference_position: StagePosition
+
+    #: What a position of this model is, and its axes (mm).
+    position_type: ClassVar[type] = StagePosition
+    axes: ClassVar[tuple[str, ...]] = STAGE_AXES
+
+    def outside_calibrated_range(self, position: StagePosition) -> str | None:
+        """None: a stage's translations move the geometry exactly, wherever the stage is."""
+        return None
 
     def poni_at(self, position: StagePosition) -> Poni:
         """The geometry (PONI) at a stage position (mm)."""

@@ -275,6 +275,10 @@ class PyFAIGoniometerModel:
             raise GeometryError(f"{self.source}: pyFAI cannot compute the geometry at {position!r}: {exc}") from exc
         return Poni.from_integrator(ai, source=f"{self.source} at {position!r}")
 
+    def outside_calibrated_range(self, position) -> str | None:
+        """None: a pyFAI goniometer file does not say which positions were calibrated."""
+        return None
+
     def with_wavelength(self, wavelength_m: float) -> "PyFAIGoniometerModel":
         """The same goniometer at another wavelength (m)."""
         content = copy.deepcopy(self.content)

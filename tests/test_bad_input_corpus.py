@@ -8,7 +8,8 @@ import pytest
 from xrd_bluesky.bad_inputs import corpus, good_cases, good_files, run_case, table
 
 #: Inputs that are unusual but may be right: answered with a warning (and a result).
-WARNED = {"frame with 5 % marker pixels", "mask of a third of the pixels", "pattern with a one-point spike"}
+WARNED = {"frame with 5 % marker pixels", "mask of a third of the pixels", "pattern with a one-point spike",
+          "arm angle outside the calibrated range"}
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,14 @@ rmin = 0.0
 rmax = 60.0
 rstep = 0.01
 """
+#: Detector of the arm set: a strip of few pixels, on a vertical 2theta arm.
+ARM_DETECTOR = "Pilatus300kw"
+#: Column of the arm angle (deg) in the arm set's positions CSV.
+ARM_COLUMN = "tth_deg"
+#: Arm readings (deg) of the arm set's frames that its positions CSV lists ...
+ARM_ANGLES = (0.0, 8.0, 16.0, 24.0)
+#: ... and of one more frame, which it does not list: beyond the calibrated range.
+ARM_BEYOND_DEG = 30.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +79,9 @@ class Outcome:
 
 @dataclass(frozen=True)
 class GoodFiles:
-    """The good inputs the cases spoil (paths as strings)."""
+    """The good inputs the cases spoil (paths as strings); ``arm_*`` are those of a
+    detector on a 2theta arm, ``arm_beyond`` a frame of it that ``arm_positions`` does
+    not list."""
 
     frame: str
     poni: str
@@ -83,6 +93,11 @@ class GoodFiles:
     gain_ponis: list[str]
     pdf_pattern: str
     pdf_config: str
+    arm_frames: list[str]
+    arm_beyond: str
+    arm_positions: str
+    arm_guess: str
+    arm_model: str
 
 
 def _write_tif(path: Path, data: np.ndarray) -> str:
@@ -107,8 +122,8 @@ OFFSET_COUNTS = 200
 def good_files(directory: Path) -> GoodFiles:
     """Render and write the good inputs into ``directory``: a CeO2 frame (with an
     offset) and its PONI, dark, beamstop mask and gain map, its integrated pattern, a
-    glass gain-map set at two positions, and a Ni total-scattering pattern (:func:`ni_pattern`)
-    with its ``pdfgetx3.cfg``."""
+    glass gain-map set at two positions, a Ni total-scattering pattern (:func:`ni_pattern`)
+    with its ``pdfgetx3.cfg``, and the arm set (:func:`_arm_set`)."""
     from .integrate_files import write_xye
     from .science.gain_map_simulation import simulate_gain_map_set
     from .science.image_formation import DetectorResponse, detect, expected_photons, pixel_geometry
@@ -145,7 +160,48 @@ def good_files(directory: Path) -> GoodFiles:
                      gain=_write_tif(directory / "gain.tif", gain), pattern=str(directory / "ceo2.xye"),
                      gain_frames=frames, gain_ponis=ponis,
                      pdf_pattern=_write_pattern(directory / "ni.chi", *ni_pattern()),
-                     pdf_config=_write_text(directory / "pdfgetx3.cfg", PDFGETX3_CFG))
+                     pdf_config=_write_text(directory / "pdfgetx3.cfg", PDFGETX3_CFG), **_arm_set(directory))
+
+
+def _arm_set(directory: Path) -> dict:
+    """Render and write the arm set and return its :class:`GoodFiles` fields by name:
+    LaB6 frames of a :data:`ARM_DETECTOR` on a vertical arm (reading 0.25 deg off its
+    rotation, 0.15 % fast) at :data:`ARM_ANGLES` and :data:`ARM_BEYOND_DEG` as TIFFs in
+    ``directory/arm``, the positions CSV of the former beside them, a rough guess PONI
+    at reading 0 (1 % in distance, PONI 0.5 and 0.8 mm off) and the true model,
+    calibrated over :data:`ARM_ANGLES`, as goniometer JSON."""
+    from .science.geometry import Poni, detector_model
+    from .science.image_formation import DetectorResponse, detect, expected_photons
+    from .science.position_models import ArmModel, ArmPosition, write_goniometer_json
+    from .science.samples import default_library
+    from .science.units import wavelength_m
+
+    folder = directory / "arm"
+    folder.mkdir(exist_ok=True)
+    detector = detector_model(ARM_DETECTOR)
+    rows, cols = detector.shape
+    reference = Poni(0.200, rows * detector.pixel1 / 2 + 0.3e-3, cols * detector.pixel2 / 2 - 1.1e-3,
+                     rot1=math.radians(0.4), wavelength=wavelength_m(ENERGY_KEV), detector=ARM_DETECTOR)
+    truth = ArmModel(reference, plane="vertical", offset_deg=0.25, scale=1.0015,
+                     calibrated_range_deg=(min(ARM_ANGLES), max(ARM_ANGLES)))
+    response = DetectorResponse.simulate(ARM_DETECTOR, 7)
+    frames = []
+    for i, angle in enumerate((*ARM_ANGLES, ARM_BEYOND_DEG)):
+        photons = expected_photons(default_library()["LaB6"], truth.poni_at(ArmPosition(angle)), flux_ph_s=1e11,
+                                   exposure_s=1.0, beamstop=None)
+        frames.append(_write_tif(folder / f"lab6_{i}.tif", detect(photons, response, 1.0, np.random.default_rng(i))))
+    guess = replace(reference, dist=0.202, poni1=reference.poni1 - 0.5e-3, poni2=reference.poni2 + 0.8e-3)
+    return {"arm_frames": frames[:-1], "arm_beyond": frames[-1],
+            "arm_positions": _write_positions(folder / "positions.csv", zip(frames[:-1], ARM_ANGLES)),
+            "arm_guess": str(guess.write(directory / "arm_guess.poni")),
+            "arm_model": str(write_goniometer_json(truth, directory / "arm.json"))}
+
+
+def _write_positions(path: Path, rows, column: str = ARM_COLUMN) -> str:
+    """Write a positions CSV of ``(frame, angle)`` rows, each frame by its name (in the
+    CSV's folder), the angles in ``column``."""
+    path.write_text("\n".join([f"file,{column}", *(f"{Path(frame).name},{angle}" for frame, angle in rows)]) + "\n")
+    return str(path)
 
 
 def ni_pattern() -> tuple[np.ndarray, np.ndarray]:
@@ -441,6 +497,7 @@ def corpus(good: GoodFiles, d: Path) -> list[Case]:
     cases += _pattern_cases(good, d)
     cases += _pdf_cases(good, d)
     cases += _other_cases(d)
+    cases += _arm_cases(good, d)
     return cases
 
 
@@ -448,6 +505,70 @@ def _set(argv: list[str], option: str, value: str) -> list[str]:
     """``argv`` with the value after ``option`` replaced."""
     i = argv.index(option)
     return [*argv[: i + 1], value, *argv[i + 2:]]
+
+
+def _without(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option`` and its value."""
+    i = argv.index(option)
+    return [*argv[:i], *argv[i + 2:]]
+
+
+def _arm_lines(good: GoodFiles, d: Path) -> tuple[list[str], list[str]]:
+    """The good ``integrate --stitch`` and ``calibrate --positions`` command lines of the arm set."""
+    stitch = ["integrate", "--stitch", "--goniometer", good.arm_model, "--positions", good.arm_positions,
+              "--arm", ARM_COLUMN, "-o", str(d / "arm_out")]
+    calibrate = ["calibrate", "--positions", good.arm_positions, "--arm", ARM_COLUMN, "--calibrant", "LaB6",
+                 "--energy-keV", str(ENERGY_KEV), "--guess", good.arm_guess, "-o", str(d / "arm_cal.json")]
+    return stitch, calibrate
+
+
+def _bad_positions(good: GoodFiles) -> dict[str, str]:
+    """Positions CSVs of the arm set each wrong in one way, by label, beside its frames."""
+    folder = Path(good.arm_positions).parent
+    rows = list(zip(good.arm_frames, ARM_ANGLES))
+    last, angle = rows[-1]
+    return {
+        "positions CSV without the arm column": _write_positions(folder / "no_column.csv", rows, column="angle"),
+        "positions CSV naming a missing frame": _write_positions(folder / "missing.csv",
+                                                                 [*rows[:-1], ("absent.tif", angle)]),
+        "positions CSV with a non-numeric angle": _write_positions(folder / "text.csv",
+                                                                   [*rows[:-1], (last, f"{angle} deg")]),
+        "positions CSV listing a frame twice": _write_positions(folder / "twice.csv", [*rows, rows[-1]]),
+    }
+
+
+def _arm_cases(good: GoodFiles, d: Path) -> list[Case]:
+    """``integrate --stitch`` and ``calibrate --positions`` cases: bad positions CSVs, a
+    frame the CSV does not list, an arm angle beyond the calibrated range (``integrate``
+    only: to ``calibrate`` it is a wider calibration), bad goniometer files, guesses,
+    calibrants and options."""
+    from .science.position_models import read_goniometer_json, write_goniometer_json
+
+    stitch, calibrate = _arm_lines(good, d)
+    cases = []
+    for label, csv in _bad_positions(good).items():
+        cases += [Case(argv[0], label, _set(argv, "--positions", csv)) for argv in (stitch, calibrate)]
+    cases += [Case(argv[0], "frame the positions CSV does not list", [argv[0], *good.arm_frames, good.arm_beyond,
+                                                                     *argv[1:]]) for argv in (stitch, calibrate)]
+    model = read_goniometer_json(good.arm_model)
+    other = write_goniometer_json(replace(model, reference=replace(model.reference, detector=DETECTOR)),
+                                  d / "arm_other.json")
+    far = _poni_variant(good.arm_guess, d / "arm_far.poni", Poni1=_poni_value(good.arm_guess, "Poni1") + 0.05)
+    beyond = _write_positions(Path(good.arm_positions).parent / "beyond.csv",
+                              [*zip(good.arm_frames, ARM_ANGLES), (good.arm_beyond, ARM_BEYOND_DEG)])
+    for label, argv in {
+        "arm angle outside the calibrated range": _set(stitch, "--positions", beyond),
+        "goniometer file cut short (not JSON)": _set(stitch, "--goniometer", _truncated(good.arm_model,
+                                                                                       d / "arm_cut.json")),
+        "goniometer JSON of another detector": _set(stitch, "--goniometer", str(other)),
+        "PONI as the goniometer": _set(stitch, "--goniometer", good.arm_guess),
+        "--stitch without --goniometer": _without(stitch, "--goniometer"),
+        "--arm without --positions": _without(calibrate, "--positions"),
+        "LaB6 arm frames told they are CeO2": _set(calibrate, "--calibrant", "CeO2"),
+        "guess PONI 5 cm off": _set(calibrate, "--guess", far),
+    }.items():
+        cases.append(Case(argv[0], label, argv))
+    return cases
 
 
 def _pattern_cases(good: GoodFiles, d: Path) -> list[Case]:
@@ -576,6 +697,7 @@ def table(outcomes: list[Outcome]) -> list[str]:
 
 def good_cases(good: GoodFiles, d: Path) -> list[Case]:
     """The good command lines the corpus spoils: each must run clean (exit 0, no warning)."""
+    stitch, calibrate = _arm_lines(good, d)
     return [
         Case("integrate", "good frame, dark, gain and mask",
              ["integrate", good.frame, "--poni", good.poni, "--dark", good.dark, "--gain", good.gain,
@@ -583,13 +705,15 @@ def good_cases(good: GoodFiles, d: Path) -> list[Case]:
         Case("calibrate", "good calibrant frame", ["calibrate", good.frame, "--calibrant", "CeO2", "--dark", good.dark,
                                                    "--energy-keV", str(ENERGY_KEV), "--guess", good.poni,
                                                    "-o", str(d / "good.poni")]),
-        Case("gain-map", "good glass frames", ["gain-map", "--frames", good.gain_frames[0], "--poni", good.gain_ponis[0],
-                                               "--frames", good.gain_frames[1], "--poni", good.gain_ponis[1],
-                                               "-o", str(d / "good_gain.tif")]),
+        Case("gain-map", "good glass frames", ["gain-map", "--frames", good.gain_frames[0],
+                                               "--poni", good.gain_ponis[0], "--frames", good.gain_frames[1],
+                                               "--poni", good.gain_ponis[1], "-o", str(d / "good_gain.tif")]),
         Case("fit-peaks", "good pattern", ["fit-peaks", good.pattern, "--peak", _strongest_window(good.pattern),
                                            "-o", str(d / "good_peaks.csv")]),
         Case("pdf", "good Ni pattern and pdfgetx3.cfg", ["pdf", good.pdf_pattern, "--config", good.pdf_config,
                                                          "-o", str(d / "good_pdf")]),
+        Case("integrate", "good arm frames, positions CSV and goniometer", stitch),
+        Case("calibrate", "good arm frames, positions CSV and guess", calibrate),
     ]
 
 

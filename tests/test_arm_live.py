@@ -26,7 +26,7 @@ from xrd_bluesky.store.writer import catalog_writers
 #: 300K-W's 33 mm height at most of them, not at all of them (those are skipped).
 CALIBRATION_ANGLES = (8.0, 11.0, 14.0, 17.0, 20.0, 23.0, 26.0, 29.0, 32.0)
 #: Arm angles of the stitched count: more than the integration keeps integrators for.
-COUNT_ANGLES = tuple(np.round(np.linspace(9.0, 31.0, 12), 3))
+COUNT_ANGLES = tuple(np.round(np.linspace(9.0, 31.0, 8), 3))
 
 
 def test_arm_description(tmp_path):

@@ -18,7 +18,7 @@ first neighbour against -4 pi rho0 r.
 Step 7: a second simulated beamline with its detector (a Pilatus 300K-W) on a 2theta
 arm: a LaB6 calibration scan over the arm's range, calibrated live into one arm model
 (compared with the truth at every angle and at angles never measured), then CeO2
-counted at 30 arm angles and stitched live into one pattern whose rings are compared
+counted at 20 arm angles and stitched live into one pattern whose rings are compared
 with CeO2's true 2theta.
 """
 
@@ -370,11 +370,11 @@ def _pdf_step(session: Session, output: Path) -> dict:
 
 #: Arm angles (deg) of the demo's calibration scan (an angle where no ring of LaB6 falls on
 #: the detector would be skipped and said) and of its stitched count (inside the calibrated range).
-ARM_CALIBRATION_ANGLES = tuple(np.round(np.arange(5.0, 40.1, 2.5), 2))
-ARM_COUNT_ANGLES = tuple(np.round(np.linspace(10.0, 38.0, 30), 3))
+ARM_CALIBRATION_ANGLES = tuple(np.round(np.arange(5.0, 40.1, 5.0), 2))
+ARM_COUNT_ANGLES = tuple(np.round(np.linspace(10.0, 38.0, 20), 3))
 #: Arm angles never measured at which the calibrated model is compared with the truth:
 #: between calibration angles, and 1 deg beyond the calibrated range.
-ARM_UNMEASURED_ANGLES = (16.25, 28.75, ARM_CALIBRATION_ANGLES[-1] + 1.0)
+ARM_UNMEASURED_ANGLES = (17.5, 32.5, ARM_CALIBRATION_ANGLES[-1] + 1.0)
 
 
 def _arm_step(session: Session, output: Path) -> dict:

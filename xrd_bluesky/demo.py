@@ -399,7 +399,8 @@ def _arm_step(session: Session, output: Path) -> dict:
     tth_deg = max(two_theta_difference_deg(model.poni_at(ArmPosition(a)), truth.poni_at(ArmPosition(a)))
                   for a in (*ARM_CALIBRATION_ANGLES, *ARM_UNMEASURED_ANGLES))
     pixel_m = truth.reference.detector_model().pixel1
-    worst = (tth_deg * np.pi / 180 * truth.reference.dist / pixel_m, abs(model.reference.dist / truth.reference.dist - 1) * 100,
+    worst = (np.radians(tth_deg) * truth.reference.dist / pixel_m,
+             abs(model.reference.dist / truth.reference.dist - 1) * 100,
              abs(model.scale - truth.scale) * (ARM_CALIBRATION_ANGLES[-1] - ARM_CALIBRATION_ANGLES[0]))
     print(f"  model vs truth at every angle, {len(ARM_UNMEASURED_ANGLES)} never measured: every pixel's 2theta within "
           f"{tth_deg:.5f} deg = {worst[0]:.3f} px of PONI (target 0.2), distance {worst[1]:.4f} % (0.05), arm "

@@ -7,8 +7,8 @@ polarization and absolute solid angle, integrated in q (1/nm) and 2theta (deg) w
 Poisson errors (counts/sr), and — when the I0/It monitors, exposure and thickness are
 usable — on the absolute scale (1/cm/sr). Frames at several detector positions are
 stitched (pyFAI MultiGeometry's definition) into common bins, live whenever the
-detector moves on (a stage or a 2theta arm) and finally at the stop; a named background run is subtracted and a named
-standard run's factor applied.
+detector moves on (a stage or a 2theta arm) and finally at the stop; a named background
+run is subtracted and a named standard run's factor applied.
 
 A run's start document may override the integration's bins and pixel splitting
 (``integration: {"npt": 6000, "cake": [3000, 36], "split": "no"}``); scanned variables

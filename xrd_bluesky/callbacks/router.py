@@ -156,8 +156,8 @@ class AnalysisRouter(RunRouter):
             return GainMapBuilder(self._emit_derived, geometry, instrument=instrument,
                                   export_dir=self._export("gain_maps"), provenance=provenance)
         return LiveIntegration(self._emit_derived, geometry, npt=self.npt, instrument=instrument,
-                               gain_map=self.gain_map(start.get("detector_name")), cake=self.cake, references=self.references,
-                               darks=self.darks, provenance=provenance)
+                               gain_map=self.gain_map(start.get("detector_name")), cake=self.cake,
+                               references=self.references, darks=self.darks, provenance=provenance)
 
     def _derived_factory(self, name: str, start_doc: dict) -> tuple[list, list]:
         analysis, callbacks = start_doc.get("analysis"), []

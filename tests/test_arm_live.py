@@ -42,6 +42,11 @@ def test_arm_description(tmp_path):
     assert detector.nominal.poni1 == pytest.approx(nominal.reference.poni1, rel=1e-12)
     assert detector.nominal.poni2 == pytest.approx(nominal.reference.poni2, rel=1e-12)
     text = SIMULATED_ARM_DESCRIPTION.read_text()
+    carrying = tmp_path / "carrying.toml"
+    carrying.write_text(text.replace('angle = "det_arm_angle"', 'angle = "det_arm_angle"\ntranslation = "det_z"'))
+    described = load_beamline(carrying)
+    assert described.detector().nominal_model().carries_translation
+    assert described.run_metadata()["arm_motors"] == {"angle": "det_arm_angle", "translation": "det_z"}
     for bad, message in (('plane = "vertical"', 'plane = "diagonal"'), ("scale = 1.0", "scale = 0.1")):
         path = tmp_path / "bad.toml"
         path.write_text(text.replace(bad, message))
@@ -53,6 +58,9 @@ def test_positions_from_documents():
     start = {"arm_motors": {"angle": "tth"}, "arm_positions": [[5.0], [6.5]]}
     assert planned_positions(start) == [ArmPosition(5.0), ArmPosition(6.5)]
     assert detector_position({"uid": "e", "data": {"tth": 12.5}}, start) == ArmPosition(12.5)
+    carrying = {"arm_motors": {"angle": "tth", "translation": "dz"}, "arm_positions": [[5.0, 10.0]]}
+    assert planned_positions(carrying) == [ArmPosition(5.0, 10.0)]
+    assert detector_position({"uid": "e", "data": {"tth": 1.0, "dz": 2.5}}, carrying) == ArmPosition(1.0, 2.5)
     with pytest.raises(MissingMetadataError, match=r"arm motor reading 'tth' \(angle\) missing"):
         arm_position({"uid": "e", "data": {}}, start["arm_motors"])
     with pytest.raises(MissingMetadataError, match="both stage_motors"):

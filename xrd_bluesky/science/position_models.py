@@ -265,10 +265,11 @@ class PyFAIGoniometerModel:
             The wrong number of values, or a geometry pyFAI cannot compute or that is non-physical.
         """
         values = (position,) if isinstance(position, (int, float)) else tuple(position)
-        if len(values) != len(self.axes):
-            raise GeometryError(f"{self.source}: position {position!r} has {len(values)} values, the goniometer "
-                                f"has axes {self.axes}")
         gonio = self.goniometer()
+        axes = tuple(gonio.trans_function.pos_names)
+        if len(values) != len(axes):
+            raise GeometryError(f"{self.source}: position {position!r} has {len(values)} values, the goniometer "
+                                f"has axes {axes}")
         try:
             ai = gonio.get_ai(values[0] if len(values) == 1 else values)
         except Exception as exc:  # numexpr and pyFAI raise many types

@@ -11,8 +11,8 @@ import warnings
 from functools import partial
 from pathlib import Path
 
-from . import (beamline_command, calibrate_files, dfxrm_command, fit_peaks_files, gain_map_files, integrate_files,
-               pdf_files, planner_command, replay_command, worker_command)
+from . import (beamline_command, calibrate_files, dfxrm_command, fit_peaks_files, gain_map_files, ingest_command,
+               integrate_files, pdf_files, planner_command, replay_command, strain_files, worker_command)
 from .command_options import whole_number_in
 from .errors import PlausibilityWarning
 
@@ -201,10 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     gain_map_files.add_parser(sub)
     integrate_files.add_parser(sub)
     fit_peaks_files.add_parser(sub)
+    strain_files.add_parser(sub)
     pdf_files.add_parser(sub)
     dfxrm_command.add_parser(sub)
     planner_command.add_parser(sub)
     replay_command.add_parser(sub)
+    ingest_command.add_parser(sub)
     worker_command.add_parser(sub)
     beamline_command.add_parser(sub)
 

@@ -10,9 +10,6 @@ import numpy as np
 from ..errors import GeometryError, InvalidFrameError, ShapeMismatchError
 from .geometry import Poni
 
-#: pyFAI integration method: bounding-box pixel splitting, CSR sparse matrix, Cython.
-METHOD = ("bbox", "csr", "cython")
-
 #: pyFAI unit names and the units written on data keys.
 UNITS = {"q_nm^-1": "1/nm", "2th_deg": "deg", "q_A^-1": "1/A"}
 
@@ -29,9 +26,10 @@ MAX_CAKE_BINS = 20_000_000
 class IntegrationResult:
     """A 1D pattern with its units: radial positions, intensity and its 1-sigma error.
 
-    ``intensity`` is in counts per pixel of the PONI's solid angle (pyFAI's
-    solid-angle normalisation) after dark subtraction and polarization correction;
-    bins without any valid pixel are NaN. A 2D cake has ``azimuthal`` bin centres (deg)
+    ``intensity`` is in counts per steradian (absolute solid angle) after dark
+    subtraction, gain and polarization correction (:mod:`.corrected_integration`), or
+    in a unit derived from it (1/cm/sr on the absolute scale); bins without any valid
+    pixel are NaN. A 2D cake has ``azimuthal`` bin centres (deg)
     and arrays of shape ``(len(azimuthal), len(radial))``.
     """
 
@@ -147,15 +145,32 @@ def describe_invalid(frame: np.ndarray, max_count: float | None = None) -> str:
     return f"{frame.size} pixels, of which " + ", ".join(f"{int(n)} {what}" for what, n in counts.items())
 
 
+def valid_somewhere(frame: np.ndarray, poni: Poni, max_count: float | None, static: np.ndarray | None,
+                    source: str) -> np.ndarray:
+    """The mask of the invalid pixels of ``frame`` (:func:`invalid_pixels`), or
+    :class:`InvalidFrameError` naming ``source`` and what is wrong when every pixel is
+    masked (``static``: the mask, a non-finite dark, a non-positive gain) or invalid."""
+    invalid = invalid_pixels(frame, poni, max_count, static, source)
+    if invalid.all():
+        masked = 0 if static is None else int(np.count_nonzero(static))
+        raise InvalidFrameError(f"{source}: every pixel is masked or invalid, nothing to integrate "
+                                f"({describe_invalid(frame, max_count)}; {masked} masked by the "
+                                "mask, a non-finite dark or a non-positive flat)")
+    return invalid
+
+
 def integrate_1d(frame: np.ndarray, poni: Poni, *, npt: int = 2000, unit: str = "q_nm^-1",
                  dark: np.ndarray | None = None, flat: np.ndarray | None = None,
                  mask: np.ndarray | None = None, polarization_factor: float | None = 0.99,
                  max_count: float | None = None, source: str = "frame") -> IntegrationResult:
-    """Dark-subtract, mask, correct (solid angle, polarization) and integrate to 1D.
+    """One frame integrated to 1D with the package's one definition,
+    :class:`~xrd_bluesky.science.corrected_integration.CorrectedIntegrator` (counts per
+    steradian): a convenience for a single frame, whose invalid pixels become the mask.
 
     Besides ``mask``, the detector's gaps and the pixels of ``frame`` that are
     non-finite (also after conversion to float32), negative or saturated are masked,
-    and the pixels whose ``flat`` is not finite and positive.
+    and the pixels whose ``flat`` is not finite and positive, so that the radial range
+    is that of the valid pixels.
 
     Parameters
     ----------
@@ -183,13 +198,14 @@ def integrate_1d(frame: np.ndarray, poni: Poni, *, npt: int = 2000, unit: str = 
     Raises
     ------
     GeometryError
-        ``npt``, ``unit`` or ``max_count`` is unusable, or no valid pixel falls into
-        the bins.
+        ``npt``, ``unit`` or ``max_count`` is unusable.
     ShapeMismatchError
         ``frame``, ``dark``, ``flat`` or ``mask`` does not fit the detector.
     InvalidFrameError
         Every pixel of ``frame`` is masked or invalid.
     """
+    from .corrected_integration import CorrectedIntegrator
+
     check_binning(npt, unit)
     check_max_count(max_count)
     check_frame_shape(frame, poni, source)
@@ -203,24 +219,10 @@ def integrate_1d(frame: np.ndarray, poni: Poni, *, npt: int = 2000, unit: str = 
         static |= ~np.isfinite(dark)
     if flat is not None:
         with np.errstate(invalid="ignore"):
-            bad_flat = ~(np.isfinite(flat) & (np.asarray(flat) > 0))
-        static |= bad_flat
-        flat = np.where(bad_flat, 1.0, flat).astype(np.float32)
+            static |= ~(np.isfinite(flat) & (np.asarray(flat) > 0))
     with np.errstate(over="ignore"):  # counts beyond float32 become inf: invalid
         data = np.asarray(frame, dtype=np.float32)
-    invalid = invalid_pixels(data, poni, max_count, static, source)
-    if invalid.all():
-        raise InvalidFrameError(f"{source}: every pixel is masked or invalid, nothing to integrate "
-                                f"({describe_invalid(data, max_count)}; {int(static.sum())} masked by the "
-                                "mask, a non-finite dark or a non-positive flat)")
-    res = poni.integrator().integrate1d(
-        data, npt, unit=unit, method=METHOD, dark=dark, flat=flat, mask=invalid,
-        polarization_factor=polarization_factor, correctSolidAngle=True, error_model="poisson",
-    )
-    count = np.asarray(res.count)
-    empty = count <= 0
-    if empty.all():
-        raise GeometryError(f"{source}: no valid pixel falls into the {npt} {unit} bins of detector {poni.detector!r}")
-    intensity = np.where(empty, np.nan, res.intensity)
-    sigma = np.where(empty, np.nan, res.sigma)
-    return IntegrationResult(np.asarray(res.radial), intensity, sigma, unit, count)
+    invalid = valid_somewhere(data, poni, max_count, static, source)
+    integrator = CorrectedIntegrator(poni, npt=npt, unit=unit, mask=invalid, gain=flat, dark=dark,
+                                     polarization_factor=polarization_factor, max_count=max_count)
+    return integrator.sums(data, source).result()

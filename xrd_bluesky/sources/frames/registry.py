@@ -193,7 +193,11 @@ class FrameRegistry:
         image_key = self.image_key(desc)
         data_key = desc["data_keys"][image_key]
         external = data_key.get("external") if isinstance(data_key, Mapping) else None
-        if isinstance(external, str) and external.startswith("STREAM"):
+        data = event.get("data")
+        # STREAM: StreamDatum spans (ophyd-async); FILESTORE: a datum id in the event or, when a catalog
+        # exports the run, StreamDatum spans (its writer converted the Resource and Datum documents)
+        if isinstance(external, str) and (external.startswith("STREAM")
+                                          or (external and isinstance(data, Mapping) and image_key not in data)):
             match = next(((span, taken) for span, taken in reversed(self._spans.get(stream, []))
                           if span.data_key == image_key and seq_num in span and seq_num not in taken), None)
             if match is None:

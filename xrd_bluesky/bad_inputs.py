@@ -345,6 +345,30 @@ def _bad_frames(good: GoodFiles, d: Path) -> dict[str, str]:
         "frame of NaN": _write_tif(d / "nan.tif", np.full(frame.shape, np.nan, np.float32)),
         "frame of negative counts": _write_tif(d / "negative.tif", -np.abs(frame).astype(np.int32) - 1),
         "frame with 5 % marker pixels": _write_tif(d / "markers.tif", _with_markers(frame)),
+        **_bad_eiger_masters(frame, d),
+    }
+
+
+def _bad_eiger_masters(frame: np.ndarray, d: Path) -> dict[str, str]:
+    """Eiger master files (``/entry/data/data_00000N`` external links to data files)
+    each wrong in one way, by label: a linked data file missing, no data link at all,
+    data files of frames of two shapes."""
+    import h5py
+
+    def master(name: str, links: list[str]) -> str:
+        with h5py.File(d / f"{name}_master.h5", "w") as f:
+            f.require_group("/entry/data")
+            for i, link in enumerate(links, start=1):
+                f[f"/entry/data/data_{i:06d}"] = h5py.ExternalLink(link, "/entry/data/data")
+        return str(d / f"{name}_master.h5")
+
+    for name, frames in (("eiger_data_000001.h5", frame[None]), ("eiger_cropped_000002.h5", frame[None, :-10])):
+        with h5py.File(d / name, "w") as f:
+            f["/entry/data/data"] = frames
+    return {
+        "Eiger master whose data file is missing": master("missing", ["eiger_data_000001.h5", "absent_000002.h5"]),
+        "Eiger master without data links": master("empty", []),
+        "Eiger data files of two frame shapes": master("mixed", ["eiger_data_000001.h5", "eiger_cropped_000002.h5"]),
     }
 
 
@@ -498,6 +522,9 @@ def corpus(good: GoodFiles, d: Path) -> list[Case]:
     cases += _pdf_cases(good, d)
     cases += _other_cases(d)
     cases += _arm_cases(good, d)
+    cases += _strain_cases(good, d)
+    cases += _monitor_cases(good, d)
+    cases += _ingest_cases(d)
     return cases
 
 
@@ -657,13 +684,186 @@ def _other_cases(d: Path) -> list[Case]:
     return cases
 
 
+def _strain_line(good: GoodFiles, d: Path) -> list[str]:
+    """The good ``strain`` command line: the CeO2 frame against itself, ring 111."""
+    return ["strain", good.frame, "--poni", good.poni, "--reference", good.frame, "--phase", "CeO2",
+            "--hkl", "1", "1", "1", "-o", str(d / "strain_out")]
+
+
+def _imctrl(path: Path, drop: str = "", **values) -> str:
+    """A GSAS-II ``.imctrl`` file of a plausible geometry, without the key ``drop`` and
+    with the keys of ``values`` set."""
+    keys = {"wavelength": "0.729319", "distance": "200.0", "center": "[84.0, 90.0]", "tilt": "0.0",
+            "rotation": "0.0", "invert_x": "False", "invert_y": "True", **values}
+    return _write_text(path, "".join(f"{k}:{v}\n" for k, v in keys.items() if k != drop))
+
+
+def _strain_cases(good: GoodFiles, d: Path) -> list[Case]:
+    """``strain`` cases: images, references, geometry files, rings, sectors and azimuths
+    each wrong in one way."""
+    import fabio
+
+    strain = _strain_line(good, d)
+    ring = strain.index("--phase")
+    no_ring = [*strain[:ring], *strain[ring + 6:]]
+    cropped = _write_tif(d / "strain_cropped.tif", fabio.open(good.frame).data[:-10])
+    argvs = {
+        "image of another shape than the PONI's detector": ["strain", cropped, *strain[2:]],
+        "reference that is not an image": _set(strain, "--reference", good.poni),
+        "missing reference": _set(strain, "--reference", str(d / "absent_reference.tif")),
+        "d-window without a peak": [*no_ring, "--d-windows", "2.2:2.4"],
+        "no ring named": no_ring,
+        "reflection 0 0 0": [*no_ring, "--phase", "CeO2", "--hkl", "0", "0", "0"],
+        "--hkl without --phase": [*no_ring, "--hkl", "1", "1", "1"],
+        "unknown phase": _set(strain, "--phase", "Unobtainium"),
+        ".imctrl without a distance": [*_set(strain, "--poni", _imctrl(d / "nodist.imctrl", drop="distance")),
+                                       "--detector", DETECTOR],
+        ".imctrl with a non-numeric distance": [*_set(strain, "--poni", _imctrl(d / "textdist.imctrl",
+                                                                                distance="two hundred")),
+                                                "--detector", DETECTOR],
+        "load azimuth 400 deg": [*strain, "--load-azimuth", "400"],
+        "load azimuth NaN": [*strain, "--load-azimuth", "nan"],
+        "0 sectors": [*strain, "--sectors", "0"],
+        "1 sector": [*strain, "--sectors", "1"],
+    }
+    return [Case("strain", label, argv) for label, argv in argvs.items()]
+
+
+#: Monitors of the corpus' absolute-scale runs: I0, It (counts), exposure (s), thickness (mm).
+MONITORS = {"i0": 1.2e6, "it": 3.1e5, "exposure_s": 1.0, "thickness_mm": 1.5}
+
+
+def _absolute_line(good: GoodFiles, d: Path) -> list[str]:
+    """The good ``integrate`` command line on the absolute scale: the CeO2 frame with its
+    dark and the monitors of :data:`MONITORS` as options."""
+    return ["integrate", good.frame, "--poni", good.poni, "--dark", good.dark, "--i0", str(MONITORS["i0"]),
+            "--it", str(MONITORS["it"]), "--exposure", str(MONITORS["exposure_s"]),
+            "--thickness", str(MONITORS["thickness_mm"]), "-o", str(d / "absolute_out")]
+
+
+def _write_monitors(path: Path, frame: str, drop: str = "", **values) -> str:
+    """A monitors CSV of one row: ``frame`` (by its name, beside the CSV) with
+    :data:`MONITORS`, without the column ``drop`` and with the cells of ``values`` set."""
+    row = {k: v for k, v in {"file": Path(frame).name, **MONITORS, **values}.items() if k != drop}
+    return _write_text(path, f"{','.join(row)}\n{','.join(map(str, row.values()))}\n")
+
+
+def _monitor_cases(good: GoodFiles, d: Path) -> list[Case]:
+    """``integrate`` cases of the absolute scale (monitors, background, standard) and of
+    the geometry per file (repeated ``--poni``, a positions CSV's ``poni`` column)."""
+    import fabio
+
+    absolute = _absolute_line(good, d)
+    plain = ["integrate", good.frame, "--poni", good.poni, "--dark", good.dark, "-o", str(d / "absolute_out")]
+    folder = Path(good.frame).parent
+    monitors = {
+        "monitors CSV without the thickness column": _write_monitors(folder / "m_nothick.csv", good.frame,
+                                                                     drop="thickness_mm"),
+        "monitors CSV with a misspelt column": _write_monitors(folder / "m_misspelt.csv", good.frame, drop="i0",
+                                                               IO=MONITORS["i0"]),
+        "monitors CSV with a non-numeric I0": _write_monitors(folder / "m_text.csv", good.frame, i0="lots"),
+        "monitors CSV with a negative thickness": _write_monitors(folder / "m_negative.csv", good.frame,
+                                                                  thickness_mm=-1.5),
+        "monitors CSV naming a missing frame": _write_monitors(folder / "m_absent.csv", str(d / "absent.tif")),
+        "missing monitors CSV": str(d / "absent_monitors.csv"),
+    }
+    small = _write_tif(d / "background_small.tif", fabio.open(good.frame).data[:-10])
+    ponis = _write_text(folder / "poni_missing.csv", f"file,poni\n{Path(good.frame).name},absent.poni\n")
+    argvs = {
+        "I0 of 0 counts": _set(absolute, "--i0", "0"),
+        "It above I0 (transmission > 1)": _set(absolute, "--it", str(2 * MONITORS["i0"])),
+        **{label: [*plain, "--monitors", csv] for label, csv in monitors.items()},
+        "background of another detector shape": [*absolute, "--background", small],
+        "background without monitors": [*plain, "--background", good.frame],
+        "unknown standard": [*absolute, "--standard", good.frame, "--standard-name", "mercury"],
+        "absolute scale in 2theta": [*absolute, "--unit", "2th_deg"],
+        "two --poni for one frame file": [*plain, "--poni", good.poni],
+        "positions CSV naming a missing PONI": ["integrate", "--positions", ponis, "-o", str(d / "absolute_out")],
+    }
+    return [Case("integrate", label, argv) for label, argv in argvs.items()]
+
+
+#: Root of the corpus pack's Resource: the hash databroker-pack writes in place of the original root.
+PACK_ROOT = "5f3c0b8a1d2e4f60718293a4b5c6d7e8"
+
+
+def _write_pack(directory: Path, files: Path, spec: str = "AD_HDF5") -> str:
+    """A databroker-pack directory (jsonl documents) of one run of two frames of an area
+    detector, its Resource (``spec``) the HDF5 file ``files/frames.h5``; returns the pack."""
+    import json
+
+    import h5py
+    import yaml
+    from event_model import compose_run
+
+    files.mkdir(parents=True, exist_ok=True)
+    with h5py.File(files / "frames.h5", "w") as f:
+        f["/entry/data/data"] = np.arange(40, dtype=np.int32).reshape(2, 4, 5)
+    run = compose_run(metadata={"plan_name": "count", "scan_id": 1})
+    resource = run.compose_resource(spec=spec, root=PACK_ROOT, resource_path="frames.h5",
+                                    resource_kwargs={"frame_per_point": 1})
+    datums = [resource.compose_datum(datum_kwargs={"point_number": i}) for i in range(2)]
+    key = {"source": "corpus", "dtype": "array", "shape": [4, 5], "external": "FILESTORE:"}
+    descriptor = run.compose_descriptor(name="primary", data_keys={"det_image": key})
+    events = [descriptor.compose_event(data={"det_image": datum["datum_id"]}, timestamps={"det_image": time.time()},
+                                       filled={"det_image": False}, seq_num=i + 1) for i, datum in enumerate(datums)]
+    documents = [("start", run.start_doc), ("descriptor", descriptor.descriptor_doc),
+                 ("resource", resource.resource_doc), *(("datum", datum) for datum in datums),
+                 *(("event", event) for event in events), ("stop", run.compose_stop())]
+    name = f"documents/{run.start_doc['uid']}.jsonl"
+    (directory / "documents").mkdir(parents=True, exist_ok=True)
+    _write_text(directory / name, "".join(json.dumps([n, doc]) + "\n" for n, doc in documents))
+    _write_text(directory / "documents_manifest.txt", name + "\n")
+    source = {"driver": "bluesky-jsonl-catalog", "args": {"root_map": {PACK_ROOT: str(files)}},
+              "metadata": {"relative_paths": ["./documents/*.jsonl"]}}
+    _write_text(directory / "catalog.yml", yaml.safe_dump({"sources": {"packed_catalog": source}}))
+    return str(directory)
+
+
+def good_pack(d: Path) -> str:
+    """The corpus' good pack, its frames under ``d/catalog/frames`` (the embedded
+    catalog's readable storage, as ``ingest --directory d/catalog`` needs)."""
+    return _write_pack(d / "pack_good", d / "catalog" / "frames" / "pack_files")
+
+
+def _ingest_cases(d: Path) -> list[Case]:
+    """``ingest`` cases: directories that are not packs, a pack naming no run, a pack
+    whose run's external file is missing, and bad options. A run ``ingest`` skips is
+    found only after the catalog opened (4 s each): of those, one case here;
+    ``test_ingest_pack`` has a document file that does not decode and an unknown spec."""
+    good = good_pack(d)
+    (d / "not_a_pack").mkdir(exist_ok=True)
+    not_yaml = Path(_write_pack(d / "pack_not_yaml", d / "pack_not_yaml_files"))
+    _write_text(not_yaml / "catalog.yml", "sources: {packed_catalog: [driver: \n")
+    driver = Path(_write_pack(d / "pack_driver", d / "pack_driver_files"))
+    _write_text(driver / "catalog.yml", (driver / "catalog.yml").read_text().replace("bluesky-jsonl-catalog",
+                                                                                      "bluesky-mongo-catalog"))
+    no_run = Path(_write_pack(d / "pack_no_run", d / "pack_no_run_files"))
+    (no_run / "documents_manifest.txt").unlink()
+    for document in (no_run / "documents").iterdir():
+        document.rename(document.with_suffix(".msgpack"))
+    missing = _write_pack(d / "pack_missing", d / "pack_missing_files")
+    (d / "pack_missing_files" / "frames.h5").unlink()
+    catalog = ["--directory", str(d / "catalog")]
+    argvs = {
+        "not a pack directory": [str(d / "not_a_pack")],
+        "catalog.yml that is not YAML": [str(not_yaml)],
+        "catalog.yml of an unknown driver": [str(driver)],
+        "pack whose files match no document glob": [str(no_run)],
+        "run whose external file is missing": [missing],
+        "--root-map without OLD=": [good, "--root-map", "/data/old"],
+        "--spec-alias onto an unknown spec": [good, "--spec-alias", "MY_TIFF=AD_TIFF"],
+    }
+    return [Case("ingest", label, ["ingest", *argv, *catalog]) for label, argv in argvs.items()]
+
+
 def run_case(case: Case) -> Outcome:
     """Run ``case`` through the command line in this process and classify the answer."""
     from .cli import main
 
-    err = io.StringIO()
+    err, out = io.StringIO(), io.StringIO()
     start = time.perf_counter()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
             status = main(case.argv)
         except SystemExit as exc:  # argparse: usage errors
@@ -673,7 +873,7 @@ def run_case(case: Case) -> Outcome:
             return Outcome(case, status, "unexpected", message, time.perf_counter() - start)
     seconds = time.perf_counter() - start
     text = err.getvalue().strip()
-    last = text.splitlines()[-1] if text else ""
+    last = (text or out.getvalue().strip() or "\n").splitlines()[-1]  # without stderr, what stdout said last
     if status == 0:
         kind = "warning" if ": warning: " in text else "silent"
     elif ": unexpected " in text or not text:
@@ -714,6 +914,11 @@ def good_cases(good: GoodFiles, d: Path) -> list[Case]:
                                                          "-o", str(d / "good_pdf")]),
         Case("integrate", "good arm frames, positions CSV and goniometer", stitch),
         Case("calibrate", "good arm frames, positions CSV and guess", calibrate),
+        Case("strain", "good frame against itself, CeO2 111", _strain_line(good, d)),
+        Case("integrate", "good frame on the absolute scale (monitors as options)", _absolute_line(good, d)),
+        Case("integrate", "good frame with its monitors CSV",
+             ["integrate", good.frame, "--poni", good.poni, "--dark", good.dark, "--monitors",
+              _write_monitors(Path(good.frame).parent / "monitors.csv", good.frame), "-o", str(d / "monitors_out")]),
     ]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CorruptFrameError, OutputError, UsageError
-from .integrate_files import CHI_LABELS
+from .pattern_writers import CHI_LABELS
 from .outputs import check_writable, verify_written
 from .science.integration import UNITS
 from .science.peak_fitting import BACKGROUNDS, MODELS, PeakResult, fit_peak

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +59,8 @@ import numpy as np
 from .command_options import add_detector_options, number_in, whole_number_in
 from .errors import MissingMetadataError, MonitorError, PlausibilityWarning, UsageError
 from .outputs import check_writable
+from .pattern_writers import ABSOLUTE_INTENSITY, STERADIAN_INTENSITY, write_chi, write_xye
+from .pattern_writers import software_versions
 from .schema import InstrumentSettings
 from .science.absolute_scale import KNOWN_STANDARDS, Exposure, ReferencePattern
 from .science.gain_map_source import GainMapSource
@@ -74,24 +75,8 @@ from .sources.frame_table import positive_cell, read_table
 from .sources.image_files import HDF5_DATASET, HDF5_SUFFIXES, read_image, require_file
 from .sources.positions_csv import FILE_COLUMN, frame_positions
 
-#: Fit2D's radial-axis labels of a .chi file, per pyFAI unit name. Fit2D writes
-#: "Q (Inverse Nanometres)" for its q scans; it has no 1/A scan, the label follows suit.
-CHI_LABELS = {
-    "2th_deg": "2-Theta Angle (Degrees)",
-    "q_nm^-1": "Q (Inverse Nanometres)",
-    "q_A^-1": "Q (Inverse Angstroms)",
-}
-
-#: Wavelength unit inverse to each q unit, with its factor from metres (GSAS-II line).
-_WAVELENGTH_UNIT = {"q_nm^-1": ("nm", 1e9), "q_A^-1": ("A", 1e10)}
-
 #: Default polarization factor: horizontally polarised synchrotron beam.
 DEFAULT_POLARIZATION = 0.99
-
-#: Intensity line of the ``.xye`` header: patterns of the live integration
-#: (:class:`~xrd_bluesky.callbacks.integration.LiveIntegration`) and their absolute scale.
-STERADIAN_INTENSITY = "counts per steradian (absolute solid angle)"
-ABSOLUTE_INTENSITY = "1/cm/sr (absolute differential cross-section per volume)"
 
 #: Names of the stitched and background-subtracted patterns' files in the output directory.
 STITCHED = "stitched"
@@ -105,106 +90,6 @@ MONITOR_COLUMNS = {"i0": "counts", "it": "counts", "exposure_s": "s", "thickness
 Q_PER_NM = {"q_nm^-1": 1.0, "q_A^-1": 10.0}
 #: I0 counts to flux: the live default (APS 8-ID), recorded in the absolute patterns' headers.
 FLUX = FluxCalibration()
-
-
-# --------------------------------------------------------------------------- writing
-
-def _finite_rows(result: IntegrationResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Radial, intensity and sigma of the bins with a finite intensity and sigma, and
-    the number of bins left out."""
-    radial = np.asarray(result.radial, dtype=float)
-    intensity = np.asarray(result.intensity, dtype=float)
-    sigma = np.asarray(result.sigma, dtype=float)
-    keep = np.isfinite(radial) & np.isfinite(intensity) & np.isfinite(sigma)
-    return radial[keep], intensity[keep], sigma[keep], int(keep.size - keep.sum())
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so that a reader never
-    sees half a pattern."""
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _one_line(value) -> str:
-    """``value`` as text on one line (``none`` for None): line breaks become spaces."""
-    return "none" if value is None else str(value).replace("\r", " ").replace("\n", " ")
-
-
-def write_xye(path: str | Path, result: IntegrationResult, header: dict, *,
-              wavelength_m: float | None = None, intensity_label: str = STERADIAN_INTENSITY) -> int:
-    """Write a pattern as a three-column ``.xye`` file (radial, intensity, sigma).
-
-    Parameters
-    ----------
-    path : str or Path
-        Output file.
-    result : IntegrationResult
-        The pattern.
-    header : dict
-        Written as ``# key: value`` comment lines (newlines in values become spaces).
-    wavelength_m : float, optional
-        Wavelength (m). For q patterns it is written first, in the length unit inverse
-        to the q unit, as ``# <value> wavelength in nm`` (or ``A``): GSAS-II reads it to
-        convert q to 2-theta.
-    intensity_label : str
-        What the intensity is (its unit and normalisation), for the header.
-
-    Returns
-    -------
-    int
-        Number of data rows written. Bins with a NaN intensity or sigma (no valid
-        pixel) are left out, as the header says.
-    """
-    radial, intensity, sigma, omitted = _finite_rows(result)
-    lines = []
-    if wavelength_m is not None and result.unit in _WAVELENGTH_UNIT:
-        name, factor = _WAVELENGTH_UNIT[result.unit]
-        lines.append(f"# {wavelength_m * factor:.8g} wavelength in {name} (for GSAS-II: x is q in 1/{name})")
-    lines += [
-        "# xrd-bluesky azimuthal integration; columns: radial, intensity, sigma",
-        f"# radial: {result.unit} ({result.radial_units})",
-        f"# intensity: {intensity_label}, sigma: 1 s.d. (Poisson model)",
-        f"# omitted: {omitted} of {np.size(result.radial)} bins had no valid pixel (NaN) and are left out; "
-        "Rietveld programs reject NaN",
-    ]
-    lines += [f"# {_one_line(key)}: {_one_line(value)}" for key, value in header.items()]
-    lines.append(f"# {result.unit}  I  sigma")
-    rows = [f"{x:.7e}  {y:.7e}  {s:.7e}" for x, y, s in zip(radial, intensity, sigma)]
-    _write_text(Path(path), "\n".join(lines + rows) + "\n")
-    return len(rows)
-
-
-def write_chi(path: str | Path, result: IntegrationResult, title: str) -> int:
-    """Write a pattern as a Fit2D ``.chi`` file.
-
-    The layout is Fit2D's (and GSAS-II's "Fit2D chi" exporter's): a title line, the
-    radial-axis label (``2-Theta Angle (Degrees)``, ``Q (Inverse Nanometres)`` or
-    ``Q (Inverse Angstroms)``), ``Intensity``, the number of points, then one
-    ``radial intensity`` row per point.
-
-    Parameters
-    ----------
-    path : str or Path
-        Output file.
-    result : IntegrationResult
-        The pattern.
-    title : str
-        First line (made a single line).
-
-    Returns
-    -------
-    int
-        Number of data rows written; bins with a NaN intensity are left out.
-    """
-    if result.unit not in CHI_LABELS:
-        raise ValueError(f"no Fit2D .chi label for radial unit {result.unit!r}; use one of {sorted(CHI_LABELS)}")
-    radial, intensity, _, _ = _finite_rows(result)
-    lines = [_one_line(title), CHI_LABELS[result.unit], "Intensity", f"       {len(radial)}"]
-    lines += [f" {x:.7e}   {y:.7e}" for x, y in zip(radial, intensity)]
-    _write_text(Path(path), "\n".join(lines) + "\n")
-    return len(radial)
 
 
 # --------------------------------------------------------------------------- command
@@ -287,14 +172,6 @@ def add_parser(subparsers) -> None:
                    help="which known standard --standard is (default: water)")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="output directory (created if missing)")
     p.set_defaults(func=run)
-
-
-def _versions() -> dict[str, str]:
-    import pyFAI
-
-    from . import __version__
-
-    return {"xrd_bluesky_version": __version__, "pyFAI_version": str(getattr(pyFAI, "version", "unknown"))}
 
 
 @dataclass(frozen=True)
@@ -384,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     derived = analyse(sample, references=references, metadata=metadata, **common)
     header = {"ponis": {p.poni: p.label for p in placed}, **_inputs_header(args), "dark": args.dark,
               "gain": args.gain, "mask": args.mask, "polarization_factor": polarization, "npt": args.npt,
-              **_versions()}
+              **software_versions()}
     writer = _Writer(out, args.unit, reference.wavelength)
     if args.stitch:
         _write_stitched(writer, derived, sample, header,

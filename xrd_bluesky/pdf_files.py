@@ -18,13 +18,13 @@ import argparse
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 from . import __version__
 from .command_options import number_in
 from .errors import OutputError, PlausibilityWarning, UsageError, XRDBlueskyError
 from .fit_peaks_files import Pattern, read_pattern
-from .outputs import check_writable, verify_written
+from .outputs import check_writable
+from .pattern_writers import write_pdfgetx3_columns
 from .science.geometry import WAVELENGTH_RANGE_A
 from .science.integration import UNITS
 from .science.pair_distribution import DATA_FORMATS, PDFConfig, PDFResult, pdf_from_pattern, peak_positions
@@ -33,8 +33,7 @@ from .sources.pdfgetx3_config import MODE, PDFgetX3Config, read_pdfgetx3_config
 #: Radial unit (as pattern files name it) of each PDFgetX3 data format.
 FORMAT_UNITS = {"twotheta": "2th_deg", "QA": "q_A^-1", "Qnm": "q_nm^-1"}
 #: Output suffix: (abscissa, ordinate) of the PDFResult and PDFgetX3's ``#L`` column labels.
-OUTPUTS = {"sq": ("q", "sq", "Q(Å$^{-1}$)  S"), "fq": ("q", "fq", "Q(Å$^{-1}$)  F(Å$^{-1}$)"),
-           "gr": ("r", "gr", "r(Å)  G(Å$^{-2}$)")}
+OUTPUTS = {"sq": ("q", "sq"), "fq": ("q", "fq"), "gr": ("r", "gr")}
 #: Options that override the configuration file's parameters of the same name, with their unit.
 NUMBER_OPTIONS = {"qmin": "1/A", "qmax": "1/A", "qmaxinst": "1/A", "rpoly": "A", "rmin": "A", "rmax": "A",
                   "rstep": "A"}
@@ -142,16 +141,9 @@ def _header(path: str, cfg: PDFgetX3Config, result: PDFResult, what: str) -> lis
 
 def _write(files: dict[str, Path], path: str, cfg: PDFgetX3Config, result: PDFResult) -> None:
     """Write the .sq, .fq and .gr files of ``result`` and verify them."""
-    for suffix, (x_name, y_name, labels) in OUTPUTS.items():
+    for suffix, (x_name, y_name) in OUTPUTS.items():
         header = _header(path, cfg, result, {"sq": "S(Q)", "fq": "F(Q)", "gr": "G(r)"}[suffix])
-        header += ["", "#### start data", "#S 1", f"#L {labels}"]
-        try:
-            columns = np.column_stack([getattr(result, x_name), getattr(result, y_name)]) + 0.0  # -0 written as 0
-            np.savetxt(files[suffix], columns, fmt="%.10g", header="\n".join(header), comments="",
-                       encoding="utf-8")
-        except OSError as exc:
-            raise OutputError(f"cannot write {files[suffix]}: {exc.strerror or exc}") from exc
-        verify_written(files[suffix])
+        write_pdfgetx3_columns(files[suffix], header, suffix, getattr(result, x_name), getattr(result, y_name))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ import numpy as np
 
 from .command_options import add_detector_options, number_in, whole_number_in
 from .errors import GeometryError, OutputError, UsageError
-from .integrate_files import _versions
+from .pattern_writers import software_versions
 from .outputs import check_writable, verify_written
 from .science.geometry import Poni, detector_model
 from .science.integration import invalid_pixels
@@ -307,4 +307,4 @@ def _header(args: argparse.Namespace, poni: Poni, polarization: float, specs: li
             "sectors": args.sectors, "load_azimuth_deg (pyFAI chi)": args.load_azimuth_deg, "d0": args.d0,
             "model": args.model, "background": args.background,
             "sigma": "fit errors x sqrt(max(1, sector_chi2r)), d0 error added for ring-mean d0",
-            **_versions()}
+            **software_versions()}

@@ -3,7 +3,8 @@ h5py), used by every command that takes frames, darks, masks or gain maps.
 
 Every read is checked: a missing file or a directory, a truncated TIFF strip or CBF
 binary section, a file that fabio reports broken only in its log, an HDF5 file
-without frames, and a reader that does not return within :data:`READ_TIMEOUT_S` (fabio
+without frames or whose frames were never written, an Eiger master whose data file is
+missing, and a reader that does not return within :data:`READ_TIMEOUT_S` (fabio
 loops on some cut CBF headers) all give a :class:`~xrd_bluesky.errors.CorruptFrameError`
 naming the file. The header values that matter to the checks (exposure time, the
 detector's count cut-off) are read along with the frames.
@@ -12,17 +13,22 @@ detector's count cut-off) are read along with the frames.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import CorruptFrameError, ResourceLimitError, ShapeMismatchError, XRDBlueskyError
 from ..timeouts import call_with_timeout
+
+if TYPE_CHECKING:
+    import h5py
 
 #: Suffixes read with h5py; everything else goes through fabio.
 HDF5_SUFFIXES = (".h5", ".hdf5", ".nxs")
@@ -30,9 +36,24 @@ HDF5_SUFFIXES = (".h5", ".hdf5", ".nxs")
 #: Dataset of the frames in an HDF5/NeXus file (NeXus/area-detector convention).
 HDF5_DATASET = "/entry/data/data"
 
-#: Exposure time and count cut-off in a NeXus/Eiger file, when present.
-HDF5_EXPOSURE = "/entry/instrument/detector/count_time"
-HDF5_CUTOFF = "/entry/instrument/detector/detectorSpecific/countrate_correction_count_cutoff"
+#: Group of an Eiger master's links to its data files, named by :data:`EIGER_LINK`.
+HDF5_GROUP = "/entry/data"
+EIGER_LINK = re.compile(r"data_(\d{6})")
+
+#: Header values of a NeXus/Eiger file, by key: the first of the datasets that holds a
+#: positive number (the exposure time is ``count_time``; the count cut-off
+#: ``countrate_correction_count_cutoff``, else ``saturation_value``).
+_DETECTOR = "/entry/instrument/detector"
+HDF5_HEADER = {
+    "count_time": (f"{_DETECTOR}/count_time",),
+    "countrate_correction_count_cutoff": (f"{_DETECTOR}/detectorSpecific/countrate_correction_count_cutoff",),
+    "saturation_value": (f"{_DETECTOR}/saturation_value", f"{_DETECTOR}/detectorSpecific/saturation_value"),
+    "x_pixel_size": (f"{_DETECTOR}/x_pixel_size",),
+    "y_pixel_size": (f"{_DETECTOR}/y_pixel_size",),
+    "detector_distance": (f"{_DETECTOR}/detector_distance", f"{_DETECTOR}/distance"),
+    "wavelength": ("/entry/instrument/beam/incident_wavelength", "/entry/instrument/monochromator/wavelength",
+                   "/entry/sample/beam/incident_wavelength"),
+}
 
 #: Longest a file read may take (s); a 2M-pixel frame reads in well under a second.
 READ_TIMEOUT_S = 30.0
@@ -66,7 +87,8 @@ class ImageFile:
     count_cutoff : float or None
         Counts above which the detector's header says a pixel is unreliable.
     header : dict
-        The raw header (fabio's; empty for HDF5).
+        The raw header (fabio's); for HDF5, the values of :data:`HDF5_HEADER` the
+        file holds, each with its units as ``<key>_units`` when the file says.
     """
 
     path: Path
@@ -185,34 +207,153 @@ def _read_fabio(path: Path) -> ImageFile:
 
 
 def _read_hdf5(path: Path) -> ImageFile:
-    """The frames of :data:`HDF5_DATASET` in ``path`` (one per 2D slice of a 3D stack)."""
-    import h5py
+    """The frames of an HDF5/NeXus file (see :func:`_frame_datasets`), one per 2D slice
+    of each 3D stack, in order, with the header values of :data:`HDF5_HEADER`."""
     import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 and other detector filters)
 
-    def scalar(f, key: str) -> float | None:
-        value = f.get(key)
-        if not isinstance(value, h5py.Dataset) or value.size != 1:
-            return None
-        number = float(np.asarray(value[()]).ravel()[0])
-        return number if number > 0 else None
+    from .frames.hdf5 import open_hdf5
 
     try:
-        with h5py.File(path, "r") as f:
-            dataset = f.get(HDF5_DATASET)
-            if not isinstance(dataset, h5py.Dataset):
-                raise CorruptFrameError(f"{path} has no dataset {HDF5_DATASET}")
-            if dataset.ndim not in (2, 3):
-                raise ShapeMismatchError(f"{path}:{HDF5_DATASET} has shape {dataset.shape}; "
-                                         "expected one frame (2D) or a stack of frames (3D)")
-            check_memory(dataset.size * max(dataset.dtype.itemsize, 8), f"{path}:{HDF5_DATASET} {dataset.shape}")
-            frames = [np.asarray(dataset[()])] if dataset.ndim == 2 else [
-                np.asarray(dataset[i]) for i in range(dataset.shape[0])]
-            return ImageFile(path, _named(path, frames), exposure_s=scalar(f, HDF5_EXPOSURE),
-                             count_cutoff=scalar(f, HDF5_CUTOFF))
+        with open_hdf5(path) as f:
+            datasets = _frame_datasets(f, path)
+            count = sum(dataset.shape[0] if dataset.ndim == 3 else 1 for _, dataset in datasets)
+            check_memory(sum(dataset.size * max(dataset.dtype.itemsize, 8) for _, dataset in datasets),
+                         f"{path}: {count} frames of {datasets[0][1].shape[-2:]}")
+            frames = [frame for where, dataset in datasets for frame in _stack_frames(where, dataset)]
+            header = _hdf5_header(f)
+            cutoff = header.get("countrate_correction_count_cutoff", header.get("saturation_value"))
+            return ImageFile(path, _named(path, frames), exposure_s=header.get("count_time"), count_cutoff=cutoff,
+                             header=header)
     except XRDBlueskyError:
         raise
     except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError... on bad files
-        raise CorruptFrameError(f"cannot read {HDF5_DATASET} from {path}: {type(exc).__name__}: {exc}") from exc
+        raise CorruptFrameError(f"cannot read frames from {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _frame_datasets(f: h5py.File, path: Path) -> list[tuple[str, h5py.Dataset]]:
+    """``(where, dataset)`` of the frames of the open HDF5 file ``f`` (at ``path``):
+    :data:`HDF5_DATASET` (a dataset, a link or a virtual dataset), else the data files
+    that an Eiger master links as :data:`HDF5_GROUP`/``data_000001``, ``data_000002``...
+    in the order of their numbers, all of frames of one shape.
+
+    Raises
+    ------
+    CorruptFrameError
+        Neither is there, the links skip a number, a linked file or a virtual
+        dataset's source file is missing.
+    ShapeMismatchError
+        A dataset is not 2D or 3D, or two data files hold frames of different shapes.
+    """
+    if f.get(HDF5_DATASET, getlink=True) is not None:
+        names = [HDF5_DATASET]
+    else:
+        names = _eiger_links(f, path)
+    datasets = [(_where(f, path, name), _linked_dataset(f, path, name)) for name in names]
+    for where, dataset in datasets:
+        if dataset.ndim not in (2, 3):
+            raise ShapeMismatchError(f"{where} has shape {dataset.shape}; "
+                                     "expected one frame (2D) or a stack of frames (3D)")
+    first, first_set = datasets[0]
+    for where, dataset in datasets[1:]:
+        if dataset.shape[-2:] != first_set.shape[-2:]:
+            raise ShapeMismatchError(f"{path}: frames of {first} have shape {first_set.shape[-2:]}, frames of "
+                                     f"{where} {dataset.shape[-2:]}; the data files of one master must match")
+    return datasets
+
+
+def _eiger_links(f: h5py.File, path: Path) -> list[str]:
+    """Names of the data links ``data_000001``, ``data_000002``... of the Eiger master
+    ``f`` (at ``path``) by number, or :class:`CorruptFrameError`."""
+    group = f.get(HDF5_GROUP)
+    members = group.keys() if hasattr(group, "keys") else []
+    numbered = sorted((int(match.group(1)), name) for name in members if (match := EIGER_LINK.fullmatch(name)))
+    if not numbered:
+        what = "an Eiger master without data links" if path.stem.endswith("_master") else "an HDF5 file without frames"
+        raise CorruptFrameError(f"{path} is {what}: no dataset {HDF5_DATASET} and no links "
+                                f"{HDF5_GROUP}/data_000001, data_000002...")
+    numbers = [number for number, _ in numbered]
+    absent = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+    if absent:
+        raise CorruptFrameError(f"Eiger master {path} links {', '.join(name for _, name in numbered)} but not "
+                                f"{', '.join(f'data_{n:06d}' for n in absent)}: a data file is missing from the series")
+    return [f"{HDF5_GROUP}/{name}" for _, name in numbered]
+
+
+def _where(f: h5py.File, path: Path, name: str) -> str:
+    """``path:name``, followed by the file and dataset it links to when ``name`` is an external link."""
+    import h5py
+
+    link = f.get(name, getlink=True)
+    target = f" (-> {_link_file(path, link)}:{link.path})" if isinstance(link, h5py.ExternalLink) else ""
+    return f"{path}:{name}{target}"
+
+
+def _link_file(path: Path, link: h5py.ExternalLink) -> Path:
+    """The file an external link of the file ``path`` names, relative to ``path``'s folder
+    (where HDF5 looks for it) unless absolute."""
+    return path.parent / link.filename
+
+
+def _linked_dataset(f: h5py.File, path: Path, name: str) -> h5py.Dataset:
+    """The dataset ``name`` of ``f`` (at ``path``), through its link: a
+    :class:`CorruptFrameError` names a link to a missing file or object, and a virtual
+    dataset's missing source file (HDF5 would read its fill value)."""
+    import h5py
+
+    link = f.get(name, getlink=True)
+    try:
+        dataset = f[name]
+    except KeyError as exc:
+        if not isinstance(link, h5py.ExternalLink):
+            raise CorruptFrameError(f"{path}:{name} links to nothing ({link}): {exc}") from exc
+        target = _link_file(path, link)
+        if not target.is_file():
+            raise CorruptFrameError(f"{path}: link {name} names the data file {target}, which is missing") from exc
+        raise CorruptFrameError(f"{path}: link {name} names {link.path} in {target}, which cannot be opened: "
+                                f"{exc}") from exc
+    if not isinstance(dataset, h5py.Dataset):
+        raise CorruptFrameError(f"{path}:{name} is not a dataset of frames")
+    sources = dataset.virtual_sources() if dataset.is_virtual else []
+    for source in sources:  # HDF5 looks beside the file, then in the working directory
+        beside = path.parent / source.file_name
+        if source.file_name != "." and not (beside.is_file() or Path(source.file_name).is_file()):
+            raise CorruptFrameError(f"{path}: virtual dataset {name} maps the source file {beside}, which is missing")
+    return dataset
+
+
+def _stack_frames(where: str, dataset: h5py.Dataset) -> list[np.ndarray]:
+    """The frames of a 2D (one frame) or 3D dataset, or :class:`CorruptFrameError` when
+    the writer never wrote some of them (their storage is unallocated: HDF5 would read
+    the fill value)."""
+    from .frames.hdf5 import _unwritten
+
+    if dataset.ndim == 2:
+        return [np.asarray(dataset[()])]
+    missing = [] if dataset.is_virtual else _unwritten(dataset, 0, dataset.shape[0])
+    if missing:
+        raise CorruptFrameError(f"{where}: frames {missing} were never written (no storage allocated)")
+    return [np.asarray(dataset[i]) for i in range(dataset.shape[0])]
+
+
+def _hdf5_header(f: h5py.File) -> dict[str, float | str]:
+    """The values of :data:`HDF5_HEADER` that ``f`` holds as positive finite numbers,
+    each with its ``units`` attribute as ``<key>_units``."""
+    import h5py
+
+    header: dict[str, float | str] = {}
+    for key, candidates in HDF5_HEADER.items():
+        for name in candidates:
+            value = f.get(name)
+            if not isinstance(value, h5py.Dataset) or value.size != 1 or value.dtype.kind not in "biuf":
+                continue
+            number = float(np.asarray(value[()]).ravel()[0])
+            if math.isfinite(number) and number > 0:
+                header[key] = number
+                units = value.attrs.get("units")
+                if units is not None:
+                    header[f"{key}_units"] = units.decode() if isinstance(units, bytes) else str(units)
+                break
+    return header
 
 
 def available_memory_bytes() -> int | None:
@@ -274,8 +415,10 @@ def read_image(path: str | Path, role: str = "frame", *, timeout_s: float = READ
     path : str or Path
         A TIFF, EDF, CBF, MAR... file (any format fabio reads; each frame of a
         multi-frame file is returned) or an HDF5/NeXus file (``.h5``, ``.hdf5``,
-        ``.nxs``) whose frames are the dataset ``/entry/data/data``, 2D (one frame) or
-        3D (a stack, frames along the first axis).
+        ``.nxs``) whose frames are the dataset ``/entry/data/data`` (or a link or
+        virtual dataset there), 2D (one frame) or 3D (a stack, frames along the first
+        axis), or a Dectris Eiger master whose links ``/entry/data/data_000001``,
+        ``data_000002``... name its data files: their frames in that order.
     role : str
         What the file is (``"frame"``, ``"dark"``, ``"mask"``...), for messages.
     timeout_s : float
@@ -285,10 +428,14 @@ def read_image(path: str | Path, role: str = "frame", *, timeout_s: float = READ
     ------
     CorruptFrameError
         The file is missing, a directory, unreadable, truncated or corrupt, takes
-        longer than ``timeout_s`` to read, or an HDF5 file has no
-        ``/entry/data/data``; the message names the role and the file.
+        longer than ``timeout_s`` to read, an HDF5 file has no frames or frames never
+        written, or a file an Eiger master links (or a virtual dataset maps) is
+        missing; the message names the role and the file (and the link).
     ShapeMismatchError
-        A frame is not a 2D array of counts.
+        A frame is not a 2D array of counts, or the data files of an Eiger master hold
+        frames of different shapes.
+    ResourceLimitError
+        The frames would take more than half of the available memory.
     """
     path = require_file(path, role)
     reader = _read_hdf5 if path.suffix.lower() in HDF5_SUFFIXES else _read_fabio

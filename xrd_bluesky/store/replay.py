@@ -19,19 +19,21 @@ calibration or gain map (derived runs in ``catalog.processed``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace as replaced
 from pathlib import Path
+from typing import Any
 
 from tiled.queries import Contains, Key
 
 from ..callbacks import AnalysisRouter
 from ..callbacks.derived import Emit
-from ..errors import CorruptFrameError, MissingMetadataError, XRDBlueskyError
+from ..errors import AmbiguousInputError, MissingMetadataError, XRDBlueskyError
 from ..schema import InstrumentSettings, RunSetup
 from ..science.calibration import CalibrationSettings
 from ..science.position_models import position_model_from_dict
 from ..science.geometry_source import GeometrySource
-from ..sources.frames.hdf5 import path_from_uri
+from ..sources.catalog_run import run_documents
 from .calibrations import geometry_from_calibration
 from .catalog import find_run
 from .gain_maps import gain_map_from_run
@@ -43,6 +45,71 @@ logger = logging.getLogger(__name__)
 
 #: The analysis the router runs on a raw run of each ``purpose``.
 ANALYSIS_OF_PURPOSE = {"calibration": "calibration", "gain_map": "gain_map", "measurement": "integration"}
+#: Start-document key of a derived run made from a run of another catalog: where that run is.
+RAW_SOURCE_KEY = "raw_source"
+
+
+@dataclass(frozen=True)
+class RunSource:
+    """Where the raw runs of a replay are, when not in the catalog's ``raw`` container:
+    any Tiled catalog of Bluesky runs (its root or one of its containers), read and
+    never written.
+
+    Attributes
+    ----------
+    container : tiled Container
+        The node holding the runs.
+    label : str
+        The catalog's URI and the container's path (recorded in the derived runs).
+    frames : str
+        How frames are read (:data:`~xrd_bluesky.sources.catalog_run.FRAME_MODES`).
+    """
+
+    container: Any
+    label: str
+    frames: str = "auto"
+
+
+@dataclass(frozen=True)
+class RunCompletion:
+    """What a run recorded by other software lacks, given by the user.
+
+    Attributes
+    ----------
+    start : mapping
+        Start-document keys (``purpose``, ``image_key``, ``calibrant``...) for a run
+        that has none; a run that says otherwise is refused (AmbiguousInputError).
+    setup : callable, optional
+        A beamline description's ``run_setup``: the image, motor and monitor keys,
+        instrument and nominal geometry of the run's detector.
+    geometry : GeometrySource, optional
+        The geometry to integrate with (a PONI file), before the description's nominal
+        one; a recorded live analysis's or a named calibration wins.
+    mask : ndarray, optional
+        A static mask (True = bad) replacing the instrument's.
+    mask_file : str, optional
+        The file it came from (recorded).
+    """
+
+    start: Mapping = field(default_factory=dict)
+    setup: Callable[[Mapping], RunSetup] | None = None
+    geometry: GeometrySource | None = None
+    mask: Any = None
+    mask_file: str | None = None
+
+    def completed(self, start: Mapping) -> dict:
+        """``start`` with the keys it lacks.
+
+        Raises
+        ------
+        AmbiguousInputError
+            The run's start document says otherwise than a key given.
+        """
+        for key, value in self.start.items():
+            if key in start and start[key] != value:
+                raise AmbiguousInputError(f"run {start.get('uid')} says {key} = {start[key]!r}, the replay was told "
+                                          f"{value!r}: drop the option, or replay another run")
+        return {**self.start, **start}
 
 
 @dataclass(frozen=True)
@@ -71,14 +138,15 @@ class ReplayedRun:
 
 
 def replay(catalog, uid: str, *, calibration_uid: str | None = None, gain_map_uid: str | None = None,
-           emit: Emit | None = None, export_dir: str | Path | None = None) -> list[ReplayedRun]:
+           emit: Emit | None = None, export_dir: str | Path | None = None, source: RunSource | None = None,
+           completion: RunCompletion = RunCompletion()) -> list[ReplayedRun]:
     """Run the stored raw run ``uid`` through the live analyses again.
 
     Parameters
     ----------
     catalog : Catalog
-        The catalog (:func:`~xrd_bluesky.store.open_catalog`) holding the raw run and
-        the derived runs it names.
+        The catalog (:func:`~xrd_bluesky.store.open_catalog`) holding the raw run (unless
+        ``source`` is given), the derived runs it names, and the new ones.
     uid : str
         The raw run (a calibration, gain-map or measurement run).
     calibration_uid : str, optional
@@ -93,6 +161,12 @@ def replay(catalog, uid: str, *, calibration_uid: str | None = None, gain_map_ui
         Where a replayed calibration or gain map exports its files (``calibrations/``,
         ``gain_maps/``); default the embedded catalog's data directory, none for a
         remote catalog.
+    source : RunSource, optional
+        Another catalog holding the raw run (read only; its dark runs are looked up
+        there too). Frames are then read in place when readable here.
+    completion : RunCompletion, optional
+        What the run lacks (purpose, image key, geometry...), for runs recorded by other
+        software.
 
     Returns
     -------
@@ -104,26 +178,31 @@ def replay(catalog, uid: str, *, calibration_uid: str | None = None, gain_map_ui
     MissingMetadataError
         ``uid`` or an override is not a run uid (``UnsafeUidError``) or not in the
         catalog, ``uid`` is not a raw run, its purpose has no analysis, an override does
-        not apply to it, or what the replay needs was never recorded.
+        not apply to it, or what the replay needs was never recorded nor given.
+    AmbiguousInputError
+        The run says otherwise than ``completion``.
     CorruptFrameError
-        A frames file of the run is gone (or not a local file).
+        A frames file of a run of this catalog is gone (or not a local file).
     """
-    run = _run(catalog.raw, uid, "raw run", derived=catalog.processed)
-    start = run.start
+    raw = catalog.raw if source is None else source.container
+    where = "the catalog" if source is None else source.label
+    run = _run(raw, uid, "raw run", derived=catalog.processed if source is None else None, where=where)
+    start = completion.completed(run.start)
     uid = start["uid"]
     analysis = _analysis(start, calibration_uid, gain_map_uid)
-    documents = list(run.documents())
-    _check_frames(uid, documents)
+    documents = run_documents(run, where, "files" if source is None else source.frames)
     live = _live_derived(catalog.processed, uid, analysis)
     recorded = dict(live.start) if live is not None else {}
     writer = processed_writer(catalog) if emit is None else None
     made = _Made(emit if emit is not None else writer)
     if export_dir is None and catalog.frames_dir is not None:
         export_dir = catalog.frames_dir.parent
-    router = _router(catalog, uid, analysis, recorded, made, calibration_uid, gain_map_uid, export_dir)
+    inputs = _Inputs(catalog, raw, start, analysis, recorded, completion,
+                     None if source is None else {RAW_SOURCE_KEY: source.label})
+    router = _router(inputs, made, calibration_uid, gain_map_uid, export_dir)
     try:
         for name, doc in documents:
-            router(name, doc)
+            router(name, start if name == "start" else doc)
     finally:
         if writer is not None:
             writer.close()
@@ -133,6 +212,24 @@ def replay(catalog, uid: str, *, calibration_uid: str | None = None, gain_map_ui
     if calibration_uid is None:
         _warn_changed_parameters(catalog.processed, made.starts)
     return runs
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a replay's router is set up from: the catalog (derived runs), the raw runs'
+    container, the run, its analysis, the live record and what the user gave."""
+
+    catalog: Any
+    raw: Any
+    start: dict
+    analysis: str
+    recorded: dict
+    completion: RunCompletion
+    provenance: dict | None
+
+    @property
+    def uid(self) -> str:
+        return self.start["uid"]
 
 
 class _Made:
@@ -156,7 +253,7 @@ class _Made:
                 for uid, start in self.starts.items()]
 
 
-def _run(container, uid: str, what: str, derived=None):
+def _run(container, uid: str, what: str, derived=None, where: str = "the catalog"):
     """Run ``uid`` (or a partial uid) of ``container``; MissingMetadataError naming it
     if it is not a run uid or absent (saying so when it is a derived run of ``derived``
     instead)."""
@@ -168,7 +265,7 @@ def _run(container, uid: str, what: str, derived=None):
         start = other.start
         raise MissingMetadataError(f"run {uid} is a derived run ({start.get('analysis')}), not a raw run; "
                                    f"replay its raw run(s) {start.get('raw_uids') or start.get('parent_uids')}")
-    raise MissingMetadataError(f"{what} {uid} is not in the catalog")
+    raise MissingMetadataError(f"{what} {uid} is not in {where}")
 
 
 def _analysis(start: dict, calibration_uid: str | None, gain_map_uid: str | None) -> str:
@@ -186,19 +283,6 @@ def _analysis(start: dict, calibration_uid: str | None, gain_map_uid: str | None
     return analysis
 
 
-def _check_frames(uid: str, documents: list[tuple[str, dict]]) -> None:
-    """Refuse a run whose frames files (its StreamResources) are not readable files."""
-    for name, doc in documents:
-        if name == "stream_resource":
-            try:
-                path = path_from_uri(doc["uri"])
-            except CorruptFrameError as exc:
-                raise CorruptFrameError(f"run {uid} cannot be replayed: {exc}") from exc
-            if not path.is_file():
-                raise CorruptFrameError(f"run {uid} cannot be replayed: its frames file {path} "
-                                        f"({doc.get('data_key')}) is gone")
-
-
 def _live_derived(processed, parent_uid: str, analysis: str):
     """The newest derived run of ``analysis`` made live from run ``parent_uid``, or None."""
     runs = live_runs(processed).search(Contains("parent_uids", parent_uid)).search(Key("analysis") == analysis)
@@ -206,45 +290,79 @@ def _live_derived(processed, parent_uid: str, analysis: str):
     return runs[uids[-1]] if uids else None
 
 
-def _router(catalog, uid: str, analysis: str, recorded: dict, emit: Emit, calibration_uid: str | None,
-            gain_map_uid: str | None, export_dir: str | Path | None) -> AnalysisRouter:
-    """The live router, set up with what the live analysis recorded (``recorded``, its
-    derived start document; empty if there was none) and the overrides."""
-    processed = catalog.processed
-    parameters = recorded.get("parameters", {})
+def _router(inputs: _Inputs, emit: Emit, calibration_uid: str | None, gain_map_uid: str | None,
+            export_dir: str | Path | None) -> AnalysisRouter:
+    """The live router, set up with what the live analysis recorded (its derived start
+    document; empty if there was none), what the user gave and the overrides."""
+    processed, parameters = inputs.catalog.processed, inputs.recorded.get("parameters", {})
     options: dict = {}
-    instrument = _recorded_instrument(parameters)
-    nominal = None
-    if analysis == "calibration":
-        if "nominal" not in parameters:
-            raise MissingMetadataError(f"calibration run {uid} has no live calibration recording its nominal "
-                                       "geometry and settings: it cannot be replayed")
-        nominal = position_model_from_dict(parameters["nominal"])
-        options["calibration_settings"] = CalibrationSettings(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in parameters["settings"].items()})
     if "npt" in parameters:
         options["npt"] = int(parameters["npt"])
     if parameters.get("cake"):
         options["cake"] = tuple(parameters["cake"])
-    geometry = None if analysis == "calibration" else _geometry(processed, uid, recorded, calibration_uid)
-    gain_uid = gain_map_uid or recorded.get("gain_map_uid")
+    setup = _setup(inputs)
+    if inputs.analysis == "calibration":
+        options["calibration_settings"] = CalibrationSettings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in parameters.get("settings", {}).items()})
+    geometry = None if inputs.analysis == "calibration" else _geometry(inputs, calibration_uid, setup)
+    gain_uid = gain_map_uid or inputs.recorded.get("gain_map_uid")
     gain_map = None if gain_uid is None else gain_map_from_run(_run(processed, gain_uid, "gain map"))
 
     def provenance(analysis: str, parent_start: dict) -> dict:
         parent = parent_start.get(REPLAY_OF_KEY) if parent_start.get(REPLAY_KEY) else parent_start["uid"]
         live = None if parent is None else _live_derived(processed, parent, analysis)
-        return {REPLAY_KEY: True, REPLAY_OF_KEY: None if live is None else live.start["uid"]}
+        return {REPLAY_KEY: True, REPLAY_OF_KEY: None if live is None else live.start["uid"], **(inputs.provenance or {})}
 
-    # what the live router took from the beamline description, the replay takes from the record
-    described = {**{key: parameters[key] for key in ("monitors", "image_key") if parameters.get(key)},
-                 **{key: recorded[key] for key in ("detector_name", "image_key") if recorded.get(key)}}
-    return AnalysisRouter(emit, lambda detector_name: geometry,
-                          setup=lambda start: RunSetup({**described, **start}, instrument, nominal),
+    return AnalysisRouter(emit, lambda detector_name: geometry, setup=setup,
                           gain_map=lambda detector_name: gain_map, export_dir=export_dir,
                           references=lambda ref: reference_pattern(processed, ref),
-                          darks=lambda dark: dark_frame(catalog.raw, dark),
+                          darks=lambda dark: dark_frame(inputs.raw, dark),
                           peak_references=lambda ref: peak_reference(processed, ref),
                           provenance=provenance, **options)
+
+
+def _setup(inputs: _Inputs) -> Callable[[Mapping], RunSetup]:
+    """How the router completes the run's start document: from the live record (what
+    the live router took from the beamline description), else from the description and
+    the user's options; the user's mask replaces the instrument's.
+
+    Raises
+    ------
+    MissingMetadataError
+        A calibration run with neither a live calibration recording its nominal geometry
+        nor a nominal geometry given (a PONI file or a beamline description).
+    """
+    parameters, completion = inputs.recorded.get("parameters", {}), inputs.completion
+    nominal = None
+    if "nominal" in parameters:
+        nominal = position_model_from_dict(parameters["nominal"])
+    elif completion.geometry is not None:
+        nominal = completion.geometry.model
+
+    if inputs.recorded or completion.setup is None:
+        instrument = (_recorded_instrument(parameters) if inputs.recorded or RAW_SOURCE_KEY not in (inputs.provenance or {})
+                      else InstrumentSettings(flux_calibration=None))
+        described = {**{key: parameters[key] for key in ("monitors", "image_key") if parameters.get(key)},
+                     **{key: inputs.recorded[key] for key in ("detector_name", "image_key") if inputs.recorded.get(key)}}
+
+        def setup(start: Mapping) -> RunSetup:
+            return _with_mask(RunSetup({**described, **start}, instrument, nominal), completion)
+    else:
+        def setup(start: Mapping) -> RunSetup:
+            run = completion.setup(start)
+            return _with_mask(replaced(run, nominal=nominal or run.nominal), completion)
+
+    if inputs.analysis == "calibration" and nominal is None and completion.setup is None:
+        raise MissingMetadataError(f"calibration run {inputs.uid} has no live calibration recording its nominal "
+                                   "geometry: give one (--poni FILE or --beamline FILE) to replay it")
+    return setup
+
+
+def _with_mask(run: RunSetup, completion: RunCompletion) -> RunSetup:
+    """``run`` with the user's mask, if one was given."""
+    if completion.mask is None:
+        return run
+    return replaced(run, instrument=replaced(run.instrument, mask=completion.mask, mask_file=completion.mask_file))
 
 
 def _recorded_instrument(parameters: dict) -> InstrumentSettings:
@@ -257,18 +375,31 @@ def _recorded_instrument(parameters: dict) -> InstrumentSettings:
     return InstrumentSettings.from_dict({k: v for k, v in legacy.items() if v is not None})
 
 
-def _geometry(processed, uid: str, recorded: dict, calibration_uid: str | None) -> GeometrySource:
-    """The calibration named by ``calibration_uid``, else the geometry the live
-    analysis recorded (its model, label, calibration uid and stage following)."""
+def _geometry(inputs: _Inputs, calibration_uid: str | None, setup: Callable[[Mapping], RunSetup]) -> GeometrySource:
+    """The calibration named by ``calibration_uid``, else the geometry the user gave (a
+    PONI file), else the one the live analysis recorded (its model, label, calibration
+    uid and stage following), else the beamline description's nominal geometry.
+
+    Raises
+    ------
+    MissingMetadataError
+        None of them: the ways to give one are named.
+    """
     if calibration_uid is not None:
-        return geometry_from_calibration(_run(processed, calibration_uid, "calibration"))
-    geometry = recorded.get("geometry")
-    if geometry is None:
-        raise MissingMetadataError(f"run {uid} has no live analysis recording its geometry: "
-                                   "name a calibration to replay it with")
-    return GeometrySource(position_model_from_dict(geometry["model"]), geometry["source"],
-                          calibration_uid=geometry.get("calibration_uid"),
-                          follows_stage=geometry.get("follows_stage", True))
+        return geometry_from_calibration(_run(inputs.catalog.processed, calibration_uid, "calibration"))
+    if inputs.completion.geometry is not None:
+        return inputs.completion.geometry
+    geometry = inputs.recorded.get("geometry")
+    if geometry is not None:
+        return GeometrySource(position_model_from_dict(geometry["model"]), geometry["source"],
+                              calibration_uid=geometry.get("calibration_uid"),
+                              follows_stage=geometry.get("follows_stage", True))
+    if inputs.completion.setup is not None:
+        nominal = setup(inputs.start).nominal
+        if nominal is not None:
+            return GeometrySource(nominal, "nominal")
+    raise MissingMetadataError(f"run {inputs.uid} has no live analysis recording its geometry: give one "
+                               "(--poni FILE, --calibration UID, or a --beamline description with a nominal geometry)")
 
 
 def _warn_changed_parameters(processed, starts: dict[str, dict]) -> None:

@@ -12,12 +12,6 @@ from xrd_bluesky.sources.pack import check_run, load_run, open_pack
 WARNED = {"frame with 5 % marker pixels", "mask of a third of the pixels", "pattern with a one-point spike",
           "arm angle outside the calibrated range"}
 
-#: Known defects, (command, label): answers that are not yet a one-line named error on
-#: stderr. ``ingest`` reports a run it skips on stdout only (exit 1, nothing on stderr);
-#: a YAML error's message spans lines. Remove an entry once its defect is fixed.
-KNOWN_DEFECTS = {("ingest", "run whose external file is missing"), ("ingest", "catalog.yml that is not YAML")}
-
-
 @pytest.fixture(scope="module")
 def answers(tmp_path_factory):
     directory = tmp_path_factory.mktemp("corpus")
@@ -35,16 +29,8 @@ def test_no_bad_input_gives_a_silent_result_or_an_unexpected_error(answers):
     outcomes, _ = answers
     print("\n".join(table(outcomes)))
     wrong = {(o.case.command, o.case.label): f"{o.kind} (exit {o.status}) {o.message}" for o in outcomes if _defect(o)}
-    new = {key: why for key, why in wrong.items() if key not in KNOWN_DEFECTS}
-    assert not new, "\n".join(f"{command} / {label}: {why}" for (command, label), why in new.items())
-    assert len(outcomes) >= 190
-
-
-@pytest.mark.xfail(strict=True, reason="known defects (KNOWN_DEFECTS): ingest reports skipped runs on stdout only; "
-                                       "a YAML error's message spans lines")
-def test_known_defects_are_fixed(answers):
-    outcomes, _ = answers
-    assert not [o for o in outcomes if (o.case.command, o.case.label) in KNOWN_DEFECTS and _defect(o)]
+    assert not wrong, "\n".join(f"{command} / {label}: {why}" for (command, label), why in wrong.items())
+    assert len(outcomes) >= 235
 
 
 def test_only_inputs_that_may_be_right_are_merely_warned(answers):

@@ -21,7 +21,9 @@ def number_in(low: float, high: float, unit: str) -> Callable[[str], float]:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (math.isfinite(value) and low <= value <= high):
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"{value:g} {unit} is outside {low:.4g}-{high:.4g} {unit}")
         return value
     return parse

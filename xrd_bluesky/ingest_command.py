@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -118,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         catalog.close()
     for line in report.lines():
         print(line)
+    for what, reason in report.skipped:  # and on stderr, as every command says what failed
+        print(f"xrd-bluesky ingest: {what} not ingested: {' '.join(reason.split())}", file=sys.stderr)
     return 0 if report.ok else 1
 
 

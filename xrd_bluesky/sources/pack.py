@@ -168,7 +168,7 @@ def open_pack(directory: str | Path, *, root_map: Mapping[str, str] | None = Non
         catalog = yaml.safe_load(catalog_file.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise PackError(f"{directory} is not a databroker-pack directory: cannot read {catalog_file.name} "
-                        f"({type(exc).__name__}: {exc})") from None
+                        f"({type(exc).__name__}: {' '.join(str(exc).split())})") from None
     source = _packed_source(catalog, catalog_file)
     driver = source.get("driver")
     if driver not in FORMATS:

@@ -91,6 +91,47 @@ def stored_run(container, uid: str):
         return None
 
 
+def open_runs(uri: str, container: str | None = None):
+    """The node of a Tiled server that holds Bluesky runs (its root, or the container at
+    the slash-separated path ``container``), opened to be read only: unlike
+    :func:`open_catalog`, nothing is created on the server. The API key comes from the
+    ``TILED_API_KEY`` environment variable.
+
+    Raises
+    ------
+    UsageError
+        ``uri`` is not ``http(s)://host[:port]...``.
+    CatalogUnavailableError
+        The server does not answer within :data:`OPEN_TIMEOUT_S`.
+    MissingMetadataError
+        ``container`` is not a container of the server.
+    """
+    _wait_for_answer(_checked_uri(uri))
+    node = from_uri(uri, api_key=_api_key(uri))
+    path = [part for part in (container or "").split("/") if part]
+    for depth, part in enumerate(path):
+        try:
+            node = node[part]
+        except KeyError:
+            raise MissingMetadataError(f"the catalog at {_checked_uri(uri)} has no container "
+                                       f"{'/'.join(path[:depth + 1])!r}") from None
+        if not isinstance(node, Container):
+            raise MissingMetadataError(f"{'/'.join(path[:depth + 1])!r} of the catalog at {_checked_uri(uri)} "
+                                       "is not a container")
+    return node
+
+
+def _api_key(uri: str) -> str | None:
+    """The API key to open ``uri`` with: ``TILED_API_KEY``, unless the URI carries one
+    (an embedded server's URI, as worker processes and ``--into`` receive it)."""
+    return None if "api_key=" in uri else os.environ.get("TILED_API_KEY")
+
+
+def holds_catalog(node) -> bool:
+    """Whether a Tiled node is this package's catalog (``raw`` and ``processed``)."""
+    return all(name in node for name in CONTAINERS)
+
+
 def data_directory() -> Path:
     """The data directory: ``$XRD_BLUESKY_DATA`` or the user's data directory."""
     env = os.environ.get("XRD_BLUESKY_DATA")
@@ -239,7 +280,7 @@ def open_catalog(uri: str | None = None, *, directory: str | Path | None = None,
     directory = Path(directory) if directory is not None else data_directory()
     if uri is not None:
         _wait_for_answer(_checked_uri(uri))
-        client = from_uri(uri, api_key=os.environ.get("TILED_API_KEY"))
+        client = from_uri(uri, api_key=_api_key(uri))
         _ensure_containers(client)
         return Catalog(client, None, uri, directory / "spool")
 

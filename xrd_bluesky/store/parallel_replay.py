@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bluesky_tiled_plugins.clients.catalog_of_bluesky_runs import CatalogOfBlueskyRuns
 from tiled.queries import Key
 
 from ..errors import MissingMetadataError, XRDBlueskyError
@@ -70,14 +71,29 @@ def parse_search(terms: list[str]) -> dict[str, object]:
     return query
 
 
-def find_runs(catalog, query: dict[str, object]) -> list[str]:
+def find_runs(catalog, query: dict[str, object], *, runs=None, purpose: str | None = None) -> list[str]:
     """The raw runs whose start documents match every ``KEY=VALUE`` of ``query``
     (dotted keys reach into nested metadata) and that have an analysis to replay,
-    oldest first. Raises MissingMetadataError if none does."""
-    runs = catalog.raw
+    oldest first. Raises MissingMetadataError if none does.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        Its ``raw`` container is searched, unless ``runs`` is given.
+    query : dict
+        Metadata keys and values.
+    runs : tiled Container, optional
+        Another catalog's runs (its root or a container).
+    purpose : str, optional
+        The purpose of runs whose start document has none (runs recorded by other software).
+    """
+    found = catalog.raw if runs is None else runs
+    # a catalog of Bluesky runs searches start documents; any other container, its nodes' whole metadata
+    prefix = "" if isinstance(found, CatalogOfBlueskyRuns) else "start."
     for key, value in query.items():
-        runs = runs.search(Key(key) == value)
-    uids = [uid for uid, run in runs.items() if run.start.get("purpose") in ANALYSIS_OF_PURPOSE]
+        found = found.search(Key(key if key.startswith(("start.", "stop.")) else prefix + key) == value)
+    uids = [uid for uid, run in found.items() if run.metadata.get("start", {}).get("purpose", purpose)
+            in ANALYSIS_OF_PURPOSE]
     if not uids:
         raise MissingMetadataError(f"no replayable raw run matches {query} "
                                    f"(replayable purposes: {', '.join(ANALYSIS_OF_PURPOSE)})")

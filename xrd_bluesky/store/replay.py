@@ -274,7 +274,8 @@ def _analysis(start: dict, calibration_uid: str | None, gain_map_uid: str | None
     analysis = ANALYSIS_OF_PURPOSE.get(purpose)
     if analysis is None:
         raise MissingMetadataError(f"run {uid} has purpose {purpose!r}: nothing to replay "
-                                   f"(replayable purposes: {', '.join(ANALYSIS_OF_PURPOSE)})")
+                                   f"(replayable purposes: {', '.join(ANALYSIS_OF_PURPOSE)}; give --purpose "
+                                   "for a run recorded without one)")
     if calibration_uid is not None and analysis == "calibration":
         raise MissingMetadataError(f"run {uid} is a calibration run, refined from its nominal geometry: "
                                    "another calibration does not apply to it")

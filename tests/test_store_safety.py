@@ -73,7 +73,7 @@ def test_a_uid_that_is_not_a_plain_run_uid_is_refused_naming_it_and_its_origin(v
     assert repr(value)[:20] in str(raised.value)
 
 
-@pytest.mark.parametrize("value", [str(uuid.uuid4()), "run-1", "abc_1.2", "u", "x" * 128])
+@pytest.mark.parametrize("value", ["c5a30b04-3a09-4ce5-82e8-574ef9124332", "run-1", "abc_1.2", "u", "x" * 128])
 def test_run_uids_pass(value):
     assert check_uid(value, "the test's argument") == value
 

@@ -49,9 +49,10 @@ def answer(argv: list[str]) -> tuple[int, str]:
     return status, text
 
 
-def strongest_peak_2theta(xye: Path) -> float:
+def strongest_peak_2theta(xye: Path) -> tuple[float, float]:
+    """2theta (deg) of the strongest bin and the bins' width (deg)."""
     data = np.loadtxt(xye, comments="#")
-    return float(data[np.argmax(data[:, 1]), 0])
+    return float(data[np.argmax(data[:, 1]), 0]), float(np.median(np.diff(data[:, 0])))
 
 
 numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.floats(-1e3, 1e3),
@@ -110,13 +111,16 @@ options = st.one_of(st.text(max_size=12), st.integers(-10**9, 10**9).map(str),
        max_count=st.one_of(options, st.floats(-10, 1e7).map(repr)))
 def test_integrate_options(good, tmp_path, npt, unit, polarization, max_count):
     """Any option text: a usage error, or a pattern whose strongest peak is CeO2's 111
-    ring (its place does not depend on the bins, the polarization or the saturation)."""
+    ring, within 0.1 deg plus a bin (bins wider than the rings' spacing merge rings); its place
+    does not depend on the polarization or the saturation."""
     status, _ = answer(["integrate", good.frame, "--poni", good.poni, "--dark", good.dark, "--npt", npt,
                         "--unit", "2th_deg", "--polarization", polarization, "--max-count", max_count,
                         "-o", str(tmp_path / "o")])
     if status == 0:
-        assert 2 <= int(npt) <= 100_000
-        assert abs(strongest_peak_2theta(tmp_path / "o" / "ceo2.xye") - REFERENCE["111"]) < 0.1
+        assert 10 <= int(npt) <= 100_000
+        # bins wider than the rings' spacing merge rings: the strongest bin then lies within a bin of 111
+        centre, width = strongest_peak_2theta(tmp_path / "o" / "ceo2.xye")
+        assert abs(centre - REFERENCE["111"]) < 0.1 + width, (centre, width)
     answer(["integrate", good.frame, "--poni", good.poni, "--unit", unit, "--npt", "300", "-o", str(tmp_path / "u")])
 
 

@@ -10,6 +10,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pyFAI
 import pytest
 
 from conftest import realdata
@@ -33,6 +34,8 @@ HALF_WIDTH_DEG = 0.035
 #: Half the specimen's thickness (mm): the CeO2 is on the front face, the steel's
 #: mid-plane that much further from the detector... see test_ring_d_spacings.
 HALF_THICKNESS_MM = 0.75
+#: GSAS-II's calibration of image 001 (mm).
+GSAS2_DISTANCE_MM = 1118.899
 PIXEL_MM = 0.15
 LOAD_DEG = 90.0  # tension along the vertical of GSAS-II's display (pyFAI chi, flip absorbed)
 
@@ -74,7 +77,7 @@ def test_geometry_refined_on_ceo2_matches_gsas2(refined):
     f2 = refined.poni.fit2d()
     assert abs(f2["centerX"] - 168.604 / PIXEL_MM) < 0.5
     assert abs(f2["centerY"] - 173.475 / PIXEL_MM) < 0.5
-    assert abs(refined.poni.dist * 1e3 / 1118.899 - 1) < 1e-3
+    assert abs(refined.poni.dist * 1e3 / GSAS2_DISTANCE_MM - 1) < 1e-3
     assert refined.residual_deg < 0.005  # 0.0013 deg measured: a sixth of a pixel's 0.0077 deg
 
 
@@ -160,6 +163,33 @@ def test_steel_strain_errors_agree_with_scatter_between_sectors(rings):
             sigmas = [getattr(h, f"{part}_sigma") * math.sqrt(max(1.0, h.reduced_chi2)) for h in halves]
             assert all(h.success for h in halves), [h.reason for h in halves]
             assert abs(values[0] - values[1]) < 3 * math.hypot(*sigmas), (spec.label, part, values, sigmas)
+
+
+def strain_command(*argv) -> int:
+    parser = argparse.ArgumentParser(prog="xrd-bluesky")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["strain", *map(str, argv)])
+    return args.func(args)
+
+
+def test_command_refines_the_geometry_on_the_ceo2_rings(tmp_path):
+    """``--refine-on CeO2``: the geometry refined on image 001's CeO2 rings from the
+    .imctrl's is GSAS-II's calibration within 0.1 % in distance and 0.5 px in centre
+    (the brief's tolerances), and the CeO2 of image 001 measured against itself is
+    unstrained against its own per-sector d0 (< 1e-9: the same pixels, the same fits)."""
+    ceo2 = [a for phase, hkl in REFLECTIONS if phase == "CeO2" for a in ("--phase", phase, "--hkl", *hkl)]
+    image = path("nx09_strain_001.mar2300")
+    assert strain_command(image, "--poni", path("nx09_strain_011.imctrl"), "--reference", image, "--refine-on", "CeO2",
+                          "--half-width-deg", HALF_WIDTH_DEG, "--load-azimuth", LOAD_DEG, "--model", "pseudo-voigt",
+                          "--background", "linear", "--d0", "per-sector", *ceo2, "-o", tmp_path) == 0
+    refined = pyFAI.load(str(tmp_path / "refined.poni")).getFit2D()
+    assert abs(refined["directDist"] * math.cos(math.radians(refined["tilt"])) / GSAS2_DISTANCE_MM - 1) < 1e-3
+    assert abs(refined["centerX"] * PIXEL_MM - 168.604) < 0.5 * PIXEL_MM, refined
+    rows = [line.split(",") for line in (tmp_path / "strain.csv").read_text().splitlines() if not line.startswith("#")]
+    header = rows[0]
+    for row in rows[1:]:
+        values = dict(zip(header, row))
+        assert abs(float(values["strain_loading"])) < 1e-9 and abs(float(values["strain_transverse"])) < 1e-9, values
 
 
 def test_command_on_image_006_with_the_imctrl(tmp_path):

@@ -157,7 +157,9 @@ def ingest(catalog, pack: Pack, *, copy: bool = False, out: Callable[[str], None
                 report.already.append(run.uid)
                 out(f"{run.uid}  already in the catalog: skipped")
                 continue
-            run = _write(catalog, check_run(pack, run), copy)
+            checked = check_run(pack, run)  # before a partial copy in the catalog is replaced
+            _drop_partial_copy(catalog, run.uid)
+            run = _write(catalog, checked, copy)
         except CatalogUnavailableError:
             raise
         except XRDBlueskyError as exc:
@@ -177,16 +179,18 @@ def _run_line(run: PackRun) -> str:
 
 
 def _already_complete(catalog, uid: str) -> bool:
-    """Whether run ``uid`` is in ``catalog.raw`` with its stop document; a copy without
-    one (an ingest or a sync interrupted while writing it) is deleted, to be written whole."""
+    """Whether run ``uid`` is in ``catalog.raw`` with its stop document."""
     stored = stored_run(catalog.raw, uid)
-    if stored is None:
-        return False
-    if stored.metadata.get("stop") is not None:
-        return True
-    logger.info("run %s: deleting the partial copy in the catalog before writing it whole", uid)
-    stored.delete(recursive=True, external_only=False)  # registered files are not deleted (external)
-    return False
+    return stored is not None and stored.metadata.get("stop") is not None
+
+
+def _drop_partial_copy(catalog, uid: str) -> None:
+    """Delete a copy of run ``uid`` without its stop document (an ingest or a sync
+    interrupted while writing it), so that the checked pack's run is written whole."""
+    stored = stored_run(catalog.raw, uid)
+    if stored is not None:
+        logger.info("run %s: deleting the partial copy in the catalog before writing it whole", uid)
+        stored.delete(recursive=True, external_only=False)  # registered files are not deleted (external)
 
 
 def _write(catalog, run: PackRun, copy: bool) -> PackRun:

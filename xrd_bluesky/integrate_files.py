@@ -66,7 +66,7 @@ from .science.absolute_scale import KNOWN_STANDARDS, Exposure, ReferencePattern
 from .science.gain_map_source import GainMapSource
 from .science.geometry import Poni
 from .science.input_checks import check_saturation
-from .science.integration import MAX_RADIAL_BINS, UNITS, IntegrationResult, valid_somewhere
+from .science.integration import MAX_RADIAL_BINS, MIN_RADIAL_BINS, UNITS, IntegrationResult, valid_somewhere
 from .science.monitors import AIR_TRANSMISSION, FluxCalibration
 from .science.position_models import read_goniometer_json
 from .sources.file_inputs import read_corrections, read_geometry
@@ -143,7 +143,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dark", help="dark image of the same exposure (counts); several frames are averaged")
     p.add_argument("--gain", help="gain map: frames are divided by it; non-positive or non-finite pixels are masked")
     p.add_argument("--mask", help="mask image, non-zero = bad pixel")
-    p.add_argument("--npt", type=whole_number_in(2, MAX_RADIAL_BINS, "bins"), default=2000,
+    p.add_argument("--npt", type=whole_number_in(MIN_RADIAL_BINS, MAX_RADIAL_BINS, "bins"), default=2000,
                    help="number of radial bins (default: 2000)")
     p.add_argument("--unit", default="q_nm^-1", choices=sorted(UNITS),
                    help="radial unit: q (1/nm or 1/A) or 2-theta (deg) (default: q_nm^-1)")
@@ -240,6 +240,10 @@ def run(args: argparse.Namespace) -> int:
             require_file(path, role)
     out = check_writable(args.output, directory=True)
     reference = placed[0].poni
+    geometries = len({p.poni for p in placed})
+    if (args.background or args.standard) and geometries > 1:
+        raise UsageError(f"--background and --standard frames are integrated on one geometry; the frames here have "
+                         f"{geometries}: stitch background and standard separately")
     corrections = read_corrections(reference, dark=args.dark, gain=args.gain, mask=args.mask,
                                    max_count=getattr(args, "max_count", None))
     table = read_table(args.monitors, "monitors CSV", known=MONITOR_COLUMNS) if getattr(args, "monitors", None) else {}

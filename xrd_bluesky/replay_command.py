@@ -20,7 +20,6 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
 
 from .errors import MissingMetadataError, UsageError, XRDBlueskyError
 from .science.geometry_source import GeometrySource
@@ -81,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     exporter = None if args.export is None else FileExporter(args.export)
     with ExitStack() as stack:
         source = _source(args)
+        if args.into and source is None:
+            raise UsageError("--into receives the derived runs of a run of another catalog; this run's catalog is "
+                             "this package's, which receives them itself: omit --into")
         catalog = open_catalog(args.into if source is not None else args.catalog, directory=args.directory)
         stack.callback(catalog.close)
         options = {"calibration_uid": args.calibration, "gain_map_uid": args.gain_map, "source": source,
@@ -115,7 +117,7 @@ def _completion(args: argparse.Namespace) -> RunCompletion:
 
         setup = load_beamline(args.beamline).run_setup
     geometry = None if args.poni is None else GeometrySource.from_poni(read_geometry(args.poni))
-    mask = None if args.mask is None else np.asarray(read_image(args.mask, "mask").mean) != 0
+    mask = None if args.mask is None else read_image(args.mask, "mask").mean() != 0
     return RunCompletion(start, setup, geometry, mask, None if args.mask is None else str(Path(args.mask).resolve()))
 
 

@@ -43,7 +43,7 @@ from .science.integration import invalid_pixels
 from .science.peak_fitting import BACKGROUNDS, MODELS
 from .science.peak_specs import HALF_WIDTH_DEG, PeakSpec, configured_specs
 from .science.sector_strain import (STRAIN_PHASES, Cake, RingSectors, RingStrain, cake_integrator, fit_ring,
-                                    integrate_cake, reflection_specs, ring_mean_d0, ring_strain)
+                                    integrate_cake, reflection_specs, refine_on_rings, ring_mean_d0, ring_strain)
 from .sources.file_inputs import read_geometry
 from .sources.gsas2_imctrl import header_pixel_size_m, imctrl_poni, read_imctrl
 from .sources.image_files import ImageFile, read_image, require_file
@@ -93,6 +93,9 @@ def add_parser(subparsers) -> None:
                    help="azimuthal sectors of the cake (default 36)")
     p.add_argument("--load-azimuth", dest="load_azimuth_deg", type=number_in(-360, 360, "deg"), default=0.0,
                    help="azimuth of the load (deg, pyFAI chi: 0 horizontal, 90 vertical; default 0)")
+    p.add_argument("--refine-on", dest="refine_on", choices=sorted(STRAIN_PHASES), metavar="PHASE",
+                   help="first refine the geometry on the reference's rings of PHASE (an internal standard, e.g. "
+                        "CeO2 dusted on the specimen: its --hkl reflections); writes DIR/refined.poni")
     p.add_argument("--d0", choices=D0_MODES, default="ring-mean",
                    help="d0 from the reference: its ring mean over azimuth (default) or its value per sector")
     p.add_argument("--model", choices=sorted(MODELS), default="gaussian", help="peak shape")
@@ -176,6 +179,30 @@ def _image_rings(image: ImageFile, role: str, poni: Poni, specs: list[PeakSpec],
     return ImageRings(image.frames[0][0] if len(image.frames) == 1 else image.path.stem, cake,
                       [fit_ring(cake, s, poni.wavelength, model=args.model, background=args.background)
                        for s in specs])
+
+
+def _refined(image: ImageFile, poni: Poni, specs: list[PeakSpec], args: argparse.Namespace, out: Path) -> Poni:
+    """The geometry refined on the reference's rings of ``--refine-on`` (written to
+    ``refined.poni`` and printed).
+
+    Raises
+    ------
+    UsageError
+        No ``--hkl`` reflection of that phase was named.
+    GeometryError
+        Too few points on its rings to refine the geometry.
+    """
+    standard = [s for s in specs if s.label.startswith(f"{args.refine_on}_")]
+    if not standard:
+        raise UsageError(f"--refine-on {args.refine_on}: name its rings with --phase {args.refine_on} --hkl H K L")
+    frame = image.mean()
+    mask = _mask(frame, image, poni, f"reference {image.path}")
+    refinement = refine_on_rings(np.where(mask, 0.0, frame), poni, standard, sectors=max(args.sectors, 36), mask=mask,
+                                 model=args.model, background=args.background)
+    path = refinement.poni.write(out / "refined.poni")
+    print(f"geometry refined on {refinement.rings} {args.refine_on} rings ({refinement.points} points, rms "
+          f"{refinement.residual_deg:.4f} deg): distance {refinement.poni.dist * 1e3:.3f} mm, written {path}")
+    return refinement.poni
 
 
 def _d0(reference: ImageRings, specs: list[PeakSpec], mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -264,6 +291,8 @@ def run(args: argparse.Namespace) -> int:
     reference_image = read_image(args.reference, "reference")
     poni, polarization = _geometry(args, reference_image)
     specs = _specs(args, poni.wavelength)
+    if args.refine_on:
+        poni = _refined(reference_image, poni, specs, args, out)
     reference = _image_rings(reference_image, "reference", poni, specs, args, polarization)
     d0 = _d0(reference, specs, args.d0)
     results = [_image_rings(read_image(path), "frame", poni, specs, args, polarization) for path in args.images]

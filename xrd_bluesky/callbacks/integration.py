@@ -57,6 +57,7 @@ from ..science.gain_map_source import GainMapSource
 from ..science.geometry import Poni
 from ..science.geometry_source import GeometrySource
 from ..science.image_formation import pixel_geometry
+from ..science.integration import MIN_RADIAL_BINS
 from ..science.integration_kernel import sum_frames
 from ..science.multi_geometry import covered_radial_range, stitch
 from ..sources.frames import FrameEvent, detector_config, detector_position, mean_dark, planned_positions
@@ -205,7 +206,7 @@ class LiveIntegration(FrameRunCallback):
         except (TypeError, ValueError, IndexError, KeyError):
             raise MissingMetadataError(f"integration options npt={npt!r}, cake={cake!r}: expected an integer "
                                        "and a pair of integers (radial, azimuthal bins)") from None
-        if self.npt < 10 or (self.cake is not None and min(self.cake) < 1):
+        if self.npt < MIN_RADIAL_BINS or (self.cake is not None and min(self.cake) < 1):
             raise MissingMetadataError(f"integration options npt={self.npt}, cake={self.cake}: too few bins")
 
     def finish(self, parent_stop):

@@ -39,6 +39,7 @@ from ..errors import FitError, MissingMetadataError
 from ..science.directional_strain import directional_strain, sector_cos2
 from ..science.peak_fitting import PeakResult, fit_peak, lattice_strain, peak_position
 from ..science.peak_specs import PeakReference, PeakSpec, configured_specs, find_peak_specs
+from ..science.sector_strain import peak_cos2
 from ..science.units import wavelength_m
 from .derived import DerivedRunCallback, Emit, require_keys
 
@@ -156,7 +157,7 @@ class LivePeakFits(DerivedRunCallback):
             out[f"{label}_success"] = np.array([f.success for f in fits])
             out[f"{label}_reason"] = "; ".join(f"{a:.1f} deg: {f.reason}" for a, f in zip(azimuth, fits)
                                                if not f.success)
-            out[f"{label}_cos2"] = _peak_cos2(q, window, intensity, cos2, fits)
+            out[f"{label}_cos2"] = peak_cos2(q, window, intensity, cos2, fits)
             both = directional_strain(out[f"{label}_cos2"], out[f"{label}_strain"], out[f"{label}_strain_sigma"])
             out.update({f"{label}_strain_loading": both.loading, f"{label}_strain_loading_sigma": both.loading_sigma,
                         f"{label}_strain_transverse": both.transverse,
@@ -216,19 +217,4 @@ def _peak_values(label: str, fit: PeakResult, position, strain) -> dict:
     out = {f"{label}_{k}": float(v) for k, v in values.items()}
     out[f"{label}_success"] = fit.success
     out[f"{label}_reason"] = fit.reason
-    return out
-
-
-def _peak_cos2(q: np.ndarray, window: tuple[float, float], intensity: np.ndarray, cos2: np.ndarray,
-               fits: list[PeakResult]) -> np.ndarray:
-    """Per sector, cos^2(chi - chi_L) of the pixels under the fitted peak: the bins'
-    values in the window weighted by their counts above the fitted background."""
-    inside = (q >= window[0]) & (q <= window[1])
-    out = np.full(len(fits), np.nan)
-    for i, fit in enumerate(fits):
-        if fit.success:
-            w = np.clip(np.nan_to_num(intensity[i, inside] - fit.background), 0.0, None)
-            c = cos2[i, inside]
-            good = np.isfinite(c) & (w > 0)
-            out[i] = np.sum(w[good] * c[good]) / np.sum(w[good]) if good.any() else np.nan
     return out

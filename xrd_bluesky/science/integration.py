@@ -18,6 +18,8 @@ COUNT_KINDS = "biuf"
 
 #: Most radial bins of a 1D pattern (a 4k-pixel-wide detector has about 6000 pixels of radius).
 MAX_RADIAL_BINS = 100_000
+#: Fewest radial bins of a pattern (fewer do not resolve a ring).
+MIN_RADIAL_BINS = 10
 #: Most bins of a 2D cake, radial x azimuthal (pyFAI holds several float64 arrays of it).
 MAX_CAKE_BINS = 20_000_000
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.optimize import least_squares
 
+from ..errors import GeometryError
 from .corrected_integration import CorrectedIntegrator
 from .crystal import Atom, Crystal
 from .directional_strain import DirectionalStrain, directional_strain, sector_cos2
@@ -161,7 +162,7 @@ def peak_cos2(q: np.ndarray, window: tuple[float, float], intensity: np.ndarray,
               fits: list[PeakResult]) -> np.ndarray:
     """Per sector, cos^2(chi - chi_L) of the pixels under the fitted peak: the bins'
     values in the window weighted by their counts above the fitted background (the
-    live analysis's rule, :mod:`xrd_bluesky.callbacks.peak_fits`)."""
+    file command's and the live analysis's, :mod:`xrd_bluesky.callbacks.peak_fits`)."""
     inside = (q >= window[0]) & (q <= window[1])
     out = np.full(len(fits), np.nan)
     for i, fit in enumerate(fits):
@@ -296,10 +297,16 @@ def _refine(poni: Poni, rows: np.ndarray, cols: np.ndarray, tth: np.ndarray, out
     def residuals(x: np.ndarray, r: np.ndarray, c: np.ndarray, t: np.ndarray) -> np.ndarray:
         return ai.tth(r, c, param=[*x, poni.rot3]) - t
 
+    if rows.size < 2 * len(REFINED):
+        raise GeometryError(f"{rows.size} control points on the rings: too few to refine {len(REFINED)} geometry "
+                            "parameters (are the rings in the frame, and the guess near?)")
     x0 = np.array([getattr(poni, k) for k in REFINED])
     delta = residuals(x0, rows, cols, tth)
     spread = 1.4826 * np.median(np.abs(delta - np.median(delta)))
     keep = np.abs(delta - np.median(delta)) <= max(outlier_cut * spread, 1e-9)
+    if keep.sum() < 2 * len(REFINED):
+        raise GeometryError(f"{int(keep.sum())} control points on the rings after outliers: too few to refine "
+                            f"{len(REFINED)} geometry parameters")
     fit = least_squares(residuals, x0, args=(rows[keep], cols[keep], tth[keep]), x_scale=[1e-3, 1e-4, 1e-4, 1e-4, 1e-4],
                         method="lm")
     refined = replace(poni, **dict(zip(REFINED, (float(v) for v in fit.x))))

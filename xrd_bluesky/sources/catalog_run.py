@@ -134,11 +134,23 @@ def _stream_documents(stream, stream_name: str, start_uid: str, frames: str) -> 
         uid = next((d["uid"] for d in reversed(descriptors) if d["time"] <= row.time), descriptors[0]["uid"])
         event = {"seq_num": seq_num, "time": row.time, "uid": f"event-{uid}-{seq_num}", "descriptor": uid,
                  "data": row.data, "timestamps": {**row.timestamps, **{k: row.time for k in inline}}}
-        reader = None if not inline else (lambda n=seq_num: {k: np.asarray(a[n - 1]) for k, a in inline.items()})
+        reader = None if not inline else (lambda n=seq_num: {k: _event_frames(a, data_keys[k], n)
+                                                             for k, a in inline.items()})
         out.append(("event", event, reader))
     for resource, datum in external:
         out += [("stream_resource", resource, None), ("stream_datum", datum, None)]
     return out
+
+
+def _event_frames(array, data_key: dict, seq_num: int) -> np.ndarray:
+    """The frames of event ``seq_num`` of an array read through the client: one row of a
+    stack of events, or the event's ``k`` rows when the events' frames are concatenated
+    (the data key's shape starts with ``k`` frames per event)."""
+    per_event = data_key.get("shape") or []
+    if len(array.shape) == len(per_event) + 1:
+        return np.asarray(array[seq_num - 1])
+    k = max(int(per_event[0]), 1)
+    return np.asarray(array[(seq_num - 1) * k:seq_num * k])
 
 
 class _Row:
@@ -201,6 +213,8 @@ def _local_files(parts, key: str, start_uid: str, frames: str) -> list[tuple[str
                 raise CorruptFrameError(f"run {start_uid} cannot be replayed: {exc}") from exc
             return None
         files.append((asset.data_uri, path))
+    if len(files) > 1 and frames == "auto":
+        return None  # a series of files is not read in place: through the client
     return files or None
 
 

@@ -125,7 +125,11 @@ def read_imctrl(path: str | Path) -> ImageControls:
         raise GeometryError(f"GSAS-II image controls {path}: wavelength {wavelength} A and distance {distance} mm "
                             "must be positive")
     pola = values.get("PolaVal")
-    polarization = float(pola[0]) if isinstance(pola, (list, tuple)) and pola else None
+    polarization = None
+    if isinstance(pola, (list, tuple)) and pola:
+        polarization = _number({"PolaVal": pola[0]}, "PolaVal", path)
+        if not -1.0 <= polarization <= 1.0:
+            raise GeometryError(f"GSAS-II image controls {path}: PolaVal {polarization} is outside [-1, 1]")
     return ImageControls(path, wavelength, distance, (cx, cy), _number(values, "tilt", path),
                          _number(values, "rotation", path), values.get("invert_x") is True,
                          values.get("invert_y") is True, polarization)

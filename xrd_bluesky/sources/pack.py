@@ -232,6 +232,8 @@ def load_run(pack: Pack, path: Path) -> PackRun:
             raise PackError(f"{what}: a second start document (a pack holds one run per file)")
         if name == "stop" and number < len(documents):
             raise PackError(f"{what}: documents follow the stop document")
+        if name == "descriptor":
+            document_field(doc, "uid", str, what)
         if name in ("descriptor", "stop") and document_field(doc, "run_start", str, what) != uid:
             raise PackError(f"{what} belongs to run {doc['run_start']}, not to {uid}")
     return PackRun(path, documents)
@@ -395,6 +397,8 @@ def _check_frames(file: ExternalFile, resource: Mapping, datums: list[dict]) -> 
                                    "whole number >= 0")
         needed = max(needed, (point + 1) * per_point)
     dataset = resource["resource_kwargs"].get("dataset") or DEFAULT_DATASET
+    if not isinstance(dataset, str):
+        raise PackError(f"{what}: resource_kwargs.dataset is {dataset!r}, not an HDF5 path")
     try:
         with open_hdf5(file.path) as f:
             dset = f.get(dataset)

@@ -92,8 +92,11 @@ def find_runs(catalog, query: dict[str, object], *, runs=None, purpose: str | No
     prefix = "" if isinstance(found, CatalogOfBlueskyRuns) else "start."
     for key, value in query.items():
         found = found.search(Key(key if key.startswith(("start.", "stop.")) else prefix + key) == value)
-    uids = [uid for uid, run in found.items() if run.metadata.get("start", {}).get("purpose", purpose)
-            in ANALYSIS_OF_PURPOSE]
+    def replayed_as(run) -> str | None:  # a run that records another purpose than the one given is left out
+        recorded = run.metadata.get("start", {}).get("purpose")
+        return purpose if recorded is None else recorded if purpose in (None, recorded) else None
+
+    uids = [uid for uid, run in found.items() if replayed_as(run) in ANALYSIS_OF_PURPOSE]
     if not uids:
         raise MissingMetadataError(f"no replayable raw run matches {query} "
                                    f"(replayable purposes: {', '.join(ANALYSIS_OF_PURPOSE)})")

@@ -1,6 +1,7 @@
 """Replay a stored raw run through the live analyses into new derived runs.
 
-The raw run's documents, as the catalog exports them (``run.documents()``), go through
+The raw run's documents, rebuilt through the catalog's client
+(:func:`~xrd_bluesky.sources.catalog_run.run_documents`), go through
 an :class:`~xrd_bluesky.callbacks.AnalysisRouter`: the same router and callbacks, the
 same code, as live. Every derived run a replay makes (chained peak fits too) is new:
 its start document has ``replay: True`` and ``replay_of``, the uid of the live derived
@@ -83,8 +84,9 @@ class RunCompletion:
         A beamline description's ``run_setup``: the image, motor and monitor keys,
         instrument and nominal geometry of the run's detector.
     geometry : GeometrySource, optional
-        The geometry to integrate with (a PONI file), before the description's nominal
-        one; a recorded live analysis's or a named calibration wins.
+        The geometry to integrate with (a PONI file): it replaces the recorded live
+        analysis's geometry and the description's nominal one; only a named
+        calibration (``calibration_uid``) wins over it.
     mask : ndarray, optional
         A static mask (True = bad) replacing the instrument's.
     mask_file : str, optional
@@ -94,7 +96,7 @@ class RunCompletion:
     start: Mapping = field(default_factory=dict)
     setup: Callable[[Mapping], RunSetup] | None = None
     geometry: GeometrySource | None = None
-    mask: Any = None
+    mask: Any = field(default=None, compare=False)
     mask_file: str | None = None
 
     def completed(self, start: Mapping) -> dict:

@@ -215,11 +215,11 @@ def _write(catalog, run: PackRun, copy: bool) -> PackRun:
     except Exception as exc:  # the catalog, its writer or the file system refused: undo, then say why
         if copies is not None:
             shutil.rmtree(copies, ignore_errors=True)
-        if not answers(catalog.raw):  # a partial copy left is replaced by the next ingest (_already_complete)
+        if not answers(catalog.raw):  # a partial copy left is replaced by the next ingest (_drop_partial_copy)
             raise CatalogUnavailableError(f"the catalog stopped answering while ingesting run {run.uid} "
                                           f"({type(exc).__name__}: {exc}); ingest the pack again when it is "
                                           "back") from exc
-        _already_complete(catalog, run.uid)  # deletes the partial copy
+        _drop_partial_copy(catalog, run.uid)
         raise XRDBlueskyError(f"the run could not be written (nothing of it is kept): {type(exc).__name__}: "
                               f"{exc}") from exc
     return run

@@ -12,7 +12,6 @@ same, the failures named in it and in the table), 0 when all succeeded.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import re
 import sys
@@ -21,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CorruptFrameError, OutputError, UsageError
-from .pattern_writers import CHI_LABELS
-from .outputs import check_writable, verify_written
+from .errors import CorruptFrameError, UsageError
+from .pattern_writers import CHI_LABELS, write_csv
+from .outputs import check_writable
 from .science.integration import UNITS
 from .science.peak_fitting import BACKGROUNDS, MODELS, PeakResult, fit_peak
 
@@ -222,17 +221,8 @@ def _fit_file(path: str, pattern: Pattern, args: argparse.Namespace) -> list[dic
     return rows
 
 
-def _write_csv(output: Path, rows: list[dict]) -> None:
-    """Write one CSV row per fit to ``output`` and verify the file is there."""
-    names = ["file", "radial_unit", "window_low", "window_high", "model", *(f.name for f in fields(PeakResult))]
-    try:
-        with open(output, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=names)
-            writer.writeheader()
-            writer.writerows(rows)
-    except OSError as exc:
-        raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from exc
-    verify_written(output)
+#: Columns of the fits' CSV, before the fit's own fields.
+CSV_COLUMNS = ("file", "radial_unit", "window_low", "window_high", "model")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -255,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"windows and centres in radial unit: {unit}")
     print(f"{'file':30s} {'window':>17s} {'centre':>12s} {'+-':>9s} {'FWHM':>9s} {'area':>11s} {'chi2r':>6s}  status")
     rows = [row for path, pattern in zip(args.patterns, patterns) for row in _fit_file(path, pattern, args)]
-    _write_csv(output, rows)
+    write_csv(output, [*CSV_COLUMNS, *(f.name for f in fields(PeakResult))], rows)
     failed = [row for row in rows if not row["success"]]
     print(f"written {output}")
     if failed:

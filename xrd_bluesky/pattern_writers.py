@@ -17,7 +17,10 @@ text, and q files start with the line ``# <wavelength> wavelength in nm`` (``A``
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +79,26 @@ def write_text(path: str | Path, text: str) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
+
+
+def write_csv(path: str | Path, columns: Sequence[str], rows: list[dict], header: Mapping | None = None) -> Path:
+    """Write ``rows`` as a CSV table with ``columns``, after ``# key: value`` lines of
+    ``header``, through :func:`write_text`, and verify the file is there.
+
+    Raises
+    ------
+    OutputError
+        The file cannot be written, or is not there afterwards.
+    """
+    text = io.StringIO()
+    for key, value in (header or {}).items():
+        text.write(f"# {key}: {value}\n")
+    writer = csv.DictWriter(text, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
+    verify_written(path)
+    return Path(path)
 
 
 def _finite_rows(result: IntegrationResult) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:

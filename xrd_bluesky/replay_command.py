@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 
@@ -148,7 +149,7 @@ def replay_search_and_print(catalog, query: dict, workers: int, *, calibration_u
     """
     uids = find_runs(catalog, query, runs=None if source is None else source.container,
                      purpose=completion.start.get("purpose"))
-    in_process = source is not None or exporter is not None or completion != RunCompletion()
+    in_process = source is not None or exporter is not None or completion.given
     if in_process and workers != 1:
         raise UsageError("--workers replays runs of this package's catalog without further options: runs of another "
                          "catalog, completed or exported, are replayed one after the other (omit --workers)")
@@ -181,21 +182,15 @@ def _replay_one(catalog, uid: str, calibration_uid: str | None, gain_map_uid: st
     return uid, runs, ""
 
 
-class _emitter:
+@contextmanager
+def _emitter(catalog, exporter: FileExporter | None) -> Iterator[Callable[[str, dict], None]]:
     """The catalog's processed writer, and the file exporter when there is one, as one
     callable; the writer is closed on exit."""
-
-    def __init__(self, catalog, exporter: FileExporter | None):
-        self.writer = processed_writer(catalog)
-        self.exporter = exporter
-
-    def __enter__(self):
-        if self.exporter is None:
-            return self.writer
-        return lambda name, doc: (self.writer(name, doc), self.exporter(name, doc))
-
-    def __exit__(self, *exc) -> None:
-        self.writer.close()
+    writer = processed_writer(catalog)
+    try:
+        yield writer if exporter is None else lambda name, doc: (writer(name, doc), exporter(name, doc))
+    finally:
+        writer.close()
 
 
 def _print_runs(runs: list[ReplayedRun]) -> None:

@@ -27,7 +27,6 @@ versions; one row per image and ring) and ``d_vs_azimuth.png``.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 
 from .command_options import add_detector_options, number_in, whole_number_in
 from .errors import GeometryError, OutputError, UsageError
-from .pattern_writers import software_versions
+from .pattern_writers import software_versions, write_csv
 from .outputs import check_writable, verify_written
 from .science.geometry import Poni, detector_model
 from .science.integration import invalid_pixels
@@ -229,19 +228,6 @@ def _d0(reference: ImageRings, specs: list[PeakSpec], mode: str) -> list[tuple[n
 
 # --------------------------------------------------------------------------- outputs
 
-def _write_csv(path: Path, header: dict, rows: list[dict]) -> None:
-    try:
-        with open(path, "w", newline="") as f:
-            for key, value in header.items():
-                f.write(f"# {key}: {value}\n")
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    verify_written(path)
-
-
 def _plot(path: Path, results: list[ImageRings], specs: list[PeakSpec]) -> None:
     """d against azimuth, one panel per ring, one series per image."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -306,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
             rows.append(_row(result.name, strain))
             failed += not strain.directional.success
             _print_row(result.name, strain)
-    _write_csv(out / "strain.csv", _header(args, poni, polarization, specs), rows)
+    write_csv(out / "strain.csv", COLUMNS, rows, _header(args, poni, polarization, specs))
     _plot(out / "d_vs_azimuth.png", [reference, *results], specs)
     print(f"written {out / 'strain.csv'}, {out / 'd_vs_azimuth.png'}")
     return 1 if failed else 0

@@ -18,6 +18,7 @@ known cross-section gives a factor that then multiplies other runs' patterns.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,3 +228,13 @@ class ReferencePattern:
     pattern: IntegrationResult
     thickness_mm: float
     standard_factor: float | None = None
+
+    @classmethod
+    def from_stitched(cls, uid: str, last: Mapping, standard_factor: float | None = None) -> "ReferencePattern":
+        """From the last ``stitched_absolute`` event's values of an integration of run
+        ``uid`` (its q, intensity, sigma, thickness and the standard factor it was
+        multiplied by, taken out: back to the monitors' scale)."""
+        applied = float(np.asarray(last["standard_factor"]))
+        pattern = IntegrationResult(np.asarray(last["q"]), np.asarray(last["intensity"]) / applied,
+                                    np.asarray(last["sigma"]) / applied, "q_nm^-1")
+        return cls(uid, pattern, float(np.asarray(last["thickness_mm"])), standard_factor)

@@ -14,8 +14,10 @@ server's own document export is used, with an error naming the server when it ha
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from bluesky_tiled_plugins.exporters import build_descriptor_docs
@@ -28,6 +30,8 @@ INTERNAL = "internal"
 #: How frames are read: in place when readable here, else through the client; in place; through the client.
 FRAME_MODES = ("auto", "files", "client")
 Document = tuple[str, dict]
+#: A document and, for an event whose frames are read through the client, their reader.
+Pending = tuple[str, dict, Callable[[], dict] | None]
 
 
 def is_bluesky_run(node) -> bool:
@@ -70,7 +74,7 @@ def run_documents(run, where: str = "the catalog", frames: str = "auto") -> Iter
                                    "start document)")
     if not _sql_layout(run):
         return iter(_server_documents(run, where))
-    documents: list[tuple[str, dict, Callable[[], dict] | None]] = []
+    documents: list[Pending] = []
     for stream_name in run:
         documents.extend(_stream_documents(run[stream_name], stream_name, start["uid"], frames))
     documents.sort(key=lambda d: (d[1].get("time", float("inf")), {"stream_resource": 0, "stream_datum": 1}.get(d[0], 2)))
@@ -78,7 +82,7 @@ def run_documents(run, where: str = "the catalog", frames: str = "auto") -> Iter
     return _emitted(dict(start), documents, dict(stop) if isinstance(stop, Mapping) and stop else None)
 
 
-def _emitted(start: dict, documents: list[tuple[str, dict, Callable[[], dict] | None]],
+def _emitted(start: dict, documents: list[Pending],
              stop: dict | None) -> Iterator[Document]:
     """The documents in order, each event's inline frames read as it is emitted."""
     yield "start", start
@@ -102,7 +106,7 @@ def _server_documents(run, where: str) -> list[Document]:
                                f"exports no Bluesky documents ({exc})") from exc
 
 
-def _stream_documents(stream, stream_name: str, start_uid: str, frames: str) -> list[tuple[str, dict, Callable[[], dict] | None]]:
+def _stream_documents(stream, stream_name: str, start_uid: str, frames: str) -> list[Pending]:
     """Descriptors, events, stream resources and datums of one stream; each event with
     the reader of its inline frames (None when none)."""
     metadata = dict(stream.metadata)
@@ -114,13 +118,13 @@ def _stream_documents(stream, stream_name: str, start_uid: str, frames: str) -> 
     external, inline = [], {}
     for key in sorted(names - {INTERNAL}):
         external_key = data_keys.get(key, {}).get("external")
-        files = _local_files(parts, key, start_uid, frames) if external_key and frames != "client" else None
-        if files is not None:
-            external.append(_stream_resource(parts, key, files, metadata, start_uid))
+        in_place = _in_place(parts, key, start_uid, frames) if external_key and frames != "client" else None
+        if in_place is not None:
+            external.append(_stream_resource(parts, key, *in_place, metadata, start_uid))
         elif external_key:
             inline[key] = parts[key]
         else:
-            for seq_num, value in zip(sorted(rows) or range(1, 10**12), parts[key].read()):
+            for seq_num, value in zip(sorted(rows) or itertools.count(1), parts[key].read()):
                 rows.setdefault(seq_num, _Row(0.0)).set(key, _builtin(value), None)
     if inline:  # frames read through the client: the descriptor no longer calls them external
         for desc in descriptors:
@@ -128,7 +132,7 @@ def _stream_documents(stream, stream_name: str, start_uid: str, frames: str) -> 
                 desc["data_keys"][key] = {k: v for k, v in desc["data_keys"][key].items() if k != "external"}
         if not rows:
             rows = {seq_num: _Row(0.0) for seq_num in range(1, len(next(iter(inline.values()))) + 1)}
-    out: list[tuple[str, dict, Callable[[], dict] | None]] = [("descriptor", d, None) for d in descriptors]
+    out: list[Pending] = [("descriptor", d, None) for d in descriptors]
     for seq_num in sorted(rows):
         row = rows[seq_num]
         uid = next((d["uid"] for d in reversed(descriptors) if d["time"] <= row.time), descriptors[0]["uid"])
@@ -146,11 +150,14 @@ def _event_frames(array, data_key: dict, seq_num: int) -> np.ndarray:
     """The frames of event ``seq_num`` of an array read through the client: one row of a
     stack of events, or the event's ``k`` rows when the events' frames are concatenated
     (the data key's shape starts with ``k`` frames per event)."""
-    per_event = data_key.get("shape") or []
-    if len(array.shape) == len(per_event) + 1:
-        return np.asarray(array[seq_num - 1])
-    k = max(int(per_event[0]), 1)
-    return np.asarray(array[(seq_num - 1) * k:seq_num * k])
+    k = _concatenated(array.shape, data_key.get("shape") or [])
+    return np.asarray(array[seq_num - 1] if k is None else array[(seq_num - 1) * k:seq_num * k])
+
+
+def _concatenated(shape, event_shape) -> int | None:
+    """Frames per event when an array concatenates its events' frames (its shape has
+    the rank of one event's); None when it stacks events (one more dimension)."""
+    return None if len(shape) == len(event_shape) + 1 else max(int(event_shape[0]), 1)
 
 
 class _Row:
@@ -184,9 +191,10 @@ def _table_rows(table) -> dict[int, _Row]:
     return rows
 
 
-def _local_files(parts, key: str, start_uid: str, frames: str) -> list[tuple[str, Path]] | None:
-    """(asset URI, local path) of an external array's files, in order, when every one
-    is a file this machine reads; None otherwise (then read through the client).
+def _in_place(parts, key: str, start_uid: str, frames: str) -> tuple[Any, list[tuple[str, Path]]] | None:
+    """An external array's data source and its files (asset URI, local path), in order,
+    when every one is a file this machine reads; None otherwise (then read through the
+    client).
 
     Raises
     ------
@@ -213,12 +221,12 @@ def _local_files(parts, key: str, start_uid: str, frames: str) -> list[tuple[str
                 raise CorruptFrameError(f"run {start_uid} cannot be replayed: {exc}") from exc
             return None
         files.append((asset.data_uri, path))
-    if len(files) > 1 and frames == "auto":
+    if not files or (len(files) > 1 and frames == "auto"):
         return None  # a series of files is not read in place: through the client
-    return files or None
+    return source, files
 
 
-def _stream_resource(parts, key: str, files: list[tuple[str, Path]], metadata: dict,
+def _stream_resource(parts, key: str, source, files: list[tuple[str, Path]], metadata: dict,
                      start_uid: str) -> tuple[dict, dict]:
     """The ``stream_resource`` and ``stream_datum`` of an external array kept in one
     file (as ophyd-async and TiledWriter's conversion of AD_HDF5 resources keep it).
@@ -231,13 +239,12 @@ def _stream_resource(parts, key: str, files: list[tuple[str, Path]], metadata: d
     if len(files) != 1:
         raise FrameSourceError(f"frames {key!r} of run {start_uid} are {len(files)} files "
                                f"({files[0][1]}, ...): only frames in one HDF5 file are read in place")
-    source = parts[key].include_data_sources().data_sources()[0]
-    shape, datum_shape = parts[key].shape, metadata["data_keys"][key]["shape"]
-    stacked = len(shape) == len(datum_shape) + 1
-    n = shape[0] if stacked else shape[0] // max(datum_shape[0], 1)
+    shape = parts[key].shape
+    k = _concatenated(shape, metadata["data_keys"][key]["shape"])
+    n = shape[0] if k is None else shape[0] // k
     desc_uid = metadata["uid"]
     resource = {"data_key": key, "uid": f"sr-{desc_uid}-{key}", "run_start": start_uid, "mimetype": source.mimetype,
-                "parameters": {"join_method": "stack" if stacked else "concat", **dict(source.parameters)},
+                "parameters": {"join_method": "stack" if k is None else "concat", **dict(source.parameters)},
                 "uri": files[0][0]}
     datum = {"uid": f"sd-{desc_uid}-{key}-0", "stream_resource": resource["uid"], "descriptor": desc_uid,
              "indices": {"start": 0, "stop": n}, "seq_nums": {"start": 1, "stop": n + 1}}

@@ -42,7 +42,6 @@ from ..science.absolute_scale import ReferencePattern
 from ..science.gain_map_source import GainMapSource
 from ..science.geometry import Poni, StagePosition
 from ..science.geometry_source import GeometrySource
-from ..science.integration import IntegrationResult
 from ..science.units import energy_keV
 
 logger = logging.getLogger(__name__)
@@ -363,9 +362,5 @@ def reference_pattern(derived: DerivedRun, what: str) -> ReferencePattern:
     if "stitched_absolute" not in derived.streams:
         reasons = sorted({d["absolute_reason"] for d in derived.streams.get("primary", [])})
         raise MissingMetadataError(f"{what} has no absolute-scale pattern: {'; '.join(reasons)}")
-    last = derived.last("stitched_absolute")
-    applied = float(last["standard_factor"])
-    pattern = IntegrationResult(np.asarray(last["q"]), np.asarray(last["intensity"]) / applied,
-                                np.asarray(last["sigma"]) / applied, "q_nm^-1")
     factor = float(derived.last("standard")["standard_factor"]) if "standard" in derived.streams else None
-    return ReferencePattern(derived.raw_uid, pattern, float(last["thickness_mm"]), factor)
+    return ReferencePattern.from_stitched(derived.raw_uid, derived.last("stitched_absolute"), factor)

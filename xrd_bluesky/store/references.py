@@ -11,7 +11,6 @@ from tiled.queries import Contains
 
 from ..errors import MissingMetadataError
 from ..science.absolute_scale import ReferencePattern
-from ..science.integration import IntegrationResult
 from ..science.peak_specs import PeakReference, weighted_mean
 from ..sources.documents import check_uid
 from .catalog import stored_run
@@ -31,12 +30,9 @@ def reference_pattern(processed, raw_uid: str) -> ReferencePattern:
         raise MissingMetadataError(f"integration {run.start['uid']} of run {raw_uid} has no absolute-scale "
                                    "pattern (monitors or thickness were unusable)")
     data = run["stitched_absolute"].read()
-    last = -1
-    applied = float(np.asarray(data["standard_factor"])[last])  # back to the monitors' scale
-    pattern = IntegrationResult(np.asarray(data["q"][last]), np.asarray(data["intensity"][last]) / applied,
-                                np.asarray(data["sigma"][last]) / applied, "q_nm^-1")
+    last = {key: data[key][-1] for key in ("q", "intensity", "sigma", "standard_factor", "thickness_mm")}
     factor = float(np.asarray(run["standard"].read()["standard_factor"])[-1]) if "standard" in run else None
-    return ReferencePattern(raw_uid, pattern, float(np.asarray(data["thickness_mm"])[last]), factor)
+    return ReferencePattern.from_stitched(raw_uid, last, factor)
 
 
 def dark_frame(raw, uid: str) -> tuple[np.ndarray, float | None]:

@@ -99,6 +99,11 @@ class RunCompletion:
     mask: Any = field(default=None, compare=False)
     mask_file: str | None = None
 
+    @property
+    def given(self) -> bool:
+        """Whether the user gave anything."""
+        return bool(self.start) or any(v is not None for v in (self.setup, self.geometry, self.mask))
+
     def completed(self, start: Mapping) -> dict:
         """``start`` with the keys it lacks.
 
@@ -199,8 +204,7 @@ def replay(catalog, uid: str, *, calibration_uid: str | None = None, gain_map_ui
     made = _Made(emit if emit is not None else writer)
     if export_dir is None and catalog.frames_dir is not None:
         export_dir = catalog.frames_dir.parent
-    inputs = _Inputs(catalog, raw, start, analysis, recorded, completion,
-                     None if source is None else {RAW_SOURCE_KEY: source.label})
+    inputs = _Inputs(catalog, raw, start, analysis, recorded, completion, None if source is None else source.label)
     router = _router(inputs, made, calibration_uid, gain_map_uid, export_dir)
     try:
         for name, doc in documents:
@@ -219,7 +223,8 @@ def replay(catalog, uid: str, *, calibration_uid: str | None = None, gain_map_ui
 @dataclass(frozen=True)
 class _Inputs:
     """What a replay's router is set up from: the catalog (derived runs), the raw runs'
-    container, the run, its analysis, the live record and what the user gave."""
+    container, the run, its analysis, the live record, what the user gave and, for a run
+    of another catalog, where it is (None: this catalog)."""
 
     catalog: Any
     raw: Any
@@ -227,7 +232,7 @@ class _Inputs:
     analysis: str
     recorded: dict
     completion: RunCompletion
-    provenance: dict | None
+    source_label: str | None
 
     @property
     def uid(self) -> str:
@@ -314,7 +319,8 @@ def _router(inputs: _Inputs, emit: Emit, calibration_uid: str | None, gain_map_u
     def provenance(analysis: str, parent_start: dict) -> dict:
         parent = parent_start.get(REPLAY_OF_KEY) if parent_start.get(REPLAY_KEY) else parent_start["uid"]
         live = None if parent is None else _live_derived(processed, parent, analysis)
-        return {REPLAY_KEY: True, REPLAY_OF_KEY: None if live is None else live.start["uid"], **(inputs.provenance or {})}
+        where = {} if inputs.source_label is None else {RAW_SOURCE_KEY: inputs.source_label}
+        return {REPLAY_KEY: True, REPLAY_OF_KEY: None if live is None else live.start["uid"], **where}
 
     return AnalysisRouter(emit, lambda detector_name: geometry, setup=setup,
                           gain_map=lambda detector_name: gain_map, export_dir=export_dir,
@@ -343,10 +349,12 @@ def _setup(inputs: _Inputs) -> Callable[[Mapping], RunSetup]:
         nominal = completion.geometry.model
 
     if inputs.recorded or completion.setup is None:
-        instrument = (_recorded_instrument(parameters) if inputs.recorded or RAW_SOURCE_KEY not in (inputs.provenance or {})
+        # a run of another catalog without a description has no flux calibration: no absolute scale
+        instrument = (_recorded_instrument(parameters) if inputs.recorded or inputs.source_label is None
                       else InstrumentSettings(flux_calibration=None))
+        recorded = inputs.recorded
         described = {**{key: parameters[key] for key in ("monitors", "image_key") if parameters.get(key)},
-                     **{key: inputs.recorded[key] for key in ("detector_name", "image_key") if inputs.recorded.get(key)}}
+                     **{key: recorded[key] for key in ("detector_name", "image_key") if recorded.get(key)}}
 
         def setup(start: Mapping) -> RunSetup:
             return _with_mask(RunSetup({**described, **start}, instrument, nominal), completion)

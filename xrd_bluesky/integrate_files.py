@@ -417,7 +417,7 @@ def _file_run(placed: list[_Placed], corrections, facts: _Facts, sample: str, *,
             written.add(name)
             source = _source(item.path, name)
             corrections.check_frame(frame, image, item.poni, source)
-            check_saturation(frame, max_count, source)
+            check_saturation(frame, max_count, source, lambda: item.poni.integrator().center_array(unit="2th_deg"))
             valid_somewhere(frame, item.poni, max_count, corrections.mask, source)
             frames.append(FileFrame(name, source, frame, item.poni, values["i0"], values["it"],
                                     values["exposure_s"] or image.exposure_s, max_count))

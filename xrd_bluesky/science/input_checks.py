@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,8 +37,13 @@ DARK_SAMPLE_PIXELS = 20_000
 #: Largest relative difference of the dark's and the frame's exposure times.
 EXPOSURE_TOLERANCE = 0.01
 
-#: Fraction of saturated pixels above which a frame is reported.
+#: Fraction of saturated pixels above which a frame is refused (a saturation level at
+#: or below the frame's median is not the detector's) and above which it is reported,
+#: also when that fraction is reached in a single ring.
+SATURATED_REFUSED_FRACTION = 0.5
 SATURATED_WARNED_FRACTION = 0.01
+#: Width (deg of 2theta) of the rings in which the saturated fraction is counted.
+RING_BAND_DEG = 0.1
 
 
 def check_mask(mask: np.ndarray, source: str) -> None:
@@ -136,14 +142,60 @@ def default_max_count(dtype: np.dtype, count_cutoff: float | None = None) -> flo
     return None
 
 
-def check_saturation(frame: np.ndarray, max_count: float | None, source: str) -> None:
-    """Warn when more than :data:`SATURATED_WARNED_FRACTION` of ``frame``'s pixels are
-    at or above ``max_count`` (they are masked); estimated on every 16th pixel."""
+def check_saturation(frame: np.ndarray, max_count: float | None, source: str,
+                     two_theta_deg: Callable[[], np.ndarray] | None = None) -> None:
+    """Refuse a saturation level ``max_count`` (counts) at or above which more than
+    :data:`SATURATED_REFUSED_FRACTION` of ``frame``'s pixels lie; warn when more than
+    :data:`SATURATED_WARNED_FRACTION` of them do (estimated on every 16th pixel) or, when
+    ``two_theta_deg`` gives each pixel's 2theta (deg), of the pixels of a ring (a band of
+    :data:`RING_BAND_DEG`): saturated pixels are masked, so such a ring's intensity is
+    underestimated.
+
+    Raises
+    ------
+    ImplausibleInputError
+        When more than :data:`SATURATED_REFUSED_FRACTION` of the pixels are saturated.
+    """
     if max_count is None:
         return
-    sample = np.asarray(frame).ravel()[::16]
+    frame = np.asarray(frame)
+    sample = frame.ravel()[::16]
     with np.errstate(invalid="ignore"):
         fraction = float(np.count_nonzero(sample >= max_count)) / max(sample.size, 1)
+    about = f"{source}: {fraction:.1%} of the pixels are saturated (>= {max_count:g} counts) and masked"
+    if fraction > SATURATED_REFUSED_FRACTION:
+        raise ImplausibleInputError(f"{about}; the frame's median is {float(np.nanmedian(sample)):g} counts: a "
+                                    "saturation level at or below the background is not the detector's")
     if fraction > SATURATED_WARNED_FRACTION:
-        warnings.warn(f"{source}: {fraction:.1%} of the pixels are saturated (>= {max_count:g} counts) and masked; "
-                      f"usually below {SATURATED_WARNED_FRACTION:.0%}", PlausibilityWarning, stacklevel=2)
+        warnings.warn(f"{about}; usually below {SATURATED_WARNED_FRACTION:.0%}", PlausibilityWarning, stacklevel=2)
+    elif two_theta_deg is not None:
+        _check_saturated_rings(frame, max_count, two_theta_deg, source)
+
+
+def _check_saturated_rings(frame: np.ndarray, max_count: float, two_theta_deg: Callable[[], np.ndarray],
+                           source: str) -> None:
+    """Warn, naming their 2theta (deg), of the rings more than
+    :data:`SATURATED_WARNED_FRACTION` of whose pixels are at or above ``max_count``."""
+    with np.errstate(invalid="ignore"):
+        saturated = np.asarray(frame >= max_count).ravel()
+    if not saturated.any():
+        return
+    band = np.floor(np.asarray(two_theta_deg(), dtype=float).ravel() / RING_BAND_DEG).astype(np.int64)
+    first = int(band.min())
+    band -= first
+    fraction = np.bincount(band, weights=saturated) / np.maximum(np.bincount(band), 1)
+    flagged = np.flatnonzero(fraction > SATURATED_WARNED_FRACTION)
+    if flagged.size:
+        spans = ", ".join(f"{(first + lo) * RING_BAND_DEG:.1f}-{(first + hi + 1) * RING_BAND_DEG:.1f}"
+                          for lo, hi in _runs(flagged))
+        warnings.warn(f"{source}: up to {fraction[flagged].max():.0%} of the pixels of the rings at 2theta {spans} deg "
+                      f"are saturated (>= {max_count:g} counts) and masked: the pattern underestimates them there",
+                      PlausibilityWarning, stacklevel=3)
+
+
+def _runs(indices: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of consecutive integers of the sorted ``indices``, as (first, last) pairs."""
+    breaks = np.flatnonzero(np.diff(indices) > 1)
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [indices.size - 1]])
+    return [(int(indices[a]), int(indices[b])) for a, b in zip(starts, ends)]

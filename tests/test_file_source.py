@@ -12,7 +12,7 @@ from fabio.tifimage import TifImage
 from pyFAI.multi_geometry import MultiGeometry
 from tiled.queries import Contains
 
-from xrd_bluesky.bench import reference_integrators
+from xrd_bluesky.bench.stitch import reference_integrators
 from xrd_bluesky.errors import CorruptFrameError, MonitorError, ShapeMismatchError
 from xrd_bluesky.integrate_files import FLUX, add_parser
 from xrd_bluesky.plans.counting import multi_position_count

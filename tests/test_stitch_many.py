@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from pyFAI.multi_geometry import MultiGeometry
 
-from xrd_bluesky.bench import arm_ponis, float64_stitch, reference_integrators
+from xrd_bluesky.bench.stitch import arm_ponis, float64_stitch, reference_integrators
 from xrd_bluesky.errors import GeometryError
 from xrd_bluesky.science import corrected_integration
 from xrd_bluesky.science.corrected_integration import CorrectedIntegrator

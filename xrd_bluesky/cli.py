@@ -94,14 +94,14 @@ def _session(args) -> int:
 
 
 def _bench_integrate(args) -> int:
-    from .bench import integrate
+    from .bench.integrate import integrate
 
     integrate(args.detector, n_frames=args.frames, npt=args.npt, repeats=args.repeats)
     return 0
 
 
 def _bench_stitch(args) -> int:
-    from .bench import stitch_arm
+    from .bench.stitch import stitch_arm
 
     stitch_arm(args.positions, detector=args.detector, distance_m=args.distance_m, first_deg=args.first_deg,
                last_deg=args.last_deg, npt=args.npt, unit=args.unit, sample=args.sample, repeats=args.repeats)
@@ -109,7 +109,7 @@ def _bench_stitch(args) -> int:
 
 
 def _bench_live(args) -> int:
-    from .bench import live
+    from .bench.live import live
 
     result = live(args.seconds, frames_per_event=args.frames_per_event, frame_rate=args.frame_rate,
                   warmup_s=args.warmup, detector=args.detector, paced=args.paced, run_seconds=args.run_seconds)
@@ -118,28 +118,28 @@ def _bench_live(args) -> int:
 
 
 def _bench_replay(args) -> int:
-    from .bench import replay_speedup
+    from .bench.replay import replay_speedup
 
     result = replay_speedup(args.runs, workers=args.workers, num=args.num, detector=args.detector)
     return 0 if result["max_rel_diff_parallel_vs_serial"] <= 1e-12 else 1
 
 
 def _bench_fits(args) -> int:
-    from .bench import fits
+    from .bench.fits import fits
 
     fits(args.fits)
     return 0
 
 
 def _bench_pdf(args) -> int:
-    from .bench import pdf
+    from .bench.pdf import pdf
 
     result = pdf(args.points)
     return 0 if result["max_abs_diff_vs_direct_rel"] <= 1e-3 else 1
 
 
 def _bench_outage(args) -> int:
-    from .bench import outage
+    from .bench.outage import outage
 
     result = outage(args.repeats, num=args.num)
     return 0 if max(result["ratio_killed_to_up"], result["ratio_down_to_up"]) <= 1.2 else 1

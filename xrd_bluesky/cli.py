@@ -124,6 +124,20 @@ def _bench_replay(args) -> int:
     return 0 if result["max_rel_diff_parallel_vs_serial"] <= 1e-12 else 1
 
 
+def _bench_writes(args) -> int:
+    from .bench.writes import writes
+
+    result = writes(args.runs, num=args.num, database=args.database)
+    return 0 if result["stored_content_equal"] else 1
+
+
+def _bench_growth(args) -> int:
+    from .bench.growth import growth
+
+    growth(args.runs)
+    return 0
+
+
 def _bench_fits(args) -> int:
     from .bench.fits import fits
 
@@ -254,6 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
     brep.add_argument("--num", type=int, default=4, help="exposures per detector position (3 positions)")
     brep.add_argument("--detector", default="Pilatus2MCdTe", help="pyFAI detector model")
     brep.set_defaults(func=_bench_replay)
+
+    bwri = bench_sub.add_parser("writes", help="requests and server CPU per derived run replayed into a served catalog")
+    bwri.add_argument("--runs", type=int, default=8, help="measurement runs recorded, then replayed")
+    bwri.add_argument("--num", type=int, default=4, help="exposures per detector position (3 positions)")
+    bwri.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite",
+                      help="catalog database of the served catalog (postgresql: a temporary local server)")
+    bwri.set_defaults(func=_bench_writes)
+
+    bgro = bench_sub.add_parser("growth", help="run-start lookups and a search by sample as the catalog grows")
+    bgro.add_argument("--runs", type=int, default=10_000, help="runs in the catalog at the end (checkpoints at "
+                      "100, 1,000 and 10,000 up to it)")
+    bgro.set_defaults(func=_bench_growth)
 
     bout = bench_sub.add_parser("outage", help="scan time with the catalog up, killed mid-scan and down")
     bout.add_argument("--repeats", type=int, default=2, help="scans per scenario (the best is reported)")

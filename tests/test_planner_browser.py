@@ -28,8 +28,9 @@ from xrd_bluesky.science.reflection_table import reflection_table
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-#: Seconds to wait for the server, the first render and each rerender.
-SERVER_TIMEOUT_S, RENDER_TIMEOUT_S = 30, 45
+#: Seconds to wait for the server, the first render and each rerender (hang guards: a
+#: loaded machine starts Streamlit in tens of seconds).
+SERVER_TIMEOUT_S, RENDER_TIMEOUT_S = 120, 45
 ENERGY_KEV, HKL = 20.0, (3, 1, 1)
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
@@ -46,17 +47,19 @@ def server_url():
     process = subprocess.Popen([sys.executable, "-m", "xrd_bluesky.cli", "planner", "--port", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as answer:
+                if answer.read() == b"ok":
+                    break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()  # its stderr ends only when it does
+                raise RuntimeError(f"streamlit did not answer on {url} within {SERVER_TIMEOUT_S} s: "
+                                   f"{process.communicate()[1].decode()}") from None
+            time.sleep(0.2)
     try:
-        deadline = time.monotonic() + SERVER_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as answer:
-                    if answer.read() == b"ok":
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"streamlit did not answer on {url}: {process.stderr.read().decode()}")
-                time.sleep(0.2)
         yield url
     finally:
         process.terminate()

@@ -166,3 +166,120 @@ def test_cli_gain_map_from_files(gain_set, tmp_path, capsys):
     assert score.damaged_found == 20 and score.dead_found == 10
     assert score.rms_over_poisson <= 1.3
     assert score.false_flags <= 1e-4 * score.normal_pixels
+
+
+def reference_profile(values, tth, bin_width, min_pixels, clip_sigma):
+    """The radial profile by its definition, with ``np.bincount``: the finite values in
+    2theta bins, 3 rounds of sigma-clipping, each bin at the mean 2theta of its kept pixels."""
+    ok = np.isfinite(values)
+    v, t = values[ok], tth[ok]
+    idx = ((t - tth.min()) / bin_width).astype(np.int64)
+    keep = np.ones(v.size, bool)
+    for round_ in range(4):
+        n = np.bincount(idx[keep], minlength=idx.max() + 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.bincount(idx[keep], v[keep], minlength=n.size) / n
+            sd = np.sqrt(np.maximum(np.bincount(idx[keep], v[keep] ** 2, minlength=n.size) / n - mean**2, 0))
+            centre = np.bincount(idx[keep], t[keep], minlength=n.size) / n
+        if round_ < 3:
+            keep = np.abs(v - mean[idx]) <= clip_sigma * sd[idx] + 1e-12
+    good = n >= min_pixels
+    return centre[good], mean[good]
+
+
+def test_profile_and_estimate_follow_their_definitions(gain_set):
+    """The per-position round (binned, sigma-clipped profile of C/g; the gain estimate
+    C / profile(2theta) interpolated linearly and extrapolated beyond the end bins) equals
+    its plain NumPy definition, with dead (gain 0), unseen (NaN) and outlying pixels."""
+    from xrd_bluesky.science.gain_map import GainMapSettings, PositionPixels, _position_estimate
+
+    settings = GainMapSettings()
+    position = gain_set.positions[3]
+    pixels = PositionPixels.prepare(position, settings)
+    rng = np.random.default_rng(1)
+    gain = rng.normal(1.0, 0.03, position.mean_frame.size)
+    gain[rng.choice(gain.size, 2000, replace=False)] = 0.0
+    gain[rng.choice(gain.size, 2000, replace=False)] = np.nan
+    gain[rng.choice(gain.size, 2000, replace=False)] = 3.0
+    estimate, weight, (centres, profile) = _position_estimate(pixels, gain, settings)
+
+    width = settings.bin_width_px * position.poni.detector_model().pixel1 / position.poni.dist
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = pixels.corrected / gain[pixels.pixels]
+    ref_centres, ref_profile = reference_profile(values, pixels.two_theta_rad, width, settings.min_bin_pixels,
+                                                 settings.clip_sigma)
+    np.testing.assert_allclose(centres, ref_centres, rtol=1e-12)
+    np.testing.assert_allclose(profile, ref_profile, rtol=1e-12)
+
+    tth = pixels.two_theta_rad
+    expected = np.interp(tth, centres, profile)
+    lo, hi = tth < centres[0], tth > centres[-1]
+    assert lo.any() and hi.any()  # both extrapolations are exercised
+    expected[lo] = profile[0] + (tth[lo] - centres[0]) * (profile[1] - profile[0]) / (centres[1] - centres[0])
+    expected[hi] = profile[-1] + (tth[hi] - centres[-1]) * (profile[-1] - profile[-2]) / (centres[-1] - centres[-2])
+    np.testing.assert_allclose(estimate, pixels.corrected / expected, rtol=1e-10)
+    np.testing.assert_allclose(weight, expected * pixels.norm * position.n_frames, rtol=1e-10)
+
+
+def test_frame_series_of_mixed_integer_and_float_files(tmp_path):
+    """Frames of several files and types: the sum, minimum and maximum are exact."""
+    from xrd_bluesky.gain_map_files import read_series
+    from xrd_bluesky.science.geometry import Poni
+
+    poni = Poni(0.3, 0.05, 0.05, detector="Pilatus1M")
+    shape = poni.detector_model().shape
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 1000, shape).astype(np.int32), rng.random(shape).astype(np.float32) * 2000,
+              rng.integers(0, 1000, shape).astype(np.int32)]
+    for i, frame in enumerate(frames):
+        fabio.tifimage.TifImage(data=frame).write(str(tmp_path / f"f{i}.tif"))
+    series = read_series(str(tmp_path / "f*.tif"), "frame", poni, None)
+    assert series.count == 3
+    np.testing.assert_allclose(series.mean, np.mean(frames, axis=0, dtype=np.float64), rtol=1e-12)
+    np.testing.assert_array_equal(series.low, np.min(np.array(frames, np.float64), axis=0))
+    np.testing.assert_array_equal(series.high, np.max(np.array(frames, np.float64), axis=0))
+
+
+def test_pixel_corrections_are_pyfais(gain_set):
+    """2theta and solid angle x polarization from one evaluation of the pixel positions
+    equal pyFAI's own arrays, at a position with the beam off the detector's centre."""
+    from xrd_bluesky.science.gain_map import pixel_corrections
+
+    poni = gain_set.positions[3].poni
+    two_theta, norm = pixel_corrections(poni, 0.99)
+    ai = poni.integrator()
+    np.testing.assert_allclose(two_theta, ai.center_array(unit="2th_rad"), rtol=1e-12, atol=1e-15)
+    pyfai_norm = ai.solidAngleArray() * ai.polarization(factor=0.99)
+    np.testing.assert_allclose(norm, pyfai_norm, rtol=1e-6)  # pyFAI rounds its polarization to float32
+    assert np.ptp(pyfai_norm) > 0.05  # the corrections vary: the comparison can fail
+
+
+def test_ponis_read_without_full_collections_and_gc_restored(gain_set, tmp_path):
+    """The PONIs read as written; pyFAI's full collection per file runs with the process's
+    objects frozen out of it; the garbage collector is left as it was, also when a file
+    is refused."""
+    import gc
+
+    from xrd_bluesky.errors import GeometryError
+    from xrd_bluesky.gain_map_files import read_ponis
+
+    paths = [str(p.poni.write(tmp_path / f"pos{i}.poni")) for i, p in enumerate(gain_set.positions[:2])]
+    frozen_during_full_collections = []
+
+    def on_gc(phase, info):
+        if phase == "start" and info["generation"] == 2:
+            frozen_during_full_collections.append(gc.get_freeze_count())
+
+    gc.callbacks.append(on_gc)
+    try:
+        ponis = read_ponis(paths, None, None)
+    finally:
+        gc.callbacks.remove(on_gc)
+    assert ponis == [p.poni for p in gain_set.positions[:2]]
+    assert len(frozen_during_full_collections) >= 2  # pyFAI's, one per file (else the freeze is not needed)
+    assert min(frozen_during_full_collections) > 1000  # this process's objects were out of them
+    assert gc.get_freeze_count() == 0
+    (tmp_path / "bad.poni").write_text("Distance: -1\n")
+    with pytest.raises(GeometryError, match="bad.poni"):
+        read_ponis([paths[0], str(tmp_path / "bad.poni")], None, None)
+    assert gc.get_freeze_count() == 0

@@ -17,7 +17,7 @@ from xrd_bluesky.science.gain_map import (
     RING_SCATTER_LIMIT,
     GainMapError,
     GainMapSettings,
-    _corrected,
+    PositionPixels,
     _position_estimate,
     check_gain_plausible,
     check_shadows_disjoint,
@@ -49,12 +49,11 @@ def swapped(positions, i, j):
 
 def first_round(positions):
     """Per position: (first-round gain estimate, 2theta map in rad, radial profile)."""
-    pixel_size_m = positions[0].poni.detector_model().pixel1
     out = []
     for p in positions:
-        c, tth, norm = _corrected(p, GainMapSettings().polarization_factor)
-        estimate, _, profile = _position_estimate(p, c, tth, norm, np.ones(c.shape), pixel_size_m, GainMapSettings())
-        out.append((estimate, tth, profile))
+        pixels = PositionPixels.prepare(p, GainMapSettings())
+        estimate, _, profile = _position_estimate(pixels, np.ones(p.mean_frame.size), GainMapSettings())
+        out.append((pixels.image(estimate), pixels.two_theta_map_rad, profile))
     return out
 
 

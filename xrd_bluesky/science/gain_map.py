@@ -22,6 +22,10 @@ Method (ours):
 5. Bad pixels on both sides from a robust local z-score (dead, damaged, low), plus
    hot pixels from the darks; per-pixel uncertainty from photon statistics.
 
+Each position's usable pixels, their corrections and 2theta bins are computed once
+(:class:`PositionPixels`); a round is then a few sequential passes over them
+(compiled: the profile's sums, the estimates, the weighted mean).
+
 Inputs that contradict each other are refused (:class:`GainMapError`), never turned
 into a gain map: two positions with the same geometry (their frames differ: a PONI
 belongs to other frames; they agree: the detector did not move); after the first
@@ -38,7 +42,9 @@ import itertools
 import warnings
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
+import pyFAI.units
 from scipy import ndimage
 
 from ..errors import ShapeMismatchError, XRDBlueskyError
@@ -161,55 +167,155 @@ def check_shadows_disjoint(ponis: list[Poni], beamstop, labels: list[str] | None
                            + ": move those positions further apart")
 
 
-def _corrected(position: PositionData, polarization_factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(C_p, 2theta in rad, norm): the frame divided by ``norm`` = relative solid angle x
-    polarization factor, NaN where masked."""
-    pix = pixel_geometry(position.poni, polarization_factor)
-    norm = pix.solid_angle_sr / np.nanmedian(pix.solid_angle_sr) * pix.polarization
-    c = np.where(position.mask, np.nan, position.mean_frame / norm)
-    return c, pix.two_theta, norm
+@dataclass(frozen=True, eq=False)
+class PositionPixels:
+    """What every round needs of one position, computed once: its usable pixels (not
+    masked, finite; flat int32 indices in detector order), each with ``C_p`` (counts per
+    frame over ``norm``), 2theta (rad), ``norm`` (relative solid angle x polarization
+    factor) and 2theta bin number (int32), and the position's full 2theta map (rad)."""
 
+    position: PositionData
+    pixels: np.ndarray
+    corrected: np.ndarray
+    two_theta_rad: np.ndarray
+    norm: np.ndarray
+    bins: np.ndarray
+    two_theta_map_rad: np.ndarray
 
-def radial_profile(values: np.ndarray, tth: np.ndarray, bin_width: float, min_pixels: int,
-                   clip_sigma: float, label: str = "position") -> tuple[np.ndarray, np.ndarray]:
-    """Sigma-clipped mean of ``values`` in 2theta bins of ``bin_width`` (rad), NaN-aware.
+    @classmethod
+    def prepare(cls, position: PositionData, settings: GainMapSettings) -> "PositionPixels":
+        """Select and correct (``settings.polarization_factor``) ``position``'s pixels and
+        number their 2theta bins, ``settings.bin_width_px`` pixels' angular size wide.
 
-    Returns (bin centres = mean 2theta of the bins' pixels, profile), populated bins only.
-    """
-    ok = np.isfinite(values)
-    v, t = values[ok], tth[ok]
-    if v.size == 0:
-        raise GainMapError(f"{label}: no usable pixels")
-    idx = ((t - t.min()) / bin_width).astype(np.int64)
-    n_bins = int(idx.max()) + 1
-    keep = np.ones(v.size, bool)
-    for _ in range(3):
-        n = np.bincount(idx[keep], minlength=n_bins)
-        s1 = np.bincount(idx[keep], v[keep], minlength=n_bins)
-        s2 = np.bincount(idx[keep], v[keep] ** 2, minlength=n_bins)
+        Raises
+        ------
+        GainMapError
+            The position has no usable pixel.
+        """
+        two_theta_map, norm = pixel_corrections(position.poni, settings.polarization_factor)
+        norm = norm.ravel()
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = s1 / n
-            sd = np.sqrt(np.maximum(s2 / n - mean**2, 0.0))
-        keep = np.abs(v - mean[idx]) <= clip_sigma * sd[idx] + 1e-12
-    n = np.bincount(idx[keep], minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.bincount(idx[keep], v[keep], minlength=n_bins) / n
-        centre = np.bincount(idx[keep], t[keep], minlength=n_bins) / n
-    good = n >= min_pixels
-    if good.sum() < 2:
-        raise GainMapError(f"{label}: fewer than 2 radial bins with {min_pixels} usable pixels")
-    return centre[good], mean[good]
+            corrected = position.mean_frame.ravel() / norm
+        pixels = np.flatnonzero(~position.mask.ravel() & np.isfinite(corrected))
+        if pixels.size == 0:
+            raise GainMapError(f"{position.label}: no usable pixels")
+        tth = two_theta_map.ravel()[pixels]
+        bin_width_rad = settings.bin_width_px * position.poni.detector_model().pixel1 / position.poni.dist
+        bins = ((tth - tth.min()) / bin_width_rad).astype(np.int32)
+        return cls(position, pixels.astype(np.int32), corrected[pixels], tth, norm[pixels], bins, two_theta_map)
+
+    def image(self, values: np.ndarray) -> np.ndarray:
+        """A detector image of ``values`` (one per usable pixel), NaN elsewhere."""
+        out = np.full(self.two_theta_map_rad.size, np.nan)
+        out[self.pixels] = values
+        return out.reshape(self.two_theta_map_rad.shape)
 
 
-def _interp_extrapolate(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
-    """Linear interpolation inside ``xp``, linear extrapolation from the end bins outside."""
-    out = np.interp(x, xp, fp)
-    lo, hi = x < xp[0], x > xp[-1]
-    if lo.any():
-        out[lo] = fp[0] + (x[lo] - xp[0]) * (fp[1] - fp[0]) / (xp[1] - xp[0])
-    if hi.any():
-        out[hi] = fp[-1] + (x[hi] - xp[-1]) * (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
-    return out
+def pixel_corrections(poni: Poni, polarization_factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel of ``poni``'s detector: 2theta (rad) and the relative solid angle (1 at
+    the PONI; its scale cancels in ``C_p / profile_p`` and in the weights) times the
+    polarization factor, as pyFAI defines them.
+
+    pyFAI computes the pixels' positions, its costliest step, once for 2theta and again
+    for the azimuth of its polarization factor: here they are computed once, and
+    ``cos 2chi = (x^2 - y^2) / (x^2 + y^2)`` (pyFAI's ``chi = arctan2(y, x)``) and
+    ``cos^2 2theta = z^2 / (x^2 + y^2 + z^2)`` enter pyFAI's formula directly.
+    """
+    ai = poni.integrator()
+    z, y, x = np.moveaxis(ai.position_array(), -1, 0)  # metres: z along the beam, y up, x across
+    two_theta = pyFAI.units.to_unit("2th_rad").equation(x, y, z, ai.wavelength)
+    radius2 = x * x + y * y
+    cos2_tth = z * z / (radius2 + z * z)
+    cos_2chi = np.divide(x * x - y * y, radius2, out=np.ones_like(radius2), where=radius2 > 0)
+    polarization = 0.5 * (1.0 + cos2_tth - polarization_factor * cos_2chi * (1.0 - cos2_tth))
+    return two_theta, ai.solidAngleArray() * polarization
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _clipped_bin_means(corrected: np.ndarray, gain: np.ndarray, pixels: np.ndarray, tth: np.ndarray,
+                       bins: np.ndarray, clip_sigma: float, clip_rounds: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bin (``bins``: each pixel's bin number): the count, mean and mean ``tth`` of the
+    finite values ``corrected / gain[pixels]`` (``gain``: a flat detector image, dead
+    pixels of gain 0 give infinities) kept by ``clip_rounds`` rounds of sigma-clipping,
+    each keeping the values within ``clip_sigma`` standard deviations of the previous
+    round's mean (the first round: all finite values). Empty bins: count 0, NaN.
+
+    One sequential pass over the pixels per round, into per-bin sums small enough to
+    stay in cache (the sums of a bin are taken in pixel order, as ``np.bincount`` does).
+    """
+    values = np.empty(corrected.size)
+    for i in range(corrected.size):
+        v = corrected[i] / gain[pixels[i]]
+        values[i] = v if np.isfinite(v) else np.nan  # never kept: NaN fails every comparison
+    n_bins = bins.max() + 1
+    mean, limit = np.zeros(n_bins), np.full(n_bins, np.inf)
+    for round_ in range(clip_rounds + 1):
+        n, s1, s2, st = np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins)
+        for i in range(values.size):
+            v, b = values[i], bins[i]
+            if abs(v - mean[b]) <= limit[b]:
+                n[b] += 1.0
+                s1[b] += v
+                s2[b] += v * v
+                st[b] += tth[i]
+        for b in range(n_bins):
+            if n[b] > 0:
+                mean[b] = s1[b] / n[b]
+                limit[b] = clip_sigma * np.sqrt(max(s2[b] / n[b] - mean[b] ** 2, 0.0)) + 1e-12
+            else:
+                mean[b] = np.nan  # an emptied bin stays empty
+    return n, mean, st / n
+
+
+def radial_profile(pixels: PositionPixels, gain: np.ndarray, min_pixels: int, clip_sigma: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sigma-clipped mean (3 rounds of clipping at ``clip_sigma``) of ``C_p / gain`` over
+    the usable pixels of ``pixels`` in their 2theta bins (``gain``: flat detector image;
+    NaN or infinite values left out).
+
+    Returns (bin centres = mean 2theta of the bins' kept pixels in rad, profile, bin
+    numbers), bins of at least ``min_pixels`` kept pixels only.
+
+    Raises
+    ------
+    GainMapError
+        Fewer than 2 such bins.
+    """
+    n, mean, centre = _clipped_bin_means(pixels.corrected, gain, pixels.pixels, pixels.two_theta_rad, pixels.bins,
+                                         clip_sigma, 3)
+    good = np.flatnonzero(n >= min_pixels)
+    if good.size < 2:
+        raise GainMapError(f"{pixels.position.label}: fewer than 2 radial bins with {min_pixels} usable pixels")
+    return centre[good], mean[good], good
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _profile_estimate(tth: np.ndarray, bins: np.ndarray, corrected: np.ndarray, norm: np.ndarray, n_frames: int,
+                      centres: np.ndarray, profile: np.ndarray, first_guess: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel: the gain estimate ``corrected / expected`` and its weight (photons behind
+    it: ``expected x norm x n_frames``), ``expected`` the ``profile`` at ``tth``, linear
+    between the ``centres`` (increasing) and extended linearly beyond the end ones.
+
+    ``first_guess[b]``: for a pixel of bin ``b`` (``bins``), where the search for the
+    last centre at or below its ``tth`` starts (a centre or two off at most).
+    """
+    slope = (profile[1:] - profile[:-1]) / (centres[1:] - centres[:-1])
+    last = centres.size - 1
+    estimate, weight = np.empty(tth.size), np.empty(tth.size)
+    for i in range(tth.size):
+        x, j = tth[i], first_guess[bins[i]]
+        while j < last and centres[j + 1] <= x:
+            j += 1
+        while j >= 0 and centres[j] > x:
+            j -= 1
+        segment = min(max(j, 0), last - 1)
+        anchor = last if x > centres[last] else segment  # beyond the last centre: along the last segment from it
+        expected = profile[anchor] + (x - centres[anchor]) * slope[segment]
+        estimate[i] = corrected[i] / expected
+        weight[i] = expected * norm[i] * n_frames
+    return estimate, weight
 
 
 def compute_gain_map(positions: list[PositionData], *, dark_rate: np.ndarray | None = None,
@@ -235,21 +341,22 @@ def compute_gain_map(positions: list[PositionData], *, dark_rate: np.ndarray | N
         :func:`check_profiles_agree`) or an implausible result (:func:`check_gain_plausible`).
     """
     _check_shapes(positions)
-    corrected = [_corrected(p, settings.polarization_factor) for p in positions]
     pixel_size_m = positions[0].poni.detector_model().pixel1
-    check_distinct_geometries(positions, [tth for _, tth, _ in corrected], pixel_size_m)
-    gain = np.ones(positions[0].mean_frame.shape)
+    prepared = [PositionPixels.prepare(p, settings) for p in positions]
+    tth_maps = [p.two_theta_map_rad for p in prepared]
+    check_distinct_geometries(positions, tth_maps, pixel_size_m)
+    gain = np.ones(positions[0].mean_frame.size)
     for round_ in range(settings.iterations):
-        estimates, weights, profiles = zip(*(_position_estimate(p, *c, gain, pixel_size_m, settings)
-                                             for p, c in zip(positions, corrected)))
+        estimates, weights, profiles = zip(*(_position_estimate(p, gain, settings) for p in prepared))
         if round_ == 0:
-            check_frames_match_ponis(positions, estimates, [tth for _, tth, _ in corrected], profiles)
+            check_frames_match_ponis(positions, [p.image(e) for p, e in zip(prepared, estimates)], tth_maps, profiles)
             check_profiles_agree(positions, profiles)
         last = round_ == settings.iterations - 1
-        gain, photons = _combine(np.array(estimates), np.array(weights), settings.clip_sigma if last else None)
+        gain, photons = _combine(prepared, estimates, weights, settings.clip_sigma if last else None)
         good = np.isfinite(gain) & (gain > settings.dead_below)
-        gain = gain / np.median(gain[good])
-    return _finish(gain, photons, dark_rate, positions, settings)
+        gain /= np.median(gain[good])
+    shape = positions[0].mean_frame.shape
+    return _finish(gain.reshape(shape), photons.reshape(shape), dark_rate, positions, settings)
 
 
 def _check_shapes(positions: list[PositionData]) -> None:
@@ -262,21 +369,17 @@ def _check_shapes(positions: list[PositionData]) -> None:
             raise ShapeMismatchError(f"{p.label}: frame shape {p.mean_frame.shape} differs from {shape}")
 
 
-def _position_estimate(position: PositionData, c: np.ndarray, tth: np.ndarray, norm: np.ndarray, gain: np.ndarray,
-                       pixel_size_m: float, settings: GainMapSettings
+def _position_estimate(pixels: PositionPixels, gain: np.ndarray, settings: GainMapSettings
                        ) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """One round at one position (steps 2-3): the gain estimate ``C_p / profile_p``, its
-    weight (photons behind it) and the radial profile (bin centres in rad, ``C_p / g``)."""
-    width = settings.bin_width_px * pixel_size_m / position.poni.dist
-    with np.errstate(invalid="ignore", divide="ignore"):
-        flat_fielded = c / gain  # dead pixels (gain 0) become inf: left out of the profile
-    centres, profile = radial_profile(flat_fielded, tth, width, settings.min_bin_pixels, settings.clip_sigma,
-                                      position.label)
-    expected = _interp_extrapolate(tth, centres, profile)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        estimate = c / expected
-    # weight: photons behind the estimate = expected counts (gain 1) x frames
-    weight = np.where(np.isfinite(c), expected * norm * position.n_frames, 0.0)
+    """One round at one position (steps 2-3), given the current ``gain`` (flat detector
+    image): per usable pixel the gain estimate ``C_p / profile_p`` and its weight (photons
+    behind it: expected counts at gain 1 x frames), and the radial profile (bin centres in
+    rad, ``C_p / g``)."""
+    centres, profile, bins = radial_profile(pixels, gain, settings.min_bin_pixels, settings.clip_sigma)
+    # a pixel of bin b lies above the centres of the bins before b: start from the last of them
+    first_guess = np.searchsorted(bins, np.arange(pixels.bins.max() + 1)) - 1
+    estimate, weight = _profile_estimate(pixels.two_theta_rad, pixels.bins, pixels.corrected, pixels.norm,
+                                         pixels.position.n_frames, centres, profile, first_guess)
     return estimate, weight, (centres, profile)
 
 
@@ -424,23 +527,50 @@ def profile_deviations(profiles: list[tuple[np.ndarray, np.ndarray]]) -> np.ndar
         return np.nanmedian(np.abs(curves / (scale * consensus) - 1), axis=1)
 
 
-def _combine(estimates: np.ndarray, weights: np.ndarray,
+def _combine(prepared: list[PositionPixels], estimates: tuple[np.ndarray, ...], weights: tuple[np.ndarray, ...],
              clip_sigma: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """Photon-weighted mean over positions, NaN-aware; with ``clip_sigma``, positions
-    more than that many Poisson sigmas from the mean are rejected and it is recomputed
-    (only in the final round: the rejection costs as much as the mean)."""
-    w = np.where(np.isfinite(estimates) & (weights > 0), weights, 0.0)
-    est = np.nan_to_num(estimates)
-    total = w.sum(axis=0)
+    """Photon-weighted mean over positions of the per-pixel ``estimates`` (a flat detector
+    image, NaN where no position has a finite estimate of positive weight) and the total
+    weight; with ``clip_sigma``, positions more than that many Poisson sigmas from the
+    mean are rejected and it is recomputed (only in the final round: the rejection costs
+    as much as the mean)."""
+    size = prepared[0].two_theta_map_rad.size
+    mean, total = _weighted_mean(prepared, estimates, weights, size)
     if clip_sigma is not None:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = (w * est).sum(axis=0) / total
-            sigma = np.maximum(mean, 1e-3) / np.sqrt(np.maximum(w, 1e-12))  # Poisson sigma of each estimate
-        w = np.where(np.abs(est - mean) <= clip_sigma * sigma + 1e-12, w, 0.0)
-        total = w.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(total > 0, (w * est).sum(axis=0) / total, np.nan)
+        mean, total = _weighted_mean(prepared, estimates, weights, size, mean, clip_sigma)
     return mean, total
+
+
+def _weighted_mean(prepared: list[PositionPixels], estimates: tuple[np.ndarray, ...],
+                   weights: tuple[np.ndarray, ...], size: int, around: np.ndarray | None = None,
+                   clip_sigma: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Per detector pixel (flat, ``size``), the weighted mean of the positions' finite
+    estimates of positive weight (NaN where there is none) and the sum of their weights;
+    with ``around`` (a mean), only the estimates within ``clip_sigma`` Poisson sigmas of it."""
+    weighted, total = np.zeros(size), np.zeros(size)
+    clip = around is not None
+    reference = around if clip else total  # not read without clipping
+    for p, estimate, weight in zip(prepared, estimates, weights):
+        _accumulate(p.pixels, estimate, weight, reference, clip, clip_sigma, weighted, total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, weighted / total, np.nan), total
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate(pixels: np.ndarray, estimate: np.ndarray, weight: np.ndarray, mean: np.ndarray, clip: bool,
+                clip_sigma: float, weighted: np.ndarray, total: np.ndarray) -> None:
+    """Add one position's ``weight * estimate`` and ``weight`` (one per usable pixel, at
+    the flat detector indices ``pixels``) into ``weighted`` and ``total``: the finite
+    estimates of positive weight, and with ``clip`` only those within ``clip_sigma``
+    Poisson sigmas (``max(mean, 1e-3) / sqrt(weight)``) of the detector image ``mean``."""
+    for i in range(pixels.size):
+        e, w, p = estimate[i], weight[i], pixels[i]
+        if not (np.isfinite(e) and w > 0):
+            continue
+        if clip and not abs(e - mean[p]) <= clip_sigma * max(mean[p], 1e-3) / np.sqrt(max(w, 1e-12)) + 1e-12:
+            continue
+        weighted[p] += w * e
+        total[p] += w
 
 
 def _finish(gain: np.ndarray, photons: np.ndarray, dark_rate: np.ndarray | None,
@@ -505,6 +635,17 @@ def _local_baseline(gain: np.ndarray, det, window: int) -> np.ndarray:
     for rows, cols in slices:
         baseline[rows, cols] = np.median(gain[rows, cols])
     return baseline
+
+
+def _interp_extrapolate(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """Linear interpolation inside ``xp``, linear extrapolation from the end bins outside."""
+    out = np.interp(x, xp, fp)
+    lo, hi = x < xp[0], x > xp[-1]
+    if lo.any():
+        out[lo] = fp[0] + (x[lo] - xp[0]) * (fp[1] - fp[0]) / (xp[1] - xp[0])
+    if hi.any():
+        out[hi] = fp[-1] + (x[hi] - xp[-1]) * (fp[-1] - fp[-2]) / (xp[-1] - xp[-2])
+    return out
 
 
 def published_gain_map(positions: list[PositionData], *, n_bins: int = 2000, high_sigma: float = 4.0,

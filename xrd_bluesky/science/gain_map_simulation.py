@@ -20,28 +20,33 @@ GAIN_POSITIONS = ((0.0, 0.0, 300.0), (0.0, 12.0, 300.0), (0.0, -12.0, 300.0), (1
 @dataclass
 class GainMapSet:
     """Per-position mean frames, the mean dark, the detector's truth and the true
-    photons per pixel summed over all unshadowed exposures."""
+    photons per pixel summed over all unshadowed exposures; with ``keep_frames``, the
+    recorded frames (int32 counts): one stack per position and the dark stack."""
 
     positions: list[PositionData]
     dark: np.ndarray
     response: DetectorResponse
     photons: np.ndarray
+    frames: list[np.ndarray] | None = None
+    dark_frames: np.ndarray | None = None
 
 
 def simulate_gain_map_set(geometry: DetectorPositionModel, beamstop: Beamstop, *, detector: str,
                           positions=GAIN_POSITIONS, frames: int = 10, photons_per_pixel: float = 1e4,
-                          seed: int = 3) -> GainMapSet:
+                          seed: int = 3, keep_frames: bool = False) -> GainMapSet:
     """Glass slides at ``positions`` (mm), ``frames`` frames each, scaled so that a
     typical pixel collects ``photons_per_pixel`` photons in total; true gain with 3 %
-    pixel RMS, 1 % module steps, 20 damaged and 10 dead pixels."""
+    pixel RMS, 1 % module steps, 20 damaged and 10 dead pixels. ``keep_frames`` keeps
+    the recorded frames (to write them to files)."""
     response = DetectorResponse.simulate(detector, seed, pixel_rms=0.03, module_rms=0.01, n_dead=10, n_damaged=20)
     rng = np.random.default_rng(seed)
     glass = default_library()["glass"]
     ponis = [geometry.poni_at(StagePosition(*p)) for p in positions]
     per_photon = [expected_photons(glass, poni, flux_ph_s=1.0, exposure_s=1.0, beamstop=beamstop) for poni in ponis]
     flux_time = photons_per_pixel / (len(positions) * frames) / np.mean([np.median(e[e > 0]) for e in per_photon])
-    dark = np.mean([detect(np.zeros(response.shape, np.float32), response, 1.0, rng) for _ in range(frames)], axis=0)
-    data, photons = [], np.zeros(response.shape)
+    dark_stack = np.stack([detect(np.zeros(response.shape, np.float32), response, 1.0, rng) for _ in range(frames)])
+    dark = dark_stack.mean(axis=0)
+    data, stacks, photons = [], [], np.zeros(response.shape)
     for i, (poni, e) in enumerate(zip(ponis, per_photon)):
         lam = e * np.float32(flux_time)
         stack = np.stack([detect(lam, response, 1.0, rng) for _ in range(frames)])
@@ -49,7 +54,9 @@ def simulate_gain_map_set(geometry: DetectorPositionModel, beamstop: Beamstop, *
         mask = invalid_pixels(stack.min(axis=0), poni, static_mask=shadow) | (stack.max(axis=0) >= response.max_count)
         data.append(PositionData(f"position {i}", stack.mean(axis=0, dtype=np.float64) - dark, frames, poni, mask))
         photons += np.where(shadow, 0.0, lam * frames)
-    return GainMapSet(data, dark, response, photons)
+        if keep_frames:
+            stacks.append(stack)
+    return GainMapSet(data, dark, response, photons, *((stacks, dark_stack) if keep_frames else (None, None)))
 
 
 @dataclass(frozen=True)

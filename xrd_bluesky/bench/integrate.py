@@ -1,9 +1,10 @@
-"""``xrd-bluesky bench integrate``: per-frame 1D integration and MultiGeometry, ours vs pyFAI's CSR."""
+"""``xrd-bluesky bench integrate``: per-frame 1D integration, cake and MultiGeometry, ours vs pyFAI's CSR."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -22,14 +23,36 @@ from .stitch import reference_integrators
 
 #: Detector-stage positions (x, y, distance; mm) of the MultiGeometry benchmark.
 MG_POSITIONS = [(0, 0, 300), (40, -30, 280), (-35, 40, 320), (60, 50, 300), (-50, -45, 340)]
+#: Azimuthal bins (sectors) of the cake benchmark (a strain series' cake has 36).
+CAKE_SECTORS = 36
+
+
+def compare(name: str, ours: Callable[[int], object], reference: Callable[[int], object], n: int, repeats: int,
+            out: dict, agreement_reference: Callable[[int], object] | None = None) -> None:
+    """Into ``out``: the largest relative differences of intensity and sigma of
+    ``ours(0)`` from ``reference(0)`` (or ``agreement_reference(0)``, when pyFAI needs
+    other arguments to compute the same quantity) over the bins with valid pixels, and
+    the best mean times (ms) of ``n`` calls of each and their ratio, as ``name_*``."""
+    ref, mine = (agreement_reference or reference)(0), ours(0)
+    valid = ref.count > 0
+    out[f"{name}_max_rel_diff_intensity"] = max_rel(mine.intensity, ref.intensity, valid)
+    out[f"{name}_max_rel_diff_sigma"] = max_rel(mine.sigma, ref.sigma, valid)
+    t_pyfai = best_per_call(reference, n, repeats)
+    t_ours = best_per_call(ours, n, repeats)
+    out[f"{name}_pyfai_ms"] = 1e3 * t_pyfai
+    out[f"{name}_ours_ms"] = 1e3 * t_ours
+    out[f"{name}_speedup_vs_pyfai"] = t_pyfai / t_ours
 
 
 def integrate(detector: str = "Pilatus2MCdTe", n_frames: int = 8, npt: int = 2000, repeats: int = 5) -> dict:
-    """Per-frame 1D integration and 5-position stitching, ours vs pyFAI's CSR.
+    """Per-frame 1D integration, per-frame cake and 5-position stitching, ours vs pyFAI's CSR.
 
-    Both with pixel splitting (bbox), dark, gain, mask (gaps + beamstop), polarization
-    (0.99), solid angle (absolute) and Poisson errors, ``npt`` bins in q (1/nm).
-    Returns and prints the numbers.
+    All with pixel splitting (bbox), dark, gain, mask (gaps + beamstop), polarization
+    (0.99), solid angle (absolute) and Poisson errors, ``npt`` bins in q (1/nm); the
+    cake has :data:`CAKE_SECTORS` azimuthal bins. pyFAI's 2D engine adds the dark to
+    its Poisson variance (its 1D engine does not, nor do we): the cake's agreement is
+    checked with pyFAI given our variance ``max(raw, 1)``, its time is that of its own
+    Poisson model. Returns and prints the numbers.
     """
     config = BeamlineConfig(detector=detector)
     model = config.true_geometry().with_wavelength(wavelength_m(config.energy_keV))
@@ -59,16 +82,21 @@ def integrate(detector: str = "Pilatus2MCdTe", n_frames: int = 8, npt: int = 200
     def pyfai_1d(i):
         return ai.integrate1d_ng(frames[i % n_frames], npt, unit="q_nm^-1", method=CSR, error_model="poisson", **ref_kw)
 
-    ref = pyfai_1d(0)
-    mine = ours.integrate(frames[0])
-    valid = ref.count > 0
-    out["integrate1d_max_rel_diff_intensity"] = max_rel(mine.intensity, ref.intensity, valid)
-    out["integrate1d_max_rel_diff_sigma"] = max_rel(mine.sigma, ref.sigma, valid)
-    t_pyfai = best_per_call(pyfai_1d, n_frames, repeats)
-    t_ours = best_per_call(lambda i: ours.integrate(frames[i % n_frames]), n_frames, repeats)
-    out["integrate1d_pyfai_ms"] = 1e3 * t_pyfai
-    out["integrate1d_ours_ms"] = 1e3 * t_ours
-    out["integrate1d_speedup_vs_pyfai"] = t_pyfai / t_ours
+    compare("integrate1d", lambda i: ours.integrate(frames[i % n_frames]), pyfai_1d, n_frames, repeats, out)
+
+    # -- cake ------------------------------------------------------------------
+    t0 = time.perf_counter()
+    cake = CorrectedIntegrator(poni, npt=npt, npt_azim=CAKE_SECTORS, mask=ref_kw["mask"], gain=response.gain,
+                               dark=dark, max_count=response.max_count)
+    cake.integrate(frames[0])
+    out["cake_ours_setup_s"] = time.perf_counter() - t0
+
+    def pyfai_cake(i, **variance):
+        return ai.integrate2d_ng(frames[i % n_frames], npt, CAKE_SECTORS, unit="q_nm^-1", method=CSR, **variance,
+                                 **ref_kw)
+
+    compare("cake", lambda i: cake.integrate(frames[i % n_frames]), lambda i: pyfai_cake(i, error_model="poisson"),
+            n_frames, repeats, out, lambda i: pyfai_cake(i, variance=np.maximum(frames[i % n_frames], 1.0)))
 
     # -- MultiGeometry ---------------------------------------------------------
     from pyFAI.multi_geometry import MultiGeometry
@@ -93,15 +121,7 @@ def integrate(detector: str = "Pilatus2MCdTe", n_frames: int = 8, npt: int = 200
     def ours_mg(_):
         return stitch(integ.sums(f) for integ, f in zip(integrators, mg_frames)).result()
 
-    ref_mg, mine_mg = pyfai_mg(0), ours_mg(0)
-    valid = ref_mg.count > 0
-    out["multigeometry_max_rel_diff_intensity"] = max_rel(mine_mg.intensity, ref_mg.intensity, valid)
-    out["multigeometry_max_rel_diff_sigma"] = max_rel(mine_mg.sigma, ref_mg.sigma, valid)
-    t_pyfai = best_per_call(pyfai_mg, 2, repeats)
-    t_ours = best_per_call(ours_mg, 2, repeats)
-    out["multigeometry_pyfai_ms"] = 1e3 * t_pyfai
-    out["multigeometry_ours_ms"] = 1e3 * t_ours
-    out["multigeometry_speedup_vs_pyfai"] = t_pyfai / t_ours
+    compare("multigeometry", ours_mg, pyfai_mg, 2, repeats, out)
     for name, value in out.items():
         print(f"{name}: {value:.4g}" if isinstance(value, float) else f"{name}: {value}")
     return out

@@ -17,9 +17,11 @@ sum c*norm`` (pyFAI's standard error of the mean). The sums are kept
 (:class:`BinSums`) so patterns of several frames or detector positions combine exactly
 as pyFAI's ``MultiGeometry`` does: add the sums, then divide.
 
-The pixel-splitting matrix comes from pyFAI's own CSR engine; constant per-bin sums
-(normalization, dark, pixel count) are computed once, leaving one fused pass per frame
-(:func:`~xrd_bluesky.science.integration_kernel.fused_bin_sums`).
+The pixel-splitting matrix comes from pyFAI's own CSR engine, stored as blocks of
+consecutive bins (:mod:`~xrd_bluesky.science.integration_kernel`; a cake's bins are
+numbered azimuth-major for it, so that a pixel's bins are consecutive); constant per-bin
+sums (normalization, dark, pixel count) are computed once, leaving one fused pass per
+frame (:func:`~xrd_bluesky.science.integration_kernel.block_sums`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import numpy as np
 import scipy.sparse
 
 from ..errors import GeometryError, InvalidFrameError
-from .integration_kernel import balanced_ranges, fused_bin_sums
+from .integration_kernel import BLOCK, balanced_ranges, block_sums, pixel_sums, to_blocks
 from .geometry import Poni
 from .integration import (IntegrationResult, check_binning, check_frame_shape, check_max_count, check_radial_range,
                           describe_invalid)
@@ -210,14 +212,11 @@ class CorrectedIntegrator:
         splitting = pixel_splitting(self.poni, self.npt, self.npt_azim, self.unit, self._radial_range, ~valid,
                                     self._split)
         norm = np.where(valid, norm, 0.0).ravel()
-        m = splitting.matrix()
-        if self._dark is None:
-            dark, static_dark = None, np.zeros(splitting.n_bins)
-        else:  # kept in the smallest float dtype that holds the given dark exactly; summed in float64
+        dark = None
+        if self._dark is not None:  # kept in the smallest float dtype that holds the given dark exactly
             dark = np.where(valid, self._dark, 0).astype(np.result_type(np.asarray(self._dark).dtype, np.float32))
             dark = dark.ravel()
-            static_dark = m @ dark.astype(np.float64)
-        static = np.stack([m @ norm, static_dark, m @ valid.ravel().astype(np.float64)], axis=1)
+        static = splitting.sums(norm, _zero_if_none(dark, norm.shape))
         prepared = PreparedPosition(splitting, norm, dark, static)
         _remember(self._key, prepared)
         return prepared
@@ -237,11 +236,10 @@ class CorrectedIntegrator:
         """Per cake bin, the normalization-weighted means of cos(2 chi) and sin(2 chi)
         over the pixels it holds (NaN where none): where a bin's pixels really are in
         azimuth when the detector's edge or a gap cuts its sector."""
-        chi = self.poni.integrator().center_array(self.shape, unit="chi_rad").ravel()
-        m = prepared.splitting.matrix()
+        two_chi = 2 * self.poni.integrator().center_array(self.shape, unit="chi_rad").ravel()
+        sums = prepared.splitting.sums(prepared.norm * np.cos(two_chi), prepared.norm * np.sin(two_chi))
         with np.errstate(invalid="ignore", divide="ignore"):
-            return tuple(self._arrange((m @ (prepared.norm * f(2 * chi))) / prepared.static[:, 0])
-                         for f in (np.cos, np.sin))
+            return tuple(self._arrange(sums[:, k] / prepared.static[:, 0]) for k in (0, 1))
 
     def sums(self, frame: np.ndarray, source: str = "frame") -> BinSums:
         """Integrate one frame (raw counts, the detector's shape) into per-bin sums.
@@ -271,12 +269,13 @@ class CorrectedIntegrator:
         prepared = self._prepared()
         split = prepared.splitting
         n_ranges = len(split.bounds) - 1
-        acc, lost = np.empty((n_ranges, self.n_bins, 2)), np.empty((n_ranges, self.n_bins, 3))
-        dark = np.broadcast_to(0.0, flat.shape) if prepared.dark is None else prepared.dark  # no memory for none
-        fused_bin_sums(split.colptr, split.rows, split.coef, split.bounds, flat, self.max_count,
-                       prepared.norm, dark, acc, lost)
-        raw, raw_var = acc.sum(axis=0).T
-        lost_norm, lost_dark, lost_count = lost.sum(axis=0).T
+        acc, lost = np.empty((n_ranges, 2 * (self.n_bins + BLOCK))), np.empty((self.n_bins + BLOCK, 3))
+        bad, n_bad = np.empty(flat.size, np.int32), np.empty(n_ranges, np.int64)
+        block_sums(*split.blocks, split.bounds, split.extra_bounds, flat, self.max_count, acc, bad, n_bad)
+        pixel_sums(bad, n_bad, split.bounds, *split.blocks, prepared.norm, _zero_if_none(prepared.dark, flat.shape),
+                   lost)
+        raw, raw_var = acc.sum(axis=0).reshape(-1, 2)[:self.n_bins].T
+        lost_norm, lost_dark, lost_count = lost[:self.n_bins].T
         norm, dark, count = prepared.static.T
         if not np.any(count - lost_count > 1e-9 * count):  # all lost, up to rounding
             max_count = None if np.isinf(self.max_count) else self.max_count
@@ -287,8 +286,8 @@ class CorrectedIntegrator:
                        self.unit, self.azimuthal)
 
     def _arrange(self, per_bin: np.ndarray) -> np.ndarray:
-        """pyFAI numbers 2D bins radial-major; a cake is (azimuth, radial)."""
-        return per_bin.reshape(self.npt, self.npt_azim).T.copy() if self.npt_azim else per_bin
+        """A cake's bins are numbered azimuth-major (:func:`pixel_splitting`): (azimuth, radial)."""
+        return per_bin.reshape(self.npt_azim, self.npt) if self.npt_azim else per_bin
 
     def integrate(self, frame: np.ndarray) -> IntegrationResult:
         """Corrected intensity (counts/sr) and its Poisson sigma of one frame."""
@@ -297,26 +296,51 @@ class CorrectedIntegrator:
 
 @dataclass(frozen=True)
 class PixelSplitting:
-    """pyFAI's bounding-box pixel-splitting matrix (bins x pixels) in CSC form, without
-    masked pixels, with the bin centres (radial in the unit; azimuth in deg or None)
-    and the per-thread pixel ranges of the kernel."""
+    """pyFAI's pixel-splitting matrix (bins x pixels), without masked pixels, as the
+    kernel's blocks (:func:`~xrd_bluesky.science.integration_kernel.to_blocks`; a cake's
+    bins azimuth-major), with the bin centres (radial in the unit; azimuth in deg or
+    None) and the per-thread pixel and secondary-block ranges of the kernel."""
 
-    colptr: np.ndarray
-    rows: np.ndarray
+    first: np.ndarray
     coef: np.ndarray
+    extra_pixel: np.ndarray
+    extra_first: np.ndarray
+    extra_coef: np.ndarray
     n_bins: int
     radial: np.ndarray
     azimuthal: np.ndarray | None
     bounds: np.ndarray
+    extra_bounds: np.ndarray
 
-    def matrix(self) -> scipy.sparse.csc_matrix:
-        """The matrix for scipy products (shares the arrays)."""
-        return scipy.sparse.csc_matrix((self.coef, self.rows, self.colptr), shape=(self.n_bins, len(self.colptr) - 1))
+    @property
+    def blocks(self) -> tuple[np.ndarray, ...]:
+        """The kernel's block arrays: first, coef, extra_pixel, extra_first, extra_coef."""
+        return self.first, self.coef, self.extra_pixel, self.extra_first, self.extra_coef
+
+    def sums(self, u: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Per bin, ``sum c*u``, ``sum c*w`` and ``sum c`` over all pixels (``(n_bins, 3)``
+        float64; ``u`` and ``w`` per pixel, flattened)."""
+        n_pixels = len(self.first)
+        out = np.empty((self.n_bins + BLOCK, 3))
+        pixel_sums(np.arange(n_pixels, dtype=np.int32), np.array([n_pixels]), np.array([0, n_pixels]), *self.blocks,
+                   u, w, out)
+        return out[:self.n_bins]
+
+    def matrix(self) -> scipy.sparse.csr_matrix:
+        """The matrix for scipy products (float32 weights, built from the blocks)."""
+        n_pixels = len(self.first)
+        pixels = np.concatenate([np.repeat(np.arange(n_pixels), BLOCK), np.repeat(self.extra_pixel, BLOCK)])
+        bins = np.concatenate([(self.first.astype(np.int64)[:, None] + np.arange(BLOCK)).ravel(),
+                               (self.extra_first.astype(np.int64)[:, None] + np.arange(BLOCK)).ravel()])
+        weights = np.concatenate([self.coef.ravel(), self.extra_coef.ravel()])
+        keep = weights != 0  # padding (and nothing else: the matrix had its zeros eliminated)
+        return scipy.sparse.csr_matrix((weights[keep], (bins[keep], pixels[keep])), shape=(self.n_bins, n_pixels))
 
     @property
     def nbytes(self) -> int:
         """Memory held by the arrays (bytes)."""
-        arrays = (self.colptr, self.rows, self.coef, self.radial, self.bounds, self.azimuthal)
+        arrays = (self.first, self.coef, self.extra_pixel, self.extra_first, self.extra_coef, self.radial,
+                  self.bounds, self.extra_bounds, self.azimuthal)
         return sum(a.nbytes for a in arrays if a is not None)
 
 
@@ -339,13 +363,18 @@ class PreparedPosition:
         return self.splitting.nbytes + self.norm.nbytes + dark + self.static.nbytes
 
 
+def _zero_if_none(per_pixel: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """``per_pixel``, or zeros of ``shape`` that take no memory when it is None."""
+    return np.broadcast_to(0.0, shape) if per_pixel is None else per_pixel
+
+
 #: Pixel splittings the integrator offers (pyFAI's names).
 SPLITTINGS = ("bbox", "no")
 #: Bound (bytes) of the cache of prepared positions (:class:`PreparedPosition`, least
 #: recently used evicted first). With a dark, 2000 bins and bbox splitting, a Pilatus
 #: 300K-W position at 0.9 m takes about 7.2 MiB, so the default holds a 50-position
 #: 2theta-arm scan (360 MiB) with room to spare; a Pilatus 2M position at 0.3 m takes
-#: about 79 MiB, so it holds 6 of those.
+#: about 71 MiB, so it holds 7 of those.
 #: A preparation larger than the bound is used but not cached.
 SPLITTING_CACHE_BYTES = 512 * 2**20
 _SPLITTING_CACHE: OrderedDict[tuple, PreparedPosition] = OrderedDict()
@@ -399,7 +428,8 @@ def pixel_splitting(poni: Poni, npt: int, npt_azim: int | None, unit: str,
     """pyFAI's own CSR matrix for these bins, masked pixels removed, as a
     :class:`PixelSplitting` (not cached: :class:`CorrectedIntegrator` caches it with
     the corrections). ``mask``: True = bad pixel; ``split``: pyFAI's pixel splitting,
-    ``"bbox"`` or ``"no"``."""
+    ``"bbox"`` or ``"no"``. A cake's bins are renumbered from pyFAI's radial-major
+    order to azimuth-major (bin ``azimuth * npt + radial``)."""
     if split not in SPLITTINGS:
         raise GeometryError(f"unknown pixel splitting {split!r}; use one of {SPLITTINGS}")
     ai = poni.integrator()
@@ -425,9 +455,11 @@ def pixel_splitting(poni: Poni, npt: int, npt_azim: int | None, unit: str,
                             f"of radial range {radial_range}")
     if not np.isfinite(matrix.data).all():
         raise GeometryError("pyFAI's pixel-splitting matrix has non-finite weights")
-    colptr = matrix.indptr.astype(np.int32 if matrix.nnz < np.iinfo(np.int32).max else np.int64)
-    n_bins = matrix.shape[0]
-    split = PixelSplitting(colptr, matrix.indices.astype(np.uint16 if n_bins <= np.iinfo(np.uint16).max else np.int32),
-                           matrix.data.astype(np.float32), n_bins, np.asarray(res.radial, np.float64), azimuthal,
-                           balanced_ranges(colptr, numba.get_num_threads()))
-    return split
+    if npt_azim:
+        rows = matrix.indices.astype(np.int64)
+        rows = (rows % npt_azim) * npt + rows // npt_azim
+        matrix = scipy.sparse.csc_matrix((matrix.data, rows, matrix.indptr), shape=matrix.shape)
+        matrix.sort_indices()
+    blocks = to_blocks(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data, matrix.shape[0])
+    ranges = balanced_ranges(blocks[2], n_pixels, numba.get_num_threads())
+    return PixelSplitting(*blocks, matrix.shape[0], np.asarray(res.radial, np.float64), azimuthal, *ranges)

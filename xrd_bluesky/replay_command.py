@@ -16,13 +16,14 @@ every derived run as files (:mod:`xrd_bluesky.store.file_export`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 
-from .errors import MissingMetadataError, UsageError, XRDBlueskyError
+from .errors import MissingMetadataError, UsageError
 from .science.geometry_source import GeometrySource
 from .sources.catalog_run import FRAME_MODES
 from .sources.documents import check_uid
@@ -31,6 +32,7 @@ from .sources.image_files import read_image
 from .store import open_catalog
 from .store.catalog import holds_catalog, open_runs
 from .store.file_export import FileExporter
+from .store.dask_replay import LOCAL, check_scheduler
 from .store.parallel_replay import find_runs, parse_search, replay_runs
 from .store.replay import ANALYSIS_OF_PURPOSE, ReplayedRun, RunCompletion, RunSource, replay
 from .store.writer import processed_writer
@@ -42,7 +44,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("uid", nargs="?", help="uid of a raw calibration, gain-map or measurement run")
     p.add_argument("--search", action="append", metavar="KEY=VALUE",
                    help="replay every raw run whose metadata matches (repeatable; dotted keys, JSON values)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes for --search (default 1)")
+    p.add_argument("--workers", type=int, metavar="N", help="replay --search on a local Dask cluster of N worker "
+                   "processes (default: one run after the other in this process)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="replay --search as tasks of the Dask cluster at ADDRESS "
+                   "(tcp://host:port; its workers read and write the catalog at --catalog URI themselves), or of a "
+                   "local cluster ('local': --workers N, default one per core)")
     p.add_argument("--catalog", metavar="URI", help="Tiled server holding the run (API key from TILED_API_KEY); "
                    "this package's catalog or any catalog of Bluesky runs, which is then only read")
     p.add_argument("--container", metavar="PATH", help="container of --catalog holding the runs (default its root)")
@@ -75,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
     for value, what in ((args.uid, "UID"), (args.calibration, "--calibration"), (args.gain_map, "--gain-map")):
         if value is not None:
             check_uid(value, what)
+    if args.uid is not None and (args.workers is not None or args.scheduler is not None):
+        raise UsageError("--workers and --scheduler replay the runs of --search; one run is replayed here")
+    if args.scheduler is not None:
+        check_scheduler(args.scheduler)
     if args.container and not args.catalog:
         raise UsageError("--container names a container of the catalog given with --catalog URI")
     completion = _completion(args)
@@ -91,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         if args.uid is not None:
             status = replay_and_print(catalog, args.uid, **options)
         else:
-            status = replay_search_and_print(catalog, parse_search(args.search), args.workers, **options)
+            status = replay_search_and_print(catalog, parse_search(args.search), workers=args.workers,
+                                             scheduler=args.scheduler, **options)
     if exporter is not None:
         print(f"exported {exporter.files_written} files of {len(exporter.folders)} derived runs to {args.export}")
         exporter.check()
@@ -137,49 +148,37 @@ def replay_and_print(catalog, uid: str, *, calibration_uid: str | None = None, g
     return 0 if all(r.exit_status == "success" for r in runs) else 1
 
 
-def replay_search_and_print(catalog, query: dict, workers: int, *, calibration_uid: str | None = None,
-                            gain_map_uid: str | None = None, source: RunSource | None = None,
-                            completion: RunCompletion = RunCompletion(), exporter: FileExporter | None = None) -> int:
+def replay_search_and_print(catalog, query: dict, *, workers: int | None = None, scheduler: str | None = None,
+                            calibration_uid: str | None = None, gain_map_uid: str | None = None,
+                            source: RunSource | None = None, completion: RunCompletion = RunCompletion(),
+                            exporter: FileExporter | None = None) -> int:
     """Replay every raw run matching ``query`` and print, per raw run, its new derived
-    runs or why it was not replayed, then a summary of the runs skipped. Runs of this
-    package's catalog are replayed on ``workers`` processes; runs of another catalog, or
-    with files exported, one after the other here.
+    runs or why it was not replayed, then how many were replayed and failed, naming
+    each that failed. Without ``workers`` and ``scheduler`` the runs are replayed one
+    after the other here; with them, as Dask tasks (see
+    :func:`~xrd_bluesky.store.parallel_replay.replay_runs`: runs of this package's
+    catalog without further options only).
 
     Returns 0 if every run was replayed and every new derived run succeeded, 1 otherwise.
     """
     uids = find_runs(catalog, query, runs=None if source is None else source.container,
                      purpose=completion.start.get("purpose"))
-    in_process = source is not None or exporter is not None or completion.given
-    if in_process and workers != 1:
-        raise UsageError("--workers replays runs of this package's catalog without further options: runs of another "
-                         "catalog, completed or exported, are replayed one after the other (omit --workers)")
-    print(f"replaying {len(uids)} raw runs matching {query} on {workers} worker(s)")
-    if not in_process:
-        outcomes = [(o.raw_uid, o.runs, o.error) for o in replay_runs(
-            catalog, uids, workers=workers, calibration_uid=calibration_uid, gain_map_uid=gain_map_uid)]
-    else:
-        outcomes = [_replay_one(catalog, uid, calibration_uid, gain_map_uid, source, completion, exporter)
-                    for uid in uids]
-    for raw_uid, runs, error in outcomes:
-        print(f"raw run {raw_uid}:" + (f" not replayed: {error}" if error else ""))
-        _print_runs(runs)
-    skipped = [(raw_uid, error) for raw_uid, _, error in outcomes if error]
-    print(f"replayed {len(uids) - len(skipped)} of {len(uids)} raw runs" + "".join(
-        f"\n  skipped {raw_uid}: {error}" for raw_uid, error in skipped))
-    ok = not skipped and all(r.exit_status == "success" for _, runs, _ in outcomes for r in runs)
-    return 0 if ok else 1
-
-
-def _replay_one(catalog, uid: str, calibration_uid: str | None, gain_map_uid: str | None, source: RunSource | None,
-                completion: RunCompletion, exporter: FileExporter | None) -> tuple[str, list[ReplayedRun], str]:
-    """Replay one run here: (uid, derived runs, "" or why it was not replayed)."""
-    try:
-        with _emitter(catalog, exporter) as emit:
-            runs = replay(catalog, uid, calibration_uid=calibration_uid, gain_map_uid=gain_map_uid, source=source,
-                          completion=completion, emit=emit)
-    except XRDBlueskyError as exc:
-        return uid, [], f"{type(exc).__name__}: {exc}"
-    return uid, runs, ""
+    if scheduler is None and workers is not None:
+        scheduler = LOCAL
+    where = "here, one after the other" if scheduler is None else f"on the Dask cluster at {scheduler}" \
+        if scheduler != LOCAL else f"on {workers or os.cpu_count() or 1} worker(s)"
+    print(f"replaying {len(uids)} raw runs matching {query} {where}")
+    sys.stdout.flush()
+    outcomes = replay_runs(catalog, uids, workers=workers, scheduler=scheduler, calibration_uid=calibration_uid,
+                           gain_map_uid=gain_map_uid, source=source, completion=completion, exporter=exporter)
+    for outcome in outcomes:
+        print(f"raw run {outcome.raw_uid}:" + (f" not replayed: {outcome.error}" if outcome.error else ""))
+        _print_runs(outcome.runs)
+    failed = [o for o in outcomes if o.failed]
+    replayed = sum(not o.error for o in outcomes)
+    print(f"replayed {replayed} of {len(uids)} raw runs; {len(failed)} failed" + "".join(
+        f"\n  failed {o.raw_uid}: {o.why}" for o in failed))
+    return 1 if failed else 0
 
 
 @contextmanager

@@ -1,58 +1,81 @@
-"""Replay many stored raw runs across worker processes
-(``xrd-bluesky replay --search KEY=VALUE --workers N``).
+"""Replay many stored raw runs (``xrd-bluesky replay --search KEY=VALUE``): one after the
+other in this process, or as Dask distributed tasks (``--workers N``, ``--scheduler
+ADDRESS``: :mod:`.dask_replay`).
 
-Each worker process opens the catalog by its URI (the embedded server answers on
-loopback too) and replays whole runs with :func:`~.replay.replay`, the same code as a
-single replay. The documents of the derived runs it makes come back to the calling
-process as spool lines (:mod:`.spool`: JSON, never pickle) and go through the caller's
-one processed writer. Writes therefore never run concurrently, whatever the server's
-table store, and a result is spooled before it is uploaded. A run that cannot be
-replayed is reported with its reason; the others go on.
+In this process every run goes through :func:`~.replay.replay` and one processed writer;
+on Dask each worker reads its raw run from the served catalog and writes its derived
+runs there itself. Either way a derived run counts as made only once it is stored with
+its stop document, and a run that cannot be replayed is reported with its reason while
+the others go on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from bluesky_tiled_plugins.clients.catalog_of_bluesky_runs import CatalogOfBlueskyRuns
 from tiled.queries import Key
 
-from ..errors import MissingMetadataError, XRDBlueskyError
+from ..errors import MissingMetadataError, UsageError, XRDBlueskyError
 from ..sources.documents import check_uid
-from .replay import ANALYSIS_OF_PURPOSE, ReplayedRun, replay
-from .spool import decode, encode
-from .writer import processed_writer
+from .catalog import stored_run
+from .file_export import FileExporter
+from .replay import ANALYSIS_OF_PURPOSE, ReplayedRun, RunCompletion, RunSource, replay
+from .writer import SpoolingWriter, processed_writer
 
 logger = logging.getLogger(__name__)
 
 #: Events per write of replayed runs: they arrive whole, so each stream is written in
 #: one request per data key at the run's stop (no one waits for them live).
 REPLAY_BATCH_SIZE = 100_000
+#: Longest wait (s) for a replay's derived runs to be uploaded while the server answers.
+UPLOAD_WAIT_S = 600.0
 
 
 @dataclass(frozen=True)
 class RunReplay:
-    """The outcome of replaying one raw run.
+    """The outcome of replaying one raw run (all a Dask task sends back: no documents).
 
     Attributes
     ----------
     raw_uid : str
         The raw run.
     runs : list of ReplayedRun
-        The derived runs made (empty if it failed).
+        The derived runs made (empty if it could not be replayed).
     error : str
-        Why it could not be replayed (``""`` if it was).
+        Why it could not be replayed, or why a derived run is not in the catalog
+        (``""``: it was replayed and every derived run stored).
     """
 
     raw_uid: str
     runs: list[ReplayedRun]
     error: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """Whether it could not be replayed or a derived run did not succeed."""
+        return bool(self.error) or any(r.exit_status != "success" for r in self.runs)
+
+    @property
+    def why(self) -> str:
+        """Why it failed (``""`` if it did not)."""
+        return self.error or "; ".join(f"{r.uid} {r.analysis} {r.exit_status or 'never stopped'}"
+                                       + (f": {r.reason}" if r.reason else "")
+                                       for r in self.runs if r.exit_status != "success")
+
+    def as_dict(self) -> dict:
+        """Plain data (strings and lists), as a Dask task returns it."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunReplay":
+        """The inverse of :meth:`as_dict`."""
+        return cls(data["raw_uid"], [ReplayedRun(**r) for r in data["runs"]], data["error"])
 
 
 def parse_search(terms: list[str]) -> dict[str, object]:
@@ -103,92 +126,117 @@ def find_runs(catalog, query: dict[str, object], *, runs=None, purpose: str | No
     return uids
 
 
-def replay_runs(catalog, uids: list[str], *, workers: int = 1, calibration_uid: str | None = None,
-                gain_map_uid: str | None = None) -> list[RunReplay]:
-    """Replay the raw runs ``uids`` of ``catalog`` on ``workers`` worker processes.
-
-    Each worker takes the next run as soon as it is free; with one worker the runs are
-    replayed one after the other (serially), in a fresh process as with several.
+def replay_runs(catalog, uids: list[str], *, workers: int | None = None, scheduler: str | None = None,
+                calibration_uid: str | None = None, gain_map_uid: str | None = None, source: RunSource | None = None,
+                completion: RunCompletion = RunCompletion(), exporter: FileExporter | None = None) -> list[RunReplay]:
+    """Replay the raw runs ``uids``: one after the other in this process (no scheduler
+    and at most one worker), else as Dask distributed tasks (see :mod:`.dask_replay`).
 
     Parameters
     ----------
     catalog : Catalog
-        The catalog (embedded or served); its processed writer writes every result.
+        The catalog (embedded or served) receiving the derived runs, and holding the
+        raw runs unless ``source`` is given.
     uids : list of str
         Raw runs to replay (see :func:`find_runs`).
-    workers : int
-        Worker processes. Each gets ``cpu_count // workers`` (at least 1) threads for
-        the integration kernels, so the floating-point sums of a pattern can differ
-        by rounding (about 1e-15 relative) between different numbers of workers.
+    workers : int, optional
+        None or 1 without ``scheduler``: here, serially. More: a
+        ``distributed.LocalCluster`` of that many worker processes (1 thread each), as
+        with ``scheduler="local"`` (default there: one per core).
+    scheduler : str, optional
+        ``"local"`` (a LocalCluster of ``workers``) or the address of a running Dask
+        scheduler (``tcp://host:port``; ``workers`` must then be None), whose workers
+        must reach the catalog by its URI: not the embedded one, which this process
+        serves on loopback only.
     calibration_uid, gain_map_uid : str, optional
         Overrides for every run, as in :func:`~.replay.replay`.
+    source, completion : optional
+        Runs of another catalog and what they lack, as in :func:`~.replay.replay`
+        (here only).
+    exporter : FileExporter, optional
+        Also writes every derived run as files (here only).
 
     Returns
     -------
     list of RunReplay
-        One per raw run, in the order of ``uids``.
+        One per raw run, in the order of ``uids``; the integration kernels' sums may
+        differ by rounding (about 1e-15 relative) between paths and numbers of workers.
 
     Raises
     ------
     MissingMetadataError
         ``workers`` is below 1, or a uid is not a run uid (``UnsafeUidError``, before
         any run is replayed).
+    UsageError
+        Dask is asked for runs of another catalog, completed or exported, or for the
+        embedded catalog on a scheduler of its own (see :mod:`.dask_replay`).
     """
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise MissingMetadataError(f"--workers must be at least 1, not {workers}")
     for uid in uids:
         check_uid(uid, "raw run uid")
     for value, what in ((calibration_uid, "calibration uid"), (gain_map_uid, "gain map uid")):
         if value is not None:
             check_uid(value, what)
-    export_dir = None if catalog.frames_dir is None else str(catalog.frames_dir.parent)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    writer = processed_writer(catalog, batch_size=REPLAY_BATCH_SIZE)
-    outcomes: dict[str, RunReplay] = {}
+    if scheduler is None and workers in (None, 1):
+        return _replay_here(catalog, uids, exporter, calibration_uid=calibration_uid, gain_map_uid=gain_map_uid,
+                            source=source, completion=completion)
+    if source is not None or exporter is not None or completion.given:
+        raise UsageError("--workers and --scheduler replay runs of this package's catalog without further options: "
+                         "runs of another catalog, completed or exported, are replayed one after the other here "
+                         "(omit --workers and --scheduler)")
+    from .dask_replay import LOCAL, check_reachable, dask_client, replay_on_cluster
+
+    check_reachable(catalog, local=scheduler in (None, LOCAL))  # before any connection
+    with dask_client(scheduler or LOCAL, workers) as client:
+        return replay_on_cluster(client, catalog, uids, calibration_uid=calibration_uid, gain_map_uid=gain_map_uid)
+
+
+def replay_one(catalog, uid: str, emit: Callable[[str, dict], None], **options) -> RunReplay:
+    """Replay raw run ``uid`` of ``catalog`` here (``options`` as for
+    :func:`~.replay.replay`), its documents to ``emit``: the runs made, or why it could
+    not be replayed (a domain error, logged as a warning)."""
     try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_start_worker, initargs=(catalog.uri, threads)) as pool:
-            futures = {pool.submit(_replay_in_worker, uid, calibration_uid, gain_map_uid, export_dir): uid
-                       for uid in uids}
-            for future in as_completed(futures):
-                uid = futures[future]
-                runs, lines, error = future.result()
-                for line in lines:
-                    writer(*decode(line))
-                outcomes[uid] = RunReplay(uid, [ReplayedRun(**r) for r in runs], error)
-    finally:
-        writer.close()
-    return [outcomes[uid] for uid in uids]
-
-
-# -- in the worker processes ---------------------------------------------------------
-
-_worker_catalog = None
-
-
-def _start_worker(uri: str, threads: int) -> None:
-    """Open the catalog once per worker process; give it ``threads`` numba threads."""
-    import numba
-
-    from .catalog import open_catalog
-
-    global _worker_catalog
-    numba.set_num_threads(threads)
-    if "api_key=" in uri:  # the embedded server's URI carries its key: the environment's would clash
-        os.environ.pop("TILED_API_KEY", None)
-    _worker_catalog = open_catalog(uri)
-
-
-def _replay_in_worker(uid: str, calibration_uid: str | None, gain_map_uid: str | None,
-                      export_dir: str | None) -> tuple[list[dict], list[bytes], str]:
-    """Replay ``uid`` in this worker: the runs made (as dicts), their documents as
-    spool lines, and the error if it could not be replayed."""
-    lines: list[bytes] = []
-    try:
-        runs = replay(_worker_catalog, uid, calibration_uid=calibration_uid, gain_map_uid=gain_map_uid,
-                      emit=lambda name, doc: lines.append(encode(name, doc)),
-                      export_dir=None if export_dir is None else Path(export_dir))
+        return RunReplay(uid, replay(catalog, uid, emit=emit, **options))
     except XRDBlueskyError as exc:
         logger.warning("run %s not replayed: %s", uid, exc)
-        return [], [], f"{type(exc).__name__}: {exc}"
-    return [asdict(r) for r in runs], lines, ""
+        return RunReplay(uid, [], f"{type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def replay_writer(catalog) -> Iterator[SpoolingWriter]:
+    """The processed writer of replayed runs, closed on exit once every document was
+    handled (uploaded, or its run's upload abandoned on an error: the client's request
+    timeouts bound that), at most :data:`UPLOAD_WAIT_S` (s). Unlike at a live run's
+    end, a request slower than the writer's stall limit (a busy server) is waited for,
+    since no scan waits for a replay."""
+    writer = processed_writer(catalog, batch_size=REPLAY_BATCH_SIZE)
+    try:
+        yield writer
+    finally:
+        deadline = time.monotonic() + UPLOAD_WAIT_S
+        while not writer.flush(max(0.0, deadline - time.monotonic())) and time.monotonic() < deadline:
+            time.sleep(0.2)  # flush gives up on a request older than the stall limit: wait on
+        writer.close()
+
+
+def checked_stored(catalog, outcome: RunReplay, spool_of: str) -> RunReplay:
+    """``outcome`` once its writer is closed, with an error naming the derived runs that
+    are not in ``catalog.processed`` with a stop document (their upload failed: their
+    documents stay in the spool ``spool_of`` names, for ``xrd-bluesky sync``)."""
+    missing = [r.uid for r in outcome.runs
+               if (run := stored_run(catalog.processed, r.uid)) is None or run.metadata.get("stop") is None]
+    if not missing or outcome.error:
+        return outcome
+    return RunReplay(outcome.raw_uid, outcome.runs, f"derived run(s) {', '.join(missing)} not stored in the catalog "
+                                                    f"(upload failed: their documents are in the spool {spool_of}; "
+                                                    "`xrd-bluesky sync` there when the catalog answers)")
+
+
+def _replay_here(catalog, uids: list[str], exporter: FileExporter | None, **options) -> list[RunReplay]:
+    """Replay ``uids`` one after the other in this process through one processed writer
+    (and ``exporter``)."""
+    with replay_writer(catalog) as writer:
+        emit = writer if exporter is None else lambda name, doc: (writer(name, doc), exporter(name, doc))
+        outcomes = [replay_one(catalog, uid, emit, **options) for uid in uids]
+    return [checked_stored(catalog, outcome, str(catalog.spool_dir)) for outcome in outcomes]

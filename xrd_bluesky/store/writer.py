@@ -4,7 +4,9 @@
 (derived runs) call. On the caller's thread it only appends the document to the run's
 spool file (:mod:`.spool`) and queues it; a background thread uploads queued documents
 to Tiled with bluesky-tiled-plugins' ``TiledWriter`` and fsyncs the spool at a bounded
-interval. If the catalog is down, slow or killed, uploads of the affected runs stop,
+interval. Raw runs are uploaded while they are recorded; derived runs (small) are
+written whole at their stop, with fewer requests (:func:`whole_run_writer`). If the
+catalog is down, slow or killed, uploads of the affected runs stop,
 their spool files stay, and ``xrd-bluesky sync`` (:mod:`.sync`) back-fills them later.
 A run whose upload completed has its spool file removed.
 
@@ -20,19 +22,21 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 from bluesky_tiled_plugins import TiledWriter
+from bluesky_tiled_plugins.writing import tiled_writer as _plugin_writer
 
 from .catalog import answers
 from .spool import OpenSpool, decode, encode, spool_file
 
 logger = logging.getLogger(__name__)
 
-#: Events per write of derived runs: their array data keys cost one request each per
-#: write, so batching keeps the live chain at detector rates (the rest of a batch is
-#: written at the run's stop).
-DERIVED_BATCH_SIZE = 10
+#: Events per write of a run written whole (all of them at its stop).
+WHOLE_RUN_BATCH_SIZE = 2**62
+#: bluesky-tiled-plugins releases whose private run writer :func:`whole_run_writer` extends.
+_HOOKED_PLUGIN_RELEASES = ("2.0.",)
 
 
 def tiled_writer(container, batch_size: int) -> TiledWriter:
@@ -42,6 +46,48 @@ def tiled_writer(container, batch_size: int) -> TiledWriter:
     return TiledWriter(container, batch_size=batch_size, max_array_size=0)
 
 
+def whole_run_writer(container) -> TiledWriter:
+    """The writer of runs written whole, at their stop (derived runs): as
+    :func:`tiled_writer` with every event of a stream in one write, the same nodes and
+    content, but the run's stream tree is closed (for Tiled's live subscribers) by one
+    request, the run's, not by one per stream, table and array, since none of them
+    was written before the run's end.
+
+    This is the one private hook of the package into bluesky-tiled-plugins (its
+    ``_RunWriter``, ``TiledWriter._factory``): it is checked against the release.
+
+    Raises
+    ------
+    RuntimeError
+        The installed bluesky-tiled-plugins is not a release this hook was written for.
+    """
+    release = version("bluesky-tiled-plugins")
+    if not release.startswith(_HOOKED_PLUGIN_RELEASES):
+        raise RuntimeError(f"xrd_bluesky.store.writer.whole_run_writer extends bluesky-tiled-plugins "
+                           f"{' or '.join(_HOOKED_PLUGIN_RELEASES)}x, not the installed {release}: check its "
+                           "_RunWriter and TiledWriter._factory and update the hook")
+    return _WholeRunTiledWriter(container, batch_size=WHOLE_RUN_BATCH_SIZE, max_array_size=0)
+
+
+class _WholeRunWriter(_plugin_writer._RunWriter):
+    """bluesky-tiled-plugins' writer of one run, closing only the run's node at its stop."""
+
+    def _close_stream_tree(self) -> None:
+        if self.root_node is not None:
+            self.root_node.close_stream()
+
+
+class _WholeRunTiledWriter(TiledWriter):
+    """``TiledWriter`` writing each run with :class:`_WholeRunWriter` (normalized as
+    ``TiledWriter`` does; no backups: the spool keeps the run)."""
+
+    def _factory(self, name, doc):
+        run_writer = _WholeRunWriter(self.client, batch_size=self._batch_size, max_array_size=self._max_array_size)
+        normalizer = self._normalizer(patches=self.patches, spec_to_mimetype=self.spec_to_mimetype)
+        normalizer.subscribe(run_writer)
+        return [normalizer], []
+
+
 @dataclass
 class _Run:
     """Upload state of one run."""
@@ -49,6 +95,7 @@ class _Run:
     spool: OpenSpool
     writer: TiledWriter | None = None
     failed: str = ""
+    held: list[bytes] = field(default_factory=list)  # whole runs: its documents until its stop
     uploaded: threading.Event = field(default_factory=threading.Event)
 
 
@@ -78,16 +125,23 @@ class SpoolingWriter:
         while uploads progress, so that a run is in the catalog when the scan returns.
     stall_s : float
         An upload request taking longer than this (s) means the server is unwell: the
-        stop no longer waits for it.
+        stop no longer waits for it. Each request counts on its own: a document whose
+        upload takes many requests (a whole run's stop) is waited for while they answer.
     upload_lock : threading.Lock, optional
         Held around each upload; writers into one server share it (see
         :attr:`~xrd_bluesky.store.catalog.Catalog.upload_lock`).
+    whole_runs : bool
+        Upload each run in one go at its stop (derived runs: see :func:`whole_run_writer`)
+        instead of while it is recorded (raw runs). Its documents wait in its spool file
+        (and in memory: a derived run is small), so nothing of it is in the catalog
+        before its stop, and all of it is once the upload completed.
     """
 
     def __init__(self, container, spool_dir: str | Path, *, batch_size: int = 1, fsync_interval_s: float = 0.5,
                  max_queued: int = 20_000, max_queued_bytes: int = 512 * 2**20, stop_wait_s: float = 120.0,
-                 stall_s: float = 5.0, upload_lock: threading.Lock | None = None):
+                 stall_s: float = 5.0, upload_lock: threading.Lock | None = None, whole_runs: bool = False):
         self.container = container
+        self.whole_runs = whole_runs
         self.upload_lock = upload_lock or threading.Lock()
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
@@ -108,6 +162,10 @@ class SpoolingWriter:
         self._closing = threading.Event()
         self._uploader = threading.Thread(target=self._upload_loop, name="spooling-writer-upload", daemon=True)
         self._syncer = threading.Thread(target=self._sync_loop, name="spooling-writer-fsync", daemon=True)
+        self._hooks = {"request": self._progress, "response": self._progress}
+        if container is not None:
+            for event, hook in self._hooks.items():
+                container.context.http_client.event_hooks[event].append(hook)
         self._uploader.start()
         self._syncer.start()
 
@@ -190,6 +248,17 @@ class SpoolingWriter:
             for run_uid, run in list(self._runs.items()):
                 run.spool.close()
                 del self._runs[run_uid]
+        if self.container is not None:
+            for event, hook in self._hooks.items():
+                hooks = self.container.context.http_client.event_hooks[event]
+                if hook in hooks:  # closed once already
+                    hooks.remove(hook)
+
+    def _progress(self, _message) -> None:
+        """An upload request was sent or answered (an httpx event hook): the stall clock
+        of the document in flight restarts."""
+        if threading.current_thread() is self._uploader and self._inflight_since is not None:
+            self._inflight_since = time.monotonic()
 
     # -- the background side -------------------------------------------------------
     def _fail(self, run_uid: str, run: _Run, reason: str) -> None:
@@ -206,7 +275,11 @@ class SpoolingWriter:
             run_uid, name, line, counted = item
             run = self._runs.get(run_uid)
             if run is not None and not run.failed:
-                self._upload(run_uid, run, name, line)
+                if self.whole_runs and name != "stop":
+                    run.held.append(line)
+                else:
+                    self._upload(run_uid, run, [*run.held, line])
+                    run.held.clear()
             if counted:
                 with self._lock:
                     self._queued -= 1
@@ -214,16 +287,21 @@ class SpoolingWriter:
             if run is not None and name == "stop":
                 self._finish(run_uid, run)
 
-    def _upload(self, run_uid: str, run: _Run, name: str, line: bytes) -> None:
-        if name == "start" and self._offline and not answers(self.container):
+    def _upload(self, run_uid: str, run: _Run, lines: list[bytes]) -> None:
+        """Upload ``lines`` (spool lines of one run, in order)."""
+        documents = [decode(line) for line in lines]
+        if documents[0][0] == "start" and self._offline and not answers(self.container):
             self._fail(run_uid, run, "catalog unreachable")
             return
-        self._inflight_since = time.monotonic()  # waiting for the lock counts: the other writer may be stuck
+        name = documents[0][0]
         try:
-            with self.upload_lock:
-                if name == "start":
-                    run.writer = tiled_writer(self.container, self.batch_size)
-                run.writer(*decode(line))
+            for name, doc in documents:  # the lock document by document: the other writer keeps its pace
+                self._inflight_since = time.monotonic()  # waiting for the lock counts: the other may be stuck
+                with self.upload_lock:
+                    if name == "start":
+                        run.writer = (whole_run_writer(self.container) if self.whole_runs
+                                      else tiled_writer(self.container, self.batch_size))
+                    run.writer(name, doc)
             self._offline = False
         except Exception as exc:  # whatever the server or network does, the spool has it
             self._offline = True
@@ -258,8 +336,11 @@ def raw_writer(catalog) -> SpoolingWriter:
     return SpoolingWriter(catalog.raw, catalog.spool_dir / "raw", upload_lock=catalog.upload_lock)
 
 
-def processed_writer(catalog, batch_size: int = DERIVED_BATCH_SIZE) -> SpoolingWriter:
-    """The writer of derived runs into ``catalog.processed``, writing every
-    ``batch_size`` events (and the rest at a run's stop). Close it when done."""
-    return SpoolingWriter(catalog.processed, catalog.spool_dir / "processed", batch_size=batch_size,
-                          upload_lock=catalog.upload_lock)
+def processed_writer(catalog, batch_size: int | None = None) -> SpoolingWriter:
+    """The writer of derived runs into ``catalog.processed``: each run is written whole
+    at its stop (see :func:`whole_run_writer`), from its spool file. Close it when done.
+
+    ``batch_size`` is ignored (a derived run is written in one batch); callers that
+    still pass one are unaffected."""
+    return SpoolingWriter(catalog.processed, catalog.spool_dir / "processed", upload_lock=catalog.upload_lock,
+                          whole_runs=True)

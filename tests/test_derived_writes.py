@@ -1,0 +1,159 @@
+"""Derived runs are written whole at their stop, with fewer requests, and read back
+exactly as the analysis emitted them and as the old write path stored them.
+
+A served catalog (``xrd-bluesky serve`` in a child process) receives the same derived
+run twice: through the processed writer (the new path) into ``processed``, and through
+the old path (a spooling writer streaming into ``TiledWriter``) into another container.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+import pytest
+from event_model import compose_run
+
+from xrd_bluesky.bench.writes import REFERENCE_CONTAINER, holds_emitted, stored_equal
+from xrd_bluesky.store import open_catalog
+from xrd_bluesky.store.catalog import _RUN_CATALOG_SPEC
+from xrd_bluesky.store.server import ServerProcess
+from xrd_bluesky.store.sync import sync
+from xrd_bluesky.store.writer import SpoolingWriter, processed_writer
+
+BINS = 64
+FRAMES = 4
+
+
+def _array_key(units: str) -> dict:
+    return {"dtype": "array", "dtype_numpy": "<f8", "shape": [BINS], "source": "xrd_bluesky", "units": units}
+
+
+def _scalar_key(dtype: str, units: str = "") -> dict:
+    return {"dtype": dtype, "shape": [], "source": "xrd_bluesky", "units": units}
+
+
+def derived_run(seed: int) -> list[tuple[str, dict]]:
+    """An integration-like derived run: per-frame patterns (with the NaN bins behind a
+    beamstop), then stitched patterns, the last one final."""
+    rng = np.random.default_rng(seed)
+    q = np.linspace(0.5, 50.0, BINS)  # 1/nm
+    bundle = compose_run(metadata={"purpose": "derived", "analysis": "integration", "parent_uids": ["r" * 8],
+                                   "parameters": {"npt": BINS, "units": ["q_nm^-1"]}})
+    docs = [("start", bundle.start_doc)]
+    primary = bundle.compose_descriptor(name="primary", data_keys={
+        "q": _array_key("1/nm"), "intensity_q": _array_key("1/sr"), "sigma_q": _array_key("1/sr"),
+        "I0_counts": _scalar_key("number"), "position": _scalar_key("integer")})
+    stitched = bundle.compose_descriptor(name="stitched", data_keys={
+        "q": _array_key("1/nm"), "intensity": _array_key("1/sr"), "frames": _scalar_key("integer"),
+        "final": _scalar_key("boolean")})
+    docs += [("descriptor", primary.descriptor_doc), ("descriptor", stitched.descriptor_doc)]
+    for i in range(FRAMES):
+        intensity = 1e3 * np.exp(-q / 10) + rng.normal(0, 1, BINS)
+        intensity[:3] = np.nan
+        data = {"q": q, "intensity_q": intensity, "sigma_q": np.sqrt(np.abs(intensity)),
+                "I0_counts": float(rng.uniform(9e5, 1e6)), "position": i % 3}
+        docs.append(("event", primary.compose_event(data=data, timestamps={k: 1.0 + i for k in data})))
+        if i % 2:
+            data = {"q": q, "intensity": intensity / 2, "frames": i + 1, "final": i == FRAMES - 1}
+            docs.append(("event", stitched.compose_event(data=data, timestamps={k: 1.0 + i for k in data})))
+    docs.append(("stop", bundle.compose_stop()))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A served catalog with the old path's container beside ``processed``."""
+    directory = tmp_path_factory.mktemp("served")
+    key = secrets.token_hex(16)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TILED_API_KEY", key)
+        with ServerProcess(directory, key, startup_timeout_s=300) as server:
+            catalog = open_catalog(server.uri, directory=directory)
+            catalog.client.create_container(REFERENCE_CONTAINER, specs=[_RUN_CATALOG_SPEC])
+            yield server, catalog
+
+
+class Requests:
+    """The requests a Tiled client sends (an httpx event hook)."""
+
+    def __init__(self, client):
+        self.count = 0
+        client.context.http_client.event_hooks["request"].append(self._count)
+
+    def _count(self, request) -> None:
+        self.count += 1
+
+
+def _write(writer, docs, requests: Requests) -> int:
+    before = requests.count
+    for name, doc in docs:
+        writer(name, doc)
+    assert writer.flush()
+    return requests.count - before
+
+
+def test_a_derived_run_reads_back_as_emitted_and_as_the_old_path_stored_it(served):
+    _, catalog = served
+    requests = Requests(catalog.client)
+    new, old = processed_writer(catalog), SpoolingWriter(catalog.client[REFERENCE_CONTAINER],
+                                                        catalog.spool_dir / "old", batch_size=100_000)
+    try:
+        docs = derived_run(seed=1)
+        new_requests = _write(new, docs, requests)
+        old_requests = _write(old, docs, requests)
+    finally:
+        new.close()
+        old.close()
+    uid = docs[0][1]["uid"]
+    run = catalog.processed[uid]
+    assert holds_emitted(run, docs)
+    assert stored_equal(run, catalog.client[REFERENCE_CONTAINER][uid], docs)
+    intensity = np.asarray(run["primary"].read()["intensity_q"])
+    assert intensity.shape == (FRAMES, BINS) and np.isnan(intensity[:, :3]).all()
+    assert list(np.asarray(run["stitched"].read()["final"])) == [False, True]
+    # nodes: the run, 2 streams, 5 arrays, 2 tables; each made by one request and its data
+    # written by one more, then the stop and one close; the old path closes every node alone
+    nodes = 1 + 2 + 5 + 2
+    assert new_requests <= 2 * nodes + 2 < old_requests
+
+
+def test_nothing_of_a_derived_run_is_in_the_catalog_before_its_stop(served):
+    _, catalog = served
+    docs = derived_run(seed=2)
+    uid = docs[0][1]["uid"]
+    writer = processed_writer(catalog)
+    try:
+        for name, doc in docs[:-1]:
+            writer(name, doc)
+        assert writer.flush()
+        assert uid not in catalog.processed
+        assert (catalog.spool_dir / "processed" / f"{uid}.jsonl").exists()
+        writer(*docs[-1])
+        assert holds_emitted(catalog.processed[uid], docs)
+        assert not (catalog.spool_dir / "processed" / f"{uid}.jsonl").exists()
+    finally:
+        writer.close()
+
+
+def test_a_derived_run_whose_catalog_died_is_back_filled_by_sync(tmp_path, monkeypatch):
+    key = secrets.token_hex(16)
+    monkeypatch.setenv("TILED_API_KEY", key)
+    docs = derived_run(seed=3)
+    uid = docs[0][1]["uid"]
+    server = ServerProcess(tmp_path, key, startup_timeout_s=300)
+    catalog = open_catalog(server.uri, directory=tmp_path)
+    writer = processed_writer(catalog)
+    try:
+        for name, doc in docs[:-1]:
+            writer(name, doc)
+        server.kill()
+        writer(*docs[-1])  # returns: the dead server is not waited for
+    finally:
+        writer.close()
+    assert (tmp_path / "spool" / "processed" / f"{uid}.jsonl").exists()
+    with ServerProcess(tmp_path, key, startup_timeout_s=300) as server:
+        catalog = open_catalog(server.uri, directory=tmp_path)
+        report = sync(catalog, catalog.spool_dir)
+        assert f"processed/{uid}" in report.written
+        assert holds_emitted(catalog.processed[uid], docs)

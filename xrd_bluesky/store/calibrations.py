@@ -8,8 +8,7 @@ from ..errors import CalibrationError
 from ..science.geometry import DetectorPositionModel, Poni, StagePosition
 from ..science.geometry_source import GeometrySource
 from ..science.position_models import position_model_from_dict
-from .derived_runs import latest_successful
-from .lineage import live_runs
+from .derived_runs import current_run
 
 _PONI_KEYS = ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength")
 
@@ -37,6 +36,5 @@ def latest_calibration(processed, detector_name: str | None = None) -> GeometryS
     """The newest successful calibration made live in the ``processed`` container
     (replays never become current), of the beamline description's detector
     ``detector_name`` when given, or None."""
-    keys = {} if detector_name is None else {"detector_name": detector_name}
-    run = latest_successful(live_runs(processed), "calibration", **keys)
+    run = current_run(processed, "calibration", detector_name)
     return None if run is None else geometry_from_calibration(run)

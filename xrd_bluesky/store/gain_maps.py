@@ -5,16 +5,14 @@ from __future__ import annotations
 import numpy as np
 from ..errors import XRDBlueskyError
 from ..science.gain_map_source import GainMapSource
-from .derived_runs import latest_successful
-from .lineage import live_runs
+from .derived_runs import current_run
 
 
 def latest_gain_map_uid(processed, detector_name: str | None = None) -> str | None:
     """Uid of the newest successful gain-map run made live in ``processed`` (replays
     never become current), of the beamline description's detector ``detector_name``
     when given, or None."""
-    keys = {} if detector_name is None else {"detector_name": detector_name}
-    run = latest_successful(live_runs(processed), "gain_map", **keys)
+    run = current_run(processed, "gain_map", detector_name)
     return None if run is None else run.start["uid"]
 
 

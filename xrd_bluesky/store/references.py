@@ -7,15 +7,12 @@ run that names a reference gets the same one live and replayed."""
 from __future__ import annotations
 
 import numpy as np
-from tiled.queries import Contains
-
 from ..errors import MissingMetadataError
 from ..science.absolute_scale import ReferencePattern
 from ..science.peak_specs import PeakReference, weighted_mean
 from ..sources.documents import check_uid
 from .catalog import stored_run
-from .derived_runs import latest_successful
-from .lineage import live_runs
+from .derived_runs import current_derived_of
 
 
 def reference_pattern(processed, raw_uid: str) -> ReferencePattern:
@@ -23,7 +20,7 @@ def reference_pattern(processed, raw_uid: str) -> ReferencePattern:
     any standard factor it was multiplied by taken out) of the newest successful
     integration (made live) of raw run ``raw_uid``, with its thickness and, for a standard run,
     its own standard factor."""
-    run = latest_successful(live_runs(processed).search(Contains("parent_uids", raw_uid)), "integration")
+    run = current_derived_of(processed, "integration", raw_uid)
     if run is None:
         raise MissingMetadataError(f"run {raw_uid} has no successful integration in the catalog")
     if "stitched_absolute" not in run:
@@ -56,10 +53,8 @@ def dark_frame(raw, uid: str) -> tuple[np.ndarray, float | None]:
 def peak_reference(processed, raw_uid: str) -> PeakReference:
     """d0 of every fitted peak (weighted mean over the events of the newest successful
     live peak fits of raw run ``raw_uid``), per sector too when it was fitted per sector."""
-    live = live_runs(processed)
-    integration = latest_successful(live.search(Contains("parent_uids", raw_uid)), "integration")
-    fits = None if integration is None else latest_successful(
-        live.search(Contains("parent_uids", integration.start["uid"])), "peak_fits")
+    integration = current_derived_of(processed, "integration", raw_uid)
+    fits = None if integration is None else current_derived_of(processed, "peak_fits", integration.start["uid"])
     if fits is None:
         raise MissingMetadataError(f"run {raw_uid} has no successful peak fits in the catalog to take d0 from")
     primary = fits["primary"].read()

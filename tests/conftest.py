@@ -13,7 +13,7 @@ from xrd_bluesky.science.geometry_source import GeometrySource
 from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.gain_maps import latest_gain_map_uid
-from xrd_bluesky.store.writer import catalog_writers
+from xrd_bluesky.store.writer import SpoolingWriter, catalog_writers, raw_writer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REALDATA = SHARED / "realdata"
@@ -62,12 +62,29 @@ def live(RE, catalog, beamline):
     latest gain map (the test beamline's detector is the same in every test: same
     seed). Documents go through the spooling writers, as in a session."""
     raw, processed = catalog_writers(catalog)
+    yield from _live_with(RE, catalog, beamline, raw, processed)
+
+
+def _live_with(RE, catalog, beamline, raw, processed):
+    """RE with ``raw`` and, through the analysis router, ``processed`` subscribed; the
+    lookups wait for both writers' uploads, as a session's do."""
     RE.subscribe(raw)
-    inputs = LiveInputs(catalog, lambda: GeometrySource(beamline.true_geometry(), "simulator_truth"))
+    inputs = LiveInputs(catalog, lambda: GeometrySource(beamline.true_geometry(), "simulator_truth"),
+                        settle=lambda timeout_s: raw.flush(timeout_s) and processed.flush(timeout_s))
     RE.subscribe(analysis_router(inputs, beamline.description, processed, export_dir=catalog.frames_dir.parent))
     yield RE
     raw.close()
     processed.close()
+
+
+@pytest.fixture
+def live_uploading_after_stop(RE, catalog, beamline):
+    """As :func:`live`, but a derived run's stop returns at once, its upload still
+    running (as under load, when the writer stops waiting for a slow server)."""
+    raw = raw_writer(catalog)
+    processed = SpoolingWriter(catalog.processed, catalog.spool_dir / "processed", upload_lock=catalog.upload_lock,
+                               whole_runs=True, stop_wait_s=0.0)
+    yield from _live_with(RE, catalog, beamline, raw, processed)
 
 
 @pytest.fixture

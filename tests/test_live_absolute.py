@@ -1,6 +1,8 @@
 """Live absolute scale through the RunEngine and the catalog: a water standard, a buffer
 background and a sample in buffer at two detector positions, stitched and subtracted."""
 
+import time
+
 import numpy as np
 from tiled.queries import Contains
 
@@ -126,3 +128,20 @@ def test_dark_from_a_dark_run(live, beamline, catalog):
     other = live(multi_position_count([bl.detector], bl.stage, POSITIONS[:1], md={"dark_uid": dark}))[0]
     failed = derived_of(catalog, other)
     assert failed.stop["exit_status"] == "fail" and "2.0 s" in failed.stop["reason"] and "1.0 s" in failed.stop["reason"]
+
+
+def test_a_background_measured_just_before_is_used_while_it_uploads(live_uploading_after_stop, beamline, catalog):
+    """A buffer measured just before the sample is its background even when the buffer's
+    derived run is still uploading as the sample's run starts: the lookup waits for the
+    session's uploads, it does not miss the run (nor read it half-written)."""
+    live = live_uploading_after_stop
+    buffer = measure(live, beamline, "buffer")
+    sample = measure(live, beamline, "sample_in_buffer", md={"background_uid": buffer})
+    deadline = time.monotonic() + 120  # a hang guard: the sample's own derived run is uploading too
+    while (derived := derived_of(catalog, sample)) is None or "stop" not in derived.metadata:
+        assert time.monotonic() < deadline, "the sample's derived run did not reach the catalog"
+        time.sleep(0.2)
+    assert derived.stop["exit_status"] == "success", derived.stop
+    assert derived.start["background_uid"] == buffer
+    sub = derived["subtracted"]
+    assert np.isfinite(last(sub, "intensity")).sum() > 500

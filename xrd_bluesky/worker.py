@@ -190,7 +190,7 @@ def run_worker(address: str, catalog: Catalog, beamline: BeamlineDescription, *,
     """
     writer = processed_writer(catalog)
     host = socket.gethostname()
-    router = analysis_router(LiveInputs(catalog), beamline, writer, export_dir=export_dir,
+    router = analysis_router(LiveInputs(catalog, settle=writer.flush), beamline, writer, export_dir=export_dir,
                              provenance=lambda analysis, parent_start: {WORKER_KEY: {"host": host, "zmq": address}})
     worker = Worker(router)
     receiver = DocumentReceiver(address, on_listening=on_listening)

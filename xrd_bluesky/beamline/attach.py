@@ -31,6 +31,7 @@ from ..science.gain_map_source import GainMapSource
 from ..science.geometry_source import GeometrySource
 from ..science.peak_specs import PeakReference
 from ..store import Catalog, open_catalog
+from ..store.catalog import CatalogUnavailableError
 from ..store.calibrations import geometry_from_calibration, latest_calibration
 from ..store.gain_maps import gain_map_from_run, latest_gain_map_uid
 from ..store.references import dark_frame, peak_reference, reference_pattern
@@ -39,15 +40,20 @@ from .description import BeamlineDescription, load_beamline
 
 logger = logging.getLogger(__name__)
 
+#: How long (s) a run-start lookup waits for the session's uploads to complete.
+SETTLE_TIMEOUT_S = 60.0
+
 
 @dataclass
 class LiveInputs:
     """What live analyses look up in the catalog when a run starts: the current
     calibration and gain map, and the reference, dark and d0 runs that a run names.
 
-    Lookups check first that the catalog answers
-    (:meth:`~xrd_bluesky.store.catalog.Catalog.online`); while it does not, runs are
-    not analysed (the router logs why).
+    Lookups wait first until the runs this session wrote are in the catalog (a
+    calibration or background measured just before is the current one: its upload may
+    still run under load), then check that the catalog answers
+    (:meth:`~xrd_bluesky.store.catalog.Catalog.online`); while it does not, or while
+    uploads do not complete, runs are not analysed (the router logs why).
 
     Attributes
     ----------
@@ -60,13 +66,33 @@ class LiveInputs:
         A pinned calibration (None: the latest good one).
     gain_map_uid : str, optional
         A pinned gain map (None: the latest good one).
+    settle : callable, optional
+        ``settle(timeout_s)`` waits until the session's writers uploaded what they
+        hold, True if they did (None: nothing to wait for).
     """
 
     catalog: Catalog
     before_calibration: Callable[[], GeometrySource | None] = lambda: None
     geometry: GeometrySource | None = None
     gain_map_uid: str | None = None
+    settle: Callable[[float], bool] | None = None
     _gain_map: GainMapSource | None = field(default=None, repr=False)
+
+    def _catalog(self) -> Catalog:
+        """The catalog, once the session's runs are in it and it answers.
+
+        Raises
+        ------
+        CatalogUnavailableError
+            Uploads did not complete within :data:`SETTLE_TIMEOUT_S`, or the server does
+            not answer.
+        """
+        if self.settle is not None and not self.settle(SETTLE_TIMEOUT_S):
+            raise CatalogUnavailableError(f"runs of this session are still not in the catalog after "
+                                          f"{SETTLE_TIMEOUT_S:g} s of uploading: the current calibration, gain map "
+                                          "and references cannot be known (the spool keeps them; replay the run "
+                                          "later)")
+        return self.catalog.online()
 
     def current_geometry(self, detector_name: str | None = None) -> GeometrySource | None:
         """The pinned calibration, else the latest good one in the catalog (of the
@@ -74,31 +100,31 @@ class LiveInputs:
         :attr:`before_calibration`."""
         if self.geometry is not None:
             return self.geometry
-        latest = latest_calibration(self.catalog.online().processed, detector_name)
+        latest = latest_calibration(self._catalog().processed, detector_name)
         return latest if latest is not None else self.before_calibration()
 
     def current_gain_map(self, detector_name: str | None = None) -> GainMapSource | None:
         """The pinned gain map, else the latest good one in the catalog (of the
         described detector ``detector_name``, when given), else None (arrays are read
         from the catalog once per uid)."""
-        uid = self.gain_map_uid or latest_gain_map_uid(self.catalog.online().processed, detector_name)
+        uid = self.gain_map_uid or latest_gain_map_uid(self._catalog().processed, detector_name)
         if uid is None:
             return None
         if self._gain_map is None or self._gain_map.gain_map_uid != uid:
-            self._gain_map = gain_map_from_run(self.catalog.online().processed[uid])
+            self._gain_map = gain_map_from_run(self._catalog().processed[uid])
         return self._gain_map
 
     def reference_pattern(self, uid: str) -> ReferencePattern:
         """The stored absolute pattern of background or standard run ``uid``."""
-        return reference_pattern(self.catalog.online().processed, uid)
+        return reference_pattern(self._catalog().processed, uid)
 
     def dark_frame(self, uid: str) -> tuple[np.ndarray, float | None]:
         """Mean frame (counts) and frame exposure (s) of dark run ``uid``."""
-        return dark_frame(self.catalog.online().raw, uid)
+        return dark_frame(self._catalog().raw, uid)
 
     def peak_reference(self, uid: str) -> PeakReference:
         """The d0 of peak-fit reference run ``uid``."""
-        return peak_reference(self.catalog.online().processed, uid)
+        return peak_reference(self._catalog().processed, uid)
 
 
 def analysis_router(inputs: LiveInputs, beamline: BeamlineDescription, emit: Emit, *, export_dir: str | Path,
@@ -226,6 +252,7 @@ def attach(RE: RunEngine, beamline: BeamlineDescription | str | Path, *, catalog
         handle.router = analysis_router(handle.inputs, description, writers[-1], export_dir=export_dir, plots=plots)
         handle.tokens.append(RE.subscribe(handle.router))
     handle.writers = tuple(writers)
+    handle.inputs.settle = lambda timeout_s: all(w.flush(timeout_s) for w in handle.writers)
     logger.info("xrd-bluesky attached to %r: beamline %s, catalog %s (raw %s, analysis %s)", RE, description.name,
                 catalog.uri.split("?")[0], "recorded" if record_raw else "not recorded", "on" if analyse else "off")
     return handle

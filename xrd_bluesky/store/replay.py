@@ -294,8 +294,8 @@ def _analysis(start: dict, calibration_uid: str | None, gain_map_uid: str | None
 def _live_derived(processed, parent_uid: str, analysis: str):
     """The newest derived run of ``analysis`` made live from run ``parent_uid``, or None."""
     runs = live_runs(processed).search(Contains("parent_uids", parent_uid)).search(Key("analysis") == analysis)
-    uids = list(runs)
-    return runs[uids[-1]] if uids else None
+    newest = runs.values().tail(1)  # one page, not a listing of every match
+    return newest[0] if newest else None
 
 
 def _router(inputs: _Inputs, emit: Emit, calibration_uid: str | None, gain_map_uid: str | None,

@@ -1,24 +1,32 @@
-"""Derived runs are written whole at their stop, with fewer requests, and read back
-exactly as the analysis emitted them and as the old write path stored them.
+"""Derived runs are written whole at their stop, in one request where the server offers
+the bulk write endpoint, and read back exactly as the analysis emitted them and as the
+other write paths stored them.
 
 A served catalog (``xrd-bluesky serve`` in a child process) receives the same derived
-run twice: through the processed writer (the new path) into ``processed``, and through
-the old path (a spooling writer streaming into ``TiledWriter``) into another container.
+run three times: through the processed writer (the bulk write) into ``processed``,
+written whole node by node from the client (the path for a stock Tiled server) into a
+second container, and through the old path (a spooling writer streaming into
+``TiledWriter``) into a third. A stock Tiled server gets the node-by-node path.
 """
 
 from __future__ import annotations
 
 import secrets
 
+import httpx
 import numpy as np
 import pytest
 from event_model import compose_run
+from test_foreign_catalog import stock_server  # noqa: F401 (a fixture)
 
-from xrd_bluesky.bench.writes import REFERENCE_CONTAINER, holds_emitted, stored_equal
+from xrd_bluesky.bench.writes import CLIENT_WHOLE_RUN_CONTAINER, REFERENCE_CONTAINER, holds_emitted, stored_equal
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.catalog import _RUN_CATALOG_SPEC
 from xrd_bluesky.store.server import ServerProcess
+from xrd_bluesky.store.spool import encode
 from xrd_bluesky.store.sync import sync
+from xrd_bluesky.store import writer as writer_module
+from xrd_bluesky.store.bulk_write import ROUTE
 from xrd_bluesky.store.writer import SpoolingWriter, processed_writer
 
 BINS = 64
@@ -63,15 +71,22 @@ def derived_run(seed: int) -> list[tuple[str, dict]]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """A served catalog with the old path's container beside ``processed``."""
+    """A served catalog with the other paths' containers beside ``processed``."""
     directory = tmp_path_factory.mktemp("served")
     key = secrets.token_hex(16)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TILED_API_KEY", key)
         with ServerProcess(directory, key, startup_timeout_s=300) as server:
             catalog = open_catalog(server.uri, directory=directory)
-            catalog.client.create_container(REFERENCE_CONTAINER, specs=[_RUN_CATALOG_SPEC])
+            for container in (REFERENCE_CONTAINER, CLIENT_WHOLE_RUN_CONTAINER):
+                catalog.client.create_container(container, specs=[_RUN_CATALOG_SPEC])
             yield server, catalog
+
+
+def client_whole_run_writer(catalog, container: str) -> SpoolingWriter:
+    """Derived runs written whole at their stop, node by node from the client (as into a
+    stock Tiled server), into ``container``."""
+    return SpoolingWriter(catalog.client[container], catalog.spool_dir / container, whole_runs=True, bulk=False)
 
 
 class Requests:
@@ -93,29 +108,89 @@ def _write(writer, docs, requests: Requests) -> int:
     return requests.count - before
 
 
-def test_a_derived_run_reads_back_as_emitted_and_as_the_old_path_stored_it(served):
+def test_a_derived_run_reads_back_as_emitted_and_as_the_other_paths_stored_it(served):
     _, catalog = served
     requests = Requests(catalog.client)
-    new, old = processed_writer(catalog), SpoolingWriter(catalog.client[REFERENCE_CONTAINER],
-                                                        catalog.spool_dir / "old", batch_size=100_000)
+    bulk = processed_writer(catalog)
+    whole = client_whole_run_writer(catalog, CLIENT_WHOLE_RUN_CONTAINER)
+    old = SpoolingWriter(catalog.client[REFERENCE_CONTAINER], catalog.spool_dir / "old", batch_size=100_000)
     try:
         docs = derived_run(seed=1)
-        new_requests = _write(new, docs, requests)
+        bulk_requests = _write(bulk, docs, requests)
+        whole_requests = _write(whole, docs, requests)
         old_requests = _write(old, docs, requests)
+        second = derived_run(seed=4)
+        second_bulk_requests = _write(bulk, second, requests)
     finally:
-        new.close()
-        old.close()
+        for writer in (bulk, whole, old):
+            writer.close()
     uid = docs[0][1]["uid"]
     run = catalog.processed[uid]
     assert holds_emitted(run, docs)
     assert stored_equal(run, catalog.client[REFERENCE_CONTAINER][uid], docs)
+    assert stored_equal(run, catalog.client[CLIENT_WHOLE_RUN_CONTAINER][uid], docs)
+    assert holds_emitted(catalog.processed[second[0][1]["uid"]], second)
     intensity = np.asarray(run["primary"].read()["intensity_q"])
     assert intensity.shape == (FRAMES, BINS) and np.isnan(intensity[:, :3]).all()
     assert list(np.asarray(run["stitched"].read()["final"])) == [False, True]
-    # nodes: the run, 2 streams, 5 arrays, 2 tables; each made by one request and its data
-    # written by one more, then the stop and one close; the old path closes every node alone
+    # the bulk write: whether the server offers it (once per writer), then the run; the
+    # client-side path: nodes (the run, 2 streams, 5 arrays, 2 tables) each made by one
+    # request and its data written by one more, then the stop and one close; the old
+    # path closes every node alone
     nodes = 1 + 2 + 5 + 2
-    assert new_requests <= 2 * nodes + 2 < old_requests
+    assert (bulk_requests, second_bulk_requests) == (2, 1)
+    assert 2 * nodes <= whole_requests <= 2 * nodes + 2 < old_requests
+
+
+def test_the_bulk_write_endpoint_needs_the_api_key(served):
+    server, catalog = served
+    docs = derived_run(seed=5)
+    url = f"{server.uri}{ROUTE}"
+    assert httpx.get(url).status_code == 401
+    assert httpx.post(f"{url}/processed", content=b"".join(encode(name, doc) for name, doc in docs)).status_code == 401
+    assert docs[0][1]["uid"] not in catalog.processed
+
+
+def test_a_refused_bulk_write_leaves_the_spool_and_sync_back_fills_it(served, monkeypatch):
+    _, catalog = served
+    real = writer_module.bulk_write_url
+    monkeypatch.setattr(writer_module, "bulk_write_url", lambda container: real(container) + "_missing")
+    docs = derived_run(seed=6)
+    uid = docs[0][1]["uid"]
+    writer = processed_writer(catalog)
+    try:
+        _write(writer, docs, Requests(catalog.client))
+    finally:
+        writer.close()
+    assert uid not in catalog.processed
+    assert (catalog.spool_dir / "processed" / f"{uid}.jsonl").exists()
+    report = sync(catalog, catalog.spool_dir)
+    assert f"processed/{uid}" in report.written
+    assert holds_emitted(catalog.processed[uid], docs)
+    assert not (catalog.spool_dir / "processed" / f"{uid}.jsonl").exists()
+
+
+def test_a_stock_tiled_server_gets_the_run_node_by_node_with_the_same_content(stock_server, tmp_path,  # noqa: F811
+                                                                                  monkeypatch):
+    uri, key, client, _ = stock_server
+    monkeypatch.setenv("TILED_API_KEY", key)
+    catalog = open_catalog(uri, directory=tmp_path)
+    catalog.client.create_container(REFERENCE_CONTAINER, specs=[_RUN_CATALOG_SPEC])
+    requests = Requests(catalog.client)
+    new = processed_writer(catalog)
+    old = SpoolingWriter(catalog.client[REFERENCE_CONTAINER], catalog.spool_dir / "old", batch_size=100_000)
+    docs = derived_run(seed=7)
+    try:
+        new_requests = _write(new, docs, requests)
+        _write(old, docs, requests)
+    finally:
+        new.close()
+        old.close()
+    uid = docs[0][1]["uid"]
+    assert holds_emitted(catalog.processed[uid], docs)
+    assert stored_equal(catalog.processed[uid], catalog.client[REFERENCE_CONTAINER][uid], docs)
+    assert new_requests >= 2 * (1 + 2 + 5 + 2)  # asked for the endpoint, then node by node
+    assert not list((catalog.spool_dir / "processed").glob("*.jsonl"))
 
 
 def test_nothing_of_a_derived_run_is_in_the_catalog_before_its_stop(served):

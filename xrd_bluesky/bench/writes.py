@@ -14,24 +14,33 @@ from .integrate import MG_POSITIONS
 
 #: The container the old write path writes into, beside ``processed`` on the same server.
 REFERENCE_CONTAINER = "processed_reference"
+#: The container derived runs written whole node by node from the client (the path for a
+#: stock Tiled server) go into, beside ``processed``.
+CLIENT_WHOLE_RUN_CONTAINER = "processed_client_whole_run"
+#: The write paths compared: the new one (the bulk write endpoint), the client-side
+#: whole-run one and the old one, and the prefix of their numbers.
+PATHS = {"new": "", "client_whole_run": "client_whole_run_", "old": "old_"}
 
 
 def writes(runs: int = 8, num: int = 4, database: str = "sqlite", detector: str = "Pilatus2MCdTe") -> dict:
     """What writing the derived runs of a replay into a served catalog costs, on the
-    new write path and on the old one, side by side.
+    new write path and on the previous ones, side by side.
 
     Records ``runs`` measurement runs (glass, ``num`` exposures at three detector
     positions, live integration) into a catalog served by ``xrd-bluesky serve`` (a
     child process; ``database="postgresql"``: on a temporary PostgreSQL server),
     replays each one (:func:`~xrd_bluesky.store.replay.replay`) and writes the
-    documents of its derived runs twice: into ``processed`` by the catalog's processed
-    writer (the new path) and into ``processed_reference`` by the old path (a spooling
-    writer streaming into bluesky-tiled-plugins' ``TiledWriter``, every node closed on
-    its own), alternating which goes first. Per derived run it prints the HTTP requests,
-    the server process's CPU (s, psutil) and this process's CPU (s) of each path, their
-    ratios, and whether every derived run reads back the same from both containers
-    (start, stop, descriptors, every stream and key, the run's documents) and holds
-    the values the analysis emitted (``stored_content_equal``).
+    documents of its derived runs three times: into ``processed`` by the catalog's
+    processed writer (the new path: one request to the server's bulk write endpoint),
+    into ``processed_client_whole_run`` by the same writer without the endpoint (each
+    run written whole at its stop, node by node, as into a stock Tiled server) and into
+    ``processed_reference`` by the old path (a spooling writer streaming into
+    bluesky-tiled-plugins' ``TiledWriter``, every node closed on its own), rotating which
+    goes first. Per derived run it prints the HTTP requests, the server process's CPU
+    (s, psutil) and this process's CPU (s) of each path, the ratios of the old path's
+    to the new one's, and whether every derived run reads back the same from the three
+    containers (start, stop, descriptors, every stream and key, the run's documents)
+    and holds the values the analysis emitted (``stored_content_equal``).
     """
     import secrets
     import tempfile
@@ -76,15 +85,17 @@ def _measure(server, tmp: str, runs: int, num: int, detector: str) -> dict:
     batch = {"batch": "bench writes"}
     _record(server.uri, tmp, runs, num, detector, batch)
     catalog = open_catalog(server.uri, directory=tmp)
-    catalog.client.create_container(REFERENCE_CONTAINER, specs=[_RUN_CATALOG_SPEC])
-    reference = catalog.client[REFERENCE_CONTAINER]
+    for container in (REFERENCE_CONTAINER, CLIENT_WHOLE_RUN_CONTAINER):
+        catalog.client.create_container(container, specs=[_RUN_CATALOG_SPEC])
+    reference, whole = catalog.client[REFERENCE_CONTAINER], catalog.client[CLIENT_WHOLE_RUN_CONTAINER]
     counter = _RequestCounter(catalog.client)
     server_process = psutil.Process(server.process.pid)
-    new = processed_writer(catalog)
-    old = SpoolingWriter(reference, catalog.spool_dir / REFERENCE_CONTAINER, batch_size=OLD_BATCH_SIZE,
-                         upload_lock=catalog.upload_lock)
-    paths = {"new": new, "old": old}
-    totals = {f"{path}_{what}": 0.0 for path in paths for what in ("requests", "server_cpu_s", "client_cpu_s")}
+    writers = {"new": processed_writer(catalog),
+               "client_whole_run": SpoolingWriter(whole, catalog.spool_dir / CLIENT_WHOLE_RUN_CONTAINER,
+                                                  upload_lock=catalog.upload_lock, whole_runs=True, bulk=False),
+               "old": SpoolingWriter(reference, catalog.spool_dir / REFERENCE_CONTAINER, batch_size=OLD_BATCH_SIZE,
+                                     upload_lock=catalog.upload_lock)}
+    totals = {f"{path}_{what}": 0.0 for path in PATHS for what in ("requests", "server_cpu_s", "client_cpu_s")}
     emitted: dict[str, list[tuple[str, dict]]] = {}
     skipped = 0
     try:
@@ -96,21 +107,22 @@ def _measure(server, tmp: str, runs: int, num: int, detector: str) -> dict:
                 skipped += 1
                 continue
             emitted.update(_by_run(documents))
-            for path in (("new", "old") if i % 2 == 0 else ("old", "new")):
-                for name, value in _cost(paths[path], documents, counter, server_process).items():
+            order = list(PATHS)[i % len(PATHS):] + list(PATHS)[:i % len(PATHS)]
+            for path in order:
+                for name, value in _cost(writers[path], documents, counter, server_process).items():
                     totals[f"{path}_{name}"] += value
     finally:
-        new.close()
-        old.close()
+        for writer in writers.values():
+            writer.close()
     derived = len(emitted)
     out: dict[str, float | int | bool] = {"raw_runs_not_replayed": skipped, "derived_runs": derived}
     for name in ("requests", "server_cpu_s", "client_cpu_s"):
-        for path in ("new", "old"):
-            out[f"{name}_per_derived_run" if path == "new" else f"old_{name}_per_derived_run"] = (
-                totals[f"{path}_{name}"] / derived)
+        for path, prefix in PATHS.items():
+            out[f"{prefix}{name}_per_derived_run"] = totals[f"{path}_{name}"] / derived
         out[f"{name}_ratio_old_over_new"] = totals[f"old_{name}"] / max(totals[f"new_{name}"], 1e-9)
     unequal = [uid for uid, docs in emitted.items()
-               if not stored_equal(catalog.processed[uid], reference[uid], docs)]
+               if not (stored_equal(catalog.processed[uid], reference[uid], docs)
+                       and stored_equal(catalog.processed[uid], whole[uid], docs))]
     out["unequal_runs"] = len(unequal)
     out["stored_content_equal"] = not unequal
     return out
@@ -196,7 +208,7 @@ def stored_equal(run, reference, documents: list[tuple[str, dict]]) -> bool:
     data the analysis emitted in ``documents`` (each event's value of every key)."""
     from ..sources.catalog_run import run_documents
 
-    if dict(run.metadata) != dict(reference.metadata) or set(run) != set(reference):
+    if _with_sorted_notes(run.metadata) != _with_sorted_notes(reference.metadata) or set(run) != set(reference):
         return False
     for stream in run:
         ours, theirs = run[stream], reference[stream]
@@ -205,6 +217,16 @@ def stored_equal(run, reference, documents: list[tuple[str, dict]]) -> bool:
     if _plain(list(run_documents(run))) != _plain(list(run_documents(reference))):
         return False
     return holds_emitted(run, documents)
+
+
+def _with_sorted_notes(metadata) -> dict:
+    """A run's metadata with its writer's ``notes`` sorted: ``TiledWriter`` notes its
+    arrays in the order it iterates a set of their keys, which differs from one Python
+    process to another (string hashing), so the order is no part of the content."""
+    metadata = dict(metadata)
+    if "notes" in metadata:
+        metadata["notes"] = sorted(metadata["notes"])
+    return metadata
 
 
 def holds_emitted(run, documents: list[tuple[str, dict]]) -> bool:

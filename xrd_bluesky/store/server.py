@@ -10,7 +10,8 @@ it out, which the embedded catalog uses): the catalog in ``D/tiled/catalog.db``
 that PostgreSQL database (see :mod:`.postgres`); arrays and frames stay in ``D``, so a
 second server on the same database must serve the same directory (or a shared copy
 of it at the same path). The API key comes from ``TILED_API_KEY`` only; without it the
-server does not start.
+server does not start. Besides Tiled's API the server offers the bulk write endpoint
+of :mod:`.bulk_write` (a derived run written in one request).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import socket
 from pathlib import Path
 
 from ..errors import MissingMetadataError, UsageError
+from .bulk_write import bulk_write_router
 from .catalog import _register_document_exporter
 from .postgres import PostgresError, check_database, is_postgres_uri, redact, tiled_adapters, tiled_uris
 from .table_store import serialize_table_store
@@ -107,7 +109,8 @@ def build_app(directory: str | Path, *, database: str | None = None, api_key: st
         raise PostgresError(f"cannot set up the Tiled catalog in {redact(database)}: {_final_error(str(exc))}") from None
     if not is_postgres_uri(database):
         serialize_table_store(writable[1])
-    return tiled_app(tree, authentication=Authentication(single_user_api_key=api_key))
+    return tiled_app(tree, authentication=Authentication(single_user_api_key=api_key),
+                     include_routers=[bulk_write_router()])
 
 
 def _final_error(output: str) -> str:

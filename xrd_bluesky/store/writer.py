@@ -5,7 +5,10 @@
 spool file (:mod:`.spool`) and queues it; a background thread uploads queued documents
 to Tiled with bluesky-tiled-plugins' ``TiledWriter`` and fsyncs the spool at a bounded
 interval. Raw runs are uploaded while they are recorded; derived runs (small) are
-written whole at their stop, with fewer requests (:func:`whole_run_writer`). If the
+written whole at their stop: in one request to the server's bulk write endpoint
+(:mod:`.bulk_write`) where it offers one, else node by node with fewer requests than
+while recording (:func:`whole_run_writer`). A bulk write the server refuses or fails
+leaves the run's spool file, as any failed upload. If the
 catalog is down, slow or killed, uploads of the affected runs stop,
 their spool files stay, and ``xrd-bluesky sync`` (:mod:`.sync`) back-fills them later.
 A run whose upload completed has its spool file removed.
@@ -22,70 +25,21 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 
 from bluesky_tiled_plugins import TiledWriter
-from bluesky_tiled_plugins.writing import tiled_writer as _plugin_writer
 
+from .bulk_write import BulkWriteError, bulk_write_url, post_run, whole_run_writer
 from .catalog import answers
 from .spool import OpenSpool, decode, encode, spool_file
 
 logger = logging.getLogger(__name__)
-
-#: Events per write of a run written whole (all of them at its stop).
-WHOLE_RUN_BATCH_SIZE = 2**62
-#: bluesky-tiled-plugins releases whose private run writer :func:`whole_run_writer` extends.
-_HOOKED_PLUGIN_RELEASES = ("2.0.",)
-
 
 def tiled_writer(container, batch_size: int) -> TiledWriter:
     """bluesky-tiled-plugins' writer into ``container``, writing every ``batch_size``
     events. Every array goes to array storage: TiledWriter would otherwise keep arrays
     of up to 16 elements in the table, where they read back as strings."""
     return TiledWriter(container, batch_size=batch_size, max_array_size=0)
-
-
-def whole_run_writer(container) -> TiledWriter:
-    """The writer of runs written whole, at their stop (derived runs): as
-    :func:`tiled_writer` with every event of a stream in one write, the same nodes and
-    content, but the run's stream tree is closed (for Tiled's live subscribers) by one
-    request, the run's, not by one per stream, table and array, since none of them
-    was written before the run's end.
-
-    This is the one private hook of the package into bluesky-tiled-plugins (its
-    ``_RunWriter``, ``TiledWriter._factory``): it is checked against the release.
-
-    Raises
-    ------
-    RuntimeError
-        The installed bluesky-tiled-plugins is not a release this hook was written for.
-    """
-    release = version("bluesky-tiled-plugins")
-    if not release.startswith(_HOOKED_PLUGIN_RELEASES):
-        raise RuntimeError(f"xrd_bluesky.store.writer.whole_run_writer extends bluesky-tiled-plugins "
-                           f"{' or '.join(_HOOKED_PLUGIN_RELEASES)}x, not the installed {release}: check its "
-                           "_RunWriter and TiledWriter._factory and update the hook")
-    return _WholeRunTiledWriter(container, batch_size=WHOLE_RUN_BATCH_SIZE, max_array_size=0)
-
-
-class _WholeRunWriter(_plugin_writer._RunWriter):
-    """bluesky-tiled-plugins' writer of one run, closing only the run's node at its stop."""
-
-    def _close_stream_tree(self) -> None:
-        if self.root_node is not None:
-            self.root_node.close_stream()
-
-
-class _WholeRunTiledWriter(TiledWriter):
-    """``TiledWriter`` writing each run with :class:`_WholeRunWriter` (normalized as
-    ``TiledWriter`` does; no backups: the spool keeps the run)."""
-
-    def _factory(self, name, doc):
-        run_writer = _WholeRunWriter(self.client, batch_size=self._batch_size, max_array_size=self._max_array_size)
-        normalizer = self._normalizer(patches=self.patches, spec_to_mimetype=self.spec_to_mimetype)
-        normalizer.subscribe(run_writer)
-        return [normalizer], []
 
 
 @dataclass
@@ -135,13 +89,21 @@ class SpoolingWriter:
         instead of while it is recorded (raw runs). Its documents wait in its spool file
         (and in memory: a derived run is small), so nothing of it is in the catalog
         before its stop, and all of it is once the upload completed.
+    bulk : bool
+        With ``whole_runs``: write each run by one request to the server's bulk write
+        endpoint (:mod:`.bulk_write`) when the server offers it (``xrd-bluesky serve``
+        does; a stock Tiled server does not, and gets the run node by node).
     """
 
     def __init__(self, container, spool_dir: str | Path, *, batch_size: int = 1, fsync_interval_s: float = 0.5,
                  max_queued: int = 20_000, max_queued_bytes: int = 512 * 2**20, stop_wait_s: float = 120.0,
-                 stall_s: float = 5.0, upload_lock: threading.Lock | None = None, whole_runs: bool = False):
+                 stall_s: float = 5.0, upload_lock: threading.Lock | None = None, whole_runs: bool = False,
+                 bulk: bool = True):
         self.container = container
         self.whole_runs = whole_runs
+        self.bulk = bulk
+        self._bulk_asked = False
+        self._bulk_url: str | None = None
         self.upload_lock = upload_lock or threading.Lock()
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
@@ -212,11 +174,17 @@ class SpoolingWriter:
 
     def _wait_for_upload(self, run: _Run) -> None:
         """Wait until the run is uploaded, while the server answers (a slow request on a
-        busy machine is waited for; a dead server is not)."""
+        busy machine, or a bulk write of a run, is waited for; a dead server is not)."""
         deadline = time.monotonic() + self.stop_wait_s
+        answered_until = 0.0  # a stalled request is checked on by asking the server, once a stall_s
         while not run.uploaded.wait(0.05):
-            if time.monotonic() > deadline or self._offline or (not self.uploading() and not answers(self.container)):
+            now = time.monotonic()
+            if now > deadline or self._offline:
                 return
+            if not self.uploading() and now >= answered_until:
+                if not answers(self.container):
+                    return
+                answered_until = now + self.stall_s
 
     def uploading(self) -> bool:
         """Whether uploads progress: the server answered the last request and the one in
@@ -288,26 +256,40 @@ class SpoolingWriter:
                 self._finish(run_uid, run)
 
     def _upload(self, run_uid: str, run: _Run, lines: list[bytes]) -> None:
-        """Upload ``lines`` (spool lines of one run, in order)."""
-        documents = [decode(line) for line in lines]
-        if documents[0][0] == "start" and self._offline and not answers(self.container):
+        """Upload ``lines`` (spool lines of one run, in order; a whole run if
+        ``whole_runs``: in one request where the server offers it)."""
+        name = decode(lines[0])[0]
+        if name == "start" and self._offline and not answers(self.container):
             self._fail(run_uid, run, "catalog unreachable")
             return
-        name = documents[0][0]
         try:
-            for name, doc in documents:  # the lock document by document: the other writer keeps its pace
-                self._inflight_since = time.monotonic()  # waiting for the lock counts: the other may be stuck
+            self._inflight_since = time.monotonic()
+            if self.whole_runs and self._bulk_write_url() is not None:
+                name = "whole run (bulk write)"
                 with self.upload_lock:
-                    if name == "start":
-                        run.writer = (whole_run_writer(self.container) if self.whole_runs
-                                      else tiled_writer(self.container, self.batch_size))
-                    run.writer(name, doc)
+                    post_run(self.container, self._bulk_url, lines)
+            else:
+                for name, doc in map(decode, lines):  # the lock document by document: the other writer keeps its pace
+                    self._inflight_since = time.monotonic()  # waiting for the lock counts: the other may be stuck
+                    with self.upload_lock:
+                        if name == "start":
+                            run.writer = (whole_run_writer(self.container) if self.whole_runs
+                                          else tiled_writer(self.container, self.batch_size))
+                        run.writer(name, doc)
             self._offline = False
         except Exception as exc:  # whatever the server or network does, the spool has it
-            self._offline = True
+            self._offline = not isinstance(exc, BulkWriteError)  # a refused write: the server answered
             self._fail(run_uid, run, f"{name} document: {type(exc).__name__}: {exc}")
         finally:
             self._inflight_since = None
+
+    def _bulk_write_url(self) -> str | None:
+        """The server's bulk write endpoint for this container (None: a stock Tiled
+        server), asked once (see :mod:`.bulk_write`)."""
+        if not self._bulk_asked:
+            self._bulk_url = bulk_write_url(self.container) if self.bulk else None
+            self._bulk_asked = True
+        return self._bulk_url
 
     def _finish(self, run_uid: str, run: _Run) -> None:
         with self._lock:
@@ -336,11 +318,13 @@ def raw_writer(catalog) -> SpoolingWriter:
     return SpoolingWriter(catalog.raw, catalog.spool_dir / "raw", upload_lock=catalog.upload_lock)
 
 
-def processed_writer(catalog, batch_size: int | None = None) -> SpoolingWriter:
+def processed_writer(catalog, batch_size: int | None = None, *, bulk: bool = True) -> SpoolingWriter:
     """The writer of derived runs into ``catalog.processed``: each run is written whole
-    at its stop (see :func:`whole_run_writer`), from its spool file. Close it when done.
+    at its stop, from its spool file, in one request where the server offers the bulk
+    write endpoint (``bulk``, see :mod:`.bulk_write`), else node by node (see
+    :func:`whole_run_writer`). Close it when done.
 
     ``batch_size`` is ignored (a derived run is written in one batch); callers that
     still pass one are unaffected."""
     return SpoolingWriter(catalog.processed, catalog.spool_dir / "processed", upload_lock=catalog.upload_lock,
-                          whole_runs=True)
+                          whole_runs=True, bulk=bulk)

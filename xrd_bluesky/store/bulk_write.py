@@ -1,0 +1,260 @@
+"""Whole derived runs written in one request: a bulk write endpoint of the served
+catalog (``xrd-bluesky serve``) and its client.
+
+The endpoint (:func:`bulk_write_router`, mounted through the ``include_routers`` of
+:func:`tiled.server.app.build_app`) takes a whole run's documents as spool lines
+(:mod:`.spool`, one JSON document a line) and writes them into a container of the
+catalog with bluesky-tiled-plugins' ``TiledWriter`` (as :func:`whole_run_writer`
+does on the client), run inside the server against the server's own app: the nodes
+and the data are those the client-side path writes, without crossing the network. The
+request needs the API key (Tiled's own scope check) and the in-process requests carry
+the caller's credentials, so the endpoint can do nothing the caller could not.
+
+The client (:func:`bulk_write_url`, :func:`post_run`) asks once whether the server
+offers the endpoint; a stock Tiled server does not (404), and the caller falls back to
+writing the run node by node.
+
+This module is the one place of the package that reaches into Tiled and
+bluesky-tiled-plugins beyond their public APIs, each checked against the release
+(failing loudly on another one): the in-process client replaces the ``http_client``
+that a :class:`tiled.client.context.Context` makes by one whose transport calls the app
+on the server's event loop (:func:`_check_tiled_release`), and
+:func:`whole_run_writer` extends bluesky-tiled-plugins' private run writer.
+"""
+
+from importlib.metadata import version
+
+import httpx
+from bluesky_tiled_plugins import TiledWriter
+from bluesky_tiled_plugins.writing import tiled_writer as _plugin_writer
+
+from ..errors import XRDBlueskyError
+
+#: The endpoint, under ``/api/v1``: GET answers what it is, POST ``<route>/<container path>`` writes a run.
+ROUTE = "/xrd-bluesky/bulk-write"
+#: The protocol the endpoint speaks (its GET answers it); a client speaking another one falls back.
+PROTOCOL = "xrd-bluesky-bulk-write/1"
+#: Tiled releases whose client :func:`_in_process_context` builds on.
+_HOOKED_TILED_RELEASES = ("0.2.",)
+#: The in-process client's root URI (never resolved: its transport calls the app).
+_IN_PROCESS_URI = "http://xrd-bluesky-in-process/api/v1"
+
+
+class BulkWriteError(XRDBlueskyError):
+    """The server refused or failed a bulk write (the status and its reason in the message)."""
+
+
+# -- the writer of whole runs (both sides) ------------------------------------------
+#: Events per write of a run written whole (all of them at its stop).
+WHOLE_RUN_BATCH_SIZE = 2**62
+#: bluesky-tiled-plugins releases whose private run writer :func:`whole_run_writer` extends.
+_HOOKED_PLUGIN_RELEASES = ("2.0.",)
+
+
+def whole_run_writer(container) -> TiledWriter:
+    """The writer of runs written whole, at their stop (derived runs): as
+    :func:`.writer.tiled_writer` with every event of a stream in one write, the same
+    nodes and content, but the run's stream tree is closed (for Tiled's live
+    subscribers) by one request, the run's, not by one per stream, table and array,
+    since none of them was written before the run's end. The client uses it for a stock
+    Tiled server, the bulk write endpoint inside the server.
+
+    This is the one private hook of the package into bluesky-tiled-plugins (its
+    ``_RunWriter``, ``TiledWriter._factory``): it is checked against the release.
+
+    Raises
+    ------
+    RuntimeError
+        The installed bluesky-tiled-plugins is not a release this hook was written for.
+    """
+    release = version("bluesky-tiled-plugins")
+    if not release.startswith(_HOOKED_PLUGIN_RELEASES):
+        raise RuntimeError(f"xrd_bluesky.store.bulk_write.whole_run_writer extends bluesky-tiled-plugins "
+                           f"{' or '.join(_HOOKED_PLUGIN_RELEASES)}x, not the installed {release}: check its "
+                           "_RunWriter and TiledWriter._factory and update the hook")
+    return _WholeRunTiledWriter(container, batch_size=WHOLE_RUN_BATCH_SIZE, max_array_size=0)
+
+
+class _WholeRunWriter(_plugin_writer._RunWriter):
+    """bluesky-tiled-plugins' writer of one run, closing only the run's node at its stop."""
+
+    def _close_stream_tree(self) -> None:
+        if self.root_node is not None:
+            self.root_node.close_stream()
+
+
+class _WholeRunTiledWriter(TiledWriter):
+    """``TiledWriter`` writing each run with :class:`_WholeRunWriter` (normalized as
+    ``TiledWriter`` does; no backups: the spool keeps the run)."""
+
+    def _factory(self, name, doc):
+        run_writer = _WholeRunWriter(self.client, batch_size=self._batch_size, max_array_size=self._max_array_size)
+        normalizer = self._normalizer(patches=self.patches, spec_to_mimetype=self.spec_to_mimetype)
+        normalizer.subscribe(run_writer)
+        return [normalizer], []
+
+
+# -- the client's side -------------------------------------------------------------
+def bulk_write_url(container) -> str | None:
+    """Where runs into ``container`` (a Tiled container client) are written in one
+    request, or None if its server does not offer the endpoint (a stock Tiled server).
+
+    Raises
+    ------
+    httpx.HTTPError
+        The server did not answer (the caller treats it as any failed upload).
+    """
+    context = container.context
+    response = context.http_client.get(f"{context.api_uri}{ROUTE.lstrip('/')}")
+    if not response.is_success:  # a stock Tiled server: 404
+        return None
+    if response.headers.get("content-type", "").split(";")[0] != "application/json" or \
+            response.json().get("protocol") != PROTOCOL:
+        return None
+    return f"{context.api_uri}{ROUTE.lstrip('/')}/{'/'.join(container.path_parts)}"
+
+
+def post_run(container, url: str, lines: list[bytes]) -> None:
+    """Write a whole run (its spool ``lines``, start to stop) into ``container`` by one
+    request to ``url`` (:func:`bulk_write_url`).
+
+    Raises
+    ------
+    BulkWriteError
+        The server refused or failed the write: nothing of the run may be stored, or part.
+    httpx.HTTPError
+        The request did not complete.
+    """
+    response = container.context.http_client.post(url, content=b"".join(lines),
+                                                   headers={"content-type": "application/x-ndjson"})
+    if not response.is_success:
+        raise BulkWriteError(f"bulk write to {url} answered {response.status_code}: {_reason(response)}")
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text[:500]
+
+
+# -- the server's side -------------------------------------------------------------
+def bulk_write_router():
+    """The FastAPI router of the endpoint (see the module docstring), for
+    ``include_routers`` of :func:`tiled.server.app.build_app`."""
+    import asyncio
+
+    from fastapi import APIRouter, HTTPException, Request, Security
+    from tiled.server.authentication import check_scopes
+
+    _check_tiled_release()
+    router = APIRouter()
+
+    @router.get(ROUTE)
+    async def about(_=Security(check_scopes, scopes=["read:metadata"])) -> dict:
+        return {"protocol": PROTOCOL}
+
+    @router.post(ROUTE + "/{path:path}")
+    async def write_run(path: str, request: Request,
+                        _=Security(check_scopes, scopes=["create:node", "write:metadata", "write:data"])) -> dict:
+        # the run is written from a thread of the event loop's executor (not of the worker
+        # threads Tiled's own endpoints use, so that they are free to answer it)
+        loop = asyncio.get_running_loop()
+        lines, authorization = await request.body(), request.headers.get("authorization", "")
+        try:
+            return await loop.run_in_executor(None, _write_run, request.app, loop, authorization, path, lines)
+        except BulkWriteError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        except Exception as exc:  # the caller keeps the run in its spool; tell it why
+            raise HTTPException(status_code=500, detail=f"{type(exc).__name__}: {exc}") from None
+
+    return router
+
+
+def _write_run(app, loop, authorization: str, path: str, lines: bytes) -> dict:
+    """Write the run in spool ``lines`` into the container at ``path`` through ``app``
+    (on ``loop``) with the caller's ``authorization``; what was written.
+
+    Raises
+    ------
+    BulkWriteError
+        ``lines`` are not a whole run's spool lines (start first, stop last).
+    """
+    from .spool import decode
+
+    try:
+        documents = [decode(line) for line in lines.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise BulkWriteError(f"not spool lines: {exc}") from None
+    if not documents or documents[0][0] != "start" or documents[-1][0] != "stop":
+        raise BulkWriteError("a bulk write takes a whole run: its start first, its stop last")
+    context = _in_process_context(app, loop, authorization)
+    try:
+        write_documents(context, path, documents)
+    finally:
+        context.http_client.close()
+    return {"uid": documents[0][1]["uid"], "documents": len(documents)}
+
+
+def write_documents(context, path: str, documents: list[tuple[str, dict]]) -> None:
+    """Write a whole run's ``documents`` into the container at ``path`` of the catalog
+    behind ``context``, as the client-side path does (:func:`whole_run_writer`)."""
+    from tiled.client import from_context
+
+    writer = whole_run_writer(from_context(context)[path])
+    for name, doc in documents:
+        writer(name, doc)
+
+
+def _check_tiled_release() -> None:
+    release = version("tiled")
+    if not release.startswith(_HOOKED_TILED_RELEASES):
+        raise RuntimeError(f"xrd_bluesky.store.bulk_write builds on Tiled {' or '.join(_HOOKED_TILED_RELEASES)}x "
+                           f"(its client Context's http_client), not the installed {release}: check and update it")
+
+
+def _in_process_context(app, loop, authorization: str):
+    """A Tiled client context whose requests go to ``app`` in this process, on its event
+    ``loop`` (to be used from another thread), with the caller's credentials."""
+    from tiled.client.context import Context
+    from tiled.client.transport import Transport
+
+    transport = Transport(transport=_AppTransport(app, loop))  # Tiled's: its responses decode msgpack
+
+    class InProcessContext(Context):
+        """Tiled's context, its HTTP client (made in ``__init__``, which already asks
+        the server) replaced by one with the in-process transport as it is set."""
+
+        @property
+        def http_client(self) -> httpx.Client:
+            return self.__dict__["http_client"]
+
+        @http_client.setter
+        def http_client(self, client: httpx.Client) -> None:
+            client.close()
+            self.__dict__["http_client"] = httpx.Client(transport=transport, headers=client.headers,
+                                                        follow_redirects=True, timeout=client.timeout)
+
+    # no compression and no TLS (nothing crosses a network): no CPU spent on either
+    context = InProcessContext(_IN_PROCESS_URI, headers={"accept-encoding": "identity"}, verify=False)
+    context.http_client.headers["authorization"] = authorization
+    return context
+
+
+class _AppTransport(httpx.BaseTransport):
+    """An httpx transport calling an ASGI app on its event loop from another thread."""
+
+    def __init__(self, app, loop):
+        self._asgi = httpx.ASGITransport(app=app)
+        self._loop = loop
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(self._send(request), self._loop).result()
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        sent = httpx.Request(request.method, request.url, headers=request.headers, content=request.read())
+        response = await self._asgi.handle_async_request(sent)
+        return httpx.Response(response.status_code, headers=response.headers, content=await response.aread(),
+                              request=request)

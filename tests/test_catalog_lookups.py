@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from tiled.structures.core import Spec
 
+from xrd_bluesky.bench.common import RequestCounter
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.derived_runs import ANCHORS, FIRST_PAGE, LiveRunIndex, current_derived_of, current_run
 from xrd_bluesky.store.gain_maps import latest_gain_map_uid
@@ -137,13 +138,8 @@ def test_a_lookup_reads_only_the_runs_added_since_the_last(catalog):
     assert index.runs_read == FIRST_PAGE + 1  # the newest page, then a search finds the calibration
     runs.add("integration")
     newer = runs.add("calibration")
-    requests = []
-    hooks = catalog.client.context.http_client.event_hooks["request"]
-    hooks.append(requests.append)
-    try:
+    with RequestCounter(catalog.client) as requests:
         assert _uid(index.run(runs.container, ("analysis", "calibration", "det"))) == newer
-    finally:
-        hooks.remove(requests.append)
     # the two new runs, in one page of the newest runs, and one read of the run found
     assert index.runs_read == FIRST_PAGE + 1 + 2
-    assert len(requests) == 2
+    assert requests.count == 2

@@ -19,6 +19,7 @@ import pytest
 from event_model import compose_run
 from test_foreign_catalog import stock_server  # noqa: F401 (a fixture)
 
+from xrd_bluesky.bench.common import RequestCounter
 from xrd_bluesky.bench.writes import CLIENT_WHOLE_RUN_CONTAINER, REFERENCE_CONTAINER, holds_emitted, stored_equal
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.catalog import _RUN_CATALOG_SPEC
@@ -89,18 +90,7 @@ def client_whole_run_writer(catalog, container: str) -> SpoolingWriter:
     return SpoolingWriter(catalog.client[container], catalog.spool_dir / container, whole_runs=True, bulk=False)
 
 
-class Requests:
-    """The requests a Tiled client sends (an httpx event hook)."""
-
-    def __init__(self, client):
-        self.count = 0
-        client.context.http_client.event_hooks["request"].append(self._count)
-
-    def _count(self, request) -> None:
-        self.count += 1
-
-
-def _write(writer, docs, requests: Requests) -> int:
+def _write(writer, docs, requests: RequestCounter) -> int:
     before = requests.count
     for name, doc in docs:
         writer(name, doc)
@@ -110,7 +100,7 @@ def _write(writer, docs, requests: Requests) -> int:
 
 def test_a_derived_run_reads_back_as_emitted_and_as_the_other_paths_stored_it(served):
     _, catalog = served
-    requests = Requests(catalog.client)
+    requests = RequestCounter(catalog.client)
     bulk = processed_writer(catalog)
     whole = client_whole_run_writer(catalog, CLIENT_WHOLE_RUN_CONTAINER)
     old = SpoolingWriter(catalog.client[REFERENCE_CONTAINER], catalog.spool_dir / "old", batch_size=100_000)
@@ -159,7 +149,7 @@ def test_a_refused_bulk_write_leaves_the_spool_and_sync_back_fills_it(served, mo
     uid = docs[0][1]["uid"]
     writer = processed_writer(catalog)
     try:
-        _write(writer, docs, Requests(catalog.client))
+        _write(writer, docs, RequestCounter(catalog.client))
     finally:
         writer.close()
     assert uid not in catalog.processed
@@ -176,7 +166,7 @@ def test_a_stock_tiled_server_gets_the_run_node_by_node_with_the_same_content(st
     monkeypatch.setenv("TILED_API_KEY", key)
     catalog = open_catalog(uri, directory=tmp_path)
     catalog.client.create_container(REFERENCE_CONTAINER, specs=[_RUN_CATALOG_SPEC])
-    requests = Requests(catalog.client)
+    requests = RequestCounter(catalog.client)
     new = processed_writer(catalog)
     old = SpoolingWriter(catalog.client[REFERENCE_CONTAINER], catalog.spool_dir / "old", batch_size=100_000)
     docs = derived_run(seed=7)

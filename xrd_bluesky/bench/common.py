@@ -73,3 +73,27 @@ def cpu_s() -> tuple[float, float]:
 
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+class RequestCounter:
+    """Counts the HTTP requests a Tiled client sends (an httpx event hook), until
+    :meth:`close` or the end of a ``with`` block."""
+
+    def __init__(self, client):
+        self.count = 0
+        self._hooks = client.context.http_client.event_hooks["request"]
+        self._hooks.append(self._count)
+
+    def _count(self, request) -> None:
+        self.count += 1
+
+    def close(self) -> None:
+        """Stop counting."""
+        if self._count in self._hooks:
+            self._hooks.remove(self._count)
+
+    def __enter__(self) -> "RequestCounter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -49,7 +49,7 @@ from ..store.derived_runs import current_derived_of, current_run, reset_index
 from ..store.lineage import live_runs
 from ..store.references import reference_pattern
 from ..store.writer import tiled_writer
-from .common import rss_mb
+from .common import RequestCounter, rss_mb
 
 CHECKPOINTS = (100, 1_000, 10_000)
 DETECTORS = ("det", "det2")
@@ -256,15 +256,10 @@ def _measure(catalog, filler: _Filler, current: dict, n: int) -> dict:
 
 def _timed(catalog, fn: Callable[[], object]) -> tuple[float, int]:
     """Time (ms) of ``fn()`` and the requests it made to the catalog's server."""
-    requests = []
-    hooks = catalog.client.context.http_client.event_hooks["request"]
-    hooks.append(requests.append)
-    try:
+    with RequestCounter(catalog.client) as requests:
         t0 = time.perf_counter()
         fn()
-        return round(1000 * (time.perf_counter() - t0), 1), len(requests)
-    finally:
-        hooks.remove(requests.append)
+        return round(1000 * (time.perf_counter() - t0), 1), requests.count
 
 
 def _start_lookup(inputs: LiveInputs, background_uid: str) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..sim_devices.beamline import BeamlineConfig
+from .common import RequestCounter
 from .integrate import MG_POSITIONS
 
 #: The container the old write path writes into, beside ``processed`` on the same server.
@@ -88,7 +89,7 @@ def _measure(server, tmp: str, runs: int, num: int, detector: str) -> dict:
     for container in (REFERENCE_CONTAINER, CLIENT_WHOLE_RUN_CONTAINER):
         catalog.client.create_container(container, specs=[_RUN_CATALOG_SPEC])
     reference, whole = catalog.client[REFERENCE_CONTAINER], catalog.client[CLIENT_WHOLE_RUN_CONTAINER]
-    counter = _RequestCounter(catalog.client)
+    counter = RequestCounter(catalog.client)
     server_process = psutil.Process(server.process.pid)
     writers = {"new": processed_writer(catalog),
                "client_whole_run": SpoolingWriter(whole, catalog.spool_dir / CLIENT_WHOLE_RUN_CONTAINER,
@@ -179,18 +180,7 @@ def _by_run(documents: list[tuple[str, dict]]) -> dict[str, list[tuple[str, dict
     return runs
 
 
-class _RequestCounter:
-    """Counts the HTTP requests of a Tiled client (an httpx event hook)."""
-
-    def __init__(self, client):
-        self.count = 0
-        client.context.http_client.event_hooks["request"].append(self._count)
-
-    def _count(self, request) -> None:
-        self.count += 1
-
-
-def _cost(writer: Callable[[str, dict], None], documents, counter: _RequestCounter, server_process) -> dict:
+def _cost(writer: Callable[[str, dict], None], documents, counter: RequestCounter, server_process) -> dict:
     """Write ``documents`` (whole runs) with ``writer``, waiting for each run's upload:
     the requests, the server's CPU (s) and this process's CPU (s) it took."""
     requests, server, client = counter.count, sum(server_process.cpu_times()[:2]), time.process_time()

@@ -16,6 +16,12 @@ def derived_of(catalog, uid):
     return catalog.processed.search(Contains("parent_uids", uid)).values().last()
 
 
+def finished_derived_of(catalog, uid):
+    """The derived run of ``uid`` once its stop is stored; None while it is not."""
+    found = catalog.processed.search(Contains("parent_uids", uid)).values().tail(1)
+    return found[0] if found and "stop" in found[0].metadata else None
+
+
 def measure(live, beamline, slot, md=None, sample_md=None, detectors=None):
     bl = beamline
     bl.sample_changer.slot.put(slot)
@@ -138,7 +144,7 @@ def test_a_background_measured_just_before_is_used_while_it_uploads(live_uploadi
     buffer = measure(live, beamline, "buffer")
     sample = measure(live, beamline, "sample_in_buffer", md={"background_uid": buffer})
     deadline = time.monotonic() + 120  # a hang guard: the sample's own derived run is uploading too
-    while (derived := derived_of(catalog, sample)) is None or "stop" not in derived.metadata:
+    while (derived := finished_derived_of(catalog, sample)) is None:
         assert time.monotonic() < deadline, "the sample's derived run did not reach the catalog"
         time.sleep(0.2)
     assert derived.stop["exit_status"] == "success", derived.stop

@@ -24,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,18 +174,25 @@ class SpoolingWriter:
         raise ValueError(f"unknown document type {name!r}")
 
     def _wait_for_upload(self, run: _Run) -> None:
-        """Wait until the run is uploaded, while the server answers (a slow request on a
-        busy machine, or a bulk write of a run, is waited for; a dead server is not)."""
-        deadline = time.monotonic() + self.stop_wait_s
+        """Wait until the run is uploaded (see :meth:`_wait_while_answered`)."""
+        self._wait_while_answered(run.uploaded.is_set, self.stop_wait_s)
+
+    def _wait_while_answered(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until ``done()``, at most ``timeout_s`` (s) and while the server answers:
+        a slow request on a busy machine, or a bulk write of a whole run, is waited for; a
+        dead server is not. Whether it is done."""
+        deadline = time.monotonic() + timeout_s
         answered_until = 0.0  # a stalled request is checked on by asking the server, once a stall_s
-        while not run.uploaded.wait(0.05):
+        while not done():
             now = time.monotonic()
             if now > deadline or self._offline:
-                return
+                return done()
             if not self.uploading() and now >= answered_until:
                 if not answers(self.container):
-                    return
+                    return done()
                 answered_until = now + self.stall_s
+            time.sleep(0.01)
+        return True
 
     def uploading(self) -> bool:
         """Whether uploads progress: the server answered the last request and the one in
@@ -198,12 +206,9 @@ class SpoolingWriter:
         return self._queued
 
     def flush(self, timeout_s: float = 60.0) -> bool:
-        """Wait, while uploads progress and at most ``timeout_s`` (s), until every queued
-        document was handled; True if it was."""
-        deadline = time.monotonic() + timeout_s
-        while self._queued and self.uploading() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return not self._queued
+        """Wait, while the server answers and at most ``timeout_s`` (s), until every
+        queued document was handled; True if it was."""
+        return self._wait_while_answered(lambda: not self._queued, timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Upload what is queued (see :meth:`flush`), fsync and close the spool files of

@@ -86,7 +86,7 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
                     # a detector delivers frames on its own clock: a slow trigger must be
                     # made up by the next ones, or the chain has fallen behind (lag)
                     due = time.perf_counter()
-                    while due < until:
+                    while max(due, time.perf_counter()) < until:  # unpaced, due stays at the start
                         lags.append(time.perf_counter() - due)
                         yield from bps.trigger_and_read(detectors + motors)
                         due += trigger_period

@@ -112,7 +112,8 @@ def _bench_live(args) -> int:
     from .bench.live import live
 
     result = live(args.seconds, frames_per_event=args.frames_per_event, frame_rate=args.frame_rate,
-                  warmup_s=args.warmup, detector=args.detector, paced=args.paced, run_seconds=args.run_seconds)
+                  warmup_s=args.warmup, detector=args.detector, paced=args.paced, run_seconds=args.run_seconds,
+                  served=args.served)
     # paced, the rate can only approach the detector's (scheduling jitter of the sleeps)
     return 0 if result["frame_rate_within_runs_hz"] >= (0.98 if args.paced else 1.0) * args.frame_rate else 1
 
@@ -252,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     blive.add_argument("--paced", action="store_true",
                        help="trigger no faster than the detector delivers frames at --frame-rate")
     blive.add_argument("--run-seconds", type=float, help="split into consecutive runs of this length (s)")
+    blive.add_argument("--served", action="store_true",
+                       help="upload to a catalog served by `xrd-bluesky serve` in a child process (default: embedded)")
     blive.set_defaults(func=_bench_live)
     bfits = bench_sub.add_parser("fits", help="single-peak fits per second, ours vs scipy")
     bfits.add_argument("--fits", type=int, default=2000, help="fits per model")

@@ -16,7 +16,7 @@ from .common import rss_mb
 
 def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float = 30.0,
          warmup_s: float = 20.0, detector: str = "Pilatus2MCdTe", paced: bool = False,
-         run_seconds: float | None = None) -> dict:
+         run_seconds: float | None = None, served: bool = False) -> dict:
     """The whole live chain at a detector frame rate, on pre-rendered frames.
 
     A RunEngine counts glass with the simulated detector (``frames_per_event`` frames of
@@ -25,13 +25,19 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
     ``paced``, no faster than the detector would deliver them (``frame_rate`` Hz). Every
     frame is written to HDF5, announced, read back, dark-subtracted and masked; each
     event's frames are integrated in q and 2theta, put on the absolute scale, and
-    raw and derived documents are spooled and uploaded to an embedded Tiled catalog.
+    raw and derived documents are spooled and uploaded to an embedded Tiled catalog
+    (in this process) or, with ``served``, to one served by ``xrd-bluesky serve`` in a
+    child process (the catalog's server then shares the cores, not this process's
+    global interpreter lock).
     With ``run_seconds`` (s) the time is split into consecutive runs of that length,
     each with its darks, as a beamline's successive scans; otherwise it is one run.
     Prints the frame rate sustained, the growth of resident memory after the warm-up
     (the soak: ``--seconds 600 --paced --run-seconds 60``) and the depth of the
     writers' upload queue.
     """
+    import contextlib
+    import os
+    import secrets
     import tempfile
 
     import bluesky.plan_stubs as bps
@@ -39,11 +45,16 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
 
     from ..plans.counting import stage_motors, take_darks
     from ..session import build_session
+    from ..store.server import API_KEY_VARIABLE, ServerProcess
 
     out: dict[str, float | int | str] = {"detector": detector, "frames_per_event": frames_per_event,
-                                         "target_frame_rate_hz": frame_rate, "paced": str(paced)}
-    with tempfile.TemporaryDirectory(prefix="xrd-bluesky-bench-") as tmp:
-        session = build_session(directory=tmp, config=BeamlineConfig(detector=detector))
+                                         "target_frame_rate_hz": frame_rate, "paced": str(paced),
+                                         "catalog": "served" if served else "embedded"}
+    with tempfile.TemporaryDirectory(prefix="xrd-bluesky-bench-") as tmp, contextlib.ExitStack() as stack:
+        if served:  # the session's client reads the key from the environment
+            key = os.environ.setdefault(API_KEY_VARIABLE, secrets.token_hex(16))
+        uri = stack.enter_context(ServerProcess(tmp, key)).uri if served else None
+        session = build_session(directory=tmp, uri=uri, config=BeamlineConfig(detector=detector))
         try:
             bl = session.beamline
             bl.sample_changer.slot.put("glass")

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -153,3 +155,44 @@ def test_recorder_killed_mid_run_leaves_a_valid_spool_and_sync_closes_the_run(tm
         assert run.stop["exit_status"] == "abort"
         assert len(run["primary"].read()["I0_counts"]) >= announced
         assert sync(catalog, catalog.spool_dir).written == []
+
+
+def test_a_flush_waits_for_what_was_queued_not_for_a_run_still_recording(catalog, tmp_path):
+    """A run-start lookup waits for the session's uploads (``LiveInputs.settle`` flushes
+    the writers): it waits for the documents queued before it, not for those a run
+    being recorded keeps adding (a queue that never empties would hold it up until its
+    timeout). Every event still reaches the catalog."""
+    from event_model import compose_run
+
+    writer = SpoolingWriter(catalog.raw, tmp_path / "spool", upload_lock=catalog.upload_lock)
+    bundle = compose_run()
+    writer("start", bundle.start_doc)
+    stream = bundle.compose_descriptor(name="primary", data_keys={
+        "x": {"dtype": "number", "shape": [], "source": "sim", "units": "mm"}})
+    writer("descriptor", stream.descriptor_doc)
+    recording, sent = threading.Event(), []
+
+    def record():  # keep about 100 documents waiting: the uploader stays behind
+        while recording.is_set():
+            if writer.depth < 100:
+                writer("event", stream.compose_event(data={"x": float(len(sent))}, timestamps={"x": time.time()}))
+                sent.append(len(sent))
+            else:
+                time.sleep(0.001)
+
+    recording.set()
+    thread = threading.Thread(target=record)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while writer.depth < 90:
+            assert time.monotonic() < deadline, "the queue never filled"
+            time.sleep(0.01)
+        assert writer.flush(timeout_s=60), "flush waited for the documents queued after it was called"
+        assert writer.depth > 0  # the run is still being recorded
+    finally:
+        recording.clear()
+        thread.join()
+    writer("stop", bundle.compose_stop())
+    writer.close()
+    assert list(catalog.raw[bundle.start_doc["uid"]]["primary"].read()["x"]) == [float(i) for i in sent]

@@ -118,6 +118,8 @@ class SpoolingWriter:
         self._run_of: dict[str, str] = {}  # descriptor / resource uid -> run uid
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queued = 0
+        self._received = 0  # documents put on the queue, and handled by the uploader, since the start
+        self._handled = 0
         self._queued_bytes = 0
         self._lock = threading.Lock()
         self._inflight_since: float | None = None
@@ -155,6 +157,8 @@ class SpoolingWriter:
                 self.max_depth = max(self.max_depth, self._queued)
         # a failed run's documents still pass through the queue (not counted), so that its
         # stop reaches the uploader after every document before it
+        with self._lock:
+            self._received += 1
         self._queue.put((run_uid, name, line if queued else b"", queued))
         if name == "stop":
             self._wait_for_upload(run)
@@ -207,8 +211,10 @@ class SpoolingWriter:
 
     def flush(self, timeout_s: float = 60.0) -> bool:
         """Wait, while the server answers and at most ``timeout_s`` (s), until every
-        queued document was handled; True if it was."""
-        return self._wait_while_answered(lambda: not self._queued, timeout_s)
+        document queued so far was handled (not those queued meanwhile: a run being
+        recorded does not hold the caller up); True if they were."""
+        received = self._received
+        return self._wait_while_answered(lambda: self._handled >= received, timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Upload what is queued (see :meth:`flush`), fsync and close the spool files of
@@ -253,8 +259,9 @@ class SpoolingWriter:
                 else:
                     self._upload(run_uid, run, [*run.held, line])
                     run.held.clear()
-            if counted:
-                with self._lock:
+            with self._lock:
+                self._handled += 1
+                if counted:
                     self._queued -= 1
                     self._queued_bytes -= len(line)
             if run is not None and name == "stop":

@@ -118,7 +118,7 @@ class SpoolingWriter:
         self._run_of: dict[str, str] = {}  # descriptor / resource uid -> run uid
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queued = 0
-        self._received = 0  # documents put on the queue, and handled by the uploader, since the start
+        self._received = 0  # documents given to the uploader, and handled by it, since the start
         self._handled = 0
         self._queued_bytes = 0
         self._lock = threading.Lock()
@@ -151,14 +151,13 @@ class SpoolingWriter:
                 self._fail(run_uid, run, f"upload queue full ({self._queued} documents, "
                                          f"{self._queued_bytes / 2**20:.0f} MiB)")
             queued = not run.failed
+            self._received += 1
             if queued:
                 self._queued += 1
                 self._queued_bytes += len(line)
                 self.max_depth = max(self.max_depth, self._queued)
         # a failed run's documents still pass through the queue (not counted), so that its
         # stop reaches the uploader after every document before it
-        with self._lock:
-            self._received += 1
         self._queue.put((run_uid, name, line if queued else b"", queued))
         if name == "stop":
             self._wait_for_upload(run)

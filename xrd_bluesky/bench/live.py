@@ -51,9 +51,10 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
                                          "target_frame_rate_hz": frame_rate, "paced": str(paced),
                                          "catalog": "served" if served else "embedded"}
     with tempfile.TemporaryDirectory(prefix="xrd-bluesky-bench-") as tmp, contextlib.ExitStack() as stack:
+        uri = None
         if served:  # the session's client reads the key from the environment
             key = os.environ.setdefault(API_KEY_VARIABLE, secrets.token_hex(16))
-        uri = stack.enter_context(ServerProcess(tmp, key)).uri if served else None
+            uri = stack.enter_context(ServerProcess(tmp, key)).uri
         session = build_session(directory=tmp, uri=uri, config=BeamlineConfig(detector=detector))
         try:
             bl = session.beamline

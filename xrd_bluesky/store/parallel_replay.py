@@ -30,9 +30,6 @@ from .writer import SpoolingWriter, processed_writer
 
 logger = logging.getLogger(__name__)
 
-#: Events per write of replayed runs: they arrive whole, so each stream is written in
-#: one request per data key at the run's stop (no one waits for them live).
-REPLAY_BATCH_SIZE = 100_000
 #: Longest wait (s) for a replay's derived runs to be uploaded while the server answers.
 UPLOAD_WAIT_S = 600.0
 
@@ -210,13 +207,13 @@ def replay_writer(catalog) -> Iterator[SpoolingWriter]:
     timeouts bound that), at most :data:`UPLOAD_WAIT_S` (s). Unlike at a live run's
     end, a request slower than the writer's stall limit (a busy server) is waited for,
     since no scan waits for a replay."""
-    writer = processed_writer(catalog, batch_size=REPLAY_BATCH_SIZE)
+    writer = processed_writer(catalog)
     try:
         yield writer
     finally:
         deadline = time.monotonic() + UPLOAD_WAIT_S
         while not writer.flush(max(0.0, deadline - time.monotonic())) and time.monotonic() < deadline:
-            time.sleep(0.2)  # flush gives up on a request older than the stall limit: wait on
+            time.sleep(0.2)  # flush gives up when a busy server misses its 1 s probe: wait on
         writer.close()
 
 

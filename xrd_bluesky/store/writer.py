@@ -8,9 +8,9 @@ interval. Raw runs are uploaded while they are recorded; derived runs (small) ar
 written whole at their stop: in one request to the server's bulk write endpoint
 (:mod:`.bulk_write`) where it offers one, else node by node with fewer requests than
 while recording (:func:`whole_run_writer`). A bulk write the server refuses or fails
-leaves the run's spool file, as any failed upload. If the
-catalog is down, slow or killed, uploads of the affected runs stop,
-their spool files stay, and ``xrd-bluesky sync`` (:mod:`.sync`) back-fills them later.
+leaves the run's spool file, as any failed upload. If the catalog is down, slow or
+killed, uploads of the affected runs stop, their spool files stay, and ``xrd-bluesky
+sync`` (:mod:`.sync`) back-fills them later.
 A run whose upload completed has its spool file removed.
 
 A spool file that cannot be written is the one failure that reaches the caller
@@ -35,6 +35,7 @@ from .catalog import answers
 from .spool import OpenSpool, decode, encode, spool_file
 
 logger = logging.getLogger(__name__)
+
 
 def tiled_writer(container, batch_size: int) -> TiledWriter:
     """bluesky-tiled-plugins' writer into ``container``, writing every ``batch_size``
@@ -329,13 +330,10 @@ def raw_writer(catalog) -> SpoolingWriter:
     return SpoolingWriter(catalog.raw, catalog.spool_dir / "raw", upload_lock=catalog.upload_lock)
 
 
-def processed_writer(catalog, batch_size: int | None = None, *, bulk: bool = True) -> SpoolingWriter:
+def processed_writer(catalog, *, bulk: bool = True) -> SpoolingWriter:
     """The writer of derived runs into ``catalog.processed``: each run is written whole
     at its stop, from its spool file, in one request where the server offers the bulk
     write endpoint (``bulk``, see :mod:`.bulk_write`), else node by node (see
-    :func:`whole_run_writer`). Close it when done.
-
-    ``batch_size`` is ignored (a derived run is written in one batch); callers that
-    still pass one are unaffected."""
+    :func:`whole_run_writer`). Close it when done."""
     return SpoolingWriter(catalog.processed, catalog.spool_dir / "processed", upload_lock=catalog.upload_lock,
                           whole_runs=True, bulk=bulk)

@@ -10,6 +10,7 @@ from ..science.image_formation import (
     detect,
     expected_photons,
 )
+from ..errors import UsageError
 from ..sim_devices.beamline import BeamlineConfig
 from .common import rss_mb
 
@@ -118,6 +119,9 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
             n = np.array([s[1] for s in samples])
             rss = np.array([s[2] for s in samples])
             after = t >= t[0] + warmup_s
+            if after.sum() < 2:
+                raise UsageError(f"{after.sum()} event(s) after the {warmup_s:g} s warm-up: too few to measure a "
+                                 "rate; measure longer (--seconds)")
             out["frames"] = int(n[-1])
             out["seconds_measured"] = float(t[-1] - t[after][0])
             out["frame_rate_hz"] = float((n[-1] - n[after][0]) / (t[-1] - t[after][0]))

@@ -24,14 +24,21 @@ import time
 import numpy as np
 import pyFAI.calibrant
 from pyFAI.goniometer import SingleGeometry
+from xrd_bluesky.science.calibration.refinement import (
+    fit_position_model,
+    refine_position,
+)
 
-from xrd_bluesky.science.calibration import fit_position_model, refine_position
-from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.image_formation import DetectorResponse, detect, expected_photons, pixel_geometry
-from xrd_bluesky.science.samples import default_library
-from xrd_bluesky.sim_devices.beamline import BeamlineConfig
-from xrd_bluesky.science.geometry import StagePosition
 from xrd_bluesky.plans.calibration import DEFAULT_CALIBRATION_POSITIONS
+from xrd_bluesky.science.detector_pixels import pixel_geometry
+from xrd_bluesky.science.geometry import Poni, StagePosition
+from xrd_bluesky.science.sim.image_formation import (
+    DetectorResponse,
+    detect,
+    expected_photons,
+)
+from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 
 
 def errors(found: Poni, true: Poni) -> tuple[float, float, float]:

@@ -15,8 +15,12 @@ import time
 import numpy as np
 
 from xrd_bluesky.science.geometry import StagePosition
-from xrd_bluesky.science.image_formation import DetectorResponse, detect, expected_photons
-from xrd_bluesky.science.samples import default_library
+from xrd_bluesky.science.sim.image_formation import (
+    DetectorResponse,
+    detect,
+    expected_photons,
+)
+from xrd_bluesky.science.sim.samples import default_library
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 
 

@@ -41,12 +41,17 @@ from pathlib import Path
 import fabio
 import numpy as np
 import pyFAI
-
 from xrd_bluesky.cli import main as cli_main
-from xrd_bluesky.science import geometry, image_formation
-from xrd_bluesky.science.gain_map import PositionData, published_gain_map
+from xrd_bluesky.science.gain_map.method import PositionData, published_gain_map
+
+from xrd_bluesky.science import geometry
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.gain_map_simulation import GainMapSet, score_gain_map, simulate_gain_map_set
+from xrd_bluesky.science.sim import image_formation
+from xrd_bluesky.science.sim.gain_map_measurement import (
+    GainMapSet,
+    score_gain_map,
+    simulate_gain_map_set,
+)
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 
 

@@ -29,9 +29,9 @@ import yaml
 from bluesky import RunEngine
 from bluesky.plans import count, scan
 from bluesky.utils import RequestAbort
-from ophyd.sim import det as sim_det, motor as sim_motor
-
 from devices.ophyd_v1_detector import make_fake_pilatus
+from ophyd.sim import det as sim_det
+from ophyd.sim import motor as sim_motor
 
 Documents = list[tuple[str, dict]]
 SERIALIZERS = {"msgpack": suitcase.msgpack.Serializer, "jsonl": suitcase.jsonl.Serializer}

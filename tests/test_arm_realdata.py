@@ -12,13 +12,16 @@ import fabio
 import numpy as np
 import pyFAI.calibrant
 from conftest import realdata
+from xrd_bluesky.science.calibration.arm import ArmFrame, calibrate_arm
+from xrd_bluesky.science.calibration.position_models import (
+    ArmModel,
+    ArmPosition,
+)
 
-from xrd_bluesky.science.arm_calibration import ArmFrame, calibrate_arm
-from xrd_bluesky.science.corrected_integration import CorrectedIntegrator
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.multi_geometry import covered_radial_range, stitch
-from xrd_bluesky.science.peak_fitting import fit_peak
-from xrd_bluesky.science.position_models import ArmModel, ArmPosition
+from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator
+from xrd_bluesky.science.reduction.multi_geometry import covered_radial_range, stitch
+from xrd_bluesky.science.reduction.peak_fitting import fit_peak
 
 WAVELENGTH_M = 0.885601e-10
 PIXEL_M = 172e-6

@@ -23,20 +23,36 @@ import pytest
 from fabio.tifimage import TifImage
 from PIL import Image
 
-from xrd_bluesky import fit_peaks_files, integrate_files
+from xrd_bluesky.cli import fit_peaks as fit_peaks_files
+from xrd_bluesky.cli import integrate as integrate_files
+from xrd_bluesky.errors import (
+    CorruptFrameError,
+    GeometryError,
+    InvalidFrameError,
+    MissingMetadataError,
+    MonitorError,
+    ShapeMismatchError,
+)
+from xrd_bluesky.science.geometry import Poni
+from xrd_bluesky.science.reduction import corrected_integration
+from xrd_bluesky.science.reduction.absolute_scale import Exposure, standard_factor
+from xrd_bluesky.science.reduction.corrected_integration import (
+    KERNEL_DTYPES,
+    CorrectedIntegrator,
+)
+from xrd_bluesky.science.reduction.integration import IntegrationResult, integrate_1d
+from xrd_bluesky.science.reduction.monitors import FluxCalibration, transmission
 from xrd_bluesky.sources import image_files
-from xrd_bluesky.sources.frames import (FrameEvent, FrameRegistry, detector_config, frames_per_event, mean_dark,
-                                        stage_position)
+from xrd_bluesky.sources.frames import (
+    FrameEvent,
+    FrameRegistry,
+    detector_config,
+    frames_per_event,
+    mean_dark,
+    stage_position,
+)
 from xrd_bluesky.sources.frames.hdf5 import FrameRef
 from xrd_bluesky.sources.frames.stream import StreamFrames
-from xrd_bluesky.errors import (CorruptFrameError, GeometryError, InvalidFrameError, MissingMetadataError,
-                                MonitorError, ShapeMismatchError)
-from xrd_bluesky.science import corrected_integration
-from xrd_bluesky.science.absolute_scale import Exposure, standard_factor
-from xrd_bluesky.science.corrected_integration import KERNEL_DTYPES, CorrectedIntegrator
-from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.integration import IntegrationResult, integrate_1d
-from xrd_bluesky.science.monitors import FluxCalibration, transmission
 from xrd_bluesky.store import open_catalog
 
 #: A 16 x 24 detector of 1 mm pixels: integrations take milliseconds.

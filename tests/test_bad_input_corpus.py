@@ -1,12 +1,19 @@
-"""Every file command against the corpus of bad inputs (:mod:`xrd_bluesky.bad_inputs`):
+"""Every file command against the corpus of bad inputs (:mod:`xrd_bluesky_bench.bad_inputs`):
 each answer is a named error or, for inputs that may be right, a warning; never a
 silent result or an unexpected error; the good command lines the corpus spoils run
 clean. ``xrd-bluesky bench inputs`` prints the same table with its timings."""
 
 import pytest
 
-from xrd_bluesky.bad_inputs import corpus, good_cases, good_files, good_pack, run_case, table
 from xrd_bluesky.sources.pack import check_run, load_run, open_pack
+from xrd_bluesky_bench.bad_inputs import (
+    corpus,
+    good_cases,
+    good_files,
+    good_pack,
+    run_case,
+    table,
+)
 
 #: Inputs that are unusual but may be right: answered with a warning (and a result).
 WARNED = {"frame with 5 % marker pixels", "mask of a third of the pixels", "pattern with a one-point spike",

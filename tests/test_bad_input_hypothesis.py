@@ -20,15 +20,28 @@ import numpy as np
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from test_bad_input import (
+    DOCUMENT_ORDER,
+    STAGE_KEYS,
+    TINY_SHAPE,
+    changed,
+    documents,
+    h5_frames,
+    tiny_poni,
+    warm_up_integration,
+)
 
-from test_bad_input import (DOCUMENT_ORDER, STAGE_KEYS, TINY_SHAPE, changed, documents, h5_frames, tiny_poni,
-                            warm_up_integration)
 from xrd_bluesky.callbacks.derived import require_keys
-from xrd_bluesky.sources.frames import FrameRegistry, detector_config, frames_per_event, stage_position
 from xrd_bluesky.errors import XRDBlueskyError
-from xrd_bluesky.science.corrected_integration import CorrectedIntegrator
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.integration import UNITS, integrate_1d
+from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator
+from xrd_bluesky.science.reduction.integration import UNITS, integrate_1d
+from xrd_bluesky.sources.frames import (
+    FrameRegistry,
+    detector_config,
+    frames_per_event,
+    stage_position,
+)
 
 #: No example hangs (10 s: one may wait for the CPU while another test process computes,
 #: as happened once for 3 s); enough examples to find the corner cases, few enough for

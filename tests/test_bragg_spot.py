@@ -10,13 +10,21 @@ import math
 import numpy as np
 import pytest
 
-from xrd_bluesky.science.bragg_spot import (bragg_spot, integrated_reflectivity_per_cm, pixel_directions,
-                                            spot_fraction)
-from xrd_bluesky.science.cif_structure import cell_volume_A3, read_cif
-from xrd_bluesky.science.dfxrm_orientation import GoniometerAngles, bragg_deviations_deg, orient
+from xrd_bluesky.science.detector_pixels import pixel_geometry
+from xrd_bluesky.science.dfxrm.cif_structure import cell_volume_A3, read_cif
+from xrd_bluesky.science.dfxrm.orientation import (
+    GoniometerAngles,
+    bragg_deviations_deg,
+    orient,
+)
+from xrd_bluesky.science.dfxrm.reflection_table import reflection_table
 from xrd_bluesky.science.geometry import Poni, detector_model
-from xrd_bluesky.science.image_formation import pixel_geometry
-from xrd_bluesky.science.reflection_table import reflection_table
+from xrd_bluesky.science.sim.bragg_spot import (
+    bragg_spot,
+    integrated_reflectivity_per_cm,
+    pixel_directions,
+    spot_fraction,
+)
 from xrd_bluesky.science.units import wavelength_m
 
 ENERGY_KEV = 17.0

@@ -6,16 +6,27 @@ from dataclasses import replace
 import fabio
 import numpy as np
 import pytest
-from tiled.queries import Contains
-
 from conftest import realdata
+from tiled.queries import Contains
 from xrd_bluesky.cli import main
+from xrd_bluesky.science.calibration.refinement import (
+    CalibrationSettings,
+    calibrant,
+    fit_position_model,
+    refine_position,
+    residual_deg,
+)
+
 from xrd_bluesky.errors import CalibrationError
 from xrd_bluesky.plans import calibration_scan, multi_position_count
-from xrd_bluesky.science.calibration import CalibrationSettings, calibrant, fit_position_model, refine_position, residual_deg
+from xrd_bluesky.science.detector_pixels import Beamstop, pixel_geometry
 from xrd_bluesky.science.geometry import DetectorPositionModel, Poni, StagePosition
-from xrd_bluesky.science.image_formation import Beamstop, DetectorResponse, detect, expected_photons, pixel_geometry
-from xrd_bluesky.science.samples import default_library
+from xrd_bluesky.science.sim.image_formation import (
+    DetectorResponse,
+    detect,
+    expected_photons,
+)
+from xrd_bluesky.science.sim.samples import default_library
 from xrd_bluesky.science.units import wavelength_m
 from xrd_bluesky.sim_devices.beamline import nominal_geometry
 from xrd_bluesky.store.calibrations import latest_calibration

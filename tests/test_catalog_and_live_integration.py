@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from tiled.queries import Contains, Key
 
-from xrd_bluesky.sources.frames.hdf5 import path_from_uri
 from xrd_bluesky.plans import multi_position_count
+from xrd_bluesky.science.detector_pixels import pixel_geometry
 from xrd_bluesky.science.geometry import DetectorPositionModel, StagePosition
-from xrd_bluesky.science.image_formation import pixel_geometry
-from xrd_bluesky.science.integration import invalid_pixels
+from xrd_bluesky.science.reduction.integration import invalid_pixels
 from xrd_bluesky.science.units import two_theta_rad, wavelength_m
+from xrd_bluesky.sources.frames.hdf5 import path_from_uri
 from xrd_bluesky.store.gain_maps import gain_map_from_run
 
 POSITIONS = [(0.0, 0.0, 300.0), (12.0, -8.0, 260.0)]
@@ -86,8 +86,9 @@ def test_derived_run_equals_plain_pyfai(ceo2_run, catalog, beamline):
 
 
 def test_live_ring_positions_within_0_01_deg(ceo2_run):
-    from xrd_bluesky.demo import ring_checks
-    from xrd_bluesky.science.samples import default_library
+    from xrd_bluesky.cli.demo import ring_checks
+
+    from xrd_bluesky.science.sim.samples import default_library
 
     _, derived = ceo2_run
     data = derived["primary"].read()
@@ -108,7 +109,7 @@ def test_frame_without_a_usable_pixel_is_flagged_and_the_run_goes_on(live, catal
     """Three exposures, the second saturated in every pixel: the derived run succeeds
     with the two good frames (identical frames, identical patterns), and the bad one
     is in the ``rejected`` stream with a reason naming it and why."""
-    from xrd_bluesky.science.image_formation import detect, expected_photons
+    from xrd_bluesky.science.sim.image_formation import detect, expected_photons
 
     bl = beamline
     det = bl.detector

@@ -16,11 +16,17 @@ import numpy as np
 import pytest
 from tiled.structures.core import Spec
 
-from xrd_bluesky.bench.common import RequestCounter
 from xrd_bluesky.store import open_catalog
-from xrd_bluesky.store.derived_runs import ANCHORS, FIRST_PAGE, LiveRunIndex, current_derived_of, current_run
+from xrd_bluesky.store.derived_runs import (
+    ANCHORS,
+    FIRST_PAGE,
+    LiveRunIndex,
+    current_derived_of,
+    current_run,
+)
 from xrd_bluesky.store.gain_maps import latest_gain_map_uid
 from xrd_bluesky.store.lineage import REPLAY_KEY
+from xrd_bluesky_bench.common import RequestCounter
 
 ANALYSES = ("calibration", "gain_map", "integration")
 DETECTORS = ("det", "det2")

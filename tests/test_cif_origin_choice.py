@@ -21,13 +21,13 @@ import gemmi
 import numpy as np
 import pytest
 import xraylib
-
 from xrd_bluesky.cli import main
+
 from xrd_bluesky.errors import ImplausibleInputError
-from xrd_bluesky.science.attenuation import attenuation_length_um, material_of
-from xrd_bluesky.science.cif_structure import bundled_cif_names, read_cif
 from xrd_bluesky.science.crystal import Crystal
-from xrd_bluesky.science.reflection_table import Instrument, reflection_table
+from xrd_bluesky.science.dfxrm.attenuation import attenuation_length_um, material_of
+from xrd_bluesky.science.dfxrm.cif_structure import bundled_cif_names, read_cif
+from xrd_bluesky.science.dfxrm.reflection_table import Instrument, reflection_table
 
 A_SI_A = 5.431020511
 N_A = 6.02214076e23

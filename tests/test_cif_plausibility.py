@@ -15,8 +15,17 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from xrd_bluesky.errors import ImplausibleInputError, PlausibilityWarning, SampleError, XRDBlueskyError
-from xrd_bluesky.science.cif_structure import DENSITY_RANGE_G_CM3, bundled_cif_names, read_cif
+from xrd_bluesky.errors import (
+    ImplausibleInputError,
+    PlausibilityWarning,
+    SampleError,
+    XRDBlueskyError,
+)
+from xrd_bluesky.science.dfxrm.cif_structure import (
+    DENSITY_RANGE_G_CM3,
+    bundled_cif_names,
+    read_cif,
+)
 
 #: Densities (g/cm^3) computed by hand, Z x M / (N_A V), with IUPAC standard atomic weights
 #: (Si 28.085, Al 26.9815, O 15.999, K 39.0983, Nb 92.906, Li 6.94, Y 88.906, Mn 54.938)

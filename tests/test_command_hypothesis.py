@@ -17,10 +17,15 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
-
-from xrd_bluesky.bad_inputs import ENERGY_KEV, good_files
 from xrd_bluesky.cli import main
-from xrd_bluesky.science.geometry import DISTANCE_RANGE_M, MAX_PONI_DETECTOR_SIZES, WAVELENGTH_RANGE_A, Poni
+
+from xrd_bluesky.science.geometry import (
+    DISTANCE_RANGE_M,
+    MAX_PONI_DETECTOR_SIZES,
+    WAVELENGTH_RANGE_A,
+    Poni,
+)
+from xrd_bluesky_bench.bad_inputs import ENERGY_KEV, good_files
 
 #: Few examples per command (a command run costs 0.1-1 s); the corpus test covers the named cases.
 FEW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -7,7 +7,11 @@ import pytest
 import xraylib
 
 from xrd_bluesky.errors import GeometryError, UsageError
-from xrd_bluesky.science.compound_refractive_lens import LENS_MATERIALS, focal_length_m, refractive_decrement
+from xrd_bluesky.science.dfxrm.compound_refractive_lens import (
+    LENS_MATERIALS,
+    focal_length_m,
+    refractive_decrement,
+)
 
 
 def test_beryllium_at_17_keV():

@@ -4,14 +4,29 @@ import numpy as np
 import pytest
 from pyFAI.multi_geometry import MultiGeometry
 
-from xrd_bluesky.errors import GeometryError, MissingMetadataError, MonitorError, ShapeMismatchError
-from xrd_bluesky.science.absolute_scale import Exposure, absolute, standard_factor, subtract
-from xrd_bluesky.science.corrected_integration import CorrectedIntegrator
+from xrd_bluesky.errors import (
+    GeometryError,
+    MissingMetadataError,
+    MonitorError,
+    ShapeMismatchError,
+)
+from xrd_bluesky.science.detector_pixels import pixel_geometry
 from xrd_bluesky.science.geometry import StagePosition
-from xrd_bluesky.science.image_formation import DetectorResponse, detect, expected_photons, pixel_geometry
-from xrd_bluesky.science.monitors import AIR_TRANSMISSION, FluxCalibration
-from xrd_bluesky.science.multi_geometry import covered_radial_range, stitch
-from xrd_bluesky.science.samples import default_library, solute_cross_section
+from xrd_bluesky.science.reduction.absolute_scale import (
+    Exposure,
+    absolute,
+    standard_factor,
+    subtract,
+)
+from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator
+from xrd_bluesky.science.reduction.monitors import AIR_TRANSMISSION, FluxCalibration
+from xrd_bluesky.science.reduction.multi_geometry import covered_radial_range, stitch
+from xrd_bluesky.science.sim.image_formation import (
+    DetectorResponse,
+    detect,
+    expected_photons,
+)
+from xrd_bluesky.science.sim.samples import default_library, solute_cross_section
 from xrd_bluesky.science.units import wavelength_m
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 
@@ -231,7 +246,7 @@ def test_nan_pixels_are_masked_not_zeroed(ponis, response):
 def test_multi_frame_sum_marks_pixels_bad_in_any_frame():
     """Summing an event's frames: the plain sum, except pixels saturated or negative
     in any frame, which become -1 (invalid for the integration kernel)."""
-    from xrd_bluesky.science.integration_kernel import sum_frames
+    from xrd_bluesky.science.reduction.integration_kernel import sum_frames
 
     frames = np.random.default_rng(0).poisson(20, (5, 40, 30)).astype(np.int32)
     frames[2, 3, 4] = 1000   # saturated (max_count 1000)

@@ -19,16 +19,21 @@ import pytest
 from event_model import compose_run
 from test_foreign_catalog import stock_server  # noqa: F401 (a fixture)
 
-from xrd_bluesky.bench.common import RequestCounter
-from xrd_bluesky.bench.writes import CLIENT_WHOLE_RUN_CONTAINER, REFERENCE_CONTAINER, holds_emitted, stored_equal
 from xrd_bluesky.store import open_catalog
+from xrd_bluesky.store import writer as writer_module
+from xrd_bluesky.store.bulk_write import ROUTE
 from xrd_bluesky.store.catalog import _RUN_CATALOG_SPEC
 from xrd_bluesky.store.server import ServerProcess
 from xrd_bluesky.store.spool import encode
 from xrd_bluesky.store.sync import sync
-from xrd_bluesky.store import writer as writer_module
-from xrd_bluesky.store.bulk_write import ROUTE
 from xrd_bluesky.store.writer import SpoolingWriter, processed_writer
+from xrd_bluesky_bench.common import RequestCounter
+from xrd_bluesky_bench.writes import (
+    CLIENT_WHOLE_RUN_CONTAINER,
+    REFERENCE_CONTAINER,
+    holds_emitted,
+    stored_equal,
+)
 
 BINS = 64
 FRAMES = 4

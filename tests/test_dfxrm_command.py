@@ -6,9 +6,9 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from xrd_bluesky.cli import main
-from xrd_bluesky.science.cif_structure import read_cif
+
+from xrd_bluesky.science.dfxrm.cif_structure import read_cif
 
 
 def test_dfxrm_on_a_bundled_cif(tmp_path, capsys):

@@ -11,10 +11,18 @@ import numpy as np
 import pytest
 import xraylib
 
-from xrd_bluesky.errors import ImplausibleInputError, GeometryError, SampleError
-from xrd_bluesky.science.attenuation import attenuation_length_um, material_of, transmission
-from xrd_bluesky.science.cif_structure import bundled_cif_names, cell_volume_A3, read_cif
-from xrd_bluesky.science.reflection_table import Instrument, reflection_table
+from xrd_bluesky.errors import GeometryError, ImplausibleInputError, SampleError
+from xrd_bluesky.science.dfxrm.attenuation import (
+    attenuation_length_um,
+    material_of,
+    transmission,
+)
+from xrd_bluesky.science.dfxrm.cif_structure import (
+    bundled_cif_names,
+    cell_volume_A3,
+    read_cif,
+)
+from xrd_bluesky.science.dfxrm.reflection_table import Instrument, reflection_table
 from xrd_bluesky.science.units import HC_KEV_ANGSTROM
 
 ENERGY_KEV = 17.0

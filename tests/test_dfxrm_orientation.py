@@ -11,10 +11,18 @@ import numpy as np
 import pytest
 
 from xrd_bluesky.errors import GeometryError
-from xrd_bluesky.science.cif_structure import read_cif
-from xrd_bluesky.science.dfxrm_orientation import (Facet, GoniometerAngles, Mounting, b_matrix, bragg_condition,
-                                                   orient, rocking_sensitivity, target_direction)
-from xrd_bluesky.science.reflection_table import Instrument, reflection_table
+from xrd_bluesky.science.dfxrm.cif_structure import read_cif
+from xrd_bluesky.science.dfxrm.orientation import (
+    Facet,
+    GoniometerAngles,
+    Mounting,
+    b_matrix,
+    bragg_condition,
+    orient,
+    rocking_sensitivity,
+    target_direction,
+)
+from xrd_bluesky.science.dfxrm.reflection_table import Instrument, reflection_table
 
 ENERGY_KEV = 17.0
 MOUNTINGS = {

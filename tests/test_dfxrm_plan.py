@@ -18,11 +18,11 @@ from bluesky import RunEngine
 
 from xrd_bluesky.errors import GeometryError
 from xrd_bluesky.plans import dfxrm_align, rocking_scan
-from xrd_bluesky.science.cif_structure import read_cif
-from xrd_bluesky.science.image_formation import pixel_geometry
-from xrd_bluesky.science.peak_fitting import fit_peak
-from xrd_bluesky.science.reflection_table import Instrument, reflection_table
-from xrd_bluesky.science.single_crystal import single_crystal_sample
+from xrd_bluesky.science.detector_pixels import pixel_geometry
+from xrd_bluesky.science.dfxrm.cif_structure import read_cif
+from xrd_bluesky.science.dfxrm.reflection_table import Instrument, reflection_table
+from xrd_bluesky.science.reduction.peak_fitting import fit_peak
+from xrd_bluesky.science.sim.single_crystal import single_crystal_sample
 from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
 
 ENERGY_KEV = 17.0

@@ -12,9 +12,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from xrd_bluesky.cli.integrate import add_parser
 
 from xrd_bluesky.errors import CorruptFrameError, ResourceLimitError, ShapeMismatchError
-from xrd_bluesky.integrate_files import add_parser
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.sources import image_files
 from xrd_bluesky.sources.image_files import read_frames, read_image

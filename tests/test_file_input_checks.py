@@ -13,13 +13,13 @@ from pathlib import Path
 import fabio
 import numpy as np
 import pytest
-
 from conftest import realdata
-from xrd_bluesky.bad_inputs import good_files
 from xrd_bluesky.cli import main
+
 from xrd_bluesky.errors import CorruptFrameError, GeometryError
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.sources import image_files
+from xrd_bluesky_bench.bad_inputs import good_files
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
+from xrd_bluesky.cli.fit_peaks import read_pattern
+from xrd_bluesky.cli.integrate import write_chi, write_xye
 from xrd_bluesky.cli import main
+
 from xrd_bluesky.errors import CorruptFrameError, XRDBlueskyError
-from xrd_bluesky.fit_peaks_files import read_pattern
-from xrd_bluesky.integrate_files import write_chi, write_xye
-from xrd_bluesky.science.integration import UNITS, IntegrationResult
-from xrd_bluesky.science.peak_fitting import FOUR_LN2, fit_peak, levenberg_marquardt
+from xrd_bluesky.science.reduction.integration import UNITS, IntegrationResult
+from xrd_bluesky.science.reduction.peak_fitting import (
+    FOUR_LN2,
+    fit_peak,
+    levenberg_marquardt,
+)
 
 #: True centre and FWHM of the synthetic peak, its radial range and the fitted window, per unit.
 TRUE = {"2th_deg": {"centre": 10.0137, "fwhm": 0.06, "radial": (8.0, 12.0), "window": (9.6, 10.4)},

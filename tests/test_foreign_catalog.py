@@ -22,10 +22,10 @@ from bluesky.plans import count, scan
 from bluesky_tiled_plugins import TiledWriter
 from tiled.client import from_uri
 from tiled.queries import Key
-
 from xrd_bluesky.cli import main
+
 from xrd_bluesky.errors import AmbiguousInputError, MissingMetadataError
-from xrd_bluesky.science.peak_fitting import fit_peak
+from xrd_bluesky.science.reduction.peak_fitting import fit_peak
 from xrd_bluesky.science.units import two_theta_rad
 from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
 from xrd_bluesky.sources.catalog_run import run_documents
@@ -151,7 +151,7 @@ def test_frames_through_the_client_equal_the_files(foreign):
     descriptor = next(d for n, d in through if n == "descriptor")
     image_key = next(k for k, v in descriptor["data_keys"].items() if v.get("units") == "counts" and v["shape"])
     assert "external" not in descriptor["data_keys"][image_key]
-    from xrd_bluesky.sources.frames.hdf5 import path_from_uri, open_hdf5
+    from xrd_bluesky.sources.frames.hdf5 import open_hdf5, path_from_uri
 
     resource = next(d for n, d in in_place if n == "stream_resource")
     with open_hdf5(path_from_uri(resource["uri"])) as f:

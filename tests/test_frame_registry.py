@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 from bluesky.plans import count
+from devices.ophyd_async_detector import make_sim_detector
+from devices.ophyd_v1_detector import make_fake_pilatus
 from event_model import pack_datum_page, pack_event_page
 from ophyd.sim import DirectImage
 
-from devices.ophyd_async_detector import make_sim_detector
-from devices.ophyd_v1_detector import make_fake_pilatus
 from xrd_bluesky.errors import MissingMetadataError
 from xrd_bluesky.sources.frames import FrameRegistry
 

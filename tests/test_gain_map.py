@@ -6,12 +6,19 @@ import fabio
 import numpy as np
 import pytest
 from tiled.queries import Contains
+from xrd_bluesky.science.gain_map.method import (
+    GainMapError,
+    compute_gain_map,
+    published_gain_map,
+)
 
 from xrd_bluesky.errors import ShapeMismatchError
 from xrd_bluesky.plans import gain_map_scan, multi_position_count
-from xrd_bluesky.science.gain_map import GainMapError, compute_gain_map, published_gain_map
-from xrd_bluesky.science.gain_map_simulation import score_gain_map, simulate_gain_map_set
-from xrd_bluesky.science.integration import integrate_1d
+from xrd_bluesky.science.reduction.integration import integrate_1d
+from xrd_bluesky.science.sim.gain_map_measurement import (
+    score_gain_map,
+    simulate_gain_map_set,
+)
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 
 DET = "Pilatus1M"
@@ -191,7 +198,11 @@ def test_profile_and_estimate_follow_their_definitions(gain_set):
     """The per-position round (binned, sigma-clipped profile of C/g; the gain estimate
     C / profile(2theta) interpolated linearly and extrapolated beyond the end bins) equals
     its plain NumPy definition, with dead (gain 0), unseen (NaN) and outlying pixels."""
-    from xrd_bluesky.science.gain_map import GainMapSettings, PositionPixels, _position_estimate
+    from xrd_bluesky.science.gain_map.method import (
+        GainMapSettings,
+        PositionPixels,
+        _position_estimate,
+    )
 
     settings = GainMapSettings()
     position = gain_set.positions[3]
@@ -223,7 +234,8 @@ def test_profile_and_estimate_follow_their_definitions(gain_set):
 
 def test_frame_series_of_mixed_integer_and_float_files(tmp_path):
     """Frames of several files and types: the sum, minimum and maximum are exact."""
-    from xrd_bluesky.gain_map_files import read_series
+    from xrd_bluesky.cli.gain_map import read_series
+
     from xrd_bluesky.science.geometry import Poni
 
     poni = Poni(0.3, 0.05, 0.05, detector="Pilatus1M")
@@ -243,7 +255,7 @@ def test_frame_series_of_mixed_integer_and_float_files(tmp_path):
 def test_pixel_corrections_are_pyfais(gain_set):
     """2theta and solid angle x polarization from one evaluation of the pixel positions
     equal pyFAI's own arrays, at a position with the beam off the detector's centre."""
-    from xrd_bluesky.science.gain_map import pixel_corrections
+    from xrd_bluesky.science.gain_map.method import pixel_corrections
 
     poni = gain_set.positions[3].poni
     two_theta, norm = pixel_corrections(poni, 0.99)
@@ -260,8 +272,9 @@ def test_ponis_read_without_full_collections_and_gc_restored(gain_set, tmp_path)
     is refused."""
     import gc
 
+    from xrd_bluesky.cli.gain_map import read_ponis
+
     from xrd_bluesky.errors import GeometryError
-    from xrd_bluesky.gain_map_files import read_ponis
 
     paths = [str(p.poni.write(tmp_path / f"pos{i}.poni")) for i, p in enumerate(gain_set.positions[:2])]
     frozen_during_full_collections = []

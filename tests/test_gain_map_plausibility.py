@@ -8,10 +8,8 @@ import fabio
 import numpy as np
 import pytest
 from tiled.queries import Contains
-
-from xrd_bluesky.beamline import LiveInputs, analysis_router
-from xrd_bluesky.plans import gain_map_scan
-from xrd_bluesky.science.gain_map import (
+from xrd_bluesky.science.calibration.geometry_source import GeometrySource
+from xrd_bluesky.science.gain_map.method import (
     PROFILE_TOLERANCE,
     RING_CENTRE_TOLERANCE_PX,
     RING_SCATTER_LIMIT,
@@ -25,8 +23,10 @@ from xrd_bluesky.science.gain_map import (
     profile_deviations,
     ring_statistics,
 )
-from xrd_bluesky.science.gain_map_simulation import simulate_gain_map_set
-from xrd_bluesky.science.geometry_source import GeometrySource
+
+from xrd_bluesky.beamline import LiveInputs, analysis_router
+from xrd_bluesky.plans import gain_map_scan
+from xrd_bluesky.science.sim.gain_map_measurement import simulate_gain_map_set
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 from xrd_bluesky.store.writer import catalog_writers
 

@@ -5,12 +5,16 @@ import pyFAI.calibrant
 import pytest
 
 from xrd_bluesky.errors import ShapeMismatchError
+from xrd_bluesky.science.detector_pixels import Beamstop, pixel_geometry
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.image_formation import (
-    Beamstop, DetectorResponse, detect, expected_photons, pixel_geometry)
-from xrd_bluesky.science.integration import integrate_1d, invalid_pixels
-from xrd_bluesky.science.peak_fitting import fit_peak
-from xrd_bluesky.science.samples import default_library
+from xrd_bluesky.science.reduction.integration import integrate_1d, invalid_pixels
+from xrd_bluesky.science.reduction.peak_fitting import fit_peak
+from xrd_bluesky.science.sim.image_formation import (
+    DetectorResponse,
+    detect,
+    expected_photons,
+)
+from xrd_bluesky.science.sim.samples import default_library
 from xrd_bluesky.science.units import wavelength_m
 
 DET = "Pilatus1M"

@@ -14,10 +14,10 @@ import uuid
 import h5py
 import numpy as np
 import pytest
-
 from pack_builders import aborted_image_run, detector, image_run, scalar_run, write_pack
-from xrd_bluesky import ingest_command
-from xrd_bluesky.ingest_command import add_parser, ingest
+from xrd_bluesky.cli.ingest import add_parser, ingest
+
+from xrd_bluesky.cli import ingest as ingest_command
 from xrd_bluesky.sources.frames.hdf5 import path_from_uri
 from xrd_bluesky.sources.frames.stream import StreamFrames
 from xrd_bluesky.sources.pack import PackError, open_pack

@@ -5,11 +5,25 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from xrd_bluesky.science.corrected_integration import CorrectedIntegrator, pixel_splitting
+from xrd_bluesky.science.detector_pixels import pixel_geometry
 from xrd_bluesky.science.geometry import StagePosition
-from xrd_bluesky.science.image_formation import DetectorResponse, detect, expected_photons, pixel_geometry
-from xrd_bluesky.science.integration_kernel import BLOCK, balanced_ranges, block_sums, pixel_sums, to_blocks
-from xrd_bluesky.science.samples import default_library
+from xrd_bluesky.science.reduction.corrected_integration import (
+    CorrectedIntegrator,
+    pixel_splitting,
+)
+from xrd_bluesky.science.reduction.integration_kernel import (
+    BLOCK,
+    balanced_ranges,
+    block_sums,
+    pixel_sums,
+    to_blocks,
+)
+from xrd_bluesky.science.sim.image_formation import (
+    DetectorResponse,
+    detect,
+    expected_photons,
+)
+from xrd_bluesky.science.sim.samples import default_library
 from xrd_bluesky.science.units import wavelength_m
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 

@@ -7,7 +7,11 @@ import pytest
 import xraylib
 
 from xrd_bluesky.errors import MonitorError
-from xrd_bluesky.science.monitors import AIR_TRANSMISSION, FluxCalibration, transmission
+from xrd_bluesky.science.reduction.monitors import (
+    AIR_TRANSMISSION,
+    FluxCalibration,
+    transmission,
+)
 
 
 @pytest.mark.parametrize("slot", ["water", "glass", "empty"])

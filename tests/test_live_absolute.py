@@ -7,7 +7,7 @@ import numpy as np
 from tiled.queries import Contains
 
 from xrd_bluesky.plans.counting import multi_position_count
-from xrd_bluesky.science.samples import default_library, solute_cross_section
+from xrd_bluesky.science.sim.samples import default_library, solute_cross_section
 
 POSITIONS = [(0.0, 0.0, 300.0), (40.0, -30.0, 280.0)]
 
@@ -98,8 +98,8 @@ def test_dark_from_a_dark_run(live, beamline, catalog):
     from dataclasses import replace
 
     from xrd_bluesky.plans import dark_run
+    from xrd_bluesky.science.detector_pixels import pixel_geometry
     from xrd_bluesky.science.geometry import DetectorPositionModel, StagePosition
-    from xrd_bluesky.science.image_formation import pixel_geometry
     from xrd_bluesky.science.units import wavelength_m
 
     bl = beamline

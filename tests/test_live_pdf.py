@@ -13,7 +13,11 @@ from tiled.queries import Contains
 
 from xrd_bluesky.callbacks.pdf_plot import LivePDFPlot
 from xrd_bluesky.plans import multi_position_count
-from xrd_bluesky.science.pair_distribution import PDFConfig, peak_positions, transform
+from xrd_bluesky.science.pdf.pair_distribution import (
+    PDFConfig,
+    peak_positions,
+    transform,
+)
 from xrd_bluesky.store.derived_runs import latest_successful
 
 #: Two detector distances (mm): 150 mm reaches Q = 25 1/A in full rings at 100 keV on the 1M.

@@ -10,7 +10,7 @@ from tiled.queries import Contains
 
 from xrd_bluesky.callbacks.peak_plot import LivePeakPlot
 from xrd_bluesky.plans import strain_series
-from xrd_bluesky.science.samples import TensileResponse
+from xrd_bluesky.science.sim.samples import TensileResponse
 from xrd_bluesky.science.units import wavelength_m
 from xrd_bluesky.store.derived_runs import latest_successful
 

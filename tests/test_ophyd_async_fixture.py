@@ -26,10 +26,9 @@ import pytest
 from bluesky import RunEngine
 from bluesky.run_engine import call_in_bluesky_event_loop
 from bluesky.utils import Msg
+from devices.ophyd_async_detector import FramesPatternFile, make_sim_detector
 from ophyd_async.core import soft_signal_rw
 from ophyd_async.sim import SimBlobDetector, SimMotor
-
-from devices.ophyd_async_detector import FramesPatternFile, make_sim_detector
 
 SHAPE = (407, 487)  # Pilatus 100K
 Documents = list[tuple[str, dict[str, Any]]]

@@ -8,12 +8,15 @@ import math
 import numpy as np
 import pytest
 import xraylib
+from conftest import realdata
 
 from xrd_bluesky.errors import ImplausibleInputError, SampleError, UsageError
-from xrd_bluesky.science.pair_distribution import PDFConfig, pdf_from_pattern, peak_positions
+from xrd_bluesky.science.pdf.pair_distribution import (
+    PDFConfig,
+    pdf_from_pattern,
+    peak_positions,
+)
 from xrd_bluesky.science.scattering_factors import parse_composition
-
-from conftest import realdata
 
 #: The configuration PDFgetX3 used (Ni_cfg_file.cfg).
 NI = PDFConfig("Ni", rpoly=2.0, qmaxinst=25.0, qmin=0.0, qmax=24.0, rmin=0.0, rmax=60.0, rstep=0.01)

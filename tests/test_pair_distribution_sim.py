@@ -9,8 +9,13 @@ import math
 import numpy as np
 import pytest
 
-from xrd_bluesky.science.pair_distribution import PDFConfig, pdf_from_pattern, peak_positions, transform
-from xrd_bluesky.science.samples import default_library
+from xrd_bluesky.science.pdf.pair_distribution import (
+    PDFConfig,
+    pdf_from_pattern,
+    peak_positions,
+    transform,
+)
+from xrd_bluesky.science.sim.samples import default_library
 
 
 def _nearest(found: np.ndarray, expected: np.ndarray) -> np.ndarray:

@@ -7,12 +7,12 @@ import fabio
 import numpy as np
 import pyFAI.calibrant
 import pytest
-
 from conftest import realdata
 from xrd_bluesky.cli import main
+
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.integration import integrate_1d, invalid_pixels
-from xrd_bluesky.science.peak_fitting import fit_peak, lattice_strain
+from xrd_bluesky.science.reduction.integration import integrate_1d, invalid_pixels
+from xrd_bluesky.science.reduction.peak_fitting import fit_peak, lattice_strain
 
 FOUR_LN2 = 4 * math.log(2)
 
@@ -68,8 +68,13 @@ def test_strain_recovered_from_simulated_mg():
     """Simulated hcp Mg (Pilatus 1M, 17 keV) at lattice strain 0 and 3e-3: the strain of
     the (101) ring from fitted centres, against the unstrained fit, within 5e-5, and
     within its own 3 sigma."""
-    from xrd_bluesky.science.image_formation import Beamstop, DetectorResponse, detect, expected_photons
-    from xrd_bluesky.science.samples import default_library, with_strain
+    from xrd_bluesky.science.detector_pixels import Beamstop
+    from xrd_bluesky.science.sim.image_formation import (
+        DetectorResponse,
+        detect,
+        expected_photons,
+    )
+    from xrd_bluesky.science.sim.samples import default_library, with_strain
     from xrd_bluesky.science.units import wavelength_m
 
     poni = Poni(0.3, 0.09, 0.08, wavelength=wavelength_m(17.0), detector="Pilatus1M")
@@ -135,9 +140,14 @@ def test_sector_strain_of_a_tensile_specimen():
     ring in a 12-sector cake give the loading-direction lattice strain within 5e-5 and
     the transverse one (-nu times it) within 1e-4 (each sector's expectation averaged
     over its 30 deg), and the peaks have broadened."""
-    from xrd_bluesky.science.corrected_integration import CorrectedIntegrator
-    from xrd_bluesky.science.image_formation import Beamstop, DetectorResponse, detect, expected_photons
-    from xrd_bluesky.science.samples import default_library
+    from xrd_bluesky.science.detector_pixels import Beamstop
+    from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator
+    from xrd_bluesky.science.sim.image_formation import (
+        DetectorResponse,
+        detect,
+        expected_photons,
+    )
+    from xrd_bluesky.science.sim.samples import default_library
     from xrd_bluesky.science.units import wavelength_m
 
     poni = Poni(0.25, 0.0845, 0.0894, wavelength=wavelength_m(17.0), detector="Pilatus1M")

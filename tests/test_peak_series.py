@@ -6,13 +6,17 @@ import math
 import numpy as np
 import pytest
 
-from xrd_bluesky.science.corrected_integration import CorrectedIntegrator
-from xrd_bluesky.science.directional_strain import directional_strain, sector_cos2
+from xrd_bluesky.science.detector_pixels import Beamstop
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.image_formation import Beamstop, expected_photons
-from xrd_bluesky.science.peak_fitting import fit_peak
-from xrd_bluesky.science.peak_specs import configured_specs, find_peak_specs
-from xrd_bluesky.science.samples import default_library
+from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator
+from xrd_bluesky.science.reduction.directional_strain import (
+    directional_strain,
+    sector_cos2,
+)
+from xrd_bluesky.science.reduction.peak_fitting import fit_peak
+from xrd_bluesky.science.reduction.peak_specs import configured_specs, find_peak_specs
+from xrd_bluesky.science.sim.image_formation import expected_photons
+from xrd_bluesky.science.sim.samples import default_library
 from xrd_bluesky.science.units import wavelength_m
 
 PONI = Poni(0.3, 0.09, 0.08, wavelength=wavelength_m(17.0), detector="Pilatus1M")

@@ -22,9 +22,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from xrd_bluesky.science.cif_structure import read_cif
-from xrd_bluesky.science.dfxrm_orientation import orient
-from xrd_bluesky.science.reflection_table import reflection_table
+from xrd_bluesky.science.dfxrm.cif_structure import read_cif
+from xrd_bluesky.science.dfxrm.orientation import orient
+from xrd_bluesky.science.dfxrm.reflection_table import reflection_table
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -44,7 +44,7 @@ def server_url():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "xrd_bluesky.cli", "planner", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "xrd_bluesky.cli.main", "planner", "--port", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + SERVER_TIMEOUT_S

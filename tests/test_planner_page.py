@@ -14,13 +14,16 @@ from unittest import mock
 import pytest
 import streamlit
 from streamlit.testing.v1 import AppTest
-
 from xrd_bluesky.cli import main
-from xrd_bluesky.planner_command import APP_PATH
-from xrd_bluesky.science.cif_structure import read_cif
-from xrd_bluesky.science.compound_refractive_lens import LENS_MATERIALS, focal_length_m
-from xrd_bluesky.science.dfxrm_orientation import Facet, Mounting, orient
-from xrd_bluesky.science.reflection_table import Instrument, reflection_table
+from xrd_bluesky.cli.planner import APP_PATH
+
+from xrd_bluesky.science.dfxrm.cif_structure import read_cif
+from xrd_bluesky.science.dfxrm.compound_refractive_lens import (
+    LENS_MATERIALS,
+    focal_length_m,
+)
+from xrd_bluesky.science.dfxrm.orientation import Facet, Mounting, orient
+from xrd_bluesky.science.dfxrm.reflection_table import Instrument, reflection_table
 from xrd_bluesky.science.units import HC_KEV_ANGSTROM
 
 APP = str(APP_PATH)

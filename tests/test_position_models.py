@@ -9,11 +9,17 @@ import math
 import numpy as np
 import pytest
 from pyFAI.goniometer import GeometryTransformation, Goniometer
+from xrd_bluesky.science.calibration.position_models import (
+    ArmModel,
+    ArmPosition,
+    PyFAIGoniometerModel,
+    position_model_from_dict,
+    read_goniometer_json,
+    write_goniometer_json,
+)
 
 from xrd_bluesky.errors import GeometryError
 from xrd_bluesky.science.geometry import DetectorPositionModel, Poni, StagePosition
-from xrd_bluesky.science.position_models import (ArmModel, ArmPosition, PyFAIGoniometerModel, position_model_from_dict,
-                                                 read_goniometer_json, write_goniometer_json)
 
 WL = 0.8856e-10
 REF = Poni(0.9, 0.0168, 0.16, rot1=0.002, rot2=0.0, rot3=0.001, wavelength=WL, detector="Pilatus300kw")

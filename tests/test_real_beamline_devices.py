@@ -18,20 +18,20 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 from bluesky.run_engine import call_in_bluesky_event_loop
-from ophyd import Signal
-from ophyd.sim import DirectImage, SynAxis
-from tiled.queries import Contains
-
 from devices.ophyd_async_detector import make_sim_detector
 from devices.ophyd_v1_detector import make_fake_pilatus
 from devices.scene import DETECTOR, ENERGY_KEV, Scene, description_toml, true_geometry
+from ophyd import Signal
+from ophyd.sim import DirectImage, SynAxis
+from tiled.queries import Contains
+from xrd_bluesky.cli.demo import ring_checks
+
 from xrd_bluesky import attach
 from xrd_bluesky.beamline import load_beamline
 from xrd_bluesky.errors import MissingMetadataError
-from xrd_bluesky.demo import ring_checks
 from xrd_bluesky.plans import calibration_scan, multi_position_count
 from xrd_bluesky.science.geometry import StagePosition
-from xrd_bluesky.science.samples import default_library
+from xrd_bluesky.science.sim.samples import default_library
 
 #: Stage positions (x, y, distance in mm) of the calibration and of the measurement.
 CALIBRATION_POSITIONS = [(0.0, 0.0, 200.0), (14.0, -10.0, 215.0)]

@@ -12,15 +12,26 @@ from dataclasses import replace
 import numpy as np
 import pyFAI
 import pytest
-
 from conftest import realdata
-from xrd_bluesky.science.directional_strain import directional_strain, sector_cos2
-from xrd_bluesky.science.peak_fitting import lattice_strain
-from xrd_bluesky.science.sector_strain import (cake_integrator, fit_ring, integrate_cake, peak_cos2, q_window_nm,
-                                               reflection_specs, refine_on_rings, ring_mean_d0)
+from xrd_bluesky.cli.strain import add_parser
+
+from xrd_bluesky.science.reduction.directional_strain import (
+    directional_strain,
+    sector_cos2,
+)
+from xrd_bluesky.science.reduction.peak_fitting import lattice_strain
+from xrd_bluesky.science.reduction.sector_strain import (
+    cake_integrator,
+    fit_ring,
+    integrate_cake,
+    peak_cos2,
+    q_window_nm,
+    refine_on_rings,
+    reflection_specs,
+    ring_mean_d0,
+)
 from xrd_bluesky.sources.gsas2_imctrl import imctrl_poni, read_imctrl
 from xrd_bluesky.sources.image_files import read_image
-from xrd_bluesky.strain_files import add_parser
 
 #: GSAS-II's "d-zero ave" of image 001 (A), by our ring label.
 GSAS2_D0 = {"CeO2_111": 3.12506, "austenite_111": 2.07823, "ferrite_110": 2.03196, "austenite_200": 1.79990,

@@ -2,11 +2,11 @@
 
 import fabio
 import numpy as np
-
 from conftest import realdata
+
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.integration import integrate_1d, invalid_pixels
-from xrd_bluesky.science.peak_fitting import fit_peak
+from xrd_bluesky.science.reduction.integration import integrate_1d, invalid_pixels
+from xrd_bluesky.science.reduction.peak_fitting import fit_peak
 
 
 def test_reference_peak_positions_reproduced():

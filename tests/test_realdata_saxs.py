@@ -4,14 +4,21 @@ absolute curve through our whole correction chain, and the factor applied to a s
 import fabio
 import numpy as np
 import pytest
-from scipy import ndimage
-
 from conftest import realdata
-from xrd_bluesky.science.absolute_scale import scaled, standard_factor, subtract
-from xrd_bluesky.science.calibration import CalibrationSettings, refine_position
-from xrd_bluesky.science.corrected_integration import CorrectedIntegrator
+from scipy import ndimage
+from xrd_bluesky.science.calibration.refinement import (
+    CalibrationSettings,
+    refine_position,
+)
+
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.masks import bright_pixels, shadowed_pixels
+from xrd_bluesky.science.reduction.absolute_scale import (
+    scaled,
+    standard_factor,
+    subtract,
+)
+from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator
+from xrd_bluesky.science.reduction.masks import bright_pixels, shadowed_pixels
 
 #: Facts from PROVENANCE.md: exposures (s), transmissions, glassy-carbon thickness (cm).
 GC_T, GC_CM, EXPOSURE_S, SAMPLE_T, SAMPLE_EXPOSURE_S = 0.818, 0.106, 5.0, 0.943, 40.0

@@ -9,17 +9,22 @@ import numpy as np
 import pyFAI.calibrant
 import pytest
 from tiled.queries import Contains
-
 from xrd_bluesky.cli import main
+from xrd_bluesky.science.calibration.geometry_source import GeometrySource
+
 from xrd_bluesky.callbacks import AnalysisRouter
-from xrd_bluesky.sources.frames.hdf5 import path_from_uri
 from xrd_bluesky.errors import CorruptFrameError, GeometryError, MissingMetadataError
-from xrd_bluesky.plans import calibration_scan, dark_run, multi_position_count, strain_series
+from xrd_bluesky.plans import (
+    calibration_scan,
+    dark_run,
+    multi_position_count,
+    strain_series,
+)
 from xrd_bluesky.science.geometry import DetectorPositionModel, StagePosition
-from xrd_bluesky.science.geometry_source import GeometrySource
-from xrd_bluesky.science.peak_fitting import fit_peak
+from xrd_bluesky.science.reduction.peak_fitting import fit_peak
 from xrd_bluesky.science.units import two_theta_rad
 from xrd_bluesky.sim_devices import make_beamline
+from xrd_bluesky.sources.frames.hdf5 import path_from_uri
 from xrd_bluesky.store import lineage
 from xrd_bluesky.store.calibrations import latest_calibration
 from xrd_bluesky.store.gain_maps import latest_gain_map_uid

@@ -40,7 +40,7 @@ def test_served_catalog_refuses_requests_without_the_api_key(tmp_path, monkeypat
 
 def test_serve_does_not_start_without_an_api_key(tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if k != "TILED_API_KEY"}
-    done = subprocess.run([sys.executable, "-m", "xrd_bluesky.cli", "serve", "--directory", str(tmp_path)],
+    done = subprocess.run([sys.executable, "-m", "xrd_bluesky.cli.main", "serve", "--directory", str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "TILED_API_KEY" in done.stderr
 

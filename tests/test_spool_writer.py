@@ -19,17 +19,16 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 from bluesky.plans import count
+from conftest import TEST_DETECTOR
+from xrd_bluesky.cli.session import build_session
 
 from xrd_bluesky.plans import multi_position_count
-from xrd_bluesky.session import build_session
 from xrd_bluesky.sim_devices import BeamlineConfig
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.server import ServerProcess
 from xrd_bluesky.store.spool import SpoolError, decode, encode, read_spool
 from xrd_bluesky.store.sync import sync
 from xrd_bluesky.store.writer import SpoolingWriter
-
-from conftest import TEST_DETECTOR
 
 POSITIONS = [(0, 0, 300), (20, -15, 300), (-20, 15, 300)]
 
@@ -107,7 +106,7 @@ def test_catalog_killed_mid_scan_then_sync_backfills_once(tmp_path, monkeypatch)
 RECORDER = textwrap.dedent("""
     import sys
     from bluesky.plans import count
-    from xrd_bluesky.session import build_session
+    from xrd_bluesky.cli.session import build_session
     from xrd_bluesky.sim_devices import BeamlineConfig
 
     session = build_session(directory=sys.argv[1], config=BeamlineConfig(detector="Pilatus100k", seed=1))
@@ -144,7 +143,7 @@ def test_recorder_killed_mid_run_leaves_a_valid_spool_and_sync_closes_the_run(tm
     assert [n for n, _ in documents].count("event") >= announced
     assert documents[-1][0] != "stop"
 
-    synced = subprocess.run([sys.executable, "-m", "xrd_bluesky.cli", "sync", "--directory", str(data)],
+    synced = subprocess.run([sys.executable, "-m", "xrd_bluesky.cli.main", "sync", "--directory", str(data)],
                             capture_output=True, text=True, timeout=300)
     assert synced.returncode == 0 and "closed with exit_status 'abort'" in synced.stdout, synced.stderr
     key = secrets.token_hex(16)

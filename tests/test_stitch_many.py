@@ -5,15 +5,19 @@ import numpy as np
 import pytest
 from pyFAI.multi_geometry import MultiGeometry
 
-from xrd_bluesky.bench.stitch import arm_ponis, float64_stitch, reference_integrators
 from xrd_bluesky.errors import GeometryError
-from xrd_bluesky.science import corrected_integration
-from xrd_bluesky.science.corrected_integration import CorrectedIntegrator
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.image_formation import DetectorResponse, detect, expected_photons
-from xrd_bluesky.science.multi_geometry import covered_radial_range, stitch
-from xrd_bluesky.science.samples import default_library
+from xrd_bluesky.science.reduction import corrected_integration
+from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator
+from xrd_bluesky.science.reduction.multi_geometry import covered_radial_range, stitch
+from xrd_bluesky.science.sim.image_formation import (
+    DetectorResponse,
+    detect,
+    expected_photons,
+)
+from xrd_bluesky.science.sim.samples import default_library
 from xrd_bluesky.science.units import wavelength_m
+from xrd_bluesky_bench.stitch import arm_ponis, float64_stitch, reference_integrators
 
 DET = "Pilatus300kw"  # 195 x 1475 px of 172 um
 REFERENCE = Poni(dist=0.9, poni1=0.47 * 195 * 172e-6, poni2=0.53 * 1475 * 172e-6, rot1=0.012, rot2=-0.008,

@@ -10,11 +10,16 @@ import math
 import numpy as np
 import pytest
 from fabio.edfimage import EdfImage
+from xrd_bluesky.cli.strain import add_parser
 
-from xrd_bluesky.errors import CorruptFrameError, GeometryError, ShapeMismatchError, UsageError
+from xrd_bluesky.errors import (
+    CorruptFrameError,
+    GeometryError,
+    ShapeMismatchError,
+    UsageError,
+)
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.sources.gsas2_imctrl import imctrl_poni, parse_value, read_imctrl
-from xrd_bluesky.strain_files import add_parser
 
 WAVELENGTH_M = 0.2e-10
 SHAPE = (300, 300)

@@ -2,7 +2,7 @@
 (msgpack, never pickle) and analysed by ``xrd-bluesky worker``.
 
 The end-to-end test runs the real processes on loopback: ``bluesky-0MQ-proxy``, a
-RunEngine session (a child process), the worker (``python -m xrd_bluesky.cli worker``,
+RunEngine session (a child process), the worker (``python -m xrd_bluesky.cli.main worker``,
 killed with SIGKILL mid-scan and restarted) and the served catalog (``xrd-bluesky
 serve``).
 """
@@ -29,18 +29,23 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from conftest import TEST_DETECTOR
+from test_replay import assert_same_results
 from tiled.queries import Contains
+from xrd_bluesky.cli.session import build_session
 
 from xrd_bluesky.plans import multi_position_count
-from xrd_bluesky.session import build_session
 from xrd_bluesky.sim_devices import BeamlineConfig
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.server import API_KEY_VARIABLE, ServerProcess
 from xrd_bluesky.worker import WORKER_KEY
-from xrd_bluesky.zmq_link import DocumentReceiver, ZmqLinkError, decode_message, pack_document, unpack_document
-
-from conftest import TEST_DETECTOR
-from test_replay import assert_same_results
+from xrd_bluesky.zmq_link import (
+    DocumentReceiver,
+    ZmqLinkError,
+    decode_message,
+    pack_document,
+    unpack_document,
+)
 
 POSITIONS = [(0.0, 0.0, 300.0), (12.0, -8.0, 260.0)]
 #: Exposures of the run during which the worker is killed, and the one it is killed at.
@@ -293,7 +298,7 @@ def test_session_publishes_every_document_and_does_not_analyse(served):
 RECORDER = textwrap.dedent("""
     import sys
     from xrd_bluesky.plans import calibration_scan, multi_position_count
-    from xrd_bluesky.session import build_session
+    from xrd_bluesky.cli.session import build_session
     from xrd_bluesky.sim_devices import BeamlineConfig
 
     uri, directory, proxy_in, detector = sys.argv[1:5]
@@ -408,14 +413,15 @@ def test_worker_analyses_as_the_session_and_reports_the_runs_it_missed(served, t
     missed and again when stopped (SIGTERM), and analyses the next run as the session
     does.
     """
-    from xrd_bluesky.demo import ring_checks
-    from xrd_bluesky.science.samples import default_library
+    from xrd_bluesky.cli.demo import ring_checks
+
+    from xrd_bluesky.science.sim.samples import default_library
 
     server, directory, env, catalog = served
     proxy_in, proxy_out = free_port(), free_port()
     script = tmp_path / "record.py"
     script.write_text(RECORDER)
-    worker_command = [sys.executable, "-m", "xrd_bluesky.cli", "worker", "--zmq", f"127.0.0.1:{proxy_out}",
+    worker_command = [sys.executable, "-m", "xrd_bluesky.cli.main", "worker", "--zmq", f"127.0.0.1:{proxy_out}",
                       "--catalog", server.uri, "--directory", str(tmp_path / "worker"), "--detector", TEST_DETECTOR]
     children = [Child([str(Path(sys.executable).with_name("bluesky-0MQ-proxy")), "--in-address",
                        f"127.0.0.1:{proxy_in}", "--out-address", f"127.0.0.1:{proxy_out}"], env)]

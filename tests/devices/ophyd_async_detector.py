@@ -37,8 +37,8 @@ from pathlib import Path, PurePath
 
 import h5py
 import numpy as np
-from numpy.typing import DTypeLike
 from bluesky.run_engine import call_in_bluesky_event_loop
+from numpy.typing import DTypeLike
 from ophyd_async.core import (
     AutoIncrementFilenameProvider,
     PathProvider,

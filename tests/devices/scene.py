@@ -13,9 +13,18 @@ from functools import lru_cache
 
 import numpy as np
 
-from xrd_bluesky.science.geometry import DetectorPositionModel, Poni, StagePosition, detector_model
-from xrd_bluesky.science.image_formation import DetectorResponse, detect, expected_photons
-from xrd_bluesky.science.samples import default_library
+from xrd_bluesky.science.geometry import (
+    DetectorPositionModel,
+    Poni,
+    StagePosition,
+    detector_model,
+)
+from xrd_bluesky.science.sim.image_formation import (
+    DetectorResponse,
+    detect,
+    expected_photons,
+)
+from xrd_bluesky.science.sim.samples import default_library
 from xrd_bluesky.science.units import wavelength_m
 
 #: The test beamline: a Pilatus 1M on a stage, 200 mm from the sample at stage

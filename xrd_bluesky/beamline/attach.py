@@ -26,13 +26,13 @@ from bluesky import RunEngine
 
 from ..callbacks import AnalysisRouter
 from ..callbacks.derived import Emit
-from ..science.absolute_scale import ReferencePattern
-from ..science.gain_map_source import GainMapSource
-from ..science.geometry_source import GeometrySource
-from ..science.peak_specs import PeakReference
+from ..science.calibration.geometry_source import GeometrySource
+from ..science.gain_map.source import GainMapSource
+from ..science.reduction.absolute_scale import ReferencePattern
+from ..science.reduction.peak_specs import PeakReference
 from ..store import Catalog, open_catalog
-from ..store.catalog import CatalogUnavailableError
 from ..store.calibrations import geometry_from_calibration, latest_calibration
+from ..store.catalog import CatalogUnavailableError
 from ..store.gain_maps import gain_map_from_run, latest_gain_map_uid
 from ..store.references import dark_frame, peak_reference, reference_pattern
 from ..store.writer import SpoolingWriter, processed_writer, raw_writer

@@ -26,10 +26,16 @@ import numpy as np
 
 from ..errors import BeamlineDescriptionError, GeometryError
 from ..schema import InstrumentSettings, RunSetup
-from ..science.geometry import STAGE_AXES, DetectorPositionModel, Poni, StagePosition, detector_model
-from ..science.position_models import ARM_PLANES, ArmModel
-from ..science.image_formation import Beamstop
-from ..science.monitors import FluxCalibration
+from ..science.calibration.position_models import ARM_PLANES, ArmModel
+from ..science.detector_pixels import Beamstop
+from ..science.geometry import (
+    STAGE_AXES,
+    DetectorPositionModel,
+    Poni,
+    StagePosition,
+    detector_model,
+)
+from ..science.reduction.monitors import FluxCalibration
 from ..sources.frames.resources import HANDLERS
 
 #: How a detector may move: not at all, on a translation stage, on a 2theta arm (which
@@ -52,7 +58,7 @@ class DetectorMotion:
     ``translation`` (mm, along the detector normal) to motor data keys, the arm turns
     in ``plane`` (``vertical`` or ``horizontal``), the nominal geometry holds where its
     rotation is zero, at reading ``offset_deg``, and it turns ``scale`` degrees per
-    degree of reading (see :mod:`xrd_bluesky.science.position_models`).
+    degree of reading (see :mod:`xrd_bluesky.science.calibration.position_models`).
     """
 
     kind: str = "fixed"

@@ -5,7 +5,7 @@ frame, an initial guess from the stage motors and the nominal detector-position 
 (no user input), automatic ring extraction and refinement (pyFAI); then one
 detector-position model fitted over all positions. On a 2theta arm, one arm model is
 fitted jointly to the rings found at every arm angle (angles with no usable ring are
-skipped and named; :mod:`xrd_bluesky.science.arm_calibration`).
+skipped and named; :mod:`xrd_bluesky.science.calibration.arm`).
 
 The derived run has a ``positions`` stream (per position: geometry, rings used; on a
 stage also the residual, points, and what the frame says about the calibrant and the
@@ -31,12 +31,17 @@ import numpy as np
 from ..errors import MissingMetadataError
 from ..paths import safe_child
 from ..schema import InstrumentSettings
-from ..science.calibrant_check import CalibrantCheck
-from ..science.arm_calibration import ArmCalibration, ArmFrame, calibrate_arm
-from ..science.calibration import CalibrationSettings, PositionCalibration, fit_position_model, refine_position
+from ..science.calibration.arm import ArmCalibration, ArmFrame, calibrate_arm
+from ..science.calibration.calibrant_check import CalibrantCheck
+from ..science.calibration.position_models import ArmModel, write_goniometer_json
+from ..science.calibration.refinement import (
+    CalibrationSettings,
+    PositionCalibration,
+    fit_position_model,
+    refine_position,
+)
+from ..science.detector_pixels import pixel_geometry
 from ..science.geometry import DetectorPositionModel, Poni
-from ..science.image_formation import pixel_geometry
-from ..science.position_models import ArmModel, write_goniometer_json
 from ..science.units import wavelength_m
 from ..sources.frames import detector_position, mean_dark
 from .derived import Emit, FrameRunCallback, position_data, require_keys

@@ -13,11 +13,16 @@ from collections.abc import Mapping
 from typing import Callable
 
 import numpy as np
-from event_model import ComposeDescriptorBundle, ComposeRunBundle, DocumentRouter, compose_run
+from event_model import (
+    ComposeDescriptorBundle,
+    ComposeRunBundle,
+    DocumentRouter,
+    compose_run,
+)
 
 from .. import __version__
 from ..errors import MissingMetadataError
-from ..science.position_models import ArmPosition
+from ..science.calibration.position_models import ArmPosition
 from ..sources.frames import FrameRegistry
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Per detector-stage position: dark-subtracted mean of its frames, geometry from the
 current calibration, a mask of invalid, saturated and beamstop-shadowed pixels; then
-:func:`~xrd_bluesky.science.gain_map.compute_gain_map`. The derived run has a
+:func:`~xrd_bluesky.science.gain_map.method.compute_gain_map`. The derived run has a
 ``gain_map`` stream (gain, bad-pixel mask, uncertainty) and a ``statistics`` stream;
 the map is exported as float32 TIFF (gain and 1/gain) and EDF to
 ``<export_dir>/<derived uid>/`` with provenance in the headers.
@@ -19,13 +19,19 @@ from .. import __version__
 from ..errors import CorruptFrameError, MissingMetadataError
 from ..paths import safe_child
 from ..schema import InstrumentSettings
-from ..science.gain_map import GainMap, GainMapSettings, PositionData, check_shadows_disjoint, compute_gain_map
+from ..science.calibration.geometry_source import GeometrySource
+from ..science.detector_pixels import pixel_geometry
+from ..science.gain_map.method import (
+    GainMap,
+    GainMapSettings,
+    PositionData,
+    check_shadows_disjoint,
+    compute_gain_map,
+)
 from ..science.geometry import StagePosition
-from ..science.geometry_source import GeometrySource
-from ..science.image_formation import pixel_geometry
-from ..science.integration import invalid_pixels
-from .derived import Emit, FrameRunCallback, require_keys
+from ..science.reduction.integration import invalid_pixels
 from ..sources.frames import detector_config, mean_dark, stage_position
+from .derived import Emit, FrameRunCallback, require_keys
 
 #: Margin (mm) around the predicted beamstop shadow that is left out of the gain map.
 BEAMSTOP_MARGIN_MM = 0.5

@@ -50,17 +50,34 @@ import numpy as np
 
 from ..errors import InvalidFrameError, MissingMetadataError, MonitorError
 from ..schema import InstrumentSettings
-from ..science.absolute_scale import (KNOWN_STANDARDS, Exposure, ReferencePattern, absolute, scaled,
-                                      standard_factor, subtract)
-from ..science.corrected_integration import SPLITTINGS, BinSums, CorrectedIntegrator
-from ..science.gain_map_source import GainMapSource
+from ..science.calibration.geometry_source import GeometrySource
+from ..science.detector_pixels import pixel_geometry
+from ..science.gain_map.source import GainMapSource
 from ..science.geometry import Poni
-from ..science.geometry_source import GeometrySource
-from ..science.image_formation import pixel_geometry
-from ..science.integration import MIN_RADIAL_BINS
-from ..science.integration_kernel import sum_frames
-from ..science.multi_geometry import covered_radial_range, stitch
-from ..sources.frames import FrameEvent, detector_config, detector_position, mean_dark, planned_positions
+from ..science.reduction.absolute_scale import (
+    KNOWN_STANDARDS,
+    Exposure,
+    ReferencePattern,
+    absolute,
+    scaled,
+    standard_factor,
+    subtract,
+)
+from ..science.reduction.corrected_integration import (
+    SPLITTINGS,
+    BinSums,
+    CorrectedIntegrator,
+)
+from ..science.reduction.integration import MIN_RADIAL_BINS
+from ..science.reduction.integration_kernel import sum_frames
+from ..science.reduction.multi_geometry import covered_radial_range, stitch
+from ..sources.frames import (
+    FrameEvent,
+    detector_config,
+    detector_position,
+    mean_dark,
+    planned_positions,
+)
 from .derived import Emit, FrameRunCallback, position_data
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Live pair distribution functions of an integration run's patterns.
 
 The raw run's start document asks for them with a ``pdf`` configuration (PDFgetX3's
-parameter names, see :class:`~xrd_bluesky.science.pair_distribution.PDFConfig`)::
+parameter names, see :class:`~xrd_bluesky.science.pdf.pair_distribution.PDFConfig`)::
 
     md={"pdf": {"rpoly": 0.9, "qmax": 24.0, "rmax": 30.0, "background_uid": "<raw run uid>", "bgscale": 1.0}}
 
@@ -35,7 +35,7 @@ import logging
 import numpy as np
 
 from ..errors import AnalysisError, MissingMetadataError, XRDBlueskyError
-from ..science.pair_distribution import PDFConfig, PDFResult, pdf_from_pattern
+from ..science.pdf.pair_distribution import PDFConfig, PDFResult, pdf_from_pattern
 from .derived import DerivedRunCallback, Emit, require_keys
 from .integration import References
 

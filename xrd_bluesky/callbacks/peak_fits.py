@@ -2,7 +2,7 @@
 and lattice strain per event, and per azimuthal sector of the cake.
 
 The raw run's start document says what to fit under ``peaks`` (see
-:mod:`xrd_bluesky.science.peak_specs`); the integration copies it into its derived
+:mod:`xrd_bluesky.science.reduction.peak_specs`); the integration copies it into its derived
 run, and this analysis turns that run into a derived run of its own
 (``analysis: "peak_fits"``, ``parent_uids``: the integration run).
 
@@ -36,10 +36,20 @@ from typing import Callable
 import numpy as np
 
 from ..errors import FitError, MissingMetadataError
-from ..science.directional_strain import directional_strain, sector_cos2
-from ..science.peak_fitting import PeakResult, fit_peak, lattice_strain, peak_position
-from ..science.peak_specs import PeakReference, PeakSpec, configured_specs, find_peak_specs
-from ..science.sector_strain import peak_cos2
+from ..science.reduction.directional_strain import directional_strain, sector_cos2
+from ..science.reduction.peak_fitting import (
+    PeakResult,
+    fit_peak,
+    lattice_strain,
+    peak_position,
+)
+from ..science.reduction.peak_specs import (
+    PeakReference,
+    PeakSpec,
+    configured_specs,
+    find_peak_specs,
+)
+from ..science.reduction.sector_strain import peak_cos2
 from ..science.units import wavelength_m
 from .derived import DerivedRunCallback, Emit, require_keys
 

@@ -22,17 +22,17 @@ from event_model import RunRouter
 
 from ..errors import MissingMetadataError, XRDBlueskyError
 from ..schema import RunSetup
-from ..science.calibration import CalibrationSettings
-from ..science.gain_map_source import GainMapSource
-from ..science.geometry_source import GeometrySource
+from ..science.calibration.geometry_source import GeometrySource
+from ..science.calibration.refinement import CalibrationSettings
+from ..science.gain_map.source import GainMapSource
 from .calibration import GeometryCalibration
 from .derived import DerivedRunCallback, Emit
 from .energy import EnergyFromData
 from .gain_map import GainMapBuilder
 from .integration import Darks, LiveIntegration, References
-from .peak_fits import LivePeakFits, PeakReferences
 from .pdf import LivePDF
 from .pdf_plot import LivePDFPlot
+from .peak_fits import LivePeakFits, PeakReferences
 from .peak_plot import LivePeakPlot
 
 logger = logging.getLogger(__name__)

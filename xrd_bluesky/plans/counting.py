@@ -22,8 +22,8 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator, plan
 
 from ..errors import MissingMetadataError
+from ..science.calibration.position_models import ARM_AXES
 from ..science.geometry import STAGE_AXES
-from ..science.position_models import ARM_AXES
 
 DARK_STREAM = "dark"
 #: A detector's mount: a stage (a device with ``x``, ``y``, ``distance`` motors, or a

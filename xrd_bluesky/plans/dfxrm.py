@@ -1,6 +1,6 @@
 """DF-XRM alignment: drive the goniometer to a reflection, then rock it through the Bragg
 condition (axis convention and the choice of angles:
-:mod:`xrd_bluesky.science.dfxrm_orientation`)."""
+:mod:`xrd_bluesky.science.dfxrm.orientation`)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import bluesky.plans as bp
 import bluesky.preprocessors as bpp
 
 from ..errors import PlausibilityWarning
-from ..science.cif_structure import CrystalStructure, read_cif
-from ..science.dfxrm_orientation import Facet, Mounting, orient, rocking_sensitivity
-from ..science.reflection_table import Instrument, reflection_table
+from ..science.dfxrm.cif_structure import CrystalStructure, read_cif
+from ..science.dfxrm.orientation import Facet, Mounting, orient, rocking_sensitivity
+from ..science.dfxrm.reflection_table import Instrument, reflection_table
 
 PURPOSE = "dfxrm_alignment"
 _DEFAULT_MOUNTING = Mounting()
@@ -28,12 +28,12 @@ def dfxrm_align(goniometer, crystal: CrystalStructure | str | Path, hkl: Sequenc
                 instrument: Instrument = Instrument(), detectors: Sequence[Any] = (), md: dict | None = None):
     """Put reflection ``hkl`` of ``crystal`` in the Bragg condition and read ``detectors`` there.
 
-    The angles come from :func:`~xrd_bluesky.science.dfxrm_orientation.orient`; they are
+    The angles come from :func:`~xrd_bluesky.science.dfxrm.orientation.orient`; they are
     computed, and bad requests refused, before any motor moves. The run
     (``purpose: "dfxrm_alignment"``) records the crystal, hkl, energy (keV), mounting,
     scattering plane, the reflection's 2theta (deg) and d (A), the angles (deg), and the
     rocking sensitivity of each axis (deg of deviation per deg, see
-    :func:`~xrd_bluesky.science.dfxrm_orientation.rocking_sensitivity`) with the name of
+    :func:`~xrd_bluesky.science.dfxrm.orientation.rocking_sensitivity`) with the name of
     the motor that rocks fastest (``rocking_motor``: omega in the horizontal scattering
     plane; in the vertical plane omega only moves the spot and chi usually rocks), for
     :func:`rocking_scan`. One event reads the detectors and the three motors.

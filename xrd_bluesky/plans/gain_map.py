@@ -9,9 +9,9 @@ import bluesky.plan_stubs as bps
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator, plan
 
-from ..science.gain_map import check_shadows_disjoint
+from ..science.detector_pixels import Beamstop
+from ..science.gain_map.method import check_shadows_disjoint
 from ..science.geometry import DetectorPositionModel, StagePosition
-from ..science.image_formation import Beamstop
 from .counting import Stage, acquire_time_signal, multi_position_count
 
 

@@ -22,7 +22,7 @@ def strain_series(detectors: Sequence[Any], strain, strains: Sequence[float], *,
     """Step the applied strain through ``strains`` and count ``num`` times at each.
 
     The run's live analysis integrates every frame (1D and cake) and fits ``peaks``
-    (:mod:`xrd_bluesky.science.peak_specs`): centre, FWHM, d-spacing and lattice
+    (:mod:`xrd_bluesky.science.reduction.peak_specs`): centre, FWHM, d-spacing and lattice
     strain per event and per azimuthal sector.
 
     Parameters

@@ -17,9 +17,9 @@ import logging
 import math
 import numbers
 from dataclasses import asdict, dataclass, replace
-from typing import ClassVar
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pyFAI.detectors

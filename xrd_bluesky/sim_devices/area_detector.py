@@ -19,7 +19,7 @@ from ophyd import Component as Cpt
 from ophyd import Device
 from ophyd.status import Status
 
-from ..science.image_formation import DetectorResponse, detect
+from ..science.sim.image_formation import DetectorResponse, detect
 from .signals import UnitSignal
 
 #: HDF5 dataset holding the frames, stacked along the first axis.

@@ -17,19 +17,24 @@ from pathlib import Path
 import numpy as np
 
 from ..beamline.description import BeamlineDescription, load_beamline
-from ..science.geometry import DetectorPositionModel, Poni, StagePosition, detector_model
-from ..science.position_models import ArmModel, ArmPosition
-from ..science.image_formation import Beamstop, DetectorResponse, expected_photons
-from ..science.monitors import FluxCalibration
-from ..science.samples import Sample, default_library
-from ..science.single_crystal import SingleCrystalSample
+from ..science.calibration.position_models import ArmModel, ArmPosition
+from ..science.detector_pixels import Beamstop
+from ..science.geometry import (
+    DetectorPositionModel,
+    Poni,
+    StagePosition,
+    detector_model,
+)
+from ..science.reduction.monitors import FluxCalibration
+from ..science.sim.image_formation import DetectorResponse, expected_photons
+from ..science.sim.samples import Sample, default_library
+from ..science.sim.single_crystal import SingleCrystalSample
 from ..science.units import wavelength_m
 from .area_detector import SimAreaDetector
 from .ion_chamber import IonChamber, downstream_transmission, upstream_transmission
 from .sample_changer import SampleChanger
 from .source import Source
 from .stage import DetectorArm, DetectorStage, Goniometer
-
 
 #: The shipped description of the simulated beamline.
 SIMULATED_DESCRIPTION = Path(__file__).with_name("simulated_beamline.toml")
@@ -187,7 +192,7 @@ def make_beamline(config: BeamlineConfig | None = None, *, data_dir: str | Path,
     data_dir : path
         Where the detector writes its HDF5 files.
     library : dict, optional
-        Samples by name (default: :func:`~xrd_bluesky.science.samples.default_library`).
+        Samples by name (default: :func:`~xrd_bluesky.science.sim.samples.default_library`).
     """
     config = config or BeamlineConfig()
     seeds = np.random.SeedSequence(config.seed).spawn(4)

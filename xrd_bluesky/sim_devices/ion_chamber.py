@@ -9,7 +9,7 @@ from ophyd import Component as Cpt
 from ophyd import Device
 from ophyd.status import Status
 
-from ..science.monitors import AIR_TRANSMISSION, FluxCalibration
+from ..science.reduction.monitors import AIR_TRANSMISSION, FluxCalibration
 from .signals import UnitSignal
 
 

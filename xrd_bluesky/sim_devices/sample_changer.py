@@ -6,7 +6,7 @@ from ophyd import Component as Cpt
 from ophyd import Device
 
 from ..errors import SampleError
-from ..science.samples import PowderSample, Sample
+from ..science.sim.samples import PowderSample, Sample
 from .signals import UnitSignal
 
 

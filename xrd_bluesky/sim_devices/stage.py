@@ -5,9 +5,9 @@ from __future__ import annotations
 from ophyd import Component as Cpt
 from ophyd import Device, SoftPositioner
 
-from ..science.dfxrm_orientation import GoniometerAngles
+from ..science.calibration.position_models import ArmPosition
+from ..science.dfxrm.orientation import GoniometerAngles
 from ..science.geometry import StagePosition
-from ..science.position_models import ArmPosition
 
 
 class DetectorStage(Device):
@@ -29,7 +29,7 @@ class DetectorArm(Device):
     """2theta arm carrying the detector: ``angle`` (deg), a rotation about an axis
     through the sample.
 
-    Convention: see :mod:`xrd_bluesky.science.position_models`.
+    Convention: see :mod:`xrd_bluesky.science.calibration.position_models`.
     """
 
     angle = Cpt(SoftPositioner, egu="deg", init_pos=0.0)
@@ -42,7 +42,7 @@ class DetectorArm(Device):
 class Goniometer(Device):
     """Sample goniometer: ``omega`` (vertical axis), ``chi`` and ``phi`` (deg).
 
-    Axis convention: see :mod:`xrd_bluesky.science.dfxrm_orientation`.
+    Axis convention: see :mod:`xrd_bluesky.science.dfxrm.orientation`.
     """
 
     omega = Cpt(SoftPositioner, egu="deg", init_pos=0.0)

@@ -22,7 +22,12 @@ from typing import Any
 import numpy as np
 from bluesky_tiled_plugins.exporters import build_descriptor_docs
 
-from ..errors import CorruptFrameError, FrameSourceError, MissingMetadataError, UsageError
+from ..errors import (
+    CorruptFrameError,
+    FrameSourceError,
+    MissingMetadataError,
+    UsageError,
+)
 from .frames.hdf5 import path_from_uri
 
 #: The table of a stream's scalar readings; every other part is an array.

@@ -1,7 +1,7 @@
 """The inputs of the file commands (``integrate``, ``calibrate``, ``gain-map``): a PONI
 made to declare its detector's shape, and the dark, gain and mask images that go with
 the frames, each read with :mod:`.image_files` and checked against the detector and for
-plausibility (:mod:`xrd_bluesky.science.input_checks`)."""
+plausibility (:mod:`xrd_bluesky.science.reduction.input_checks`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,14 @@ import numpy as np
 
 from ..errors import GeometryError, ShapeMismatchError
 from ..science.geometry import Poni
-from ..science.input_checks import check_dark, check_exposures, check_gain, check_mask, default_max_count
-from ..science.integration import check_frame_shape
+from ..science.reduction.input_checks import (
+    check_dark,
+    check_exposures,
+    check_gain,
+    check_mask,
+    default_max_count,
+)
+from ..science.reduction.integration import check_frame_shape
 from .image_files import ImageFile, read_image
 
 
@@ -61,7 +67,7 @@ def read_one(path: str | Path, role: str, poni: Poni, *, average: bool = False) 
 
 def saturation_level(image: ImageFile, max_count: float | None = None) -> float | None:
     """Counts at and above which a pixel of ``image`` is masked: the user's ``max_count``,
-    else the default of :func:`~xrd_bluesky.science.input_checks.default_max_count`
+    else the default of :func:`~xrd_bluesky.science.reduction.input_checks.default_max_count`
     (the header's count cut-off, or the integer type's largest value)."""
     if max_count is not None:
         return max_count

@@ -36,12 +36,18 @@ from event_model import compose_run
 
 from .. import errors
 from ..callbacks import AnalysisRouter
-from ..errors import AnalysisError, GeometryError, InvalidFrameError, MissingMetadataError, XRDBlueskyError
+from ..errors import (
+    AnalysisError,
+    GeometryError,
+    InvalidFrameError,
+    MissingMetadataError,
+    XRDBlueskyError,
+)
 from ..schema import InstrumentSettings, RunSetup
-from ..science.absolute_scale import ReferencePattern
-from ..science.gain_map_source import GainMapSource
+from ..science.calibration.geometry_source import GeometrySource
+from ..science.gain_map.source import GainMapSource
 from ..science.geometry import Poni, StagePosition
-from ..science.geometry_source import GeometrySource
+from ..science.reduction.absolute_scale import ReferencePattern
 from ..science.units import energy_keV
 
 logger = logging.getLogger(__name__)
@@ -103,7 +109,7 @@ class FileRun:
         Dark counts of the frames' exposure.
     standard : str, optional
         For a standard run, the known standard it is (a key of
-        :data:`~xrd_bluesky.science.absolute_scale.KNOWN_STANDARDS`).
+        :data:`~xrd_bluesky.science.reduction.absolute_scale.KNOWN_STANDARDS`).
     """
 
     frames: tuple[FileFrame, ...]

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import CorruptFrameError, ResourceLimitError, ShapeMismatchError, XRDBlueskyError
+from ..errors import (
+    CorruptFrameError,
+    ResourceLimitError,
+    ShapeMismatchError,
+    XRDBlueskyError,
+)
 from ..timeouts import call_with_timeout
 
 if TYPE_CHECKING:

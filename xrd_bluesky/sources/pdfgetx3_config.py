@@ -1,5 +1,5 @@
 """A user's ``pdfgetx3.cfg``, read as PDFgetX3 reads it, into the parameters of
-:class:`~xrd_bluesky.science.pair_distribution.PDFConfig`.
+:class:`~xrd_bluesky.science.pdf.pair_distribution.PDFConfig`.
 
 The file is Python configparser text: a ``[DEFAULT]`` section and optional custom
 sections that inherit from it (PDFgetX3's ``-s NAME``, our ``--section NAME``). Keys that
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from ..science.pair_distribution import DATA_FORMATS, PDFConfig
+from ..science.pdf.pair_distribution import DATA_FORMATS, PDFConfig
 
 #: Numeric keys (PDFgetX3's names, PDFConfig's fields): wavelength (A), twothetazero (deg),
 #: bgscale, rpoly (A), qmaxinst, qmin, qmax (1/A), rmin, rmax, rstep (A).

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from ..errors import CalibrationError
+from ..science.calibration.geometry_source import GeometrySource
+from ..science.calibration.position_models import position_model_from_dict
 from ..science.geometry import DetectorPositionModel, Poni, StagePosition
-from ..science.geometry_source import GeometrySource
-from ..science.position_models import position_model_from_dict
 from .derived_runs import current_run
 
 _PONI_KEYS = ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength")

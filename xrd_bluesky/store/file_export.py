@@ -53,11 +53,24 @@ from event_model import DocumentRouter, RunRouter
 from ..errors import OutputError
 from ..outputs import check_writable, verify_written
 from ..paths import safe_child
-from ..pattern_writers import (ABSOLUTE_INTENSITY, STERADIAN_INTENSITY, one_line, software_versions, write_chi,
-                               write_pdfgetx3_columns, write_text, write_xye)
-from ..science.integration import IntegrationResult
-from ..science.position_models import EXTRA_KEY, ArmModel, position_model_from_dict, write_goniometer_json
+from ..science.calibration.position_models import (
+    EXTRA_KEY,
+    ArmModel,
+    position_model_from_dict,
+    write_goniometer_json,
+)
+from ..science.reduction.integration import IntegrationResult
 from ..science.units import wavelength_m
+from .pattern_files import (
+    ABSOLUTE_INTENSITY,
+    STERADIAN_INTENSITY,
+    one_line,
+    software_versions,
+    write_chi,
+    write_pdfgetx3_columns,
+    write_text,
+    write_xye,
+)
 
 logger = logging.getLogger(__name__)
 

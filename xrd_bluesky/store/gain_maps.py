@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+
 from ..errors import XRDBlueskyError
-from ..science.gain_map_source import GainMapSource
+from ..science.gain_map.source import GainMapSource
 from .derived_runs import current_run
 
 

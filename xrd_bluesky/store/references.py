@@ -7,9 +7,10 @@ run that names a reference gets the same one live and replayed."""
 from __future__ import annotations
 
 import numpy as np
+
 from ..errors import MissingMetadataError
-from ..science.absolute_scale import ReferencePattern
-from ..science.peak_specs import PeakReference, weighted_mean
+from ..science.reduction.absolute_scale import ReferencePattern
+from ..science.reduction.peak_specs import PeakReference, weighted_mean
 from ..sources.documents import check_uid
 from .catalog import stored_run
 from .derived_runs import current_derived_of

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace as replaced
+from dataclasses import dataclass, field
+from dataclasses import replace as replaced
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,9 @@ from ..callbacks import AnalysisRouter
 from ..callbacks.derived import Emit
 from ..errors import AmbiguousInputError, MissingMetadataError, XRDBlueskyError
 from ..schema import InstrumentSettings, RunSetup
-from ..science.calibration import CalibrationSettings
-from ..science.position_models import position_model_from_dict
-from ..science.geometry_source import GeometrySource
+from ..science.calibration.geometry_source import GeometrySource
+from ..science.calibration.position_models import position_model_from_dict
+from ..science.calibration.refinement import CalibrationSettings
 from ..sources.catalog_run import run_documents
 from .calibrations import geometry_from_calibration
 from .catalog import find_run

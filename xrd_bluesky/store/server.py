@@ -24,7 +24,14 @@ from pathlib import Path
 from ..errors import MissingMetadataError, UsageError
 from .bulk_write import bulk_write_router
 from .catalog import _register_document_exporter
-from .postgres import PostgresError, check_database, is_postgres_uri, redact, tiled_adapters, tiled_uris
+from .postgres import (
+    PostgresError,
+    check_database,
+    is_postgres_uri,
+    redact,
+    tiled_adapters,
+    tiled_uris,
+)
 from .table_store import serialize_table_store
 
 API_KEY_VARIABLE = "TILED_API_KEY"
@@ -217,7 +224,7 @@ class ServerProcess:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        command = [sys.executable, "-m", "xrd_bluesky.cli", "serve", "--directory", str(directory),
+        command = [sys.executable, "-m", "xrd_bluesky.cli.main", "serve", "--directory", str(directory),
                    "--port", str(self.port)] + (["--database", database] if database else [])
         self.process = subprocess.Popen(command, env={**os.environ, API_KEY_VARIABLE: api_key})
         self.uri = f"http://127.0.0.1:{self.port}/api/v1"

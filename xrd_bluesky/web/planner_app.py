@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xrd_bluesky.dfxrm_command import summary_lines
+from xrd_bluesky.cli.dfxrm import summary_lines
 from xrd_bluesky.errors import XRDBlueskyError
-from xrd_bluesky.science.attenuation import ENERGY_RANGE_KEV
-from xrd_bluesky.science.cif_structure import bundled_cif_names
-from xrd_bluesky.science.compound_refractive_lens import LENS_MATERIALS
-from xrd_bluesky.science.dfxrm_orientation import Facet, Mounting
-from xrd_bluesky.science.reflection_table import SCATTERING_PLANES, Instrument
 from xrd_bluesky.science import units
+from xrd_bluesky.science.dfxrm.attenuation import ENERGY_RANGE_KEV
+from xrd_bluesky.science.dfxrm.cif_structure import bundled_cif_names
+from xrd_bluesky.science.dfxrm.compound_refractive_lens import LENS_MATERIALS
+from xrd_bluesky.science.dfxrm.orientation import Facet, Mounting
+from xrd_bluesky.science.dfxrm.reflection_table import SCATTERING_PLANES, Instrument
 from xrd_bluesky.web import planner_logic as logic
+
 
 def _wavelength_A(energy: float) -> float:
     """X-ray wavelength (A) of a photon energy (keV)."""

@@ -1,12 +1,12 @@
 """Logic of the DF-XRM planner page, free of Streamlit (so that it is tested directly).
 
-The plan itself is :func:`xrd_bluesky.dfxrm_command.plan` and its text, plots and logbook
+The plan itself is :func:`xrd_bluesky.cli.dfxrm.plan` and its text, plots and logbook
 page are the command's; this module adds what a page needs around them: an uploaded CIF
 checked and parsed in memory, energy <-> wavelength, facets from text, the
 tables as DataFrames, the objective lens (a compound refractive lens), the interactive 3D
 scene (plotly, orthographic), the PDF as bytes and the Bluesky command of the solution.
 
-Scene. Lab frame of :mod:`xrd_bluesky.science.dfxrm_orientation` (x along the beam, z
+Scene. Lab frame of :mod:`xrd_bluesky.science.dfxrm.orientation` (x along the beam, z
 up), lengths in um, origin at the centre of the sample. The sample box (thickness along
 the exit-facet normal, width, height along the up-facet normal) is to scale; the unit
 cell, in the mounted orientation at the solved angles, is magnified to fit inside it;
@@ -30,12 +30,24 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 # the command's plotters and logbook page are private there (to be made public)
-from ..dfxrm_command import DfxrmPlan, logbook_page, plan, plot_attenuation, plot_transmission
+from ..cli.dfxrm import (
+    DfxrmPlan,
+    logbook_page,
+    plan,
+    plot_attenuation,
+    plot_transmission,
+)
 from ..errors import PlausibilityWarning, ResourceLimitError, SampleError, UsageError
-from ..science.cif_structure import CrystalStructure, read_cif_text
-from ..science.compound_refractive_lens import LENS_MATERIALS, focal_length_m
-from ..science.dfxrm_orientation import GoniometerAngles, Mounting, rocking_sensitivity
-from ..science.reflection_table import HKL, Instrument, ReflectionTable, TableReflection, laue_rotations
+from ..science.dfxrm.cif_structure import CrystalStructure, read_cif_text
+from ..science.dfxrm.compound_refractive_lens import LENS_MATERIALS, focal_length_m
+from ..science.dfxrm.orientation import GoniometerAngles, Mounting, rocking_sensitivity
+from ..science.dfxrm.reflection_table import (
+    HKL,
+    Instrument,
+    ReflectionTable,
+    TableReflection,
+    laue_rotations,
+)
 
 #: Largest CIF accepted from an upload (bytes).
 MAX_CIF_BYTES = 2 * 1024 * 1024
@@ -58,7 +70,7 @@ class PlannerResult:
     Attributes
     ----------
     plan : DfxrmPlan
-        Table, orientation and attenuation of :func:`xrd_bluesky.dfxrm_command.plan`.
+        Table, orientation and attenuation of :func:`xrd_bluesky.cli.dfxrm.plan`.
     notices : tuple of str
         The structure's notices (``CrystalStructure.notices``) and the plausibility
         warnings raised while reading the CIF.
@@ -75,7 +87,7 @@ class Objective:
     Attributes
     ----------
     material : str
-        Label of :data:`~xrd_bluesky.science.compound_refractive_lens.LENS_MATERIALS`.
+        Label of :data:`~xrd_bluesky.science.dfxrm.compound_refractive_lens.LENS_MATERIALS`.
     radius_um : float
         Apex radius of curvature R of each lens (um).
     n_lenses : int
@@ -158,7 +170,7 @@ def make_plan(crystal: CrystalStructure | str, energy_keV: float, instrument: In
     Raises
     ------
     XRDBlueskyError
-        As :func:`xrd_bluesky.dfxrm_command.plan`.
+        As :func:`xrd_bluesky.cli.dfxrm.plan`.
     """
     result, said = _with_warnings(plan, crystal, energy_keV, instrument, hkl, mounting, thickness_um)
     return PlannerResult(result, tuple(dict.fromkeys((*result.structure.notices, *said))))
@@ -221,7 +233,7 @@ def angle_text(angle_deg: float) -> str:
 
 def objective(material: str, radius_um: float, n_lenses: int, energy_keV: float) -> Objective:
     """The CRL objective of ``n_lenses`` lenses of ``material`` (a label of
-    :data:`~xrd_bluesky.science.compound_refractive_lens.LENS_MATERIALS`) at ``energy_keV``."""
+    :data:`~xrd_bluesky.science.dfxrm.compound_refractive_lens.LENS_MATERIALS`) at ``energy_keV``."""
     formula, density = LENS_MATERIALS[material]
     return Objective(material, radius_um, n_lenses, focal_length_m(radius_um, n_lenses, formula, energy_keV, density))
 
@@ -262,8 +274,8 @@ def bluesky_command(result: DfxrmPlan, crystal: str) -> str:
     inst = result.table.instrument
     return "\n".join([
         "from xrd_bluesky.plans import dfxrm_align",
-        "from xrd_bluesky.science.dfxrm_orientation import Facet",
-        "from xrd_bluesky.science.reflection_table import Instrument",
+        "from xrd_bluesky.science.dfxrm.orientation import Facet",
+        "from xrd_bluesky.science.dfxrm.reflection_table import Instrument",
         "",
         f"RE(dfxrm_align(gonio, {crystal!r}, {result.solution.reflection.hkl!r}, "
         f"energy_keV={result.table.energy_keV!r},",

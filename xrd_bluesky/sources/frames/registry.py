@@ -30,10 +30,15 @@ from pathlib import Path
 import numpy as np
 from event_model import unpack_event_page
 
-from ...errors import CorruptFrameError, FrameSourceError, MissingMetadataError, ShapeMismatchError
+from ...errors import (
+    CorruptFrameError,
+    FrameSourceError,
+    MissingMetadataError,
+    ShapeMismatchError,
+)
+from ...science.calibration.position_models import ARM_AXES, ArmPosition
 from ...science.geometry import STAGE_AXES, StagePosition
-from ...science.position_models import ARM_AXES, ArmPosition
-from ...science.monitors import positive
+from ...science.reduction.monitors import positive
 from ..documents import document_field, document_uid
 from .resources import ResourceFrames
 from .stream import FrameSpan, StreamFrames

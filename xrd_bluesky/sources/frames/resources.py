@@ -15,9 +15,13 @@ from pathlib import Path
 
 import numpy as np
 from area_detector_handlers.eiger import EigerHandler
-from area_detector_handlers.handlers import (AreaDetectorHDF5Handler, AreaDetectorHDF5SingleHandler,
-                                             AreaDetectorHDF5SWMRHandler, AreaDetectorTiffHandler,
-                                             PilatusCBFHandler)
+from area_detector_handlers.handlers import (
+    AreaDetectorHDF5Handler,
+    AreaDetectorHDF5SingleHandler,
+    AreaDetectorHDF5SWMRHandler,
+    AreaDetectorTiffHandler,
+    PilatusCBFHandler,
+)
 
 from ...errors import CorruptFrameError, FrameSourceError, MissingMetadataError
 from ..documents import document_field, document_uid

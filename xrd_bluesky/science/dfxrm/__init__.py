@@ -1,0 +1,1 @@
+"""DF-XRM planning: crystal structures, reflections, attenuation, goniometer orientation, optics."""

@@ -1,0 +1,1 @@
+"""The gain-map method and the gain map as analyses use it."""

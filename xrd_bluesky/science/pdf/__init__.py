@@ -1,0 +1,1 @@
+"""Pair distribution functions from powder patterns."""

@@ -1,0 +1,477 @@
+"""Fully corrected azimuthal integration, prepared once per geometry and fast per frame.
+
+Corrections, with pyFAI's definitions (``pyFAI.engines.preproc``):
+
+* signal ``raw - dark`` (counts);
+* Poisson variance ``max(raw, 1)`` (counts^2; what pyFAI's CSR engine computes — its
+  docstring's ``+ dark`` is not applied; the dark is an average of several frames);
+* normalization ``gain x polarization x solid angle`` with the **absolute** solid angle
+  of each pixel, ``pixel1 * pixel2 / dist**2 * cos(incidence)**3`` (sr), so
+  intensities are counts per steradian;
+* mask: the detector's gaps, the given static mask (beamstop, bad pixels, non-positive
+  or non-finite gain) and, per frame, its negative, non-finite and saturated pixels.
+
+Per bin, over pixels weighted by pyFAI's bounding-box pixel-splitting coefficients
+``c``: intensity ``sum c*signal / sum c*norm`` and sigma ``sqrt(sum c**2*variance) /
+sum c*norm`` (pyFAI's standard error of the mean). The sums are kept
+(:class:`BinSums`) so patterns of several frames or detector positions combine exactly
+as pyFAI's ``MultiGeometry`` does: add the sums, then divide.
+
+The pixel-splitting matrix comes from pyFAI's own CSR engine, stored as blocks of
+consecutive bins (:mod:`~xrd_bluesky.science.reduction.integration_kernel`; a cake's bins are
+numbered azimuth-major for it, so that a pixel's bins are consecutive); constant per-bin
+sums (normalization, dark, pixel count) are computed once, leaving one fused pass per
+frame (:func:`~xrd_bluesky.science.reduction.integration_kernel.block_sums`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import scipy.sparse
+
+from ...errors import GeometryError, InvalidFrameError
+from ..geometry import Poni
+from .integration import (
+    IntegrationResult,
+    check_binning,
+    check_frame_shape,
+    check_max_count,
+    check_radial_range,
+    describe_invalid,
+)
+from .integration_kernel import (
+    BLOCK,
+    balanced_ranges,
+    block_sums,
+    pixel_sums,
+    to_blocks,
+)
+
+#: Frame dtypes the compiled kernel takes as they are; frames of other real dtypes are
+#: converted to float64 (one compiled version per dtype, each compiled once).
+KERNEL_DTYPES = tuple(np.dtype(t) for t in (np.uint16, np.uint32, np.int32, np.float32, np.float64))
+
+@dataclass(frozen=True)
+class BinSums:
+    """Per-bin sums of an integration, before the division (all float64 arrays).
+
+    Attributes
+    ----------
+    radial : ndarray
+        Bin centres in ``unit`` (1D: radial; 2D cake: radial of each column).
+    signal : ndarray
+        ``sum c*(raw - dark)`` (counts).
+    variance : ndarray
+        ``sum c**2*max(raw, 1)`` (counts^2).
+    normalization : ndarray
+        ``sum c*gain*polarization*solid_angle`` (sr).
+    count : ndarray
+        ``sum c`` over valid pixels (pixels).
+    unit : str
+        pyFAI radial unit.
+    azimuthal : ndarray or None
+        Azimuth bin centres (deg) of a 2D cake (rows of the arrays), else None.
+    """
+
+    radial: np.ndarray
+    signal: np.ndarray
+    variance: np.ndarray
+    normalization: np.ndarray
+    count: np.ndarray
+    unit: str
+    azimuthal: np.ndarray | None = None
+
+    def __add__(self, other: "BinSums") -> "BinSums":
+        if (self.unit != other.unit or self.signal.shape != other.signal.shape
+                or not np.allclose(self.radial, other.radial, rtol=1e-9, atol=0)):
+            raise ValueError("cannot add integrations with different bins")
+        return BinSums(self.radial, self.signal + other.signal, self.variance + other.variance,
+                       self.normalization + other.normalization, self.count + other.count,
+                       self.unit, self.azimuthal)
+
+    def normalized_by(self, factor: float) -> "BinSums":
+        """The same sums with the normalization multiplied by ``factor`` (e.g. a monitor
+        or ``flux x exposure x transmission x thickness``): intensities divide by it."""
+        return BinSums(self.radial, self.signal, self.variance, self.normalization * factor,
+                       self.count, self.unit, self.azimuthal)
+
+    def result(self) -> IntegrationResult:
+        """Intensity ``signal / normalization`` and sigma ``sqrt(variance) / normalization``;
+        bins without a valid pixel are NaN."""
+        empty = (self.count <= 0) | (self.normalization <= 0)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            intensity = np.where(empty, np.nan, self.signal / self.normalization)
+            sigma = np.where(empty, np.nan, np.sqrt(np.maximum(self.variance, 0)) / self.normalization)
+        return IntegrationResult(self.radial, intensity, sigma, self.unit, self.count, self.azimuthal)
+
+
+class CorrectedIntegrator:
+    """Everything constant for one geometry, prepared once; :meth:`sums` per frame.
+
+    What is prepared (the pixel-splitting matrix, the per-pixel normalization and dark,
+    the constant per-bin sums) lives in a cache bounded in bytes
+    (:data:`SPLITTING_CACHE_BYTES`), not in the integrator: however many integrators
+    (detector positions) are alive, their memory is that bound plus a few per-bin arrays
+    each. An integrator whose preparation was evicted prepares it again on its next
+    frame, from the ``mask``, ``gain`` and ``dark`` arrays it was given (kept by
+    reference, not copied; changing them afterwards is an error).
+
+    Parameters
+    ----------
+    poni : Poni
+        Geometry (distances in m, angles in rad, wavelength in m).
+    npt : int
+        Number of radial bins (>= 1).
+    unit : str
+        Radial unit: ``"q_nm^-1"`` (1/nm), ``"q_A^-1"`` (1/A) or ``"2th_deg"`` (deg).
+    radial_range : (float, float), optional
+        Radial range in ``unit``; default: what the detector covers. Stitching
+        (:mod:`~xrd_bluesky.science.reduction.multi_geometry`) passes a common range so that
+        positions share bins. It must overlap what the valid pixels cover.
+    npt_azim : int, optional
+        Number of azimuthal bins (>= 1) for a 2D cake (azimuth -180..180 deg); 1D if None.
+    mask : ndarray of bool, optional
+        Static mask (True = bad), in addition to the detector's gaps.
+    gain : ndarray, optional
+        Relative gain (flat field); non-positive or non-finite pixels are masked.
+    dark : ndarray, optional
+        Dark counts of the same exposure (counts); non-finite pixels are masked.
+    polarization_factor : float or None
+        pyFAI polarization factor (0.99: horizontally polarized synchrotron beam).
+    max_count : float, optional
+        Counts at and above which a pixel is saturated (masked in that frame).
+    split : str
+        Pixel splitting: ``"bbox"`` (pyFAI's bounding box: smooth patterns, but a pixel
+        shared by neighbouring bins makes their errors correlated) or ``"no"`` (each
+        pixel in the bin of its centre: independent bins, as least-squares fits with
+        honest uncertainties need).
+
+    Raises
+    ------
+    GeometryError
+        Unusable bins (``npt``, ``npt_azim``, ``unit``, ``split``), a radial range that
+        is empty or outside the detector's valid pixels, a detector without a shape, a
+        ``max_count`` that is not a positive number, or every pixel masked; all checked
+        before the pixel-splitting matrix is built.
+    ShapeMismatchError
+        ``mask``, ``gain`` or ``dark`` does not fit the detector.
+    """
+
+    def __init__(self, poni: Poni, *, npt: int = 2000, unit: str = "q_nm^-1",
+                 radial_range: tuple[float, float] | None = None, npt_azim: int | None = None,
+                 mask: np.ndarray | None = None, gain: np.ndarray | None = None,
+                 dark: np.ndarray | None = None, polarization_factor: float | None = 0.99,
+                 max_count: float | None = None, split: str = "bbox"):
+        check_binning(npt, unit, npt_azim)
+        if split not in SPLITTINGS:
+            raise GeometryError(f"unknown pixel splitting {split!r}; use one of {SPLITTINGS}")
+        check_max_count(max_count)
+        if poni.detector_model().shape is None:
+            raise GeometryError(f"detector {poni.detector!r} (config {poni.detector_config!r}) has no shape")
+        self.poni, self.unit, self.npt, self.npt_azim = poni, unit, npt, npt_azim
+        self.max_count = np.inf if max_count is None else float(max_count)
+        self.shape = tuple(poni.detector_model().shape)
+        for name, array in (("mask", mask), ("gain", gain), ("dark", dark)):
+            if array is not None:
+                check_frame_shape(array, poni, name)
+        self._mask, self._gain, self._dark = mask, gain, dark
+        self._polarization_factor, self._radial_range, self._split = polarization_factor, radial_range, split
+        valid = self._valid()
+        if not valid.any():
+            raise GeometryError(f"every pixel of detector {poni.detector!r} is masked (mask, gain, dark): "
+                                "nothing to integrate")
+        check_radial_range(poni, unit, radial_range, valid)
+        self._key = self._cache_key(valid)
+        prepared = _cached(self._key) or self._prepare(valid)
+        self.n_bins = prepared.splitting.n_bins
+        self.radial, self.azimuthal = prepared.splitting.radial, prepared.splitting.azimuthal
+        self.azimuthal_moments = self._azimuthal_moments(prepared) if npt_azim else None
+
+    def _valid(self) -> np.ndarray:
+        """Pixels to integrate (True = good): not in the detector's gaps, the static mask,
+        a non-finite dark or a non-positive or non-finite gain."""
+        det_mask = self.poni.detector_model().mask
+        valid = np.ones(self.shape, bool) if det_mask is None else ~det_mask.astype(bool)
+        if self._mask is not None:
+            valid &= ~np.asarray(self._mask, bool)
+        if self._dark is not None:
+            valid &= np.isfinite(self._dark)
+        if self._gain is not None:
+            with np.errstate(invalid="ignore"):
+                valid &= np.isfinite(self._gain) & (np.asarray(self._gain, np.float64) > 0)
+        return valid
+
+    def _cache_key(self, valid: np.ndarray) -> tuple:
+        """What the preparation depends on: geometry, bins, valid pixels, gain, dark, polarization."""
+        radial_range = None if self._radial_range is None else tuple(map(float, self._radial_range))
+        return (self.poni, self.npt, self.npt_azim, self.unit, self._split, radial_range,
+                _digest(np.packbits(valid)), _digest(self._gain), _digest(self._dark), self._polarization_factor)
+
+    def _prepare(self, valid: np.ndarray) -> "PreparedPosition":
+        """Build (and cache) the splitting matrix, per-pixel corrections and constant sums."""
+        ai = self.poni.integrator()
+        norm = ai.solidAngleArray(self.shape, absolute=True).astype(np.float64)
+        if self._polarization_factor is not None:
+            norm = norm * ai.polarization(self.shape, factor=self._polarization_factor)
+        if self._gain is not None:
+            norm = norm * np.where(valid, np.asarray(self._gain, np.float64), 0.0)
+        splitting = pixel_splitting(self.poni, self.npt, self.npt_azim, self.unit, self._radial_range, ~valid,
+                                    self._split)
+        norm = np.where(valid, norm, 0.0).ravel()
+        dark = None
+        if self._dark is not None:  # kept in the smallest float dtype that holds the given dark exactly
+            dark = np.where(valid, self._dark, 0).astype(np.result_type(np.asarray(self._dark).dtype, np.float32))
+            dark = dark.ravel()
+        static = splitting.sums(norm, _zero_if_none(dark, norm.shape))
+        prepared = PreparedPosition(splitting, norm, dark, static)
+        _remember(self._key, prepared)
+        return prepared
+
+    def _prepared(self) -> "PreparedPosition":
+        """The cached preparation, prepared again if it was evicted."""
+        prepared = _cached(self._key)
+        if prepared is not None:
+            return prepared
+        valid = self._valid()
+        if self._cache_key(valid) != self._key:
+            raise GeometryError("the mask, gain or dark array given to this integrator was changed since it was "
+                                "made: make a new integrator")
+        return self._prepare(valid)
+
+    def _azimuthal_moments(self, prepared: "PreparedPosition") -> tuple[np.ndarray, np.ndarray]:
+        """Per cake bin, the normalization-weighted means of cos(2 chi) and sin(2 chi)
+        over the pixels it holds (NaN where none): where a bin's pixels really are in
+        azimuth when the detector's edge or a gap cuts its sector."""
+        two_chi = 2 * self.poni.integrator().center_array(self.shape, unit="chi_rad").ravel()
+        sums = prepared.splitting.sums(prepared.norm * np.cos(two_chi), prepared.norm * np.sin(two_chi))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return tuple(self._arrange(sums[:, k] / prepared.static[:, 0]) for k in (0, 1))
+
+    def sums(self, frame: np.ndarray, source: str = "frame") -> BinSums:
+        """Integrate one frame (raw counts, the detector's shape) into per-bin sums.
+
+        Pixels of ``frame`` that are negative, non-finite or saturated are left out.
+
+        Parameters
+        ----------
+        frame : ndarray
+            Raw counts (any real dtype).
+        source : str
+            What ``frame`` is (e.g. a file or an event), for error messages.
+
+        Raises
+        ------
+        ShapeMismatchError
+            ``frame`` does not have the detector's shape or does not hold real numbers.
+        InvalidFrameError
+            No pixel of ``frame`` inside the bins is valid.
+        GeometryError
+            The preparation was evicted from the cache and the ``mask``, ``gain`` or
+            ``dark`` array it was made from has changed since.
+        """
+        check_frame_shape(frame, self.poni, source)
+        frame = np.asarray(frame)
+        flat = np.ascontiguousarray(frame if frame.dtype in KERNEL_DTYPES else frame.astype(np.float64)).reshape(-1)
+        prepared = self._prepared()
+        split = prepared.splitting
+        n_ranges = len(split.bounds) - 1
+        acc, lost = np.empty((n_ranges, 2 * (self.n_bins + BLOCK))), np.empty((self.n_bins + BLOCK, 3))
+        bad, n_bad = np.empty(flat.size, np.int32), np.empty(n_ranges, np.int64)
+        block_sums(*split.blocks, split.bounds, split.extra_bounds, flat, self.max_count, acc, bad, n_bad)
+        pixel_sums(bad, n_bad, split.bounds, *split.blocks, prepared.norm, _zero_if_none(prepared.dark, flat.shape),
+                   lost)
+        raw, raw_var = acc.sum(axis=0).reshape(-1, 2)[:self.n_bins].T
+        lost_norm, lost_dark, lost_count = lost[:self.n_bins].T
+        norm, dark, count = prepared.static.T
+        if not np.any(count - lost_count > 1e-9 * count):  # all lost, up to rounding
+            max_count = None if np.isinf(self.max_count) else self.max_count
+            raise InvalidFrameError(f"{source}: no valid pixel inside the {self.unit} bins, nothing to integrate "
+                                    f"({describe_invalid(frame, max_count)})")
+        return BinSums(self.radial, self._arrange(raw - (dark - lost_dark)), self._arrange(raw_var),
+                       self._arrange(norm - lost_norm), self._arrange(count - lost_count),
+                       self.unit, self.azimuthal)
+
+    def _arrange(self, per_bin: np.ndarray) -> np.ndarray:
+        """A cake's bins are numbered azimuth-major (:func:`pixel_splitting`): (azimuth, radial)."""
+        return per_bin.reshape(self.npt_azim, self.npt) if self.npt_azim else per_bin
+
+    def integrate(self, frame: np.ndarray) -> IntegrationResult:
+        """Corrected intensity (counts/sr) and its Poisson sigma of one frame."""
+        return self.sums(frame).result()
+
+
+@dataclass(frozen=True)
+class PixelSplitting:
+    """pyFAI's pixel-splitting matrix (bins x pixels), without masked pixels, as the
+    kernel's blocks (:func:`~xrd_bluesky.science.reduction.integration_kernel.to_blocks`; a cake's
+    bins azimuth-major), with the bin centres (radial in the unit; azimuth in deg or
+    None) and the per-thread pixel and secondary-block ranges of the kernel."""
+
+    first: np.ndarray
+    coef: np.ndarray
+    extra_pixel: np.ndarray
+    extra_first: np.ndarray
+    extra_coef: np.ndarray
+    n_bins: int
+    radial: np.ndarray
+    azimuthal: np.ndarray | None
+    bounds: np.ndarray
+    extra_bounds: np.ndarray
+
+    @property
+    def blocks(self) -> tuple[np.ndarray, ...]:
+        """The kernel's block arrays: first, coef, extra_pixel, extra_first, extra_coef."""
+        return self.first, self.coef, self.extra_pixel, self.extra_first, self.extra_coef
+
+    def sums(self, u: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Per bin, ``sum c*u``, ``sum c*w`` and ``sum c`` over all pixels (``(n_bins, 3)``
+        float64; ``u`` and ``w`` per pixel, flattened)."""
+        n_pixels = len(self.first)
+        out = np.empty((self.n_bins + BLOCK, 3))
+        pixel_sums(np.arange(n_pixels, dtype=np.int32), np.array([n_pixels]), np.array([0, n_pixels]), *self.blocks,
+                   u, w, out)
+        return out[:self.n_bins]
+
+    def matrix(self) -> scipy.sparse.csr_matrix:
+        """The matrix for scipy products (float32 weights, built from the blocks)."""
+        n_pixels = len(self.first)
+        pixels = np.concatenate([np.repeat(np.arange(n_pixels), BLOCK), np.repeat(self.extra_pixel, BLOCK)])
+        bins = np.concatenate([(self.first.astype(np.int64)[:, None] + np.arange(BLOCK)).ravel(),
+                               (self.extra_first.astype(np.int64)[:, None] + np.arange(BLOCK)).ravel()])
+        weights = np.concatenate([self.coef.ravel(), self.extra_coef.ravel()])
+        keep = weights != 0  # padding (and nothing else: the matrix had its zeros eliminated)
+        return scipy.sparse.csr_matrix((weights[keep], (bins[keep], pixels[keep])), shape=(self.n_bins, n_pixels))
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays (bytes)."""
+        arrays = (self.first, self.coef, self.extra_pixel, self.extra_first, self.extra_coef, self.radial,
+                  self.bounds, self.extra_bounds, self.azimuthal)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+
+@dataclass(frozen=True)
+class PreparedPosition:
+    """Everything :meth:`CorrectedIntegrator.sums` needs besides the frame: the splitting,
+    the per-pixel normalization (float64, sr; 0 where masked) and dark (counts; None
+    when there is none), and the constant per-bin sums of normalization, dark and
+    pixel count (``(n_bins, 3)`` float64)."""
+
+    splitting: PixelSplitting
+    norm: np.ndarray
+    dark: np.ndarray | None
+    static: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays (bytes)."""
+        dark = 0 if self.dark is None else self.dark.nbytes
+        return self.splitting.nbytes + self.norm.nbytes + dark + self.static.nbytes
+
+
+def _zero_if_none(per_pixel: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """``per_pixel``, or zeros of ``shape`` that take no memory when it is None."""
+    return np.broadcast_to(0.0, shape) if per_pixel is None else per_pixel
+
+
+#: Pixel splittings the integrator offers (pyFAI's names).
+SPLITTINGS = ("bbox", "no")
+#: Bound (bytes) of the cache of prepared positions (:class:`PreparedPosition`, least
+#: recently used evicted first). With a dark, 2000 bins and bbox splitting, a Pilatus
+#: 300K-W position at 0.9 m takes about 7.2 MiB, so the default holds a 50-position
+#: 2theta-arm scan (360 MiB) with room to spare; a Pilatus 2M position at 0.3 m takes
+#: about 71 MiB, so it holds 7 of those.
+#: A preparation larger than the bound is used but not cached.
+SPLITTING_CACHE_BYTES = 512 * 2**20
+_SPLITTING_CACHE: OrderedDict[tuple, PreparedPosition] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def splitting_cache_bytes() -> int:
+    """Memory (bytes) of the prepared positions the cache holds now."""
+    with _CACHE_LOCK:
+        return sum(p.nbytes for p in _SPLITTING_CACHE.values())
+
+
+def clear_splitting_cache() -> None:
+    """Drop every cached preparation (integrators prepare theirs again when next used)."""
+    with _CACHE_LOCK:
+        _SPLITTING_CACHE.clear()
+
+
+def _cached(key: tuple) -> PreparedPosition | None:
+    with _CACHE_LOCK:
+        prepared = _SPLITTING_CACHE.get(key)
+        if prepared is not None:
+            _SPLITTING_CACHE.move_to_end(key)
+        return prepared
+
+
+def _remember(key: tuple, prepared: PreparedPosition) -> None:
+    """Cache ``prepared``, evicting the least recently used until the cache fits
+    :data:`SPLITTING_CACHE_BYTES` (read at each call)."""
+    with _CACHE_LOCK:
+        if prepared.nbytes > SPLITTING_CACHE_BYTES:
+            return
+        _SPLITTING_CACHE[key] = prepared
+        total = sum(p.nbytes for p in _SPLITTING_CACHE.values())
+        while total > SPLITTING_CACHE_BYTES:
+            total -= _SPLITTING_CACHE.popitem(last=False)[1].nbytes
+
+
+def _digest(array: np.ndarray | None) -> str | None:
+    """A digest of an array's dtype, shape and values (None for None)."""
+    if array is None:
+        return None
+    array = np.ascontiguousarray(array)
+    h = hashlib.sha1(f"{array.dtype.str}{array.shape}".encode())
+    h.update(array.view(np.uint8).reshape(-1))
+    return h.hexdigest()
+
+
+def pixel_splitting(poni: Poni, npt: int, npt_azim: int | None, unit: str,
+                    radial_range: tuple[float, float] | None, mask: np.ndarray, split: str = "bbox") -> PixelSplitting:
+    """pyFAI's own CSR matrix for these bins, masked pixels removed, as a
+    :class:`PixelSplitting` (not cached: :class:`CorrectedIntegrator` caches it with
+    the corrections). ``mask``: True = bad pixel; ``split``: pyFAI's pixel splitting,
+    ``"bbox"`` or ``"no"``. A cake's bins are renumbered from pyFAI's radial-major
+    order to azimuth-major (bin ``azimuth * npt + radial``)."""
+    if split not in SPLITTINGS:
+        raise GeometryError(f"unknown pixel splitting {split!r}; use one of {SPLITTINGS}")
+    ai = poni.integrator()
+    shape = mask.shape
+    dummy = np.zeros(shape, np.float32)
+    kw = dict(unit=unit, method=(split, "csr", "cython"), mask=mask, radial_range=radial_range,
+              correctSolidAngle=False)
+    if npt_azim:
+        res = ai.integrate2d_ng(dummy, npt, npt_azim, **kw)
+        azimuthal = np.asarray(res.azimuthal, np.float64)
+    else:
+        res = ai.integrate1d_ng(dummy, npt, **kw)
+        azimuthal = None
+    data, indices, indptr = (np.asarray(a) for a in ai.engines[res.method].engine.lut)
+    n_pixels = int(np.prod(shape))
+    matrix = scipy.sparse.csr_matrix((data.astype(np.float32), indices.astype(np.int32), indptr.astype(np.int32)),
+                                     shape=(len(indptr) - 1, n_pixels))
+    matrix = (matrix @ scipy.sparse.diags((~mask.ravel()).astype(np.float32))).tocsc()
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+    if matrix.nnz == 0:
+        raise GeometryError(f"no valid pixel of detector {poni.detector!r} falls into the {npt} {unit} bins "
+                            f"of radial range {radial_range}")
+    if not np.isfinite(matrix.data).all():
+        raise GeometryError("pyFAI's pixel-splitting matrix has non-finite weights")
+    if npt_azim:
+        rows = matrix.indices.astype(np.int64)
+        rows = (rows % npt_azim) * npt + rows // npt_azim
+        matrix = scipy.sparse.csc_matrix((matrix.data, rows, matrix.indptr), shape=matrix.shape)
+        matrix.sort_indices()
+    blocks = to_blocks(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64), matrix.data, matrix.shape[0])
+    ranges = balanced_ranges(blocks[2], n_pixels, numba.get_num_threads())
+    return PixelSplitting(*blocks, matrix.shape[0], np.asarray(res.radial, np.float64), azimuthal, *ranges)

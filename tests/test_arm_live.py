@@ -20,7 +20,7 @@ from xrd_bluesky.science.geometry import two_theta_difference_deg
 from xrd_bluesky.science.units import two_theta_rad, wavelength_m
 from xrd_bluesky.sim_devices import arm_config, make_beamline
 from xrd_bluesky.sim_devices.beamline import SIMULATED_ARM_DESCRIPTION, nominal_geometry
-from xrd_bluesky.sources.frames import (
+from xrd_bluesky.frames import (
     arm_position,
     detector_position,
     planned_positions,

@@ -43,7 +43,7 @@ from xrd_bluesky.science.reduction.corrected_integration import (
 from xrd_bluesky.science.reduction.integration import IntegrationResult, integrate_1d
 from xrd_bluesky.science.reduction.monitors import FluxCalibration, transmission
 from xrd_bluesky.sources import image_files
-from xrd_bluesky.sources.frames import (
+from xrd_bluesky.frames import (
     FrameEvent,
     FrameRegistry,
     detector_config,
@@ -51,8 +51,8 @@ from xrd_bluesky.sources.frames import (
     mean_dark,
     stage_position,
 )
-from xrd_bluesky.sources.frames.hdf5 import FrameRef
-from xrd_bluesky.sources.frames.stream import StreamFrames
+from xrd_bluesky.frames.hdf5 import FrameRef
+from xrd_bluesky.frames.stream import StreamFrames
 from xrd_bluesky.store import open_catalog
 
 #: A 16 x 24 detector of 1 mm pixels: integrations take milliseconds.

@@ -36,7 +36,7 @@ from xrd_bluesky.errors import XRDBlueskyError
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator
 from xrd_bluesky.science.reduction.integration import UNITS, integrate_1d
-from xrd_bluesky.sources.frames import (
+from xrd_bluesky.frames import (
     FrameRegistry,
     detector_config,
     frames_per_event,

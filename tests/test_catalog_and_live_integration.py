@@ -12,7 +12,7 @@ from xrd_bluesky.science.detector_pixels import pixel_geometry
 from xrd_bluesky.science.geometry import DetectorPositionModel, StagePosition
 from xrd_bluesky.science.reduction.integration import invalid_pixels
 from xrd_bluesky.science.units import two_theta_rad, wavelength_m
-from xrd_bluesky.sources.frames.hdf5 import path_from_uri
+from xrd_bluesky.frames.hdf5 import path_from_uri
 from xrd_bluesky.store.gain_maps import gain_map_from_run
 
 POSITIONS = [(0.0, 0.0, 300.0), (12.0, -8.0, 260.0)]
@@ -156,7 +156,7 @@ def test_unreadable_frames_flag_their_events_and_never_stop_the_scan(live, catal
     """Frames that vanish before the analysis reads them, from the second exposure on:
     the scan succeeds, the raw run is complete, the derived run keeps the first
     exposure and flags each later event in its ``rejected`` stream naming the file."""
-    from xrd_bluesky.sources.frames import hdf5 as frames_module
+    from xrd_bluesky.frames import hdf5 as frames_module
 
     read = frames_module.FrameRef.read
     calls = []
@@ -185,7 +185,7 @@ def test_unreadable_frames_flag_their_events_and_never_stop_the_scan(live, catal
 def test_a_run_whose_frames_cannot_be_read_ends_fail(live, catalog, beamline, monkeypatch):
     """No frame readable at all: the derived run is not 'success' with nothing in it;
     it ends 'fail' saying that nothing was integrated and why."""
-    from xrd_bluesky.sources.frames import hdf5 as frames_module
+    from xrd_bluesky.frames import hdf5 as frames_module
 
     def unreadable(self, n):
         raise frames_module.CorruptFrameError(f"cannot read frames from {self.path}: truncated")

@@ -17,7 +17,7 @@ from xrd_bluesky.cli.session import build_session
 from xrd_bluesky.errors import UsageError
 from xrd_bluesky.plans import multi_position_count
 from xrd_bluesky.sim_devices import BeamlineConfig
-from xrd_bluesky.sources.frames.hdf5 import path_from_uri
+from xrd_bluesky.frames.hdf5 import path_from_uri
 from xrd_bluesky.store.parallel_replay import find_runs, replay_runs
 from xrd_bluesky.store.postgres import (
     PostgresNotInstalledError,

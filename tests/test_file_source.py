@@ -23,7 +23,7 @@ from xrd_bluesky.science.sim.image_formation import expected_photons
 from xrd_bluesky.science.sim.samples import default_library, solute_cross_section
 from xrd_bluesky.science.units import wavelength_m
 from xrd_bluesky.sources.file_runs import FileFrame, FileRun, analyse
-from xrd_bluesky.sources.frames import detector_config
+from xrd_bluesky.frames import detector_config
 from xrd_bluesky_bench.stitch import reference_integrators
 
 DET = "Pilatus300k"  # 619 x 487 pixels of 172 um: quick

@@ -151,7 +151,7 @@ def test_frames_through_the_client_equal_the_files(foreign):
     descriptor = next(d for n, d in through if n == "descriptor")
     image_key = next(k for k, v in descriptor["data_keys"].items() if v.get("units") == "counts" and v["shape"])
     assert "external" not in descriptor["data_keys"][image_key]
-    from xrd_bluesky.sources.frames.hdf5 import open_hdf5, path_from_uri
+    from xrd_bluesky.frames.hdf5 import open_hdf5, path_from_uri
 
     resource = next(d for n, d in in_place if n == "stream_resource")
     with open_hdf5(path_from_uri(resource["uri"])) as f:

@@ -17,7 +17,7 @@ from event_model import pack_datum_page, pack_event_page
 from ophyd.sim import DirectImage
 
 from xrd_bluesky.errors import MissingMetadataError
-from xrd_bluesky.sources.frames import FrameRegistry
+from xrd_bluesky.frames import FrameRegistry
 
 SHAPE = (16, 24)
 

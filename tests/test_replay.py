@@ -24,7 +24,7 @@ from xrd_bluesky.science.geometry import DetectorPositionModel, StagePosition
 from xrd_bluesky.science.reduction.peak_fitting import fit_peak
 from xrd_bluesky.science.units import two_theta_rad
 from xrd_bluesky.sim_devices import make_beamline
-from xrd_bluesky.sources.frames.hdf5 import path_from_uri
+from xrd_bluesky.frames.hdf5 import path_from_uri
 from xrd_bluesky.store import lineage
 from xrd_bluesky.store.calibrations import latest_calibration
 from xrd_bluesky.store.gain_maps import latest_gain_map_uid

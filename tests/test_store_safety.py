@@ -17,7 +17,7 @@ from event_model import compose_run
 from xrd_bluesky.cli import main
 
 from xrd_bluesky.errors import MissingMetadataError, UsageError
-from xrd_bluesky.sources.documents import UnsafeUidError, check_uid
+from xrd_bluesky.schema.documents import UnsafeUidError, check_uid
 from xrd_bluesky.store import lineage, open_catalog
 from xrd_bluesky.store.catalog import CatalogUnavailableError, stored_run
 from xrd_bluesky.store.server import listening_socket, serve

@@ -24,7 +24,7 @@ missed as well, and their derived runs stay open in the worker's spool until
 The frames are read where the StreamResource documents say they are, so the frames
 directory must be mounted at the same path on the worker's host. The worker reads
 frames files while the detector still appends to them, without HDF5 file locks
-(:meth:`~xrd_bluesky.sources.frames.hdf5.FrameRef.read`): a reader's lock would make the
+(:meth:`~xrd_bluesky.frames.hdf5.FrameRef.read`): a reader's lock would make the
 detector's next append fail, and with it the scan.
 """
 
@@ -39,7 +39,7 @@ from typing import Callable
 
 from .beamline import BeamlineDescription, LiveInputs, analysis_router
 from .errors import MissingMetadataError
-from .sources.documents import document_field, document_uid
+from .schema.documents import document_field, document_uid
 from .store import Catalog
 from .store.writer import processed_writer
 from .zmq_link import DocumentReceiver

@@ -36,7 +36,7 @@ from ..science.geometry import (
     detector_model,
 )
 from ..science.reduction.monitors import FluxCalibration
-from ..sources.frames.resources import HANDLERS
+from ..frames.resources import HANDLERS
 
 #: How a detector may move: not at all, on a translation stage, on a 2theta arm (which
 #: may carry a translation along the detector normal).

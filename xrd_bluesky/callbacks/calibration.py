@@ -43,7 +43,7 @@ from ..science.calibration.refinement import (
 from ..science.detector_pixels import pixel_geometry
 from ..science.geometry import DetectorPositionModel, Poni
 from ..science.units import wavelength_m
-from ..sources.frames import detector_position, mean_dark
+from ..frames import detector_position, mean_dark
 from .derived import Emit, FrameRunCallback, position_data, require_keys
 
 logger = logging.getLogger(__name__)

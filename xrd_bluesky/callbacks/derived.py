@@ -23,7 +23,7 @@ from event_model import (
 from .. import __version__
 from ..errors import MissingMetadataError
 from ..science.calibration.position_models import ArmPosition
-from ..sources.frames import FrameRegistry
+from ..frames import FrameRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class FrameRunCallback(DerivedRunCallback):
 
     Descriptors, events, (Stream)Resources and (Stream)Datums (pages are unpacked by
     ``DocumentRouter``) go to
-    ``self.frames`` (a :class:`~xrd_bluesky.sources.frames.FrameRegistry`, whose image
+    ``self.frames`` (a :class:`~xrd_bluesky.frames.FrameRegistry`, whose image
     key is the start document's ``image_key`` when it names one);
     :meth:`frames_arrived` runs after each event or frame reference, for analyses that
     work frame by frame.

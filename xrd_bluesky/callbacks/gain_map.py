@@ -30,7 +30,7 @@ from ..science.gain_map.method import (
 )
 from ..science.geometry import StagePosition
 from ..science.reduction.integration import invalid_pixels
-from ..sources.frames import detector_config, mean_dark, stage_position
+from ..frames import detector_config, mean_dark, stage_position
 from .derived import Emit, FrameRunCallback, require_keys
 
 #: Margin (mm) around the predicted beamstop shadow that is left out of the gain map.

@@ -71,7 +71,7 @@ from ..science.reduction.corrected_integration import (
 from ..science.reduction.integration import MIN_RADIAL_BINS
 from ..science.reduction.integration_kernel import sum_frames
 from ..science.reduction.multi_geometry import covered_radial_range, stitch
-from ..sources.frames import (
+from ..frames import (
     FrameEvent,
     detector_config,
     detector_position,

@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the run's lineage tree and the raw runs at its roots."""
-    from ..sources.documents import check_uid
+    from ..schema.documents import check_uid
     from ..store import lineage, open_catalog
 
     check_uid(args.uid, "UID")

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import MissingMetadataError, UsageError
 from ..science.calibration.geometry_source import GeometrySource
 from ..sources.catalog_run import FRAME_MODES
-from ..sources.documents import check_uid
+from ..schema.documents import check_uid
 from ..sources.file_inputs import read_geometry
 from ..sources.image_files import read_image
 from ..store import open_catalog

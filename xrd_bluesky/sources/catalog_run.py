@@ -28,7 +28,7 @@ from ..errors import (
     MissingMetadataError,
     UsageError,
 )
-from .frames.hdf5 import path_from_uri
+from ..frames.hdf5 import path_from_uri
 
 #: The table of a stream's scalar readings; every other part is an array.
 INTERNAL = "internal"

@@ -216,7 +216,7 @@ def _read_hdf5(path: Path) -> ImageFile:
     of each 3D stack, in order, with the header values of :data:`HDF5_HEADER`."""
     import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 and other detector filters)
 
-    from .frames.hdf5 import open_hdf5
+    from ..frames.hdf5 import open_hdf5
 
     try:
         with open_hdf5(path) as f:
@@ -330,7 +330,7 @@ def _stack_frames(where: str, dataset: h5py.Dataset) -> list[np.ndarray]:
     """The frames of a 2D (one frame) or 3D dataset, or :class:`CorruptFrameError` when
     the writer never wrote some of them (their storage is unallocated: HDF5 would read
     the fill value)."""
-    from .frames.hdf5 import _unwritten
+    from ..frames.hdf5 import _unwritten
 
     if dataset.ndim == 2:
         return [np.asarray(dataset[()])]

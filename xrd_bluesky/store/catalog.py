@@ -29,7 +29,7 @@ from tiled.media_type_registration import default_serialization_registry
 from tiled.structures.core import Spec
 
 from ..errors import MissingMetadataError, UsageError, XRDBlueskyError
-from ..sources.documents import check_uid
+from ..schema.documents import check_uid
 from ..timeouts import call_with_timeout
 from .table_store import serialize_table_store
 
@@ -64,7 +64,7 @@ def find_run(container, uid: str, what: str):
     Raises
     ------
     UnsafeUidError
-        ``uid`` is not a run uid (see :func:`~xrd_bluesky.sources.documents.check_uid`).
+        ``uid`` is not a run uid (see :func:`~xrd_bluesky.schema.documents.check_uid`).
     MissingMetadataError
         ``uid`` is too short to look a run up by, begins the uids of several runs, or
         found a run whose uid does not begin with it: ``what`` and ``uid`` are named.

@@ -22,7 +22,7 @@ from bluesky_tiled_plugins.clients.catalog_of_bluesky_runs import CatalogOfBlues
 from tiled.queries import Key
 
 from ..errors import MissingMetadataError, UsageError, XRDBlueskyError
-from ..sources.documents import check_uid
+from ..schema.documents import check_uid
 from .catalog import stored_run
 from .file_export import FileExporter
 from .replay import ANALYSIS_OF_PURPOSE, ReplayedRun, RunCompletion, RunSource, replay

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import MissingMetadataError
 from ..science.reduction.absolute_scale import ReferencePattern
 from ..science.reduction.peak_specs import PeakReference, weighted_mean
-from ..sources.documents import check_uid
+from ..schema.documents import check_uid
 from .catalog import stored_run
 from .derived_runs import current_derived_of
 

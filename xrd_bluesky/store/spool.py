@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import XRDBlueskyError
 from ..paths import safe_child
-from ..sources.documents import check_uid
+from ..schema.documents import check_uid
 
 SUFFIX = ".jsonl"
 _ARRAY = "__ndarray__"
@@ -67,7 +67,7 @@ def spool_file(directory: Path, run_uid: str) -> Path:
     ------
     MissingMetadataError
         ``run_uid`` would put the file elsewhere (:func:`~xrd_bluesky.paths.safe_child`)
-        or is not a run uid (:func:`~xrd_bluesky.sources.documents.check_uid`, an
+        or is not a run uid (:func:`~xrd_bluesky.schema.documents.check_uid`, an
         ``UnsafeUidError``): the message names it.
     """
     path = safe_child(directory, f"{run_uid}{SUFFIX}")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import XRDBlueskyError
-from ..sources.documents import check_uid, document_field
+from ..schema.documents import check_uid, document_field
 from .catalog import CONTAINERS, CatalogUnavailableError, answers, stored_run
 from .spool import SUFFIX, SpoolError, append, encode, is_locked, read_spool
 from .writer import tiled_writer

@@ -20,7 +20,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers bitshuffle/LZ4 and other detector filters)
 import numpy as np
 
-from ...errors import CorruptFrameError, ShapeMismatchError
+from ..errors import CorruptFrameError, ShapeMismatchError
 
 
 @dataclass(frozen=True)

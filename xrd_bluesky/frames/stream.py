@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...errors import MissingMetadataError
-from ..documents import document_field, document_uid
+from ..errors import MissingMetadataError
+from ..schema.documents import document_field, document_uid
 from .hdf5 import FrameRef, path_from_uri
 
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import GeometryError, MissingMetadataError, ShapeMismatchError
-from .science.calibration.position_models import ArmModel
-from .science.detector_pixels import Beamstop
-from .science.geometry import DetectorPositionModel, Poni
-from .science.reduction.monitors import AIR_TRANSMISSION, FluxCalibration
+from ..errors import GeometryError, MissingMetadataError, ShapeMismatchError
+from ..science.calibration.position_models import ArmModel
+from ..science.detector_pixels import Beamstop
+from ..science.geometry import DetectorPositionModel, Poni
+from ..science.reduction.monitors import AIR_TRANSMISSION, FluxCalibration
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from area_detector_handlers.handlers import (
     PilatusCBFHandler,
 )
 
-from ...errors import CorruptFrameError, FrameSourceError, MissingMetadataError
-from ..documents import document_field, document_uid
+from ..errors import CorruptFrameError, FrameSourceError, MissingMetadataError
+from ..schema.documents import document_field, document_uid
 
 #: Handler class per known spec.
 HANDLERS = {

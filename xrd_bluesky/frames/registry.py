@@ -30,16 +30,16 @@ from pathlib import Path
 import numpy as np
 from event_model import unpack_event_page
 
-from ...errors import (
+from ..errors import (
     CorruptFrameError,
     FrameSourceError,
     MissingMetadataError,
     ShapeMismatchError,
 )
-from ...science.calibration.position_models import ARM_AXES, ArmPosition
-from ...science.geometry import STAGE_AXES, StagePosition
-from ...science.reduction.monitors import positive
-from ..documents import document_field, document_uid
+from ..science.calibration.position_models import ARM_AXES, ArmPosition
+from ..science.geometry import STAGE_AXES, StagePosition
+from ..science.reduction.monitors import positive
+from ..schema.documents import document_field, document_uid
 from .resources import ResourceFrames
 from .stream import FrameSpan, StreamFrames
 

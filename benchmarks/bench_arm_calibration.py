@@ -18,19 +18,19 @@ import math
 import time
 
 import numpy as np
+
 from xrd_bluesky.science.calibration.arm import ArmFrame, calibrate_arm
 from xrd_bluesky.science.calibration.position_models import (
     ArmModel,
     ArmPosition,
 )
-
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.science.sim.image_formation import (
     DetectorResponse,
     detect,
     expected_photons,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 
 DET, WL, PIXEL_M = "Pilatus300kw", 0.8856e-10, 172e-6
 TRUTH = ArmModel(Poni(0.9, 97.3 * PIXEL_M, 930 * PIXEL_M, rot1=math.radians(0.15), wavelength=WL, detector=DET),

@@ -24,12 +24,12 @@ import time
 import numpy as np
 import pyFAI.calibrant
 from pyFAI.goniometer import SingleGeometry
+
+from xrd_bluesky.plans.calibration import DEFAULT_CALIBRATION_POSITIONS
 from xrd_bluesky.science.calibration.refinement import (
     fit_position_model,
     refine_position,
 )
-
-from xrd_bluesky.plans.calibration import DEFAULT_CALIBRATION_POSITIONS
 from xrd_bluesky.science.detector_pixels import pixel_geometry
 from xrd_bluesky.science.geometry import Poni, StagePosition
 from xrd_bluesky.science.sim.image_formation import (
@@ -37,7 +37,7 @@ from xrd_bluesky.science.sim.image_formation import (
     detect,
     expected_photons,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 
 
@@ -128,8 +128,10 @@ def real_guess_far_off() -> None:
     plain = Poni.from_integrator(sg.get_ai())
     for name, poni in (("ours", ours), ("plain_pyfai", plain)):
         g = poni.fit2d()
-        print(f"real_ceo2_{name}_centre_error_px: {math.hypot(g['centerX'] - f['centerX'], g['centerY'] - f['centerY']):.3f}")
-        print(f"real_ceo2_{name}_distance_error_percent: {abs(g['directDist'] - f['directDist']) / f['directDist'] * 100:.4f}")
+        centre_error_px = math.hypot(g["centerX"] - f["centerX"], g["centerY"] - f["centerY"])
+        distance_error_percent = abs(g["directDist"] - f["directDist"]) / f["directDist"] * 100
+        print(f"real_ceo2_{name}_centre_error_px: {centre_error_px:.3f}")
+        print(f"real_ceo2_{name}_distance_error_percent: {distance_error_percent:.4f}")
 
 
 if __name__ == "__main__":

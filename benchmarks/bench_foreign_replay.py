@@ -50,8 +50,8 @@ from bluesky import RunEngine
 from bluesky.plans import count
 from bluesky_tiled_plugins import TiledWriter
 from tiled.client import from_uri
-from xrd_bluesky.science.calibration.geometry_source import GeometrySource
 
+from xrd_bluesky.science.calibration.geometry_source import GeometrySource
 from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.replay import RunCompletion, RunSource, replay

@@ -41,10 +41,10 @@ from pathlib import Path
 import fabio
 import numpy as np
 import pyFAI
-from xrd_bluesky.cli import main as cli_main
-from xrd_bluesky.science.gain_map.method import PositionData, published_gain_map
 
+from xrd_bluesky.cli import main as cli_main
 from xrd_bluesky.science import geometry
+from xrd_bluesky.science.gain_map.method import PositionData, published_gain_map
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.science.sim import image_formation
 from xrd_bluesky.science.sim.gain_map_measurement import (

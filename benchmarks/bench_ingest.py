@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the te
 
 from bluesky import RunEngine  # noqa: E402
 from pack_builders import detector, image_run, write_pack  # noqa: E402
-from xrd_bluesky.cli.ingest import ingest  # noqa: E402
 
+from xrd_bluesky.cli.ingest import ingest  # noqa: E402
 from xrd_bluesky.sources.pack import open_pack  # noqa: E402
 from xrd_bluesky.store import open_catalog  # noqa: E402
 

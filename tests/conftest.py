@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from bluesky import RunEngine
-from xrd_bluesky.science.calibration.geometry_source import GeometrySource
 
 from xrd_bluesky.beamline import LiveInputs, analysis_router
+from xrd_bluesky.science.calibration.geometry_source import GeometrySource
 from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.gain_maps import latest_gain_map_uid

@@ -8,21 +8,21 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+
+from xrd_bluesky.errors import CalibrationError
 from xrd_bluesky.science.calibration.arm import ArmFrame, calibrate_arm
 from xrd_bluesky.science.calibration.position_models import (
     ArmModel,
     ArmPosition,
 )
-from xrd_bluesky.science.calibration.refinement import CalibrationSettings
-
-from xrd_bluesky.errors import CalibrationError
+from xrd_bluesky.science.calibration.settings import CalibrationSettings
 from xrd_bluesky.science.geometry import Poni, two_theta_difference_deg
 from xrd_bluesky.science.sim.image_formation import (
     DetectorResponse,
     detect,
     expected_photons,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 
 DET, WL, PIXEL_M = "Pilatus300kw", 0.8856e-10, 172e-6
 TRUTH = ArmModel(Poni(0.9, 97.3 * PIXEL_M, 930 * PIXEL_M, rot1=math.radians(0.15), rot3=0.0, wavelength=WL,

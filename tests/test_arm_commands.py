@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from fabio.tifimage import TifImage
 from pyFAI.goniometer import Goniometer
+
 from xrd_bluesky.cli import main
+from xrd_bluesky.errors import MissingMetadataError, UsageError
 from xrd_bluesky.science.calibration.position_models import (
     ArmModel,
     ArmPosition,
     read_goniometer_json,
 )
 from xrd_bluesky.science.calibration.refinement import calibrant
-
-from xrd_bluesky.errors import MissingMetadataError, UsageError
 from xrd_bluesky.science.geometry import Poni, detector_model
 from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator
 from xrd_bluesky.science.reduction.input_checks import default_max_count
@@ -32,7 +32,7 @@ from xrd_bluesky.science.sim.image_formation import (
     detect,
     expected_photons,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.science.units import wavelength_m
 from xrd_bluesky.sources.positions_csv import frame_positions, read_positions
 

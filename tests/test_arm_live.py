@@ -7,24 +7,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from bluesky import RunEngine
-from xrd_bluesky.science.calibration.position_models import (
-    ArmModel,
-    ArmPosition,
-)
 
 from xrd_bluesky.beamline import LiveInputs, analysis_router
 from xrd_bluesky.beamline.description import load_beamline
 from xrd_bluesky.errors import BeamlineDescriptionError, MissingMetadataError
-from xrd_bluesky.plans import calibration_scan, multi_position_count
-from xrd_bluesky.science.geometry import two_theta_difference_deg
-from xrd_bluesky.science.units import two_theta_rad, wavelength_m
-from xrd_bluesky.sim_devices import arm_config, make_beamline
-from xrd_bluesky.sim_devices.beamline import SIMULATED_ARM_DESCRIPTION, nominal_geometry
 from xrd_bluesky.frames import (
     arm_position,
     detector_position,
     planned_positions,
 )
+from xrd_bluesky.plans import calibration_scan, multi_position_count
+from xrd_bluesky.science.calibration.position_models import (
+    ArmModel,
+    ArmPosition,
+)
+from xrd_bluesky.science.geometry import two_theta_difference_deg
+from xrd_bluesky.science.units import two_theta_rad, wavelength_m
+from xrd_bluesky.sim_devices import arm_config, make_beamline
+from xrd_bluesky.sim_devices.beamline import SIMULATED_ARM_DESCRIPTION, nominal_geometry
 from xrd_bluesky.store.calibrations import geometry_from_calibration, latest_calibration
 from xrd_bluesky.store.replay import replay
 from xrd_bluesky.store.writer import catalog_writers

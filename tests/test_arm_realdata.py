@@ -12,12 +12,12 @@ import fabio
 import numpy as np
 import pyFAI.calibrant
 from conftest import realdata
+
 from xrd_bluesky.science.calibration.arm import ArmFrame, calibrate_arm
 from xrd_bluesky.science.calibration.position_models import (
     ArmModel,
     ArmPosition,
 )
-
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator
 from xrd_bluesky.science.reduction.multi_geometry import covered_radial_range, stitch

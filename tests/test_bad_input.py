@@ -33,6 +33,17 @@ from xrd_bluesky.errors import (
     MonitorError,
     ShapeMismatchError,
 )
+from xrd_bluesky.frames import (
+    FrameEvent,
+    FrameRegistry,
+    detector_config,
+    frames_per_event,
+    mean_dark,
+    reader,
+    stage_position,
+)
+from xrd_bluesky.frames.reader import FrameRef
+from xrd_bluesky.frames.stream import StreamFrames
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.science.reduction import corrected_integration
 from xrd_bluesky.science.reduction.absolute_scale import Exposure, standard_factor
@@ -40,19 +51,9 @@ from xrd_bluesky.science.reduction.corrected_integration import (
     KERNEL_DTYPES,
     CorrectedIntegrator,
 )
-from xrd_bluesky.science.reduction.integration import IntegrationResult, integrate_1d
+from xrd_bluesky.science.reduction.integration import IntegrationResult
 from xrd_bluesky.science.reduction.monitors import FluxCalibration, transmission
-from xrd_bluesky.sources import image_files
-from xrd_bluesky.frames import (
-    FrameEvent,
-    FrameRegistry,
-    detector_config,
-    frames_per_event,
-    mean_dark,
-    stage_position,
-)
-from xrd_bluesky.frames.hdf5 import FrameRef
-from xrd_bluesky.frames.stream import StreamFrames
+from xrd_bluesky.science.reduction.single_frame import integrate_1d
 from xrd_bluesky.store import open_catalog
 
 #: A 16 x 24 detector of 1 mm pixels: integrations take milliseconds.
@@ -263,13 +264,13 @@ def _cut_in_header(tmp_path: Path) -> Path:
 def test_truncated_tiff_is_a_corrupt_frame_named(tmp_path, make):
     path = make(tmp_path)
     with raises_quickly(CorruptFrameError, r"frame\.tif"):
-        image_files.read_frames(path)
+        reader.read_frames(path)
 
 
 def test_whole_compressed_tiff_reads(tmp_path):
     path = tmp_path / "frame.tif"
     Image.fromarray(_counts()).save(path, compression="tiff_adobe_deflate")
-    np.testing.assert_array_equal(image_files.read_frames(path)[0][1], _counts())
+    np.testing.assert_array_equal(reader.read_frames(path)[0][1], _counts())
 
 
 @pytest.fixture
@@ -594,7 +595,8 @@ def changed(doc: dict, path: tuple[str, ...], value=DELETE) -> dict:
     ("stream_datum", ("descriptor",), DELETE, "stream_datum sd-1 has no 'descriptor' key"),
     ("descriptor", ("data_keys", "det_image", "external"), DELETE, "event ev-1 has no image 'det_image' in its data"),
     ("descriptor", ("data_keys",), DELETE, r"descriptor desc-1 \(stream 'primary'\) has no 'data_keys' key"),
-    ("descriptor", ("data_keys", "det_image", "shape"), [], r"has no image data keys \[\] among \['det_image', 'det_x'"),
+    ("descriptor", ("data_keys", "det_image", "shape"), [],
+     r"has no image data keys \[\] among \['det_image', 'det_x'"),
     ("descriptor", ("data_keys", "det_image", "shape"), [0, 16, 24], r"has shape \[0, 16, 24\]: expected"),
     ("descriptor", ("data_keys", "det_image", "shape"), "2x16x24", "has no image data keys"),
 ])

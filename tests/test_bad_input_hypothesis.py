@@ -31,17 +31,18 @@ from test_bad_input import (
     warm_up_integration,
 )
 
-from xrd_bluesky.callbacks.derived import require_keys
 from xrd_bluesky.errors import XRDBlueskyError
-from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator
-from xrd_bluesky.science.reduction.integration import UNITS, integrate_1d
 from xrd_bluesky.frames import (
     FrameRegistry,
     detector_config,
     frames_per_event,
     stage_position,
 )
+from xrd_bluesky.schema.start import require
+from xrd_bluesky.science.geometry import Poni
+from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator
+from xrd_bluesky.science.reduction.integration import UNITS
+from xrd_bluesky.science.reduction.single_frame import integrate_1d
 
 #: No example hangs (10 s: one may wait for the CPU while another test process computes,
 #: as happened once for 3 s); enough examples to find the corner cases, few enough for
@@ -137,7 +138,8 @@ def geometry_parameters(draw) -> dict[str, float]:
 
 @BOUNDED
 @given(params=geometry_parameters(),
-       shape=mostly(st.tuples(st.integers(1, 24), st.integers(1, 24)), st.tuples(st.integers(-1, 24), st.integers(-1, 0))))
+       shape=mostly(st.tuples(st.integers(1, 24), st.integers(1, 24)),
+                    st.tuples(st.integers(-1, 24), st.integers(-1, 0))))
 def test_generated_geometries(params, shape):
     """A geometry is refused with a domain error, or it integrates a flat frame into a
     pattern with numbers in it (or refuses that with a domain error)."""
@@ -204,7 +206,7 @@ def test_generated_documents_into_the_frame_collector(frame_docs, data):
     collector = FrameRegistry()
     for name in order:
         method = getattr(collector, name.split()[0])
-        assert_domain_error_or(lambda: method(docs[name]))
+        assert_domain_error_or(lambda method=method, name=name: method(docs[name]))
     assert_domain_error_or(lambda: collector.ready("primary"))
     assert_domain_error_or(collector.unmatched_frames)
 
@@ -218,4 +220,4 @@ def test_generated_documents_into_the_document_helpers(frame_docs, data):
     assert_domain_error_or(lambda: frames_per_event(descriptor, "det_image"))
     assert_domain_error_or(lambda: detector_config(descriptor, "det_image"))
     assert_domain_error_or(lambda: stage_position(event, start.get("stage_motors")))
-    assert_domain_error_or(lambda: require_keys(start, ("calibrant", "energy_keV", "stage_motors"), "run"))
+    assert_domain_error_or(lambda: require(start, ("calibrant", "energy_keV", "stage_motors"), "run"))

@@ -9,9 +9,9 @@ import fabio.edfimage
 import numpy as np
 import pytest
 from test_bad_input import DELETE, changed
-from xrd_bluesky.cli import main
 
 from xrd_bluesky.beamline import EXAMPLE, load_beamline, parse_beamline
+from xrd_bluesky.cli import main
 from xrd_bluesky.errors import BeamlineDescriptionError
 from xrd_bluesky.science.geometry import Poni, detector_model
 from xrd_bluesky.sim_devices.beamline import (

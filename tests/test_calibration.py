@@ -8,17 +8,12 @@ import numpy as np
 import pytest
 from conftest import realdata
 from tiled.queries import Contains
-from xrd_bluesky.cli import main
-from xrd_bluesky.science.calibration.refinement import (
-    CalibrationSettings,
-    calibrant,
-    fit_position_model,
-    refine_position,
-    residual_deg,
-)
 
+from xrd_bluesky.cli import main
 from xrd_bluesky.errors import CalibrationError
 from xrd_bluesky.plans import calibration_scan, multi_position_count
+from xrd_bluesky.science.calibration.refinement import calibrant, fit_position_model, refine_position, residual_deg
+from xrd_bluesky.science.calibration.settings import CalibrationSettings
 from xrd_bluesky.science.detector_pixels import Beamstop, pixel_geometry
 from xrd_bluesky.science.geometry import DetectorPositionModel, Poni, StagePosition
 from xrd_bluesky.science.sim.image_formation import (
@@ -26,7 +21,7 @@ from xrd_bluesky.science.sim.image_formation import (
     detect,
     expected_photons,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.science.units import wavelength_m
 from xrd_bluesky.sim_devices.beamline import nominal_geometry
 from xrd_bluesky.store.calibrations import latest_calibration
@@ -152,8 +147,8 @@ def test_live_calibration_run_becomes_current(live, catalog, beamline):
     truth = bl.config.true_geometry()
     for i in range(len(positions)):
         pos = StagePosition(*(float(table[f"stage_{a}"][i]) for a in ("x", "y", "distance")))
-        found = Poni(**{k: float(table[k][i]) for k in ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength")},
-                     detector=DET)
+        keys = ("dist", "poni1", "poni2", "rot1", "rot2", "rot3", "wavelength")
+        found = Poni(**{k: float(table[k][i]) for k in keys}, detector=DET)
         assert_geometry_close(found, truth.poni_at(pos))
     exported = catalog.frames_dir.parent / "calibrations" / derived.start["uid"]
     assert len(list(exported.glob("position_*.poni"))) == len(positions)

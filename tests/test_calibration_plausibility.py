@@ -11,12 +11,10 @@ import fabio
 import pytest
 from conftest import realdata
 from test_calibration import TRUTH, assert_geometry_close, beamstop_mask, render
-from xrd_bluesky.science.calibration.refinement import (
-    CalibrationSettings,
-    refine_position,
-)
 
 from xrd_bluesky.errors import AmbiguousInputError, CalibrationError
+from xrd_bluesky.science.calibration.refinement import refine_position
+from xrd_bluesky.science.calibration.settings import CalibrationSettings
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.science.units import energy_keV
 from xrd_bluesky.sim_devices.beamline import nominal_geometry

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from tiled.queries import Contains, Key
 
+from xrd_bluesky.frames.hdf5 import path_from_uri
 from xrd_bluesky.plans import multi_position_count
 from xrd_bluesky.science.detector_pixels import pixel_geometry
 from xrd_bluesky.science.geometry import DetectorPositionModel, StagePosition
 from xrd_bluesky.science.reduction.integration import invalid_pixels
 from xrd_bluesky.science.units import two_theta_rad, wavelength_m
-from xrd_bluesky.frames.hdf5 import path_from_uri
 from xrd_bluesky.store.gain_maps import gain_map_from_run
 
 POSITIONS = [(0.0, 0.0, 300.0), (12.0, -8.0, 260.0)]
@@ -87,8 +87,7 @@ def test_derived_run_equals_plain_pyfai(ceo2_run, catalog, beamline):
 
 def test_live_ring_positions_within_0_01_deg(ceo2_run):
     from xrd_bluesky.cli.demo import ring_checks
-
-    from xrd_bluesky.science.sim.samples import default_library
+    from xrd_bluesky.science.sim.library import default_library
 
     _, derived = ceo2_run
     data = derived["primary"].read()
@@ -156,7 +155,7 @@ def test_unreadable_frames_flag_their_events_and_never_stop_the_scan(live, catal
     """Frames that vanish before the analysis reads them, from the second exposure on:
     the scan succeeds, the raw run is complete, the derived run keeps the first
     exposure and flags each later event in its ``rejected`` stream naming the file."""
-    from xrd_bluesky.frames import hdf5 as frames_module
+    from xrd_bluesky.frames import reader as frames_module
 
     read = frames_module.FrameRef.read
     calls = []
@@ -167,7 +166,8 @@ def test_unreadable_frames_flag_their_events_and_never_stop_the_scan(live, catal
             raise frames_module.CorruptFrameError(f"cannot read frames from {self.path}: truncated")
         return read(self, n)
 
-    monkeypatch.setattr(frames_module.FrameRef, "read", unreadable_from_the_second)  # a fault we cannot cause otherwise mid-scan
+    # a fault we cannot cause otherwise mid-scan
+    monkeypatch.setattr(frames_module.FrameRef, "read", unreadable_from_the_second)
     bl = beamline
     bl.sample_changer.slot.put("glass")
     uid = live(multi_position_count([bl.detector, bl.i0], bl.stage, POSITIONS, shutter=bl.source.shutter))[0]
@@ -185,7 +185,7 @@ def test_unreadable_frames_flag_their_events_and_never_stop_the_scan(live, catal
 def test_a_run_whose_frames_cannot_be_read_ends_fail(live, catalog, beamline, monkeypatch):
     """No frame readable at all: the derived run is not 'success' with nothing in it;
     it ends 'fail' saying that nothing was integrated and why."""
-    from xrd_bluesky.frames import hdf5 as frames_module
+    from xrd_bluesky.frames import reader as frames_module
 
     def unreadable(self, n):
         raise frames_module.CorruptFrameError(f"cannot read frames from {self.path}: truncated")

@@ -21,8 +21,8 @@ import gemmi
 import numpy as np
 import pytest
 import xraylib
-from xrd_bluesky.cli import main
 
+from xrd_bluesky.cli import main
 from xrd_bluesky.errors import ImplausibleInputError
 from xrd_bluesky.science.crystal import Crystal
 from xrd_bluesky.science.dfxrm.attenuation import attenuation_length_um, material_of

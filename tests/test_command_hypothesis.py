@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
-from xrd_bluesky.cli import main
 
+from xrd_bluesky.cli import main
 from xrd_bluesky.science.geometry import (
     DISTANCE_RANGE_M,
     MAX_PONI_DETECTOR_SIZES,
@@ -111,7 +111,8 @@ options = st.one_of(st.text(max_size=12), st.integers(-10**9, 10**9).map(str),
 
 
 @FEW
-@given(npt=st.one_of(options, st.integers(0, 200_000).map(str)), unit=st.one_of(options, st.sampled_from(["2th_deg", "q_nm^-1", "q_A^-1"])),
+@given(npt=st.one_of(options, st.integers(0, 200_000).map(str)),
+       unit=st.one_of(options, st.sampled_from(["2th_deg", "q_nm^-1", "q_A^-1"])),
        polarization=st.one_of(options, st.floats(-1.5, 1.5).map(repr)),
        max_count=st.one_of(options, st.floats(-10, 1e7).map(repr)))
 def test_integrate_options(good, tmp_path, npt, unit, polarization, max_count):
@@ -177,7 +178,8 @@ def test_gain_map_refuses_a_cut_frame(good, tmp_path, cut):
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(energy=st.one_of(options, st.floats(0.5, 70.0).map(repr)), thickness=st.one_of(options, st.floats(-1, 1e3).map(repr)),
+@given(energy=st.one_of(options, st.floats(0.5, 70.0).map(repr)),
+       thickness=st.one_of(options, st.floats(-1, 1e3).map(repr)),
        low=st.one_of(options, st.floats(-10, 50).map(repr)))
 def test_dfxrm_options(tmp_path, energy, thickness, low):
     status, _ = answer(["dfxrm", "Si", "--energy-keV", energy, "--thickness-um", thickness,

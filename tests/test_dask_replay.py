@@ -11,20 +11,20 @@ import secrets
 import pytest
 from conftest import TEST_DETECTOR
 from test_replay import assert_same_results, assert_same_start, derived_of
+
 from xrd_bluesky.cli import main
 from xrd_bluesky.cli.session import build_session
-
 from xrd_bluesky.errors import UsageError
+from xrd_bluesky.frames.hdf5 import path_from_uri
 from xrd_bluesky.plans import multi_position_count
 from xrd_bluesky.sim_devices import BeamlineConfig
-from xrd_bluesky.frames.hdf5 import path_from_uri
 from xrd_bluesky.store.parallel_replay import find_runs, replay_runs
-from xrd_bluesky.store.postgres import (
+from xrd_bluesky_bench.testing import (
     PostgresNotInstalledError,
+    ServerProcess,
     TemporaryPostgres,
     postgres_bin_dir,
 )
-from xrd_bluesky.store.server import ServerProcess
 
 POSITIONS = [(0.0, 0.0, 300.0), (12.0, -8.0, 260.0)]
 BATCH = {"batch": "dask replay"}

@@ -23,11 +23,11 @@ from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store import writer as writer_module
 from xrd_bluesky.store.bulk_write import ROUTE
 from xrd_bluesky.store.catalog import _RUN_CATALOG_SPEC
-from xrd_bluesky.store.server import ServerProcess
 from xrd_bluesky.store.spool import encode
 from xrd_bluesky.store.sync import sync
 from xrd_bluesky.store.writer import SpoolingWriter, processed_writer
 from xrd_bluesky_bench.common import RequestCounter
+from xrd_bluesky_bench.testing import ServerProcess
 from xrd_bluesky_bench.writes import (
     CLIENT_WHOLE_RUN_CONTAINER,
     REFERENCE_CONTAINER,

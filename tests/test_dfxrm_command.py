@@ -6,8 +6,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from xrd_bluesky.cli import main
 
+from xrd_bluesky.cli import main
 from xrd_bluesky.science.dfxrm.cif_structure import read_cif
 
 

@@ -30,13 +30,13 @@ WIDE = Instrument(0.0, 90.0)
 R_E_CM = 2.8179403262e-13  # classical electron radius (cm), CODATA 2018
 
 
-def _inv_d2(name: str, cell: gemmi.UnitCell, h: int, k: int, l: int) -> float:
-    """1/d^2 (1/A^2) from the textbook formulas of each crystal system."""
+def _inv_d2(name: str, cell: gemmi.UnitCell, h: int, k: int, ell: int) -> float:
+    """1/d^2 (1/A^2) of the reflection (h k ell) from the textbook formulas of each crystal system."""
     if name == "Si":  # cubic
-        return (h * h + k * k + l * l) / cell.a**2
+        return (h * h + k * k + ell * ell) / cell.a**2
     if name == "KNbO3":  # orthorhombic
-        return h * h / cell.a**2 + k * k / cell.b**2 + l * l / cell.c**2
-    return 4 / 3 * (h * h + h * k + k * k) / cell.a**2 + l * l / cell.c**2  # hexagonal axes
+        return h * h / cell.a**2 + k * k / cell.b**2 + ell * ell / cell.c**2
+    return 4 / 3 * (h * h + h * k + k * k) / cell.a**2 + ell * ell / cell.c**2  # hexagonal axes
 
 
 def _gemmi_f2(structure, hkls) -> np.ndarray:
@@ -104,7 +104,8 @@ def test_f_squared_agrees_with_gemmi_on_the_brightest_ten(name, monkeypatch):
 def test_displacement_parameters_are_the_same_b_as_gemmi(tmp_path):
     """A CIF with U_iso: B = 8 pi^2 U enters our |F|^2 as gemmi's Debye-Waller factor."""
     cif = tmp_path / "Si_U.cif"
-    cif.write_text(open(read_cif("Si").source).read().replace("_atom_site_occupancy", "_atom_site_occupancy\n_atom_site_U_iso_or_equiv")
+    cif.write_text(open(read_cif("Si").source).read()
+                   .replace("_atom_site_occupancy", "_atom_site_occupancy\n_atom_site_U_iso_or_equiv")
                    .replace("0.125 0.125 0.125 1.0", "0.125 0.125 0.125 1.0 0.0060"))
     structure = read_cif(cif)
     assert structure.crystal.atoms[0].b_iso_A2 == pytest.approx(8 * math.pi**2 * 0.006)
@@ -139,12 +140,12 @@ def test_corundum_absences():
     h-h0l with l even; every reflection of the table obeys them."""
     table = reflection_table(read_cif("Al2O3"), ENERGY_KEV, WIDE)
     for r in table.reflections:
-        h, k, l = r.hkl
-        assert (-h + k + l) % 3 == 0
+        h, k, ell = r.hkl
+        assert (-h + k + ell) % 3 == 0
         if h == k == 0:
-            assert l % 6 == 0
+            assert ell % 6 == 0
         if k == -h:
-            assert l % 2 == 0
+            assert ell % 2 == 0
     for hkl in [(0, 0, 3), (1, 0, 0), (2, -2, 1), (0, 0, 9)]:
         with pytest.raises(GeometryError, match="systematically absent"):
             table.find(hkl)
@@ -231,7 +232,8 @@ def test_niobate_attenuation_is_plausible(name):
         for element, n in counts.items():
             z = xraylib.SymbolToAtomicNumber(element)
             f2 = gemmi.cromer_liberman(z=z, energy=energy * 1e3)[1]
-            scatter = (xraylib.CS_Rayl(z, energy) + xraylib.CS_Compt(z, energy)) * xraylib.AtomicWeight(z) / 6.02214076e23
+            cross_section_cm2_g = xraylib.CS_Rayl(z, energy) + xraylib.CS_Compt(z, energy)
+            scatter = cross_section_cm2_g * xraylib.AtomicWeight(z) / 6.02214076e23
             mu += n * (2 * R_E_CM * wavelength_cm * f2 + scatter) / volume_cm3
         assert attenuation_length_um(material, energy) == pytest.approx(1e4 / mu, rel=0.05)
     assert attenuation_length_um(material, 18.9) > 3 * attenuation_length_um(material, 19.1)

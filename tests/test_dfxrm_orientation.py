@@ -16,6 +16,7 @@ from xrd_bluesky.science.dfxrm.orientation import (
     Facet,
     GoniometerAngles,
     Mounting,
+    OrientationSolution,
     b_matrix,
     bragg_condition,
     orient,
@@ -131,6 +132,17 @@ def test_deviation_measures_a_rocking_offset():
     assert sensitivity == pytest.approx({"omega": 0.0, "chi": -1.0, "phi": 0.0}, abs=1e-12)
 
 
+def _deviation_deg(sol: OrientationSolution, hkl: tuple[int, int, int], axis: str, offset_deg: float,
+                   wavelength_A: float) -> float:
+    """Deviation (deg) of ``hkl`` from the Bragg condition at ``sol``'s angles with ``axis``
+    turned by ``offset_deg``."""
+    a = sol.angles
+    angles = {"omega": a.omega_deg, "chi": a.chi_deg, "phi": a.phi_deg}
+    angles[axis] += offset_deg
+    return bragg_condition(sol.ub, hkl, GoniometerAngles(angles["omega"], angles["chi"], angles["phi"]),
+                           wavelength_A).deviation_deg
+
+
 @pytest.mark.parametrize("plane", ["vertical", "horizontal"])
 def test_rocking_sensitivity_is_the_derivative_of_the_deviation(plane):
     """For every Al2O3 reflection and axis, the sensitivity equals the central difference
@@ -142,12 +154,8 @@ def test_rocking_sensitivity_is_the_derivative_of_the_deviation(plane):
         a = sol.angles
         sensitivity = rocking_sensitivity(sol.ub, r.hkl, a)
         for axis in ("omega", "chi", "phi"):
-            def deviation(offset):
-                angles = {"omega": a.omega_deg, "chi": a.chi_deg, "phi": a.phi_deg}
-                angles[axis] += offset
-                return bragg_condition(sol.ub, r.hkl, GoniometerAngles(angles["omega"], angles["chi"], angles["phi"]),
-                                       table.wavelength_A).deviation_deg
-            assert sensitivity[axis] == pytest.approx((deviation(step) - deviation(-step)) / (2 * step), abs=1e-6)
+            ahead, behind = (_deviation_deg(sol, r.hkl, axis, offset, table.wavelength_A) for offset in (step, -step))
+            assert sensitivity[axis] == pytest.approx((ahead - behind) / (2 * step), abs=1e-6)
         if plane == "horizontal":
             assert sensitivity["omega"] == pytest.approx(1.0, abs=1e-12)
         else:

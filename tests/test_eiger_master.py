@@ -12,12 +12,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from xrd_bluesky.cli.integrate import add_parser
 
+from xrd_bluesky.cli.integrate import add_parser
 from xrd_bluesky.errors import CorruptFrameError, ResourceLimitError, ShapeMismatchError
+from xrd_bluesky.frames import reader
+from xrd_bluesky.frames.reader import read_frames, read_image
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.sources import image_files
-from xrd_bluesky.sources.image_files import read_frames, read_image
 
 #: Detector header of the test masters (Eiger units: m, s, angstrom).
 HEADER = {"count_time": (0.5, "s"), "x_pixel_size": (75e-6, "m"), "y_pixel_size": (75e-6, "m"),
@@ -157,7 +157,7 @@ def test_data_as_a_virtual_dataset_and_its_missing_source(tmp_path):
 
 def test_series_beyond_the_memory_is_refused_before_reading(tmp_path, monkeypatch):
     master, _ = eiger_series(tmp_path)
-    monkeypatch.setattr(image_files, "available_memory_bytes", lambda: 1000)
+    monkeypatch.setattr(reader, "available_memory_bytes", lambda: 1000)
     with pytest.raises(ResourceLimitError, match=r"x_master\.h5: 5 frames of \(6, 7\)"):
         read_image(master)
 

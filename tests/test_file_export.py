@@ -17,18 +17,18 @@ import pyFAI
 import pytest
 from bluesky import RunEngine
 from event_model import compose_run
-from xrd_bluesky.science.calibration.geometry_source import GeometrySource
-from xrd_bluesky.science.calibration.position_models import (
-    ArmModel,
-    ArmPosition,
-    read_goniometer_json,
-)
 
 from xrd_bluesky import __version__
 from xrd_bluesky.callbacks import AnalysisRouter
 from xrd_bluesky.callbacks.derived import data_keys
 from xrd_bluesky.errors import OutputError
 from xrd_bluesky.plans import gain_map_scan, multi_position_count, strain_series
+from xrd_bluesky.science.calibration.geometry_source import GeometrySource
+from xrd_bluesky.science.calibration.position_models import (
+    ArmModel,
+    ArmPosition,
+    read_goniometer_json,
+)
 from xrd_bluesky.science.geometry import DetectorPositionModel, Poni, StagePosition
 from xrd_bluesky.science.units import wavelength_m
 from xrd_bluesky.sim_devices import BeamlineConfig, make_beamline

@@ -14,11 +14,11 @@ import fabio
 import numpy as np
 import pytest
 from conftest import realdata
-from xrd_bluesky.cli import main
 
+from xrd_bluesky.cli import main
 from xrd_bluesky.errors import CorruptFrameError, GeometryError
+from xrd_bluesky.frames import reader
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.sources import image_files
 from xrd_bluesky_bench.bad_inputs import good_files
 
 
@@ -57,7 +57,8 @@ def test_a_poni_without_detector_shape_needs_one_and_then_catches_a_transposed_f
     frame, poni = realdata("dioptas_ceo2", "CeO2_Pilatus1M.tif"), realdata("dioptas_ceo2", "CeO2_Pilatus1M.poni")
     assert main(["integrate", str(frame), "--poni", str(poni), "-o", str(tmp_path / "a")]) == 2
     assert "declares no detector shape" in capsys.readouterr().err
-    assert main(["integrate", str(frame), "--poni", str(poni), "--detector", "Pilatus1M", "-o", str(tmp_path / "b")]) == 0
+    assert main(["integrate", str(frame), "--poni", str(poni), "--detector", "Pilatus1M",
+                 "-o", str(tmp_path / "b")]) == 0
     transposed = tmp_path / "transposed.tif"
     fabio.tifimage.TifImage(data=np.ascontiguousarray(fabio.open(frame).data.T)).write(str(transposed))
     for option in (["--detector", "Pilatus1M"], ["--shape", "1043x981"]):
@@ -125,7 +126,7 @@ def test_a_reader_that_does_not_return_is_abandoned(tmp_path):
     path.write_bytes(b"x")
     start = time.perf_counter()
     with pytest.raises(CorruptFrameError, match="did not finish within 0.2 s"):
-        image_files._with_timeout(lambda p: time.sleep(5), path, 0.2)
+        reader._with_timeout(lambda p: time.sleep(5), path, 0.2)
     assert time.perf_counter() - start < 2
 
 
@@ -134,5 +135,5 @@ def test_a_cbf_cut_in_its_header_is_refused_at_once(good, tmp_path):
     fabio.cbfimage.CbfImage(data=frame).write(str(tmp_path / "whole.cbf"))
     (tmp_path / "cut.cbf").write_bytes((tmp_path / "whole.cbf").read_bytes()[:300])
     with pytest.raises(CorruptFrameError, match="no CBF binary section"):
-        image_files.read_image(tmp_path / "cut.cbf")
-    assert image_files.read_image(tmp_path / "whole.cbf").shape == frame.shape
+        reader.read_image(tmp_path / "cut.cbf")
+    assert reader.read_image(tmp_path / "whole.cbf").shape == frame.shape

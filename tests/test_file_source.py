@@ -11,19 +11,20 @@ import pytest
 from fabio.tifimage import TifImage
 from pyFAI.multi_geometry import MultiGeometry
 from tiled.queries import Contains
-from xrd_bluesky.cli.integrate import FLUX, add_parser
 
+from xrd_bluesky.cli.integrate import FLUX, add_parser
 from xrd_bluesky.errors import CorruptFrameError, MonitorError, ShapeMismatchError
+from xrd_bluesky.frames import detector_config
 from xrd_bluesky.plans.counting import multi_position_count
 from xrd_bluesky.schema import InstrumentSettings
 from xrd_bluesky.science.geometry import DetectorPositionModel, Poni, StagePosition
 from xrd_bluesky.science.reduction.monitors import AIR_TRANSMISSION
 from xrd_bluesky.science.reduction.multi_geometry import covered_radial_range
 from xrd_bluesky.science.sim.image_formation import expected_photons
-from xrd_bluesky.science.sim.samples import default_library, solute_cross_section
+from xrd_bluesky.science.sim.library import default_library
+from xrd_bluesky.science.sim.samples import solute_cross_section
 from xrd_bluesky.science.units import wavelength_m
 from xrd_bluesky.sources.file_runs import FileFrame, FileRun, analyse
-from xrd_bluesky.frames import detector_config
 from xrd_bluesky_bench.stitch import reference_integrators
 
 DET = "Pilatus300k"  # 619 x 487 pixels of 172 um: quick

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from xrd_bluesky.cli import main
 from xrd_bluesky.cli.fit_peaks import read_pattern
 from xrd_bluesky.cli.integrate import write_chi, write_xye
-from xrd_bluesky.cli import main
-
 from xrd_bluesky.errors import CorruptFrameError, XRDBlueskyError
 from xrd_bluesky.science.reduction.integration import UNITS, IntegrationResult
 from xrd_bluesky.science.reduction.peak_fitting import (

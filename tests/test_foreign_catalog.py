@@ -22,8 +22,8 @@ from bluesky.plans import count, scan
 from bluesky_tiled_plugins import TiledWriter
 from tiled.client import from_uri
 from tiled.queries import Key
-from xrd_bluesky.cli import main
 
+from xrd_bluesky.cli import main
 from xrd_bluesky.errors import AmbiguousInputError, MissingMetadataError
 from xrd_bluesky.science.reduction.peak_fitting import fit_peak
 from xrd_bluesky.science.units import two_theta_rad
@@ -128,7 +128,8 @@ def test_a_foreign_run_is_replayed_with_a_poni_and_its_rings_are_where_the_truth
     primary = run["primary"].read()
     assert len(primary["two_theta"]) == 2
     x, y, sigma = (np.asarray(primary[k][0], dtype=float) for k in ("two_theta", "intensity_2theta", "sigma_2theta"))
-    visible = [t for t in ceo2_rings(foreign["wavelength_m"]) if x[np.isfinite(y)].min() + 0.2 < t < x[np.isfinite(y)].max() - 0.2]
+    visible = [t for t in ceo2_rings(foreign["wavelength_m"])
+               if x[np.isfinite(y)].min() + 0.2 < t < x[np.isfinite(y)].max() - 0.2]
     assert len(visible) >= 2, visible
     for ring in visible:
         fit = fit_peak(x, y, (ring - 0.15, ring + 0.15), sigma=sigma)

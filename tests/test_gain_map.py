@@ -6,15 +6,15 @@ import fabio
 import numpy as np
 import pytest
 from tiled.queries import Contains
+
+from xrd_bluesky.errors import ShapeMismatchError
+from xrd_bluesky.plans import gain_map_scan, multi_position_count
 from xrd_bluesky.science.gain_map.method import (
     GainMapError,
     compute_gain_map,
     published_gain_map,
 )
-
-from xrd_bluesky.errors import ShapeMismatchError
-from xrd_bluesky.plans import gain_map_scan, multi_position_count
-from xrd_bluesky.science.reduction.integration import integrate_1d
+from xrd_bluesky.science.reduction.single_frame import integrate_1d
 from xrd_bluesky.science.sim.gain_map_measurement import (
     score_gain_map,
     simulate_gain_map_set,
@@ -235,7 +235,6 @@ def test_profile_and_estimate_follow_their_definitions(gain_set):
 def test_frame_series_of_mixed_integer_and_float_files(tmp_path):
     """Frames of several files and types: the sum, minimum and maximum are exact."""
     from xrd_bluesky.cli.gain_map import read_series
-
     from xrd_bluesky.science.geometry import Poni
 
     poni = Poni(0.3, 0.05, 0.05, detector="Pilatus1M")
@@ -273,7 +272,6 @@ def test_ponis_read_without_full_collections_and_gc_restored(gain_set, tmp_path)
     import gc
 
     from xrd_bluesky.cli.gain_map import read_ponis
-
     from xrd_bluesky.errors import GeometryError
 
     paths = [str(p.poni.write(tmp_path / f"pos{i}.poni")) for i, p in enumerate(gain_set.positions[:2])]

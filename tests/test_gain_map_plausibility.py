@@ -8,6 +8,9 @@ import fabio
 import numpy as np
 import pytest
 from tiled.queries import Contains
+
+from xrd_bluesky.beamline import LiveInputs, analysis_router
+from xrd_bluesky.plans import gain_map_scan
 from xrd_bluesky.science.calibration.geometry_source import GeometrySource
 from xrd_bluesky.science.gain_map.method import (
     PROFILE_TOLERANCE,
@@ -23,9 +26,6 @@ from xrd_bluesky.science.gain_map.method import (
     profile_deviations,
     ring_statistics,
 )
-
-from xrd_bluesky.beamline import LiveInputs, analysis_router
-from xrd_bluesky.plans import gain_map_scan
 from xrd_bluesky.science.sim.gain_map_measurement import simulate_gain_map_set
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 from xrd_bluesky.store.writer import catalog_writers

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from xrd_bluesky.errors import CorruptFrameError
+from xrd_bluesky.frames.reader import FrameRef
 from xrd_bluesky.science.sim.image_formation import DetectorResponse
 from xrd_bluesky.sim_devices.area_detector import FRAME_DATASET, SimAreaDetector
-from xrd_bluesky.frames.hdf5 import FrameRef
 
 SHAPE = (5, 64, 48)
 

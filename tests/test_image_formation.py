@@ -7,14 +7,15 @@ import pytest
 from xrd_bluesky.errors import ShapeMismatchError
 from xrd_bluesky.science.detector_pixels import Beamstop, pixel_geometry
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.reduction.integration import integrate_1d, invalid_pixels
+from xrd_bluesky.science.reduction.integration import invalid_pixels
 from xrd_bluesky.science.reduction.peak_fitting import fit_peak
+from xrd_bluesky.science.reduction.single_frame import integrate_1d
 from xrd_bluesky.science.sim.image_formation import (
     DetectorResponse,
     detect,
     expected_photons,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.science.units import wavelength_m
 
 DET = "Pilatus1M"
@@ -42,7 +43,8 @@ def test_rings_at_calibrant_two_theta(tilted_poni):
     truth = truth[truth < np.nanmax(pattern.radial) - 0.2][:6]
     assert len(truth) >= 5
     for t in truth:
-        fit = fit_peak(pattern.radial, pattern.intensity, (t - 0.12, t + 0.12), sigma=pattern.sigma, background="linear")
+        fit = fit_peak(pattern.radial, pattern.intensity, (t - 0.12, t + 0.12), sigma=pattern.sigma,
+                       background="linear")
         assert fit.success, fit.reason
         assert abs(fit.centre - t) < 0.01
 

@@ -15,9 +15,9 @@ import h5py
 import numpy as np
 import pytest
 from pack_builders import aborted_image_run, detector, image_run, scalar_run, write_pack
-from xrd_bluesky.cli.ingest import add_parser, ingest
 
 from xrd_bluesky.cli import ingest as ingest_command
+from xrd_bluesky.cli.ingest import add_parser, ingest
 from xrd_bluesky.frames.hdf5 import path_from_uri
 from xrd_bluesky.frames.stream import StreamFrames
 from xrd_bluesky.sources.pack import PackError, open_pack

@@ -13,16 +13,16 @@ import pyFAI.calibrant
 from devices.ophyd_v1_detector import make_fake_pilatus
 from pack_builders import image_run, write_pack
 from tiled.queries import Contains
-from xrd_bluesky.cli.ingest import ingest
-from xrd_bluesky.cli import main
 
+from xrd_bluesky.cli import main
+from xrd_bluesky.cli.ingest import ingest
 from xrd_bluesky.science.reduction.peak_fitting import fit_peak
 from xrd_bluesky.science.sim.image_formation import (
     DetectorResponse,
     detect,
     expected_photons,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.science.units import two_theta_rad
 from xrd_bluesky.sim_devices import BeamlineConfig
 from xrd_bluesky.sources.pack import open_pack

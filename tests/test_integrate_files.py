@@ -13,12 +13,12 @@ import pytest
 from conftest import realdata
 from fabio.cbfimage import CbfImage
 from fabio.edfimage import EdfImage
-from xrd_bluesky.cli.integrate import add_parser
 
+from xrd_bluesky.cli.integrate import add_parser
 from xrd_bluesky.errors import CorruptFrameError, ShapeMismatchError
+from xrd_bluesky.frames.reader import read_frames
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.science.reduction.peak_fitting import fit_peak
-from xrd_bluesky.sources.image_files import read_frames
 
 
 def integrate(*argv) -> int:

@@ -23,7 +23,7 @@ from xrd_bluesky.science.sim.image_formation import (
     detect,
     expected_photons,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.science.units import wavelength_m
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 

@@ -7,7 +7,8 @@ import numpy as np
 from tiled.queries import Contains
 
 from xrd_bluesky.plans.counting import multi_position_count
-from xrd_bluesky.science.sim.samples import default_library, solute_cross_section
+from xrd_bluesky.science.sim.library import default_library
+from xrd_bluesky.science.sim.samples import solute_cross_section
 
 POSITIONS = [(0.0, 0.0, 300.0), (40.0, -30.0, 280.0)]
 
@@ -110,7 +111,8 @@ def test_dark_from_a_dark_run(live, beamline, catalog):
                                     sample=bl.sample_changer.sample().metadata(), md={"dark_uid": dark}))[0]
     derived = derived_of(catalog, uid)
     assert derived.stop["exit_status"] == "success" and derived.start["dark_uid"] == dark
-    mean_dark = np.asarray(catalog.raw[dark]["primary"]["det_image"].read(), float).reshape(-1, *bl.detector.response.shape).mean(axis=0)
+    dark_frames = np.asarray(catalog.raw[dark]["primary"]["det_image"].read(), float)
+    mean_dark = dark_frames.reshape(-1, *bl.detector.response.shape).mean(axis=0)
     frame = np.asarray(catalog.raw[uid]["primary"]["det_image"].read())[0, 0]
     model = DetectorPositionModel.from_dict(derived.start["geometry"]["model"])
     poni = replace(model.poni_at(StagePosition(*POSITIONS[0])), wavelength=wavelength_m(17.0))
@@ -133,7 +135,8 @@ def test_dark_from_a_dark_run(live, beamline, catalog):
     bl.detector.acquire_time.put(1.0)
     other = live(multi_position_count([bl.detector], bl.stage, POSITIONS[:1], md={"dark_uid": dark}))[0]
     failed = derived_of(catalog, other)
-    assert failed.stop["exit_status"] == "fail" and "2.0 s" in failed.stop["reason"] and "1.0 s" in failed.stop["reason"]
+    assert (failed.stop["exit_status"] == "fail" and "2.0 s" in failed.stop["reason"]
+            and "1.0 s" in failed.stop["reason"])
 
 
 def test_a_background_measured_just_before_is_used_while_it_uploads(live_uploading_after_stop, beamline, catalog):

@@ -123,7 +123,8 @@ def test_count_reads_back_the_frames(RE: RunEngine, tmp_path: Path) -> None:
 
     (descriptor,) = of(docs, "descriptor")
     data_keys = descriptor["data_keys"]
-    print("data keys:", {k: {f: v[f] for f in ("shape", "dtype", "dtype_numpy", "external")} for k, v in data_keys.items()})
+    print("data keys:",
+          {k: {f: v[f] for f in ("shape", "dtype", "dtype_numpy", "external")} for k, v in data_keys.items()})
     assert set(data_keys) == {"det", "det-sum"}
     assert data_keys["det"]["shape"] == [1, *SHAPE]  # leading 1: collections per event
     assert data_keys["det"]["dtype_numpy"] == "<i4"
@@ -137,7 +138,8 @@ def test_count_reads_back_the_frames(RE: RunEngine, tmp_path: Path) -> None:
 
     resources = of(docs, "stream_resource")
     assert {r["uri"] for r in resources} == {f"file://localhost{(tmp_path / 'det_00000.h5').resolve().as_posix()}"}
-    assert {r["data_key"]: r["parameters"]["dataset"] for r in resources} == {"det": "/entry/data/data", "det-sum": "/entry/sum"}
+    assert {r["data_key"]: r["parameters"]["dataset"] for r in resources} == {"det": "/entry/data/data",
+                                                                              "det-sum": "/entry/sum"}
     assert [d["seq_nums"] for d in of(docs, "stream_datum")[::2]] == [{"start": i, "stop": i + 1} for i in (1, 2, 3)]
 
     back = read_stream(docs, "det")
@@ -164,7 +166,8 @@ def test_motor_moves_between_counts_in_one_run(RE: RunEngine, tmp_path: Path) ->
     RE(two_positions())
 
     (descriptor,) = of(docs, "descriptor")
-    print("\ndata keys:", sorted(descriptor["data_keys"]), "configuration:", {k: sorted(v["data"]) for k, v in descriptor["configuration"].items()})
+    print("\ndata keys:", sorted(descriptor["data_keys"]),
+          "configuration:", {k: sorted(v["data"]) for k, v in descriptor["configuration"].items()})
     events = of(docs, "event")
     assert [e["data"] for e in events] == [{"arm_x": -3.0}, {"arm_x": 4.5}]
     assert len({r["uri"] for r in of(docs, "stream_resource")}) == 1
@@ -193,7 +196,8 @@ def test_file_readable_while_the_detector_holds_it_open(RE: RunEngine, tmp_path:
             with h5py.File(path, "r", **flags) as f:
                 seen[f"this process, {label}"] = f["/entry/data/data"].shape[0]
             child = subprocess.run(
-                [sys.executable, "-c", READ_IN_CHILD, path, json.dumps(flags)], capture_output=True, text=True, check=True
+                [sys.executable, "-c", READ_IN_CHILD, path, json.dumps(flags)],
+                capture_output=True, text=True, check=True,
             )
             seen[f"other process, {label}"] = child.stdout.strip()
         try:

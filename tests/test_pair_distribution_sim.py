@@ -15,7 +15,7 @@ from xrd_bluesky.science.pdf.pair_distribution import (
     peak_positions,
     transform,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 
 
 def _nearest(found: np.ndarray, expected: np.ndarray) -> np.ndarray:

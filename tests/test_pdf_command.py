@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import realdata
-from xrd_bluesky.cli import main
 
 from xrd_bluesky import __version__
+from xrd_bluesky.cli import main
 from xrd_bluesky.science.pdf.pair_distribution import PDFConfig, peak_positions
 from xrd_bluesky.sources.pdfgetx3_config import read_pdfgetx3_config
 

@@ -8,11 +8,12 @@ import numpy as np
 import pyFAI.calibrant
 import pytest
 from conftest import realdata
-from xrd_bluesky.cli import main
 
+from xrd_bluesky.cli import main
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.reduction.integration import integrate_1d, invalid_pixels
+from xrd_bluesky.science.reduction.integration import invalid_pixels
 from xrd_bluesky.science.reduction.peak_fitting import fit_peak, lattice_strain
+from xrd_bluesky.science.reduction.single_frame import integrate_1d
 
 FOUR_LN2 = 4 * math.log(2)
 
@@ -74,7 +75,8 @@ def test_strain_recovered_from_simulated_mg():
         detect,
         expected_photons,
     )
-    from xrd_bluesky.science.sim.samples import default_library, with_strain
+    from xrd_bluesky.science.sim.library import default_library
+    from xrd_bluesky.science.sim.samples import with_strain
     from xrd_bluesky.science.units import wavelength_m
 
     poni = Poni(0.3, 0.09, 0.08, wavelength=wavelength_m(17.0), detector="Pilatus1M")
@@ -147,7 +149,7 @@ def test_sector_strain_of_a_tensile_specimen():
         detect,
         expected_photons,
     )
-    from xrd_bluesky.science.sim.samples import default_library
+    from xrd_bluesky.science.sim.library import default_library
     from xrd_bluesky.science.units import wavelength_m
 
     poni = Poni(0.25, 0.0845, 0.0894, wavelength=wavelength_m(17.0), detector="Pilatus1M")

@@ -16,7 +16,7 @@ from xrd_bluesky.science.reduction.directional_strain import (
 from xrd_bluesky.science.reduction.peak_fitting import fit_peak
 from xrd_bluesky.science.reduction.peak_specs import configured_specs, find_peak_specs
 from xrd_bluesky.science.sim.image_formation import expected_photons
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.science.units import wavelength_m
 
 PONI = Poni(0.3, 0.09, 0.08, wavelength=wavelength_m(17.0), detector="Pilatus1M")

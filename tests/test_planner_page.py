@@ -14,9 +14,9 @@ from unittest import mock
 import pytest
 import streamlit
 from streamlit.testing.v1 import AppTest
+
 from xrd_bluesky.cli import main
 from xrd_bluesky.cli.planner import APP_PATH
-
 from xrd_bluesky.science.dfxrm.cif_structure import read_cif
 from xrd_bluesky.science.dfxrm.compound_refractive_lens import (
     LENS_MATERIALS,
@@ -58,7 +58,7 @@ def test_default_page_renders(opened):
     assert not page.error
     table = reflection_table(read_cif("Si"), 17.0)
     frame = page.dataframe[0].value
-    assert list(frame["hkl"]) == [f"({h} {k} {l})" for h, k, l in (r.hkl for r in table.reflections)]
+    assert list(frame["hkl"]) == [f"({h} {k} {ell})" for h, k, ell in (r.hkl for r in table.reflections)]
     assert list(frame.columns) == ["hkl", "multiplicity", "d (A)", "2theta (deg)", "|F|^2 (e^2)",
                                    "I_rel (max 100)"]
     assert set(shown_angles(page)) == {"omega", "chi", "phi"}

@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 from pyFAI.goniometer import GeometryTransformation, Goniometer
+
+from xrd_bluesky.errors import GeometryError
 from xrd_bluesky.science.calibration.position_models import (
     ArmModel,
     ArmPosition,
@@ -17,8 +19,6 @@ from xrd_bluesky.science.calibration.position_models import (
     read_goniometer_json,
     write_goniometer_json,
 )
-
-from xrd_bluesky.errors import GeometryError
 from xrd_bluesky.science.geometry import DetectorPositionModel, Poni, StagePosition
 
 WL = 0.8856e-10

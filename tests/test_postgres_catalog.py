@@ -17,23 +17,23 @@ from bluesky_tiled_plugins.queries import TimeRange
 from conftest import TEST_DETECTOR
 from test_replay import assert_same_results, assert_same_start
 from tiled.queries import Contains, FullText, Key
+
 from xrd_bluesky.cli.demo import ring_checks
 from xrd_bluesky.cli.session import build_session
-
 from xrd_bluesky.plans import calibration_scan, gain_map_scan, multi_position_count
 from xrd_bluesky.science.geometry import Poni, StagePosition
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.sim_devices import BeamlineConfig
 from xrd_bluesky.store import lineage, open_catalog
 from xrd_bluesky.store.calibrations import latest_calibration
 from xrd_bluesky.store.gain_maps import latest_gain_map_uid
-from xrd_bluesky.store.postgres import (
+from xrd_bluesky.store.replay import replay
+from xrd_bluesky_bench.testing import (
     PostgresNotInstalledError,
+    ServerProcess,
     TemporaryPostgres,
     postgres_bin_dir,
 )
-from xrd_bluesky.store.replay import replay
-from xrd_bluesky.store.server import ServerProcess
 
 CALIBRATION_POSITIONS = [(0, 0, 230), (12, -10, 230)]
 GAIN_POSITIONS = [(0, 0, 300), (0, 12, 300), (0, -12, 300), (15, 6, 300)]

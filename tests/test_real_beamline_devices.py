@@ -24,14 +24,14 @@ from devices.scene import DETECTOR, ENERGY_KEV, Scene, description_toml, true_ge
 from ophyd import Signal
 from ophyd.sim import DirectImage, SynAxis
 from tiled.queries import Contains
-from xrd_bluesky.cli.demo import ring_checks
 
 from xrd_bluesky import attach
 from xrd_bluesky.beamline import load_beamline
+from xrd_bluesky.cli.demo import ring_checks
 from xrd_bluesky.errors import MissingMetadataError
 from xrd_bluesky.plans import calibration_scan, multi_position_count
 from xrd_bluesky.science.geometry import StagePosition
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 
 #: Stage positions (x, y, distance in mm) of the calibration and of the measurement.
 CALIBRATION_POSITIONS = [(0.0, 0.0, 200.0), (14.0, -10.0, 215.0)]
@@ -265,7 +265,8 @@ def test_the_required_dark_policy_refuses_a_run_without_darks(catalog, data_root
     stage = v1_stage()
     det = DirectImage(name="cam", func=Scene(lambda: v1_position(stage)).frame)
     text = description_toml(image_key="cam_img", motors=V1_MOTORS, monitors=MONITOR_KEYS, storage_root=str(data_root),
-                            models=()).replace("polarization_factor = 0.99", 'polarization_factor = 0.99\ndark = "required"')
+                            models=())
+    text = text.replace("polarization_factor = 0.99", 'polarization_factor = 0.99\ndark = "required"')
     (tmp_path / "beamline.toml").write_text(text)
     derived = measure_once(catalog, det, stage, tmp_path / "beamline.toml", tmp_path)
     assert derived.stop["exit_status"] == "fail"
@@ -297,4 +298,5 @@ def test_the_energy_read_from_a_data_key_of_the_run(catalog, data_root, tmp_path
     assert derived.start["geometry"]["source"] == "nominal"
     failed = derived_of(catalog, unread)
     assert failed.stop["exit_status"] == "fail"
-    assert "photon energy (data key 'mono_energy'" in failed.stop["reason"] and "never recorded" in failed.stop["reason"]
+    assert ("photon energy (data key 'mono_energy'" in failed.stop["reason"]
+            and "never recorded" in failed.stop["reason"])

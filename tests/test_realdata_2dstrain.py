@@ -13,8 +13,9 @@ import numpy as np
 import pyFAI
 import pytest
 from conftest import realdata
-from xrd_bluesky.cli.strain import add_parser
 
+from xrd_bluesky.cli.strain import add_parser
+from xrd_bluesky.frames.reader import read_image
 from xrd_bluesky.science.reduction.directional_strain import (
     directional_strain,
     sector_cos2,
@@ -31,7 +32,6 @@ from xrd_bluesky.science.reduction.sector_strain import (
     ring_mean_d0,
 )
 from xrd_bluesky.sources.gsas2_imctrl import imctrl_poni, read_imctrl
-from xrd_bluesky.sources.image_files import read_image
 
 #: GSAS-II's "d-zero ave" of image 001 (A), by our ring label.
 GSAS2_D0 = {"CeO2_111": 3.12506, "austenite_111": 2.07823, "ferrite_110": 2.03196, "austenite_200": 1.79990,

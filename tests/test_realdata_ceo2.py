@@ -5,8 +5,9 @@ import numpy as np
 from conftest import realdata
 
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.reduction.integration import integrate_1d, invalid_pixels
+from xrd_bluesky.science.reduction.integration import invalid_pixels
 from xrd_bluesky.science.reduction.peak_fitting import fit_peak
+from xrd_bluesky.science.reduction.single_frame import integrate_1d
 
 
 def test_reference_peak_positions_reproduced():

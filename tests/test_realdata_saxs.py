@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 from conftest import realdata
 from scipy import ndimage
-from xrd_bluesky.science.calibration.refinement import (
-    CalibrationSettings,
-    refine_position,
-)
 
+from xrd_bluesky.science.calibration.refinement import refine_position
+from xrd_bluesky.science.calibration.settings import CalibrationSettings
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.science.reduction.absolute_scale import (
     scaled,

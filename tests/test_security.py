@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from xrd_bluesky.errors import MissingMetadataError
+from xrd_bluesky.errors import UnsafePathError
 from xrd_bluesky.paths import safe_child
 from xrd_bluesky.store import open_catalog
-from xrd_bluesky.store.server import ServerProcess
 from xrd_bluesky.store.spool import spool_file
 from xrd_bluesky.store.writer import SpoolingWriter
+from xrd_bluesky_bench.testing import ServerProcess
 
 PACKAGE = Path(__file__).resolve().parents[1] / "xrd_bluesky"
 #: Names that would put a file elsewhere (or nowhere), whatever suffix is added.
@@ -47,29 +47,29 @@ def test_serve_does_not_start_without_an_api_key(tmp_path):
 
 @pytest.mark.parametrize("name", ESCAPING_NAMES)
 def test_names_from_metadata_cannot_leave_the_directory(tmp_path, name):
-    with pytest.raises(MissingMetadataError, match="refusing file name"):
+    with pytest.raises(UnsafePathError, match="refusing file name"):
         safe_child(tmp_path, name)
-    with pytest.raises(MissingMetadataError, match="refusing file name"):
+    with pytest.raises(UnsafePathError, match="refusing file name"):
         spool_file(tmp_path, name)
 
 
 @pytest.mark.parametrize("name", ["..", ".", ""])
 def test_names_that_are_the_directory_or_its_parent_are_refused(tmp_path, name):
-    with pytest.raises(MissingMetadataError, match="refusing file name"):
+    with pytest.raises(UnsafePathError, match="refusing file name"):
         safe_child(tmp_path, name)
 
 
 def test_a_symlink_out_of_the_directory_is_refused(tmp_path):
     (tmp_path / "inside").mkdir()
     (tmp_path / "inside" / "link").symlink_to(tmp_path)
-    with pytest.raises(MissingMetadataError, match="resolves outside"):
+    with pytest.raises(UnsafePathError, match="resolves outside"):
         safe_child(tmp_path / "inside", "link")
     assert safe_child(tmp_path / "inside", "run-1234.jsonl") == tmp_path / "inside" / "run-1234.jsonl"
 
 
 def test_a_run_uid_that_is_a_path_is_not_spooled_outside(tmp_path):
     writer = SpoolingWriter(None, tmp_path / "spool")
-    with pytest.raises(MissingMetadataError, match="refusing file name"):
+    with pytest.raises(UnsafePathError, match="refusing file name"):
         writer("start", {"uid": "../../outside", "time": 0.0})
     writer.close()
     assert not (tmp_path / "outside.jsonl").exists() and not list(tmp_path.rglob("*.jsonl"))

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 from xrd_bluesky.cli.session import build_session
-
 from xrd_bluesky.sim_devices import BeamlineConfig
 
 
@@ -40,6 +39,7 @@ def test_session_with_a_beamline_description_builds_no_simulator(tmp_path):
     description.write_text(EXAMPLE.replace('storage_roots = ["/tmp"]', f'storage_roots = ["{tmp_path}"]'))
     code = ("print('READY', beamline.name, simulator, 'det' in dir(), session.current_geometry().label, "
             "session.router is not None)\nexit\n")
-    out = subprocess.run([sys.executable, "-m", "xrd_bluesky.cli.main", "session", "--directory", str(tmp_path / "data"),
-                          "--beamline", str(description)], input=code, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "xrd_bluesky.cli.main", "session",
+                          "--directory", str(tmp_path / "data"), "--beamline", str(description)],
+                         input=code, capture_output=True, text=True, timeout=120)
     assert "READY my-beamline None False nominal True" in out.stdout, out.stderr[-2000:]

@@ -20,15 +20,15 @@ import pytest
 from bluesky import RunEngine
 from bluesky.plans import count
 from conftest import TEST_DETECTOR
-from xrd_bluesky.cli.session import build_session
 
+from xrd_bluesky.cli.session import build_session
 from xrd_bluesky.plans import multi_position_count
 from xrd_bluesky.sim_devices import BeamlineConfig
 from xrd_bluesky.store import open_catalog
-from xrd_bluesky.store.server import ServerProcess
 from xrd_bluesky.store.spool import SpoolError, decode, encode, read_spool
 from xrd_bluesky.store.sync import sync
 from xrd_bluesky.store.writer import SpoolingWriter
+from xrd_bluesky_bench.testing import ServerProcess
 
 POSITIONS = [(0, 0, 300), (20, -15, 300), (-20, 15, 300)]
 

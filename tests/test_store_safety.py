@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 from event_model import compose_run
-from xrd_bluesky.cli import main
 
+from xrd_bluesky.cli import main
 from xrd_bluesky.errors import MissingMetadataError, UsageError
 from xrd_bluesky.schema.documents import UnsafeUidError, check_uid
 from xrd_bluesky.store import lineage, open_catalog

@@ -10,8 +10,8 @@ import math
 import numpy as np
 import pytest
 from fabio.edfimage import EdfImage
-from xrd_bluesky.cli.strain import add_parser
 
+from xrd_bluesky.cli.strain import add_parser
 from xrd_bluesky.errors import (
     CorruptFrameError,
     GeometryError,

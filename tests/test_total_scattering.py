@@ -8,10 +8,10 @@ import pytest
 
 from xrd_bluesky.science.detector_pixels import Beamstop, pixel_geometry
 from xrd_bluesky.science.geometry import Poni, detector_model
-from xrd_bluesky.science.reduction.integration import integrate_1d
+from xrd_bluesky.science.reduction.single_frame import integrate_1d
 from xrd_bluesky.science.scattering_factors import parse_composition
 from xrd_bluesky.science.sim.image_formation import photons_per_incident_photon
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.science.sim.total_scattering import (
     A_SI_GROWTH_A,
     A_SI_PARENT_A_A,

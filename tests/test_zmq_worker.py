@@ -32,12 +32,12 @@ import zmq
 from conftest import TEST_DETECTOR
 from test_replay import assert_same_results
 from tiled.queries import Contains
-from xrd_bluesky.cli.session import build_session
 
+from xrd_bluesky.cli.session import build_session
 from xrd_bluesky.plans import multi_position_count
 from xrd_bluesky.sim_devices import BeamlineConfig
 from xrd_bluesky.store import open_catalog
-from xrd_bluesky.store.server import API_KEY_VARIABLE, ServerProcess
+from xrd_bluesky.store.server import API_KEY_VARIABLE
 from xrd_bluesky.worker import WORKER_KEY
 from xrd_bluesky.zmq_link import (
     DocumentReceiver,
@@ -46,6 +46,7 @@ from xrd_bluesky.zmq_link import (
     pack_document,
     unpack_document,
 )
+from xrd_bluesky_bench.testing import ServerProcess
 
 POSITIONS = [(0.0, 0.0, 300.0), (12.0, -8.0, 260.0)]
 #: Exposures of the run during which the worker is killed, and the one it is killed at.
@@ -130,7 +131,7 @@ class Records(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(record.getMessage())
 
-    def __enter__(self) -> "Records":
+    def __enter__(self) -> Records:
         self.logger.addHandler(self)
         return self
 
@@ -414,8 +415,7 @@ def test_worker_analyses_as_the_session_and_reports_the_runs_it_missed(served, t
     does.
     """
     from xrd_bluesky.cli.demo import ring_checks
-
-    from xrd_bluesky.science.sim.samples import default_library
+    from xrd_bluesky.science.sim.library import default_library
 
     server, directory, env, catalog = served
     proxy_in, proxy_out = free_port(), free_port()

@@ -99,3 +99,28 @@ class BeamlineDescriptionError(XRDBlueskyError, ValueError):
 class FrameSourceError(XRDBlueskyError, OSError):
     """A document's reference to detector frames cannot be resolved: unknown resource
     spec, a file outside every storage root, a datum never announced."""
+
+
+class UnsafePathError(XRDBlueskyError, ValueError):
+    """A file name or path taken from metadata or a user would leave the directory it
+    must stay in (a path where one name was expected, ``..``, a link outside)."""
+
+
+class CredentialsError(XRDBlueskyError, PermissionError):
+    """A secret the server or client needs (a Tiled API key) is absent from the
+    environment; the variable to set is named."""
+
+
+class DeviceError(XRDBlueskyError, TypeError):
+    """A device lacks what a plan needs of it (a signal, a motor of its mount, a monitor
+    reading): the device and what it lacks are named."""
+
+
+class NothingAnalysedError(AnalysisError):
+    """A run ended without a single frame analysed: its derived run says why, never
+    ``success``."""
+
+
+class RunNotFoundError(XRDBlueskyError, LookupError):
+    """No run of the catalog has the uid asked for, or none matches a search: the uid or
+    the search and the catalog are named."""

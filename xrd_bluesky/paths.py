@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import MissingMetadataError
+from .errors import UnsafePathError
 
 
 def safe_child(directory: str | Path, name: str) -> Path:
@@ -21,16 +21,16 @@ def safe_child(directory: str | Path, name: str) -> Path:
 
     Raises
     ------
-    MissingMetadataError
+    UnsafePathError
         ``name`` is empty, holds a NUL byte or a path separator, is ``.`` or ``..``,
         or is absolute: the message names it.
     """
     if not isinstance(name, str) or not name or "\x00" in name or name in (".", "..") \
             or "/" in name or "\\" in name or Path(name).is_absolute():
-        raise MissingMetadataError(f"refusing file name {name!r} from metadata: it must be one plain "
+        raise UnsafePathError(f"refusing file name {name!r} from metadata: it must be one plain "
                                    f"path component inside {directory}")
     path = Path(directory) / name
     if path.resolve().parent != Path(directory).resolve():
-        raise MissingMetadataError(f"refusing file name {name!r}: it resolves outside {directory}")
+        raise UnsafePathError(f"refusing file name {name!r}: it resolves outside {directory}")
     return path
 

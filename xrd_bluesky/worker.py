@@ -24,7 +24,7 @@ missed as well, and their derived runs stay open in the worker's spool until
 The frames are read where the StreamResource documents say they are, so the frames
 directory must be mounted at the same path on the worker's host. The worker reads
 frames files while the detector still appends to them, without HDF5 file locks
-(:meth:`~xrd_bluesky.frames.hdf5.FrameRef.read`): a reader's lock would make the
+(:meth:`~xrd_bluesky.frames.reader.FrameRef.read`): a reader's lock would make the
 detector's next append fail, and with it the scan.
 """
 
@@ -33,9 +33,9 @@ from __future__ import annotations
 import logging
 import socket
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .beamline import BeamlineDescription, LiveInputs, analysis_router
 from .errors import MissingMetadataError

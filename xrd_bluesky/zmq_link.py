@@ -17,20 +17,20 @@ type) is logged with the reason and skipped by the receiver.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import signal
 import threading
-from collections.abc import Mapping
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 import msgpack
 import numpy as np
-from bluesky.callbacks.zmq import Publisher, RemoteDispatcher
+from bluesky.callbacks.zmq import Publisher
 from bluesky.run_engine import DocumentNames
 
+from .compat.bluesky import MessageDispatcher
 from .errors import XRDBlueskyError
+from .isolation import isolated
 
 logger = logging.getLogger(__name__)
 
@@ -192,26 +192,30 @@ class DocumentPublisher:
         self._publisher = Publisher(zmq_endpoint(address), serializer=pack_document)
         self.address = self._publisher.address
 
+    def _not_published(self, name: str, doc: dict, *, exc: Exception) -> None:
+        """The reaction to a document that cannot be encoded or sent (see
+        :func:`~xrd_bluesky.isolation.isolated`): logged with its traceback, skipped."""
+        logger.exception("%s document %s not published to %s", name, doc.get("uid"), self.address)
+
+    @isolated(_not_published)
     def __call__(self, name: str, doc: dict) -> None:
-        try:
-            self._publisher(name, doc)
-        except Exception:  # publishing is optional: the scan goes on
-            logger.exception("%s document %s not published to %s", name, doc.get("uid"), self.address)
+        self._publisher(name, doc)
 
     def close(self) -> None:
         """Close the socket (documents not yet sent are dropped)."""
         self._publisher.close()
 
 
-class DocumentReceiver(RemoteDispatcher):
+class DocumentReceiver(MessageDispatcher):
     """Receive documents from a bluesky 0MQ proxy and dispatch them to subscribers
     (``receiver.subscribe(callback)``), until SIGINT or SIGTERM (in the main thread)
     or :meth:`stop_soon`; :meth:`start` then returns.
 
-    bluesky's ``RemoteDispatcher`` with its receive loop replaced: every message is
-    decoded by :func:`decode_message`, and one that is not a document is logged (with
-    the reason) and skipped, whatever its bytes; bluesky's loop prints such messages,
-    and a message naming an unknown document type ends it.
+    bluesky's ``RemoteDispatcher`` with its receive loop replaced
+    (:class:`~xrd_bluesky.compat.bluesky.MessageDispatcher`): every message is decoded
+    by :func:`decode_message`, and one that is not a document is logged (with the
+    reason) and skipped, whatever its bytes; bluesky's loop prints such messages, and a
+    message naming an unknown document type ends it.
 
     Parameters
     ----------
@@ -224,37 +228,23 @@ class DocumentReceiver(RemoteDispatcher):
     """
 
     def __init__(self, address: str, *, on_listening: Callable[[], None] = lambda: None):
-        # our loop never calls the deserializer; it is given so that bluesky's would not unpickle either
         super().__init__(zmq_endpoint(address), deserializer=unpack_document)
         self.on_listening = on_listening
         self.skipped = 0
-        self._poll_task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        """Receive and dispatch until stopped (blocks); the socket is closed at the end."""
-        try:
-            super().start()
-        except asyncio.CancelledError:  # stop_soon()
-            pass
-
-    def stop_soon(self) -> None:
-        """Make :meth:`start` return after the documents already received are
-        dispatched (safe from another thread; once it has returned, a no-op)."""
-        if self._poll_task is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self._poll_task.cancel)
-
-    async def _poll(self) -> None:
-        self._poll_task = asyncio.current_task()
+    def listening(self) -> None:
+        """Stop on SIGINT and SIGTERM (in the main thread), then call ``on_listening``."""
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self.loop.add_signal_handler(signum, self.stop_soon)
         self.on_listening()
-        while True:
-            message = await self._socket.recv()
-            try:
-                name, doc = decode_message(message)
-            except ZmqLinkError as exc:
-                self.skipped += 1
-                logger.warning("skipped a message from %s: %s", self.address, exc)
-                continue
-            self.loop.call_soon(self.process, DocumentNames[name], doc)
+
+    def receive(self, message: bytes) -> None:
+        """Dispatch the document of ``message``, or log and skip it if it is none."""
+        try:
+            name, doc = decode_message(message)
+        except ZmqLinkError as exc:
+            self.skipped += 1
+            logger.warning("skipped a message from %s: %s", self.address, exc)
+            return
+        self.loop.call_soon(self.process, DocumentNames[name], doc)

@@ -125,16 +125,15 @@ def good_files(directory: Path) -> GoodFiles:
     glass gain-map set at two positions, a Ni total-scattering pattern (:func:`ni_pattern`)
     with its ``pdfgetx3.cfg``, and the arm set (:func:`_arm_set`)."""
     from xrd_bluesky.cli.integrate import write_xye
-
     from xrd_bluesky.science.detector_pixels import pixel_geometry
-    from xrd_bluesky.science.reduction.integration import integrate_1d
+    from xrd_bluesky.science.reduction.single_frame import integrate_1d
     from xrd_bluesky.science.sim.gain_map_measurement import simulate_gain_map_set
     from xrd_bluesky.science.sim.image_formation import (
         DetectorResponse,
         detect,
         expected_photons,
     )
-    from xrd_bluesky.science.sim.samples import default_library
+    from xrd_bluesky.science.sim.library import default_library
     from xrd_bluesky.science.units import wavelength_m
     from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 
@@ -181,14 +180,13 @@ def _arm_set(directory: Path) -> dict:
         ArmPosition,
         write_goniometer_json,
     )
-
     from xrd_bluesky.science.geometry import Poni, detector_model
     from xrd_bluesky.science.sim.image_formation import (
         DetectorResponse,
         detect,
         expected_photons,
     )
-    from xrd_bluesky.science.sim.samples import default_library
+    from xrd_bluesky.science.sim.library import default_library
     from xrd_bluesky.science.units import wavelength_m
 
     folder = directory / "arm"
@@ -952,8 +950,8 @@ def check_cost(good: GoodFiles, frames: int = 5) -> dict[str, float]:
     plausibility checks it makes (dark, saturation, shape; mask and gain once), run
     alone on the same arrays."""
     import fabio
-    from xrd_bluesky.cli import main
 
+    from xrd_bluesky.cli import main
     from xrd_bluesky.science.reduction.input_checks import (
         check_dark,
         check_gain,

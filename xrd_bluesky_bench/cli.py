@@ -158,4 +158,5 @@ def _bench_inputs(args: argparse.Namespace) -> int:
     numbers = summary(result)
     for key, value in numbers.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
-    return 0 if numbers["silent_results"] == numbers["unexpected_errors"] == numbers["good_inputs_not_clean"] == 0 else 1
+    clean = numbers["silent_results"] == numbers["unexpected_errors"] == numbers["good_inputs_not_clean"] == 0
+    return 0 if clean else 1

@@ -13,7 +13,7 @@ from xrd_bluesky.science.sim.image_formation import (
     detect,
     expected_photons,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 
 #: pyFAI's method for the reference path.
@@ -92,7 +92,7 @@ class RequestCounter:
         if self._count in self._hooks:
             self._hooks.remove(self._count)
 
-    def __enter__(self) -> "RequestCounter":
+    def __enter__(self) -> RequestCounter:
         return self
 
     def __exit__(self, *exc) -> None:

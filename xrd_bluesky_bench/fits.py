@@ -12,7 +12,7 @@ from xrd_bluesky.science.sim.image_formation import (
     detect,
     expected_photons,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 
 from .common import best_per_call
@@ -39,7 +39,7 @@ def fits(n: int = 2000, points: int = 200) -> dict:
     out: dict[str, float | int] = {"points": points, "fits": n}
     for model in ("gaussian", "pseudo-voigt"):
         fit_peak(x, ys[0], (9.0, 11.0), sigma=sigmas[0], model=model)  # compile
-        t = best_per_call(lambda i: fit_peak(x, ys[i], (9.0, 11.0), sigma=sigmas[i], model=model), n, 2)
+        t = best_per_call(lambda i, model=model: fit_peak(x, ys[i], (9.0, 11.0), sigma=sigmas[i], model=model), n, 2)
         out[f"fits_per_second_{model.replace('-', '_')}"] = 1.0 / t
     m = max(n // 10, 1)
     t = best_per_call(lambda i: curve_fit(gauss, x, ys[i], p0=p0, sigma=sigmas[i], absolute_sigma=True), m, 2)
@@ -72,7 +72,8 @@ def _live_fit_share(detector: str = "Pilatus2MCdTe", events: int = 5) -> dict:
     rng = np.random.default_rng(2)
     photons = expected_photons(mg, poni, flux_ph_s=1e11, exposure_s=1.0, beamstop=config.beamstop)
     frames = [detect(photons, response, 1.0, rng) for _ in range(events)]
-    npt, (npt_cake, npt_azim), split = STRAIN_INTEGRATION["npt"], STRAIN_INTEGRATION["cake"], STRAIN_INTEGRATION["split"]
+    npt, split = STRAIN_INTEGRATION["npt"], STRAIN_INTEGRATION["split"]
+    npt_cake, npt_azim = STRAIN_INTEGRATION["cake"]
     kw = dict(gain=response.gain, split=split)
     integrators = {"q": CorrectedIntegrator(poni, npt=npt, unit="q_nm^-1", **kw),
                    "2th": CorrectedIntegrator(poni, npt=npt, unit="2th_deg", **kw),
@@ -97,7 +98,8 @@ def _live_fit_share(detector: str = "Pilatus2MCdTe", events: int = 5) -> dict:
     docs = [("start", bundle.start_doc)] + [("descriptor", d.descriptor_doc) for d in descriptors]
     for i in range(events):
         for descriptor, data in zip(descriptors, event_data(i)):
-            docs.append(("event", descriptor.compose_event(data=data, timestamps={k: 0.0 for k in data}, seq_num=i + 1)))
+            event = descriptor.compose_event(data=data, timestamps={k: 0.0 for k in data}, seq_num=i + 1)
+            docs.append(("event", event))
     best = np.inf
     for _ in range(2):
         fitter = LivePeakFits(lambda name, doc: None)

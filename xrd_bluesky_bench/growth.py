@@ -42,6 +42,7 @@ from tiled.structures.core import Spec, StructureFamily
 
 from xrd_bluesky.beamline.attach import LiveInputs
 from xrd_bluesky.callbacks.derived import DerivedRunCallback
+from xrd_bluesky.schema.start import DERIVED, MEASUREMENT, run_start
 from xrd_bluesky.science.geometry import DetectorPositionModel, Poni, StagePosition
 from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.calibrations import geometry_from_calibration
@@ -150,12 +151,13 @@ class _Filler:
         return lambda: self.derived(analysis, DETECTORS[slot % 2], [str(uuid.uuid4())], status, **replay)
 
     def raw(self, uid: str, sample: str) -> None:
-        start = {"uid": uid, "time": time.time(), "purpose": "measurement", "plan_name": "count",
-                 "sample": {"name": sample, "thickness_mm": 1.0}, "detector_name": DETECTORS[0], "scan_id": 1}
+        start = {"uid": uid, "time": time.time(), **run_start(MEASUREMENT, plan_name="count", scan_id=1,
+                                                              sample={"name": sample, "thickness_mm": 1.0},
+                                                              detector_name=DETECTORS[0])}
         self._pending.append(("raw", _finished(start, "success")))
 
     def derived(self, analysis: str, detector: str, parents: list[str], status: str = "success", **extra) -> None:
-        start = {"uid": str(uuid.uuid4()), "time": time.time(), "purpose": "derived", "analysis": analysis,
+        start = {"uid": str(uuid.uuid4()), "time": time.time(), "purpose": DERIVED, "analysis": analysis,
                  "parameters": {"npt": 2000}, "parent_uids": parents, "detector_name": detector,
                  "xrd_bluesky_version": "bench", **extra}
         self._pending.append(("processed", _finished(start, status)))
@@ -178,8 +180,9 @@ def _write_current(catalog) -> dict:
     lookups must pass over (a failed calibration, a replayed calibration and gain map, a
     calibration of the other detector). Return the uids the lookups must find."""
     processed = catalog.processed
-    background = {"uid": str(uuid.uuid4()), "time": time.time(), "purpose": "measurement",
-                  "sample": {"name": "background", "thickness_mm": 1.0}, "detector_name": DETECTORS[0]}
+    background = {"uid": str(uuid.uuid4()), "time": time.time(),
+                  **run_start(MEASUREMENT, sample={"name": "background", "thickness_mm": 1.0},
+                              detector_name=DETECTORS[0])}
     catalog.raw.create_container(key=background["uid"], metadata=_finished(background, "success"),
                                  specs=[Spec("BlueskyRun", version="3.0")])
     parent = {"uid": str(uuid.uuid4()), "detector_name": DETECTORS[0]}

@@ -55,7 +55,8 @@ def integrate(detector: str = "Pilatus2MCdTe", n_frames: int = 8, npt: int = 200
     """
     config = BeamlineConfig(detector=detector)
     model = config.true_geometry().with_wavelength(wavelength_m(config.energy_keV))
-    response = DetectorResponse.simulate(detector, 1, pixel_rms=config.gain_pixel_rms, module_rms=config.gain_module_rms)
+    response = DetectorResponse.simulate(detector, 1, pixel_rms=config.gain_pixel_rms,
+                                         module_rms=config.gain_module_rms)
     dark = response.dark_rate() * 1.0
     out: dict[str, float | int | str] = {
         "detector": detector, "bins": npt, "frames": n_frames,

@@ -44,10 +44,12 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
 
     import bluesky.plan_stubs as bps
     import bluesky.preprocessors as bpp
-    from xrd_bluesky.cli.session import build_session
 
+    from xrd_bluesky.cli.session import build_session
     from xrd_bluesky.plans.counting import stage_motors, take_darks
-    from xrd_bluesky.store.server import API_KEY_VARIABLE, ServerProcess
+    from xrd_bluesky.schema.start import MEASUREMENT, run_start
+    from xrd_bluesky.store.server import API_KEY_VARIABLE
+    from xrd_bluesky_bench.testing import ServerProcess
 
     out: dict[str, float | int | str] = {"detector": detector, "frames_per_event": frames_per_event,
                                          "target_frame_rate_hz": frame_rate, "paced": str(paced),
@@ -83,9 +85,9 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
 
             stage = bl.stage
             position = (stage.x.position, stage.y.position, stage.distance.position)
-            md = {"purpose": "measurement", "stage_motors": stage_motors(stage), "positions_mm": [position],
-                  "dark_frames": True, "energy_keV": float(bl.source.energy.get()),
-                  "sample": bl.sample_changer.sample().metadata(), "plan_name": "bench_live"}
+            md = run_start(MEASUREMENT, stage_motors=stage_motors(stage), positions_mm=[position], dark_frames=True,
+                           energy_keV=float(bl.source.energy.get()), sample=bl.sample_changer.sample().metadata(),
+                           plan_name="bench_live")
             detectors = [det, bl.i0, bl.it]
             motors = [stage.x, stage.y, stage.distance]
 

@@ -24,12 +24,14 @@ def outage(repeats: int = 2, num: int = 4, detector: str = "Pilatus1M") -> dict:
     import tempfile
 
     from bluesky_tiled_plugins import TiledWriter
-    from xrd_bluesky.cli.session import build_session
 
+    from xrd_bluesky.cli.session import build_session
     from xrd_bluesky.plans import multi_position_count
     from xrd_bluesky.store import open_catalog
-    from xrd_bluesky.store.server import API_KEY_VARIABLE, ServerProcess
+    from xrd_bluesky.store.server import API_KEY_VARIABLE
     from xrd_bluesky.store.sync import sync
+
+    from .testing import ServerProcess
 
     key = os.environ.setdefault(API_KEY_VARIABLE, secrets.token_hex(16))
     positions = [(0, 0, 300), (20, -15, 300), (-20, 15, 300)]

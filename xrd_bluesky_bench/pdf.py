@@ -17,7 +17,7 @@ def pdf(points: int = 3000, repeats: int = 50) -> dict:
     (``../shared/realdata/pdfstream_ni``) is beside the clone, our G(r) of the Ni
     pattern against the G(r) PDFgetX3 made from it."""
     from xrd_bluesky.science.pdf.pair_distribution import PDFConfig, pdf_from_pattern
-    from xrd_bluesky.science.sim.samples import default_library
+    from xrd_bluesky.science.sim.library import default_library
 
     config = PDFConfig("Ni", rpoly=0.9, qmin=0.5, qmax=24.0, qmaxinst=25.0, rmin=0.0, rmax=30.0, rstep=0.01)
     q = np.linspace(0.3, 25.0, points)

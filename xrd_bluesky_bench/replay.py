@@ -44,12 +44,12 @@ def replay_speedup(runs: int = 8, workers: int = 2, num: int = 2, detector: str 
     parallel and the serial results (per-frame and stitched intensities and sigmas).
     """
     from xrd_bluesky.cli.session import build_session
-
     from xrd_bluesky.plans.counting import multi_position_count
     from xrd_bluesky.store.dask_replay import dask_client, replay_on_cluster
     from xrd_bluesky.store.parallel_replay import find_runs, replay_runs
-    from xrd_bluesky.store.postgres import PostgresNotInstalledError, TemporaryPostgres
-    from xrd_bluesky.store.server import API_KEY_VARIABLE, ServerProcess
+    from xrd_bluesky.store.server import API_KEY_VARIABLE
+
+    from .testing import PostgresNotInstalledError, ServerProcess, TemporaryPostgres
 
     key = os.environ.setdefault(API_KEY_VARIABLE, secrets.token_hex(16))  # the workers inherit it
     out: dict[str, float | int | str] = {"detector": detector, "runs": runs, "workers": workers,

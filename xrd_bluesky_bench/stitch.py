@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import numba
 import numpy as np
+
 from xrd_bluesky.science.calibration.position_models import (
     ArmModel,
     ArmPosition,
 )
-
 from xrd_bluesky.science.detector_pixels import pixel_geometry
 from xrd_bluesky.science.geometry import Poni
 from xrd_bluesky.science.reduction.corrected_integration import (
@@ -24,7 +24,7 @@ from xrd_bluesky.science.sim.image_formation import (
     detect,
     expected_photons,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.sim_devices.beamline import BeamlineConfig
 
 from .common import CSR, best_per_call, max_rel, traced_peak_mb

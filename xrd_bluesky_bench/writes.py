@@ -52,7 +52,7 @@ def writes(runs: int = 8, num: int = 4, database: str = "sqlite", detector: str 
     key = os.environ.setdefault(API_KEY_VARIABLE, secrets.token_hex(16))
     out: dict[str, float | int | str | bool] = {"database": database, "runs": runs, "num": num}
     with tempfile.TemporaryDirectory(prefix="xrd-bluesky-bench-writes-") as tmp, _database(database, tmp) as uri:
-        from xrd_bluesky.store.server import ServerProcess
+        from .testing import ServerProcess
 
         with ServerProcess(tmp, key, database=uri, startup_timeout_s=300) as server:
             out.update(_measure(server, tmp, runs, num, detector))
@@ -67,7 +67,7 @@ def _database(database: str, tmp: str):
     if database == "sqlite":
         yield None
     elif database == "postgresql":
-        from xrd_bluesky.store.postgres import TemporaryPostgres
+        from .testing import TemporaryPostgres
 
         with TemporaryPostgres(parent=tmp) as postgres:
             yield postgres.uri
@@ -138,7 +138,6 @@ def _record(uri: str, tmp: str, runs: int, num: int, detector: str, md: dict) ->
     """Record ``runs`` measurement runs of glass with live integration (which records
     the geometry a replay needs) into the catalog at ``uri``."""
     from xrd_bluesky.cli.session import build_session
-
     from xrd_bluesky.plans.counting import multi_position_count
 
     session = build_session(directory=tmp, uri=uri, config=BeamlineConfig(detector=detector))

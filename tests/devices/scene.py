@@ -24,7 +24,7 @@ from xrd_bluesky.science.sim.image_formation import (
     detect,
     expected_photons,
 )
-from xrd_bluesky.science.sim.samples import default_library
+from xrd_bluesky.science.sim.library import default_library
 from xrd_bluesky.science.units import wavelength_m
 
 #: The test beamline: a Pilatus 1M on a stage, 200 mm from the sample at stage

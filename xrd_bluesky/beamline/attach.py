@@ -17,9 +17,9 @@ pinned or latest calibration in the catalog, else the description's nominal geom
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from bluesky import RunEngine

@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import BeamlineDescriptionError, GeometryError
+from ..frames.resources import HANDLERS
 from ..schema import InstrumentSettings, RunSetup
+from ..schema.start import DETECTOR_NAME, ENERGY_KEV, IMAGE_KEY, MONITORS, MOUNT_KEYS, start_keys
 from ..science.calibration.position_models import ARM_PLANES, ArmModel
 from ..science.detector_pixels import Beamstop
 from ..science.geometry import (
@@ -36,7 +38,6 @@ from ..science.geometry import (
     detector_model,
 )
 from ..science.reduction.monitors import FluxCalibration
-from ..frames.resources import HANDLERS
 
 #: How a detector may move: not at all, on a translation stage, on a 2theta arm (which
 #: may carry a translation along the detector normal).
@@ -239,16 +240,16 @@ class BeamlineDescription:
         (the only one by default): ``detector_name``, ``image_key``, ``stage_motors`` or
         ``arm_motors``, ``monitors``, ``energy_keV`` (a fixed energy); only those it knows."""
         det = detector or self.detector()
-        md: dict[str, Any] = {"detector_name": det.name}
+        md: dict[str, Any] = {DETECTOR_NAME: det.name}
         if det.image_key:
-            md["image_key"] = det.image_key
+            md[IMAGE_KEY] = det.image_key
         if det.motion.kind != "fixed":
-            md[f"{det.motion.kind}_motors"] = dict(det.motion.keys)
+            md[MOUNT_KEYS[det.motion.kind][0]] = dict(det.motion.keys)
         if self.monitors.keys():
-            md["monitors"] = self.monitors.keys()
+            md[MONITORS] = self.monitors.keys()
         if self.energy_keV is not None:
-            md["energy_keV"] = self.energy_keV
-        return md
+            md[ENERGY_KEV] = self.energy_keV
+        return start_keys(**md)
 
     def instrument(self, detector: DetectorDescription | None = None) -> InstrumentSettings:
         """What the analyses of a run of ``detector`` (the only one by default) need."""
@@ -272,7 +273,7 @@ class BeamlineDescription:
         BeamlineDescriptionError
             The run's detector is not described, or is ambiguous.
         """
-        name, key = start.get("detector_name"), start.get("image_key")
+        name, key = start.get(DETECTOR_NAME), start.get(IMAGE_KEY)
         if isinstance(name, str) and name in self.detectors:
             det = self.detectors[name]
         else:
@@ -388,7 +389,7 @@ class _Table:
             raise self.error(name, f"= {value!r} {unit}: must be in [{low:g}, {high:g}]".replace("  ", " "))
         return float(value)
 
-    def table(self, name: str, *, required: bool = False) -> "_Table | None":
+    def table(self, name: str, *, required: bool = False) -> _Table | None:
         """The sub-table ``name`` (None if absent and not required)."""
         value = self.get(name, dict, None, required=required)
         return None if value is None else _Table(value, self.where, self.key(name))
@@ -537,7 +538,7 @@ def _detector(table: _Table, name: str, base: Path) -> DetectorDescription:
     table.finish()
     detector = DetectorDescription(name, pyfai_name, config_json, image_key, tuple(models), saturation, mask_file,
                                    motion, nominal)
-    detector.mask  # read now: a bad file is said at load time
+    _ = detector.mask  # read now: a bad file is said at load time
     return detector
 
 

@@ -11,7 +11,8 @@ The derived run has a ``positions`` stream (per position: geometry, rings used; 
 stage also the residual, points, and what the frame says about the calibrant and the
 energy: rings expected and found, peaks and those explained, the energy fitted from
 the rings; on an arm whether the angle was used and why not) and a ``model`` stream
-(the model's parameters, and the whole model as JSON, ``model_json``); PONI files and
+(the model's parameters, its detector and the whole model as JSON, ``model_json``; the
+keys: :mod:`xrd_bluesky.schema.calibration`); PONI files and
 the model (as pyFAI's goniometer JSON, ``goniometer.json``) are exported to
 ``<export_dir>/<derived uid>/``. Any failure ends the derived run with
 ``exit_status="fail"`` and the reason; the previous good calibration stays current.
@@ -29,69 +30,32 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingMetadataError
+from ..frames import detector_position, mean_dark
 from ..paths import safe_child
 from ..schema import InstrumentSettings
+from ..schema.calibration import (
+    ARM_MODEL_KEYS,
+    ARM_POSITION_KEYS,
+    MODEL_KEYS,
+    MODEL_STREAM,
+    POSITION_KEYS,
+    POSITIONS_STREAM,
+    CalibrationParameters,
+    geometry_data,
+    model_data,
+)
+from ..schema.start import CALIBRATION, DARK_STREAM, PRIMARY_STREAM, check_start
 from ..science.calibration.arm import ArmCalibration, ArmFrame, calibrate_arm
 from ..science.calibration.calibrant_check import CalibrantCheck
 from ..science.calibration.position_models import ArmModel, write_goniometer_json
-from ..science.calibration.refinement import (
-    CalibrationSettings,
-    PositionCalibration,
-    fit_position_model,
-    refine_position,
-)
+from ..science.calibration.refinement import PositionCalibration, fit_position_model, refine_position
+from ..science.calibration.settings import CalibrationSettings
 from ..science.detector_pixels import pixel_geometry
 from ..science.geometry import DetectorPositionModel, Poni
 from ..science.units import wavelength_m
-from ..frames import detector_position, mean_dark
-from .derived import Emit, FrameRunCallback, position_data, require_keys
+from .derived import Emit, FrameRunCallback, position_data
 
 logger = logging.getLogger(__name__)
-
-#: Margin (mm) added around the beamstop shadow predicted by the guess geometry.
-GUESS_BEAMSTOP_MARGIN_MM = 2.0
-_SCALAR = {"dtype": "number", "shape": [], "source": "xrd_bluesky"}
-_TEXT = {"dtype": "string", "shape": [], "source": "xrd_bluesky", "units": ""}
-#: A geometry's keys: PONI lengths and wavelength (m), rotations (rad), beam centre (px).
-GEOMETRY_KEYS = {
-    **{k: {**_SCALAR, "units": "m"} for k in ("dist", "poni1", "poni2", "wavelength")},
-    **{k: {**_SCALAR, "units": "rad"} for k in ("rot1", "rot2", "rot3")},
-    "beam_centre_row": {**_SCALAR, "units": "px"}, "beam_centre_column": {**_SCALAR, "units": "px"},
-}
-POSITION_KEYS = {
-    **{f"stage_{a}": {**_SCALAR, "units": "mm"} for a in ("x", "y", "distance")},
-    **GEOMETRY_KEYS,
-    "residual_rms": {**_SCALAR, "units": "deg"},
-    "rings": {**_SCALAR, "dtype": "integer", "units": ""},
-    "points": {**_SCALAR, "dtype": "integer", "units": ""},
-    # what the frame says about the calibrant and the energy (science.calibrant_check)
-    **{k: {**_SCALAR, "dtype": "integer", "units": ""} for k in ("rings_expected", "rings_found", "peaks",
-                                                                  "peaks_explained")},
-    **{k: {**_SCALAR, "units": "keV"} for k in ("fitted_energy", "fitted_energy_sigma")},
-}
-MODEL_KEYS = {
-    **{f"reference_{a}": {**_SCALAR, "units": "mm"} for a in ("x", "y", "distance")},
-    **{k: {**_SCALAR, "units": "m"} for k in ("dist", "poni1", "poni2", "wavelength")},
-    **{k: {**_SCALAR, "units": "rad"} for k in ("rot1", "rot2", "rot3")},
-    "residual_rms": {**_SCALAR, "units": "deg"},
-    "detector": _TEXT, "model_json": _TEXT,
-}
-#: Per arm angle: the model's geometry there, rings found, whether it was used and why not.
-ARM_POSITION_KEYS = {
-    "arm_angle": {**_SCALAR, "units": "deg"}, "arm_translation": {**_SCALAR, "units": "mm"},
-    **GEOMETRY_KEYS,
-    "rings": {**_SCALAR, "dtype": "integer", "units": ""},
-    "used": {"dtype": "boolean", "shape": [], "source": "xrd_bluesky", "units": ""}, "note": _TEXT,
-}
-#: The arm model: its geometry at zero rotation, zero offset, scale, calibrated range.
-ARM_MODEL_KEYS = {
-    **{k: v for k, v in GEOMETRY_KEYS.items() if not k.startswith("beam_centre")},
-    "offset_deg": {**_SCALAR, "units": "deg"}, "scale": {**_SCALAR, "units": "deg/deg"},
-    "angle_min": {**_SCALAR, "units": "deg"}, "angle_max": {**_SCALAR, "units": "deg"},
-    "residual_rms": {**_SCALAR, "units": "deg"}, "points": {**_SCALAR, "dtype": "integer", "units": ""},
-    "plane": _TEXT, "detector": _TEXT, "model_json": _TEXT,
-}
-
 
 class GeometryCalibration(FrameRunCallback):
     """Calibrate the detector geometry from a calibration run.
@@ -125,21 +89,19 @@ class GeometryCalibration(FrameRunCallback):
         self.settings = settings
 
     def start(self, doc):
-        require_keys(doc, ("calibrant", "energy_keV"), "calibration run")
+        check_start(doc, CALIBRATION)
+        self.parameters = CalibrationParameters(self.nominal, self.settings, doc["calibrant"], self.instrument,
+                                                doc.get("image_key"))
         self._calibrant = doc["calibrant"]
         self._nominal = self.nominal.with_wavelength(wavelength_m(doc["energy_keV"]))
         self._start = doc
-        self.open_derived(doc, {"nominal": self.nominal.as_dict(), "settings": self.settings.as_dict(),
-                                "calibrant": self._calibrant, "instrument": self.instrument.as_dict(),
-                                "image_key": doc.get("image_key"),
-                                "beamstop": self.instrument.beamstop.as_dict() if self.instrument.beamstop else None,
-                                "beamstop_margin_mm": GUESS_BEAMSTOP_MARGIN_MM})
+        self.open_derived(doc, self.parameters.as_dict())
 
     def finish(self, parent_stop):
-        darks = self.frames.ready("dark")
+        darks = self.frames.ready(DARK_STREAM)
         dark = mean_dark(darks) if darks else 0.0
         sums: dict = {}
-        for fe in self.frames.ready("primary"):
+        for fe in self.frames.ready(PRIMARY_STREAM):
             if fe.frames is None:  # a frame that cannot be read: calibrate from the others
                 logger.warning("calibration: event %s left out: %s", fe.seq_num, fe.error)
                 continue
@@ -170,7 +132,8 @@ class GeometryCalibration(FrameRunCallback):
         """The static mask and the beamstop's shadow (with a margin) predicted by ``guess``."""
         mask = self.instrument.mask
         if self.instrument.beamstop is not None:
-            shadow = self.instrument.beamstop.shadow(pixel_geometry(guess), margin_mm=GUESS_BEAMSTOP_MARGIN_MM)
+            shadow = self.instrument.beamstop.shadow(pixel_geometry(guess),
+                                                     margin_mm=self.parameters.beamstop_margin_mm)
             mask = shadow if mask is None else mask | shadow
         return mask
 
@@ -189,39 +152,36 @@ class GeometryCalibration(FrameRunCallback):
 
     def _emit_results(self, calibrations: list[PositionCalibration], model: DetectorPositionModel,
                       rms: float) -> None:
-        positions = self._bundle.compose_descriptor(name="positions", data_keys=POSITION_KEYS)
+        positions = self._bundle.compose_descriptor(name=POSITIONS_STREAM, data_keys=POSITION_KEYS)
         self.emit("descriptor", positions.descriptor_doc)
         for i, c in enumerate(calibrations, start=1):
-            data = {**position_data(c.position), **_geometry_data(c.poni),
+            data = {**position_data(c.position), **geometry_data(c.poni),
                     "residual_rms": c.residual_deg, "rings": c.rings, "points": c.points,
                     **_check_data(c.check)}
             self.emit("event", positions.compose_event(data=data, timestamps=_now(data), seq_num=i))
-        desc = self._bundle.compose_descriptor(name="model", data_keys=MODEL_KEYS)
+        desc = self._bundle.compose_descriptor(name=MODEL_STREAM, data_keys=MODEL_KEYS)
         self.emit("descriptor", desc.descriptor_doc)
         ref = model.reference_position
         data = {"reference_x": ref.x, "reference_y": ref.y, "reference_distance": ref.distance,
-                **{k: getattr(model.reference, k) for k in ("dist", "poni1", "poni2", "wavelength", "rot1", "rot2", "rot3")},
-                "residual_rms": rms, "detector": model.reference.detector, "model_json": json.dumps(model.as_dict())}
+                **model_data(model), "residual_rms": rms}
         self.emit("event", desc.compose_event(data=data, timestamps=_now(data), seq_num=1))
         if self.export_dir is not None:
             self._export(calibrations, model)
 
     def _emit_arm_results(self, frames: list[ArmFrame], result: ArmCalibration) -> None:
         model = result.model
-        desc = self._bundle.compose_descriptor(name="positions", data_keys=ARM_POSITION_KEYS)
+        desc = self._bundle.compose_descriptor(name=POSITIONS_STREAM, data_keys=ARM_POSITION_KEYS)
         self.emit("descriptor", desc.descriptor_doc)
         for i, frame in enumerate(frames, start=1):
-            data = {**position_data(frame.position), **_geometry_data(model.poni_at(frame.position)),
+            data = {**position_data(frame.position), **geometry_data(model.poni_at(frame.position)),
                     "rings": result.rings_per_frame.get(frame.label, 0), "used": frame.label in result.used,
                     "note": result.skipped.get(frame.label, "")}
             self.emit("event", desc.compose_event(data=data, timestamps=_now(data), seq_num=i))
-        desc = self._bundle.compose_descriptor(name="model", data_keys=ARM_MODEL_KEYS)
+        desc = self._bundle.compose_descriptor(name=MODEL_STREAM, data_keys=ARM_MODEL_KEYS)
         self.emit("descriptor", desc.descriptor_doc)
         low, high = model.calibrated_range_deg
-        data = {**{k: v for k, v in _geometry_data(model.reference).items() if not k.startswith("beam_centre")},
-                "offset_deg": model.offset_deg, "scale": model.scale, "angle_min": low, "angle_max": high,
-                "residual_rms": result.residual_deg, "points": result.points, "plane": model.plane,
-                "detector": model.reference.detector, "model_json": json.dumps(model.as_dict())}
+        data = {**model_data(model), "offset_deg": model.offset_deg, "scale": model.scale, "angle_min": low,
+                "angle_max": high, "residual_rms": result.residual_deg, "points": result.points, "plane": model.plane}
         self.emit("event", desc.compose_event(data=data, timestamps=_now(data), seq_num=1))
         if self.export_dir is not None:
             folder = self._export_folder()
@@ -241,13 +201,6 @@ class GeometryCalibration(FrameRunCallback):
         folder = safe_child(self.export_dir, self._bundle.start_doc["uid"])
         folder.mkdir(parents=True, exist_ok=True)
         return folder
-
-
-def _geometry_data(poni: Poni) -> dict:
-    """A geometry's data keys (:data:`GEOMETRY_KEYS`)."""
-    row, col = poni.beam_centre_px()
-    return {**{k: getattr(poni, k) for k in ("dist", "poni1", "poni2", "wavelength", "rot1", "rot2", "rot3")},
-            "beam_centre_row": row, "beam_centre_column": col}
 
 
 def _check_data(check: CalibrantCheck) -> dict:

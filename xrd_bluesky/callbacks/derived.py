@@ -2,15 +2,15 @@
 
 An analysis failure is recorded in its derived run (``exit_status="fail"`` and the
 reason) and logged with its traceback; it never propagates to the RunEngine, so it
-never stops a scan.
+never stops a scan (:func:`~xrd_bluesky.isolation.isolated`, whose debug switch lets it
+through).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from event_model import (
@@ -21,9 +21,9 @@ from event_model import (
 )
 
 from .. import __version__
-from ..errors import MissingMetadataError
-from ..science.calibration.position_models import ArmPosition
 from ..frames import FrameRegistry
+from ..isolation import isolated
+from ..science.calibration.position_models import ArmPosition
 
 logger = logging.getLogger(__name__)
 
@@ -106,25 +106,30 @@ class DerivedRunCallback(DocumentRouter):
             self._emit("stop", self._bundle.compose_stop(exit_status=exit_status, reason=reason))
 
     # -- dispatch with isolation -------------------------------------------------
+    def _end_failed(self, name: str, doc: dict, validate: bool = False, *, exc: Exception):
+        """The reaction to a failure of the analysis (see :func:`~xrd_bluesky.isolation.isolated`):
+        logged with its traceback, the derived run ends ``fail`` with the reason (one
+        refused at its start is opened first, so that it says why) and the parent's
+        later documents are ignored."""
+        self._failed = True
+        logger.exception("%s failed on a %r document of run %s", self.analysis, name,
+                         doc.get("run_start") or doc.get("uid"))
+        if name == "start" and self._bundle is None and "uid" in doc:
+            self.open_derived(doc, {})
+        self._close("fail", f"{type(exc).__name__}: {exc}")
+        return name, doc
+
+    @isolated(_end_failed)
     def __call__(self, name: str, doc: dict, validate: bool = False):
         if self._failed or self._closed:
             return name, doc
-        try:
-            if name == "stop":
-                self.finish(doc)
-                status = doc.get("exit_status", "success")
-                self._close("success" if status == "success" else status,
-                            "" if status == "success" else f"parent run ended {status}: {doc.get('reason', '')}")
-                return name, doc
-            return super().__call__(name, doc, validate)
-        except Exception as exc:  # an analysis must never take the scan down
-            self._failed = True
-            logger.exception("%s failed on a %r document of run %s", self.analysis, name,
-                             doc.get("run_start") or doc.get("uid"))
-            if name == "start" and self._bundle is None and "uid" in doc:
-                self.open_derived(doc, {})  # refused at its start: a derived run still says why
-            self._close("fail", f"{type(exc).__name__}: {exc}")
+        if name == "stop":
+            self.finish(doc)
+            status = doc.get("exit_status", "success")
+            self._close("success" if status == "success" else status,
+                        "" if status == "success" else f"parent run ended {status}: {doc.get('reason', '')}")
             return name, doc
+        return super().__call__(name, doc, validate)
 
 
 class FrameRunCallback(DerivedRunCallback):
@@ -179,13 +184,6 @@ class FrameRunCallback(DerivedRunCallback):
     def stream_datum(self, doc):
         self.frames.stream_datum(doc)
         self.frames_arrived()
-
-
-def require_keys(doc: dict, keys: tuple[str, ...], what: str) -> None:
-    """Raise :class:`MissingMetadataError` naming the first of ``keys`` absent from ``doc``."""
-    for key in keys:
-        if key not in doc:
-            raise MissingMetadataError(f"{what} {doc.get('uid')} has no {key!r} in its start document")
 
 
 def position_data(position) -> dict[str, float]:

@@ -15,6 +15,8 @@ import math
 import numbers
 from collections.abc import Callable, Mapping
 
+from ..schema.start import ENERGY_KEV
+
 #: ``build(start) -> callback``: the analysis of the run that ``start`` opens.
 Build = Callable[[dict], Callable[[str, dict], object]]
 
@@ -62,7 +64,7 @@ class EnergyFromData:
         elif isinstance(found, str):
             self._begin(self.start, self.refuse(found))
         else:
-            start = {**self.start, "energy_keV": found}
+            start = {**self.start, ENERGY_KEV: found}
             self._begin(start, self.build(start))
         return None
 

@@ -17,8 +17,11 @@ import numpy as np
 
 from .. import __version__
 from ..errors import CorruptFrameError, MissingMetadataError
+from ..frames import detector_config, mean_dark, stage_position
 from ..paths import safe_child
 from ..schema import InstrumentSettings
+from ..schema.gain_map import GAIN_MAP_KEYS, GAIN_MAP_STREAM, STATISTICS_STREAM, GainMapParameters
+from ..schema.start import DARK_STREAM, ENERGY_KEV, GAIN_MAP, PRIMARY_STREAM, STAGE_MOTORS, check_start
 from ..science.calibration.geometry_source import GeometrySource
 from ..science.detector_pixels import pixel_geometry
 from ..science.gain_map.method import (
@@ -30,11 +33,7 @@ from ..science.gain_map.method import (
 )
 from ..science.geometry import StagePosition
 from ..science.reduction.integration import invalid_pixels
-from ..frames import detector_config, mean_dark, stage_position
-from .derived import Emit, FrameRunCallback, require_keys
-
-#: Margin (mm) around the predicted beamstop shadow that is left out of the gain map.
-BEAMSTOP_MARGIN_MM = 0.5
+from .derived import Emit, FrameRunCallback
 
 
 class GainMapBuilder(FrameRunCallback):
@@ -68,24 +67,22 @@ class GainMapBuilder(FrameRunCallback):
         self.settings = settings
 
     def start(self, doc):
-        require_keys(doc, ("energy_keV", "stage_motors"), "gain-map run")
+        check_start(doc, GAIN_MAP)
         self._parent = doc
-        self.open_derived(doc, {"settings": self.settings.as_dict(), "instrument": self.instrument.as_dict(),
-                                "image_key": doc.get("image_key"),
-                                "beamstop": self.instrument.beamstop.as_dict() if self.instrument.beamstop else None,
-                                "beamstop_margin_mm": BEAMSTOP_MARGIN_MM},
-                          geometry=self.geometry.provenance(), calibration_uid=self.geometry.calibration_uid)
+        self.parameters = GainMapParameters(self.settings, self.instrument, doc.get("image_key"))
+        self.open_derived(doc, self.parameters.as_dict(), geometry=self.geometry.provenance(),
+                          calibration_uid=self.geometry.calibration_uid)
 
     def finish(self, parent_stop):
-        darks = self.frames.ready("dark")
+        darks = self.frames.ready(DARK_STREAM)
         dark = mean_dark(darks) if darks else None
         groups: dict[StagePosition, list] = {}
         config = None
-        for fe in self.frames.ready("primary"):
+        for fe in self.frames.ready(PRIMARY_STREAM):
             if fe.frames is None:
                 raise CorruptFrameError(f"gain-map frame of event {fe.seq_num} could not be read: {fe.error}")
             config = detector_config(fe.descriptor, self.frames.image_key(fe.descriptor))
-            groups.setdefault(stage_position(fe.event, self._parent["stage_motors"]), []).append(fe.frames)
+            groups.setdefault(stage_position(fe.event, self._parent[STAGE_MOTORS]), []).append(fe.frames)
         if not groups:
             raise MissingMetadataError("gain-map run has no frames in its primary stream")
         positions = [self._position_data(i, pos, np.concatenate(frames), dark, config)
@@ -97,14 +94,14 @@ class GainMapBuilder(FrameRunCallback):
         self._emit_result(result)
 
     def _position_data(self, index: int, position: StagePosition, frames: np.ndarray, dark, config) -> PositionData:
-        poni = self.geometry.poni(position, self._parent["energy_keV"])
+        poni = self.geometry.poni(position, self._parent[ENERGY_KEV])
         label = f"position {index} (x={position.x:g}, y={position.y:g}, distance={position.distance:g} mm)"
         mean = frames.astype(np.float64).mean(axis=0)
         if dark is not None:
             mean -= dark
         static = self.instrument.mask
         if self.instrument.beamstop is not None:
-            shadow = self.instrument.beamstop.shadow(pixel_geometry(poni), margin_mm=BEAMSTOP_MARGIN_MM)
+            shadow = self.instrument.beamstop.shadow(pixel_geometry(poni), margin_mm=self.parameters.beamstop_margin_mm)
             static = shadow if static is None else static | shadow
         mask = invalid_pixels(frames.min(axis=0), poni, static_mask=static)
         max_count = self.instrument.max_count(config["max_count"] if config else None)
@@ -115,17 +112,14 @@ class GainMapBuilder(FrameRunCallback):
     def _emit_result(self, result: GainMap) -> None:
         rows, cols = result.gain.shape
         image = {"dtype": "array", "shape": [rows, cols], "source": "xrd_bluesky"}
-        desc = self._bundle.compose_descriptor(name="gain_map", data_keys={
-            "gain": {**image, "dtype_numpy": "<f4", "units": ""},
-            "bad": {**image, "dtype_numpy": "|u1", "units": ""},
-            "gain_sigma": {**image, "dtype_numpy": "<f4", "units": ""},
-        })
+        desc = self._bundle.compose_descriptor(name=GAIN_MAP_STREAM, data_keys={
+            key: {**image, "dtype_numpy": dtype, "units": units} for key, (dtype, units) in GAIN_MAP_KEYS.items()})
         self.emit("descriptor", desc.descriptor_doc)
         data = {"gain": result.gain, "bad": result.bad.astype(np.uint8), "gain_sigma": result.sigma}
         now = time.time()
         self.emit("event", desc.compose_event(data=data, timestamps={k: now for k in data}, seq_num=1))
         stats = {k: v for k, v in result.statistics.items()}
-        sdesc = self._bundle.compose_descriptor(name="statistics", data_keys={
+        sdesc = self._bundle.compose_descriptor(name=STATISTICS_STREAM, data_keys={
             k: {"dtype": "number" if isinstance(v, float) else "integer", "shape": [], "source": "xrd_bluesky",
                 "units": "photons" if "photons" in k else ""} for k, v in stats.items()})
         self.emit("descriptor", sdesc.descriptor_doc)

@@ -1,5 +1,6 @@
 """Base of the live plots: a matplotlib figure fed by a derived run's documents, whose
-errors are logged and never raised (a plot must not stop a scan)."""
+errors are logged and never raised (a plot must not stop a scan; see
+:func:`~xrd_bluesky.isolation.isolated`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 
 from event_model import DocumentRouter
 from matplotlib.figure import Figure
+
+from ..isolation import isolated
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +32,12 @@ class LivePlot(DocumentRouter):
             figure = plt.figure(figsize=size)
         self.figure = figure
 
+    def _skip(self, name: str, doc: dict, validate: bool = False, *, exc: Exception):
+        """The reaction to a plotting failure (see :func:`~xrd_bluesky.isolation.isolated`):
+        logged with its traceback, the document is not drawn."""
+        logger.exception("%s failed on a %r document", type(self).__name__, name)
+        return name, doc
+
+    @isolated(_skip)
     def __call__(self, name, doc, validate=False):
-        try:
-            return super().__call__(name, doc, validate)
-        except Exception:
-            logger.exception("%s failed on a %r document", type(self).__name__, name)
-            return name, doc
+        return super().__call__(name, doc, validate)

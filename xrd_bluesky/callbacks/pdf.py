@@ -35,22 +35,21 @@ import logging
 import numpy as np
 
 from ..errors import AnalysisError, MissingMetadataError, XRDBlueskyError
-from ..science.pdf.pair_distribution import PDFConfig, PDFResult, pdf_from_pattern
-from .derived import DerivedRunCallback, Emit, require_keys
+from ..schema import integration
+from ..schema.integration import REJECTED_STREAM
+from ..schema.pdf import STITCHED_PREFIX, UNITS, PDFParameters
+from ..schema.start import PDF, PRIMARY_STREAM, SAMPLE, require
+from ..science.pdf.pair_distribution import PDFResult, pdf_from_pattern
+from .derived import DerivedRunCallback, Emit
 from .integration import References
 
 logger = logging.getLogger(__name__)
 
-#: The ``pdf`` configuration's keys besides PDFConfig's own that the live analysis takes.
-LIVE_KEYS = {"background_uid"}
-#: PDFConfig parameters that make no sense live (the patterns are always Q in 1/nm).
-FILE_ONLY = {"dataformat", "wavelength", "twothetazero", "backgroundfile"}
-#: Units of the derived data keys.
-UNITS = {"q": "1/A", "sq": "", "fq": "1/A", "r": "A", "gr": "1/A^2", "scale": "", "polynomial_degree": ""}
 #: Pattern streams of an integration run: (counts/sr, absolute) by kind.
-PATTERN_STREAMS = {"frame": ("primary", "absolute"), "stitched": ("stitched", "stitched_absolute")}
+PATTERN_STREAMS = {"frame": (PRIMARY_STREAM, integration.ABSOLUTE_STREAM),
+                   "stitched": (integration.STITCHED_STREAM, integration.STITCHED_ABSOLUTE_STREAM)}
 #: The intensity key of a pattern stream, when not ``intensity``.
-INTENSITY_KEYS = {"primary": "intensity_q"}
+INTENSITY_KEYS = {PRIMARY_STREAM: "intensity_q"}
 
 
 class LivePDF(DerivedRunCallback):
@@ -78,26 +77,15 @@ class LivePDF(DerivedRunCallback):
         self._primary: str | None = None  # the integration's per-frame descriptor
 
     def start(self, doc):
-        require_keys(doc, ("pdf",), "integration run")
-        options = doc["pdf"]
-        if not isinstance(options, dict):
-            raise MissingMetadataError(f"start document 'pdf' is {options!r}; expected a mapping of PDFgetX3 "
-                                       "parameters (composition, rpoly, qmax, rmax, ..., background_uid)")
-        known = set(PDFConfig.__dataclass_fields__) - FILE_ONLY
-        unknown = set(options) - known - LIVE_KEYS
-        if unknown:
-            raise MissingMetadataError(f"unknown pdf parameters {sorted(unknown)}; known: {sorted(known | LIVE_KEYS)}")
-        composition = options.get("composition") or (doc.get("sample") or {}).get("composition")
-        if not composition:
-            raise MissingMetadataError("no composition for the PDF: give pdf.composition or the sample's composition")
-        params = {k: v for k, v in options.items() if k in known}
-        self.config = PDFConfig(**{**params, "composition": composition}).checked()
+        require(doc, (PDF,), "integration run")
+        self.parameters = PDFParameters.configured(doc[PDF], doc.get(SAMPLE) or {})
+        self.config = self.parameters.config
         self._background = None
-        background_uid = options.get("background_uid")
+        background_uid = self.parameters.background_uid
         if background_uid is not None:
             if self.references is None:
                 raise MissingMetadataError(f"pdf names background_uid={background_uid!r} but no catalog is available")
-            thickness_mm = (doc.get("sample") or {}).get("thickness_mm")
+            thickness_mm = (doc.get(SAMPLE) or {}).get("thickness_mm")
             if not thickness_mm:
                 raise MissingMetadataError("a pdf background needs the sample's thickness_mm: both patterns are on "
                                            "the absolute scale, per unit thickness")
@@ -105,13 +93,11 @@ class LivePDF(DerivedRunCallback):
             # per incident photon through this sample: the background's pattern times its thickness over ours
             self._background = (np.asarray(reference.pattern.radial) / 10.0,
                                 np.asarray(reference.pattern.intensity) * reference.thickness_mm / float(thickness_mm))
-        self._absolute = self._background is not None
-        self.open_derived(doc, {**self.config.as_dict(), "background_uid": background_uid,
-                                "patterns": "absolute (1/cm/sr)" if self._absolute else "counts/sr"},
-                          background_uid=background_uid)
+        self._absolute = self.parameters.absolute
+        self.open_derived(doc, self.parameters.as_dict(), background_uid=background_uid)
 
     def descriptor(self, doc):
-        if doc["name"] == "primary":
+        if doc["name"] == PRIMARY_STREAM:
             self._primary = doc["uid"]
         for kind, streams in PATTERN_STREAMS.items():
             if doc["name"] == streams[self._absolute]:
@@ -133,11 +119,11 @@ class LivePDF(DerivedRunCallback):
             reason = f"{kind} pattern {seq}: {exc}"
             logger.warning("PDF not computed: %s", reason)
             self._rejected.append(reason)
-            self.emit_event("rejected", {"reason": reason, "parent_seq_num": seq}, {})
+            self.emit_event(REJECTED_STREAM, {"reason": reason, "parent_seq_num": seq}, {})
             return
         self._computed += 1
         extra = {"parent_seq_num": seq, **({"final": bool(data["final"])} if "final" in data else {})}
-        self._emit_result("" if kind == "frame" else "stitched_", result, extra, self._saturation(kind, seq))
+        self._emit_result("" if kind == "frame" else STITCHED_PREFIX, result, extra, self._saturation(kind, seq))
 
     def _saturation(self, kind: str, seq: int) -> tuple[str, ...]:
         """A flag when saturated pixels were left out of the pattern's frames."""

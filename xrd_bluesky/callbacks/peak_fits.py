@@ -31,11 +31,19 @@ configuration records every peak's window, d0 and its source. A failed fit has
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from ..errors import FitError, MissingMetadataError
+from ..schema import integration
+from ..schema.peak_fits import (
+    CONFIGURATION_UNITS,
+    SECTORS_STREAM,
+    SUFFIX_UNITS,
+    PeakFitParameters,
+)
+from ..schema.start import ENERGY_KEV, PEAKS, PRIMARY_STREAM, require
 from ..science.reduction.directional_strain import directional_strain, sector_cos2
 from ..science.reduction.peak_fitting import (
     PeakResult,
@@ -51,19 +59,10 @@ from ..science.reduction.peak_specs import (
 )
 from ..science.reduction.sector_strain import peak_cos2
 from ..science.units import wavelength_m
-from .derived import DerivedRunCallback, Emit, require_keys
+from .derived import DerivedRunCallback, Emit
 
 #: Looks up the :class:`PeakReference` of a raw run by uid.
 PeakReferences = Callable[[str], PeakReference]
-
-#: Units of the per-peak keys by suffix; ``{I}`` is the pattern's intensity unit.
-SUFFIX_UNITS = {"centre_2theta": "deg", "centre_2theta_sigma": "deg", "fwhm_2theta": "deg",
-                "fwhm_2theta_sigma": "deg", "centre_q": "1/nm", "centre_q_sigma": "1/nm", "fwhm_q": "1/nm",
-                "fwhm_q_sigma": "1/nm", "height": "{I}", "height_sigma": "{I}", "area": "{I}*{x}",
-                "area_sigma": "{I}*{x}", "background": "{I}", "d": "A", "d_sigma": "A", "strain": "",
-                "strain_sigma": "", "strain_loading": "", "strain_loading_sigma": "", "strain_transverse": "",
-                "strain_transverse_sigma": ""}
-
 
 class LivePeakFits(DerivedRunCallback):
     """Fit the configured peaks in every pattern of an integration run.
@@ -88,24 +87,23 @@ class LivePeakFits(DerivedRunCallback):
         self._first_d: dict[str, tuple[float, float]] = {}
 
     def start(self, doc):
-        require_keys(doc, ("peaks", "energy_keV"), "integration run")
-        config = doc["peaks"]
-        self._wavelength = wavelength_m(float(doc["energy_keV"]))
+        require(doc, (PEAKS, ENERGY_KEV), "integration run")
+        config = doc[PEAKS]
+        self._wavelength = wavelength_m(float(doc[ENERGY_KEV]))
         self._specs: list[PeakSpec] | None = configured_specs(config, self._wavelength) or None
-        self._auto = int(config.get("auto", 0))
-        self._model = config.get("model", "gaussian")
-        self._background = config.get("background", "constant")
-        self._loading = float(config.get("loading_azimuth_deg", 0.0))
-        self._given_d0 = config.get("d0_A", {})
-        self._parent_scan_keys = doc.get("scan_keys", [])
+        self.parameters = PeakFitParameters.configured(config)
+        self._auto = self.parameters.auto
+        self._model, self._background = self.parameters.model, self.parameters.background
+        self._loading = self.parameters.loading_azimuth_deg
+        self._given_d0 = self.parameters.d0_A
+        self._parent_scan_keys = doc.get(integration.SCAN_KEYS, [])
         self._reference: PeakReference | None = None
         if "d0_uid" in config:
             if self.references is None:
                 raise MissingMetadataError(f"peaks name d0_uid={config['d0_uid']!r} but no catalog is available")
             self._reference = self.references(config["d0_uid"])
-        self.open_derived(doc, {**config, "model": self._model, "background": self._background},
-                          raw_uids=doc.get("parent_uids", []), d0_uid=config.get("d0_uid"),
-                          scan_keys=doc.get("scan_keys", []))
+        self.open_derived(doc, self.parameters.as_dict(), raw_uids=doc.get("parent_uids", []),
+                          d0_uid=self.parameters.d0_uid, scan_keys=self._parent_scan_keys)
 
     def descriptor(self, doc):
         self._streams[doc["uid"]] = doc
@@ -113,9 +111,9 @@ class LivePeakFits(DerivedRunCallback):
     def event(self, doc):
         descriptor = self._streams[doc["descriptor"]]
         data = doc["data"]
-        if descriptor["name"] == "primary":
+        if descriptor["name"] == PRIMARY_STREAM:
             self._fit_pattern(descriptor, data)
-        elif descriptor["name"] == "cake" and self._specs:
+        elif descriptor["name"] == integration.CAKE_STREAM and self._specs:
             self._fit_sectors(descriptor, data)
 
     def finish(self, parent_stop):
@@ -142,7 +140,7 @@ class LivePeakFits(DerivedRunCallback):
             out.update(_peak_values(spec.label, fit, peak_position(fit, "2th_deg", self._wavelength),
                                     lattice_strain(fit, self._wavelength, d0, "2th_deg", d0_sigma_A=d0_sigma)))
         units = self._units(descriptor, "intensity_2theta", "deg")
-        self.emit_event("primary", out, units, configuration={"peaks": self._configuration()})
+        self.emit_event(PRIMARY_STREAM, out, units, configuration={"peaks": self._configuration()})
 
     # -- per sector ----------------------------------------------------------
     def _fit_sectors(self, descriptor: dict, data: dict) -> None:
@@ -175,7 +173,7 @@ class LivePeakFits(DerivedRunCallback):
                         f"{label}_directional_chi2r": both.reduced_chi2, f"{label}_directional_ok": both.success,
                         f"{label}_directional_reason": both.reason})
         units = {**self._units(descriptor, "intensity", "1/nm"), "azimuth": "deg"}
-        self.emit_event("sectors", out, units, configuration={"peaks": self._configuration()})
+        self.emit_event(SECTORS_STREAM, out, units, configuration={"peaks": self._configuration()})
 
     # -- references ----------------------------------------------------------
     def _d0(self, spec: PeakSpec) -> tuple[float, float, str]:
@@ -202,8 +200,9 @@ class LivePeakFits(DerivedRunCallback):
         config = {}
         for spec in self._specs:
             d0, d0_sigma, source = self._d0(spec)
-            config.update({f"{spec.label}_window_low": spec.window_deg[0], f"{spec.label}_window_high": spec.window_deg[1],
-                           f"{spec.label}_d0": d0, f"{spec.label}_d0_sigma": d0_sigma, f"{spec.label}_d0_source": source})
+            label = spec.label
+            config.update({f"{label}_window_low": spec.window_deg[0], f"{label}_window_high": spec.window_deg[1],
+                           f"{label}_d0": d0, f"{label}_d0_sigma": d0_sigma, f"{label}_d0_source": source})
         return config
 
     def _units(self, descriptor: dict, intensity_key: str, radial: str) -> dict[str, str]:
@@ -212,8 +211,7 @@ class LivePeakFits(DerivedRunCallback):
                  if k in descriptor["data_keys"]}
         for label in (spec.label for spec in self._specs):
             units.update({f"{label}_{suffix}": u.format(I=intensity, x=radial) for suffix, u in SUFFIX_UNITS.items()})
-            units.update({f"{label}_window_low": "deg", f"{label}_window_high": "deg", f"{label}_d0": "A",
-                          f"{label}_d0_sigma": "A"})
+            units.update({f"{label}_{suffix}": u for suffix, u in CONFIGURATION_UNITS.items()})
         return units
 
 

@@ -7,29 +7,34 @@ into pair distribution functions (:class:`LivePDF`), and both are plotted live w
 
 The router is an optional consumer: a failure to set up a run's analysis (a catalog
 lookup of the current calibration or gain map that raises, say) is logged with its
-traceback and leaves that run unanalysed; it never reaches the RunEngine. Replays
-(:mod:`xrd_bluesky.store.replay`) use this same router.
+traceback and leaves that run unanalysed; it never reaches the RunEngine
+(:func:`~xrd_bluesky.isolation.isolated`). Replays (:mod:`xrd_bluesky.store.replay`) use
+this same router.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from event_model import RunRouter
 
 from ..errors import MissingMetadataError, XRDBlueskyError
+from ..isolation import isolated
 from ..schema import RunSetup
+from ..schema.start import ANALYSIS_OF_PURPOSE, PURPOSE
 from ..science.calibration.geometry_source import GeometrySource
-from ..science.calibration.refinement import CalibrationSettings
+from ..science.calibration.settings import CalibrationSettings
+from ..science.gain_map.method import GainMapSettings
 from ..science.gain_map.source import GainMapSource
 from .calibration import GeometryCalibration
+from .dark_frames import Darks
 from .derived import DerivedRunCallback, Emit
 from .energy import EnergyFromData
 from .gain_map import GainMapBuilder
-from .integration import Darks, LiveIntegration, References
+from .integration import LiveIntegration, References
 from .pdf import LivePDF
 from .pdf_plot import LivePDFPlot
 from .peak_fits import LivePeakFits, PeakReferences
@@ -37,15 +42,10 @@ from .peak_plot import LivePeakPlot
 
 logger = logging.getLogger(__name__)
 
-#: A RunRouter factory: ``(name, start_doc) -> (callbacks, subfactories)``.
-Factory = Callable[[str, dict], tuple[list, list]]
 #: ``(analysis, parent_start) -> extra start-document keys`` of a derived run.
 Provenance = Callable[[str, dict], dict]
 #: ``start_doc -> RunSetup``: the run completed from the beamline description.
 Setup = Callable[[dict], RunSetup]
-#: The analysis of each raw run ``purpose``.
-ANALYSES = {"calibration": GeometryCalibration.analysis, "measurement": LiveIntegration.analysis,
-            "gain_map": GainMapBuilder.analysis}
 
 
 class AnalysisRouter(RunRouter):
@@ -81,6 +81,10 @@ class AnalysisRouter(RunRouter):
         Looks up a dark run's mean frame and exposure by uid.
     cake : (int, int), optional
         ``(radial, azimuthal)`` bins of a per-frame cake of measurement runs.
+    beamstop_margin_mm : float
+        Margin (mm) by which the integrations grow the beamstop's shadow before masking it.
+    gain_map_settings : GainMapSettings
+        Parameters of the gain-map computation.
     peak_references : callable, optional
         Looks up a reference run's d0 by uid (the ``d0_uid`` of a peaks configuration).
     plots : bool
@@ -96,6 +100,7 @@ class AnalysisRouter(RunRouter):
                  calibration_settings: CalibrationSettings = CalibrationSettings(),
                  gain_map: Callable[[str | None], GainMapSource | None] = lambda detector_name: None,
                  references: References | None = None, darks: Darks | None = None, cake: tuple[int, int] | None = None,
+                 beamstop_margin_mm: float = 0.5, gain_map_settings: GainMapSettings = GainMapSettings(),
                  peak_references: PeakReferences | None = None, plots: bool = False,
                  provenance: Provenance = lambda analysis, parent_start: {}):
         self.emit = emit
@@ -108,12 +113,14 @@ class AnalysisRouter(RunRouter):
         self.references = references
         self.darks = darks
         self.cake = cake
+        self.beamstop_margin_mm = beamstop_margin_mm
+        self.gain_map_settings = gain_map_settings
         self.peak_references = peak_references
         self.plots = plots
         self.provenance = provenance
         self.plot_figures: list = []
-        self._next_stage = RunRouter([_isolated(self._derived_factory)])
-        super().__init__([_isolated(self._factory)])
+        self._next_stage = RunRouter([isolated(_unanalysed)(self._derived_factory)])
+        super().__init__([isolated(_unanalysed)(self._factory)])
 
     def _emit_derived(self, name: str, doc: dict) -> None:
         """A derived document goes to ``emit`` and to the analyses that build on it."""
@@ -121,7 +128,7 @@ class AnalysisRouter(RunRouter):
         self._next_stage(name, doc)
 
     def _factory(self, name: str, start_doc: dict) -> tuple[list, list]:
-        analysis = ANALYSES.get(start_doc.get("purpose"))
+        analysis = ANALYSIS_OF_PURPOSE.get(start_doc.get(PURPOSE))
         if analysis is None:
             return [], []
         try:
@@ -154,9 +161,11 @@ class AnalysisRouter(RunRouter):
             return Refused(self._emit_derived, analysis, reason, provenance)
         if analysis == GainMapBuilder.analysis:
             return GainMapBuilder(self._emit_derived, geometry, instrument=instrument,
-                                  export_dir=self._export("gain_maps"), provenance=provenance)
+                                  export_dir=self._export("gain_maps"), settings=self.gain_map_settings,
+                                  provenance=provenance)
         return LiveIntegration(self._emit_derived, geometry, npt=self.npt, instrument=instrument,
                                gain_map=self.gain_map(start.get("detector_name")), cake=self.cake,
+                               beamstop_margin_mm=self.beamstop_margin_mm,
                                references=self.references, darks=self.darks, provenance=provenance)
 
     def _derived_factory(self, name: str, start_doc: dict) -> tuple[list, list]:
@@ -211,17 +220,9 @@ def _completed(callback: Callable[[str, dict], object], start: dict) -> Callable
     return call
 
 
-def _isolated(factory: Factory) -> Factory:
-    """``factory``, with any exception it raises logged (with its traceback) and the
-    run left unanalysed, so that it never reaches the RunEngine."""
-
-    @functools.wraps(factory)
-    def guarded(name: str, start_doc: dict) -> tuple[list, list]:
-        try:
-            return factory(name, start_doc)
-        except Exception:  # an analysis that cannot be set up must not stop the scan
-            logger.exception("run %s (%s): setting up its analysis failed; the run is not analysed",
-                             start_doc.get("uid"), start_doc.get("purpose") or start_doc.get("analysis"))
-            return [], []
-
-    return guarded
+def _unanalysed(name: str, start_doc: dict, *, exc: Exception) -> tuple[list, list]:
+    """The reaction to a factory's failure (see :func:`~xrd_bluesky.isolation.isolated`):
+    logged with its traceback, the run is left unanalysed."""
+    logger.exception("run %s (%s): setting up its analysis failed; the run is not analysed",
+                     start_doc.get("uid"), start_doc.get("purpose") or start_doc.get("analysis"))
+    return [], []

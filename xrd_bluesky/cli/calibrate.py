@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidFrameError, UsageError
+from ..frames.reader import read_image, require_file
 from ..outputs import check_writable, verify_written
 from ..science.calibration.position_models import ARM_PLANES
 from ..science.geometry import Poni
@@ -18,7 +19,6 @@ from ..science.reduction.input_checks import check_saturation
 from ..science.reduction.integration import describe_invalid, invalid_pixels
 from ..science.units import HC_KEV_ANGSTROM
 from ..sources.file_inputs import FrameCorrections, read_corrections, read_geometry
-from ..sources.image_files import read_image, require_file
 from ..sources.positions_csv import FILE_COLUMN, frame_positions
 from .options import add_detector_options, add_wavelength_options, number_in
 
@@ -144,7 +144,8 @@ def _print_geometry(p: Poni) -> None:
 
 def _run_one(args: argparse.Namespace) -> int:
     """Calibrate the one frame of ``args`` and write the refined PONI."""
-    from ..science.calibration.refinement import CalibrationSettings, refine_position
+    from ..science.calibration.refinement import refine_position
+    from ..science.calibration.settings import CalibrationSettings
 
     path = args.frames[0]
     output, wavelength_A, guess, corrections = _inputs(args, [path])
@@ -165,7 +166,7 @@ def _run_arm(args: argparse.Namespace) -> int:
     pyFAI goniometer JSON."""
     from ..science.calibration.arm import ArmFrame, calibrate_arm
     from ..science.calibration.position_models import ArmModel, write_goniometer_json
-    from ..science.calibration.refinement import CalibrationSettings
+    from ..science.calibration.settings import CalibrationSettings
 
     positions = frame_positions(args.positions, args.arm, args.frames)
     output, wavelength_A, guess, corrections = _inputs(args, [])

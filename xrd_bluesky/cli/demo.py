@@ -75,7 +75,7 @@ def ring_checks(two_theta_deg: np.ndarray, intensity: np.ndarray, sigma: np.ndar
     """Fit the first ``n_rings`` rings of a powder ``sample`` inside the pattern's range."""
     checks = []
     top = np.nanmax(two_theta_deg) - RING_WINDOW_DEG
-    for reflection, tth in sample.ring_table(wavelength_m(energy_keV)):
+    for reflection, _two_theta_rad in sample.ring_table(wavelength_m(energy_keV)):
         true_deg = float(np.degrees(two_theta_rad(reflection.d_A, wavelength_m(energy_keV))))
         if true_deg > top or len(checks) == n_rings:
             break

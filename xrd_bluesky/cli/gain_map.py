@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CorruptFrameError, UsageError
+from ..frames.reader import read_image
 from ..outputs import check_writable, verify_written
 from ..science.geometry import Poni
 from ..science.reduction.input_checks import (
@@ -21,7 +22,6 @@ from ..science.reduction.input_checks import (
 )
 from ..science.reduction.integration import check_frame_shape, invalid_pixels
 from ..sources.file_inputs import read_geometry, read_one, saturation_level
-from ..sources.image_files import read_image
 from .options import add_detector_options
 
 

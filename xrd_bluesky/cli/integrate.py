@@ -57,6 +57,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingMetadataError, MonitorError, PlausibilityWarning, UsageError
+from ..frames.hdf5 import HDF5_DATASET, HDF5_SUFFIXES
+from ..frames.reader import read_image, require_file
 from ..outputs import check_writable
 from ..schema import InstrumentSettings
 from ..science.calibration.position_models import read_goniometer_json
@@ -85,7 +87,6 @@ from ..sources.file_runs import (
     reference_pattern,
 )
 from ..sources.frame_table import positive_cell, read_table
-from ..sources.image_files import HDF5_DATASET, HDF5_SUFFIXES, read_image, require_file
 from ..sources.positions_csv import FILE_COLUMN, frame_positions
 from ..store.pattern_files import (
     ABSOLUTE_INTENSITY,
@@ -275,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
              if files else None for role, files in (("standard", args.standard), ("background", args.background))]
     instrument = InstrumentSettings(mask=corrections.mask, mask_file=args.mask, polarization_factor=polarization,
                                     flux_calibration=FLUX)
-    gain_map = None if corrections.flat is None else GainMapSource(corrections.flat, np.zeros_like(corrections.flat, bool))
+    gain_map = (None if corrections.flat is None
+                else GainMapSource(corrections.flat, np.zeros_like(corrections.flat, bool)))
     common = dict(npt=args.npt, instrument=instrument, gain_map=gain_map)
     references, metadata = {}, {}
     for (role, key, files), run_ in zip((("standard", "standard_uid", args.standard),
@@ -317,8 +319,9 @@ def _check_options(args: argparse.Namespace, ponis: list[str]) -> bool:
             raise UsageError(f"{', '.join(given)} cannot be used with --stitch: the goniometer file "
                              f"{args.goniometer} gives the geometry and the detector at every arm angle")
         if Path(args.goniometer).suffix.lower() == ".poni":
-            raise UsageError(f"--goniometer {args.goniometer} is a PONI file, one fixed geometry; --stitch needs the "
-                             "arm's model as pyFAI goniometer JSON (xrd-bluesky calibrate --positions ... -o MODEL.json)")
+            raise UsageError(f"--goniometer {args.goniometer} is a PONI file, one fixed geometry; --stitch needs "
+                             "the arm's model as pyFAI goniometer JSON "
+                             "(xrd-bluesky calibrate --positions ... -o MODEL.json)")
     elif args.positions and ponis:
         raise UsageError("give the geometry either as --poni or as the 'poni' column of --positions, not both")
     elif not args.positions and not ponis:
@@ -438,7 +441,8 @@ def _file_run(placed: list[_Placed], corrections, facts: _Facts, sample: str, *,
             written.add(name)
             source = _source(item.path, name)
             corrections.check_frame(frame, image, item.poni, source)
-            check_saturation(frame, max_count, source, lambda: item.poni.integrator().center_array(unit="2th_deg"))
+            check_saturation(frame, max_count, source,
+                             lambda poni=item.poni: poni.integrator().center_array(unit="2th_deg"))
             valid_somewhere(frame, item.poni, max_count, corrections.mask, source)
             frames.append(FileFrame(name, source, frame, item.poni, values["i0"], values["it"],
                                     values["exposure_s"] or image.exposure_s, max_count))

@@ -18,7 +18,7 @@ from ..errors import UsageError
 from .options import whole_number_in
 
 #: Where the page's Streamlit script is.
-APP_PATH = Path(__file__).with_name("web") / "planner_app.py"
+APP_PATH = Path(__file__).parents[1] / "web" / "planner_app.py"
 #: Largest upload Streamlit's server accepts (MB): that of a CIF on the page (2 MB).
 MAX_UPLOAD_MB = 2
 

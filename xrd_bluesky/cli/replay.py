@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from ..errors import MissingMetadataError, UsageError
+from ..errors import UsageError
+from ..frames.reader import read_image
+from ..schema.documents import check_uid
 from ..science.calibration.geometry_source import GeometrySource
 from ..sources.catalog_run import FRAME_MODES
-from ..schema.documents import check_uid
 from ..sources.file_inputs import read_geometry
-from ..sources.image_files import read_image
 from ..store import open_catalog
 from ..store.catalog import holds_catalog, open_runs
 from ..store.dask_replay import LOCAL, check_scheduler
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     """Replay ``args.uid`` or the runs of ``args.search`` (see :func:`replay_and_print`),
     after checking the uids given, before any catalog is opened."""
     if (args.uid is None) == (args.search is None):
-        raise MissingMetadataError("name one raw run (UID) or a search (--search KEY=VALUE), not both or neither")
+        raise UsageError("name one raw run (UID) or a search (--search KEY=VALUE), not both or neither")
     for value, what in ((args.uid, "UID"), (args.calibration, "--calibration"), (args.gain_map, "--gain-map")):
         if value is not None:
             check_uid(value, what)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GeometryError, OutputError, UsageError
+from ..frames.reader import ImageFile, read_image, require_file
 from ..outputs import check_writable, verify_written
 from ..science.geometry import Poni, detector_model
 from ..science.reduction.integration import invalid_pixels
@@ -54,7 +55,6 @@ from ..science.reduction.sector_strain import (
 )
 from ..sources.file_inputs import read_geometry
 from ..sources.gsas2_imctrl import header_pixel_size_m, imctrl_poni, read_imctrl
-from ..sources.image_files import ImageFile, read_image, require_file
 from ..store.pattern_files import software_versions, write_csv
 from .options import add_detector_options, number_in, whole_number_in
 

@@ -1,5 +1,7 @@
 """The frame registry: document references (StreamResource/StreamDatum,
-Resource/Datum, inline arrays) resolved to frames. Analyses never open files."""
+Resource/Datum, inline arrays) resolved to frames. Analyses never open files: every
+frame file, referred to by a document or named on the command line, is read by
+:mod:`.reader`."""
 
 from .registry import (
                        FrameEvent,

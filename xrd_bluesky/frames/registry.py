@@ -36,10 +36,10 @@ from ..errors import (
     MissingMetadataError,
     ShapeMismatchError,
 )
+from ..schema.documents import document_field, document_uid
 from ..science.calibration.position_models import ARM_AXES, ArmPosition
 from ..science.geometry import STAGE_AXES, StagePosition
 from ..science.reduction.monitors import positive
-from ..schema.documents import document_field, document_uid
 from .resources import ResourceFrames
 from .stream import FrameSpan, StreamFrames
 

@@ -4,8 +4,7 @@ through the ecosystem's own handlers (``area-detector-handlers``).
 A resource's ``spec`` picks the handler (beamline-specific specs are aliased onto
 known ones by the beamline description); its file is ``root`` joined with
 ``resource_path``, which must lie in one of the storage roots when any are given.
-A handler is opened for each read and closed after it: a reader that keeps a
-detector's file open makes the IOC's next write to it fail.
+The frames are read by :func:`~.reader.read_datum_frames`.
 """
 
 from __future__ import annotations
@@ -23,8 +22,9 @@ from area_detector_handlers.handlers import (
     PilatusCBFHandler,
 )
 
-from ..errors import CorruptFrameError, FrameSourceError, MissingMetadataError
+from ..errors import FrameSourceError, MissingMetadataError
 from ..schema.documents import document_field, document_uid
+from .reader import read_datum_frames
 
 #: Handler class per known spec.
 HANDLERS = {
@@ -98,7 +98,8 @@ class ResourceFrames:
         return datum is not None and datum["resource"] in self._resources
 
     def read(self, datum_id: str) -> np.ndarray:
-        """The frames of ``datum_id``, shape ``(frames, rows, columns)``.
+        """The frames of ``datum_id``, shape ``(frames, rows, columns)``, read by its
+        resource's handler (:func:`~.reader.read_datum_frames`).
 
         Raises
         ------
@@ -111,32 +112,6 @@ class ResourceFrames:
         if datum is None:
             raise FrameSourceError(f"datum {datum_id!r} was never announced")
         resource_uid = datum["resource"]
-        handler = self._handler(resource_uid)
-        kwargs = datum.get("datum_kwargs") or {}
-        where = f"{self._path(resource_uid)} (datum {datum_id}, {dict(kwargs)})"
-        try:
-            frames = np.asarray(handler(**kwargs))
-        except Exception as exc:  # handlers raise OSError, KeyError, ValueError, IntegrityError...
-            raise CorruptFrameError(f"cannot read frames from {where}: {type(exc).__name__}: {exc}") from exc
-        finally:
-            _close(handler)
-        if frames.ndim == 2:
-            frames = frames[np.newaxis]
-        if frames.ndim != 3 or frames.shape[0] < 1:
-            raise CorruptFrameError(f"{where} gave an array of shape {frames.shape}, not a stack of frames")
-        return frames
-
-    def _path(self, resource_uid: str) -> Path:
-        resource = self._resources[resource_uid]
-        what = f"resource {resource_uid}"
-        root = resource.get("root") or ""
-        if not isinstance(root, str):
-            raise MissingMetadataError(f"{what}: 'root' is {root!r}, not text")
-        root = self.root_map.get(root, root)
-        return within_roots(Path(root) / document_field(resource, "resource_path", str, what), self.roots, what)
-
-    def _handler(self, resource_uid: str):
-        """A new handler of the resource's file (the caller closes it)."""
         resource = self._resources.get(resource_uid)
         if resource is None:
             raise FrameSourceError(f"resource {resource_uid} was never announced")
@@ -148,18 +123,15 @@ class ResourceFrames:
                                    f"{', '.join(HANDLERS)}); alias it in [frames.spec_aliases] of the "
                                    "beamline description if it is one of these")
         path = self._path(resource_uid)
-        kwargs = document_field(resource, "resource_kwargs", dict, what)
-        try:
-            return handler_class(str(path), **kwargs)
-        except Exception as exc:  # handlers open files in __init__
-            raise CorruptFrameError(f"cannot open {path} ({spec}) of {what}: {type(exc).__name__}: {exc}") from exc
+        resource_kwargs = document_field(resource, "resource_kwargs", dict, what)
+        return read_datum_frames(handler_class, path, resource_kwargs, datum.get("datum_kwargs") or {}, spec=spec,
+                                 resource_uid=resource_uid, datum_id=datum_id)
 
-
-def _close(handler: object) -> None:
-    """Close a handler's files (a handler that fails to close must not hide the frames)."""
-    close = getattr(handler, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:  # handlers' close() raises on files already closed, among others
-            pass
+    def _path(self, resource_uid: str) -> Path:
+        resource = self._resources[resource_uid]
+        what = f"resource {resource_uid}"
+        root = resource.get("root") or ""
+        if not isinstance(root, str):
+            raise MissingMetadataError(f"{what}: 'root' is {root!r}, not text")
+        root = self.root_map.get(root, root)
+        return within_roots(Path(root) / document_field(resource, "resource_path", str, what), self.roots, what)

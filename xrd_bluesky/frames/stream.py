@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import MissingMetadataError
 from ..schema.documents import document_field, document_uid
-from .hdf5 import FrameRef, path_from_uri
+from .hdf5 import path_from_uri
+from .reader import FrameRef
 
 
 @dataclass(frozen=True)

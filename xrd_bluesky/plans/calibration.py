@@ -9,6 +9,7 @@ import bluesky.plan_stubs as bps
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator, plan
 
+from ..schema.start import CALIBRATION, start_keys
 from .counting import Stage, acquire_time_signal, multi_position_count
 
 #: Default stage positions (x, y, distance in mm): spread in x, y and distance.
@@ -47,5 +48,5 @@ def calibration_scan(detector: Readable, stage: Stage, calibrant: str,
         yield from bps.mv(acquire_time_signal(detector), exposure)
     return (yield from multi_position_count(
         [detector, *monitors], stage, positions, shutter=shutter, energy=energy, beamline=beamline,
-        sample=sample or {"name": calibrant}, purpose="calibration",
-        md={"calibrant": calibrant, "plan_name": "calibration_scan", "exposure_s": exposure, **(md or {})}))
+        sample=sample or {"name": calibrant}, purpose=CALIBRATION,
+        md={**start_keys(calibrant=calibrant, plan_name="calibration_scan", exposure_s=exposure), **(md or {})}))

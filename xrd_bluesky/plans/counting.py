@@ -22,16 +22,25 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator, plan
 
 from ..errors import MissingMetadataError
+from ..schema.start import (
+    DARK,
+    DARK_STREAM,
+    ENERGY_KEV,
+    MEASUREMENT,
+    MONITORS,
+    MOUNT_KEYS,
+    PRIMARY_STREAM,
+    SAMPLE,
+    STAGE_MOTORS,
+    run_start,
+)
 from ..science.calibration.position_models import ARM_AXES
 from ..science.geometry import STAGE_AXES
 
-DARK_STREAM = "dark"
 #: A detector's mount: a stage (a device with ``x``, ``y``, ``distance`` motors, or a
 #: mapping of those axes to motors), a 2theta arm (``angle`` and optionally
 #: ``translation``), or None (a fixed detector).
 Stage = Any
-#: Start-document keys of a mount's motors and of its planned positions, by mount kind.
-MOUNT_KEYS = {"stage": ("stage_motors", "positions_mm"), "arm": ("arm_motors", "arm_positions")}
 
 
 def mount_kind(stage: Stage) -> str:
@@ -102,7 +111,7 @@ def described_metadata(beamline: Any, readables: Sequence[Any], stage: Stage) ->
                 "correct [detectors.NAME.motion] or pass the described mount")
     keys = {key for device in readables for key in (device.name, *((getattr(device, "hints", None) or {})
                                                                    .get("fields") or []))}
-    absent = {role: key for role, key in (md.get("monitors") or {}).items() if key not in keys}
+    absent = {role: key for role, key in (md.get(MONITORS) or {}).items() if key not in keys}
     if absent:
         raise MissingMetadataError(f"monitor data keys {absent} of the beamline description are read by none of "
                                    f"the detectors {[d.name for d in readables]}: add the ion chambers to the "
@@ -152,9 +161,8 @@ def dark_run(detectors: Sequence[Any], shutter, *, num: int = 5, md: dict | None
     md : dict, optional
         Extra metadata.
     """
-    _md = {"purpose": "dark", "detectors": [d.name for d in detectors], "num_points": num,
-           "plan_name": "dark_run", "plan_args": {"detectors": [repr(d) for d in detectors], "num": num},
-           **(md or {})}
+    _md = {**run_start(DARK, detectors=[d.name for d in detectors], num_points=num, plan_name="dark_run",
+                       plan_args={"detectors": [repr(d) for d in detectors], "num": num}), **(md or {})}
 
     @bpp.run_decorator(md=_md)
     def body():
@@ -169,7 +177,7 @@ def dark_run(detectors: Sequence[Any], shutter, *, num: int = 5, md: dict | None
 @plan
 def multi_position_count(detectors: Sequence[Readable], stage: Stage, positions: Iterable[Sequence[float]] = ((),),
                          *, num: int = 1, shutter=None, num_darks: int = 1, energy=None, sample: dict | None = None,
-                         purpose: str = "measurement", beamline: Any = None,
+                         purpose: str = MEASUREMENT, beamline: Any = None,
                          md: dict | None = None) -> MsgGenerator[str]:
     """Count ``num`` times at each detector-stage position.
 
@@ -215,25 +223,16 @@ def multi_position_count(detectors: Sequence[Readable], stage: Stage, positions:
         axes = ", ".join(stage_axes(stage)) or "a fixed detector"
         raise MissingMetadataError(f"positions {positions} do not give one value per motor of the detector's mount "
                                    f"({len(motors)}: {axes})")
-    described = described_metadata(beamline, list(detectors), stage)
-    _md = {**described,
-        "purpose": purpose,
-        "detectors": [d.name for d in detectors],
-        "motors": [data_key(m) for m in motors],
-        "num_points": num * len(positions),
-        "num_intervals": num * len(positions) - 1,
-        "plan_name": "multi_position_count",
-        "plan_args": {"detectors": [repr(d) for d in detectors], "stage": repr(stage),
-                      "positions": positions, "num": num},
-        "dark_frames": shutter is not None,
-        "hints": {"dimensions": [([data_key(m) for m in motors], "primary")]} if motors else {},
-    }
-    motors_key, positions_key = MOUNT_KEYS.get(mount_kind(stage), ("stage_motors", None))
-    _md[motors_key] = stage_motors(stage)
-    if positions_key:
-        _md[positions_key] = positions
-    if sample is not None:
-        _md["sample"] = sample
+    motors_key, positions_key = MOUNT_KEYS.get(mount_kind(stage), (STAGE_MOTORS, None))
+    keys = {**described_metadata(beamline, list(detectors), stage), motors_key: stage_motors(stage),
+            **({positions_key: positions} if positions_key else {}), **({SAMPLE: sample} if sample is not None else {})}
+    _md = run_start(purpose, detectors=[d.name for d in detectors], motors=[data_key(m) for m in motors],
+                    num_points=num * len(positions), num_intervals=num * len(positions) - 1,
+                    plan_name="multi_position_count",
+                    plan_args={"detectors": [repr(d) for d in detectors], "stage": repr(stage),
+                               "positions": positions, "num": num},
+                    dark_frames=shutter is not None,
+                    hints={"dimensions": [([data_key(m) for m in motors], PRIMARY_STREAM)]} if motors else {}, **keys)
 
     def exposures():
         for position in positions:
@@ -260,6 +259,6 @@ def counting_run(detectors: Sequence[Any], exposures, run_md: dict, *, shutter=N
         yield from bpp.stage_wrapper(exposures, list(detectors))
 
     if energy is not None:
-        run_md["energy_keV"] = float((yield from bps.rd(energy)))
+        run_md[ENERGY_KEV] = float((yield from bps.rd(energy)))
     run_md.update(md or {})
     return (yield from body())

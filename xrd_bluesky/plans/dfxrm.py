@@ -15,11 +15,11 @@ import bluesky.plans as bp
 import bluesky.preprocessors as bpp
 
 from ..errors import PlausibilityWarning
+from ..schema.start import DFXRM_ALIGNMENT, run_start
 from ..science.dfxrm.cif_structure import CrystalStructure, read_cif
 from ..science.dfxrm.orientation import Facet, Mounting, orient, rocking_sensitivity
 from ..science.dfxrm.reflection_table import Instrument, reflection_table
 
-PURPOSE = "dfxrm_alignment"
 _DEFAULT_MOUNTING = Mounting()
 
 
@@ -73,29 +73,27 @@ def dfxrm_align(goniometer, crystal: CrystalStructure | str | Path, hkl: Sequenc
     angles, reflection = solution.angles, solution.reflection
     sensitivity = rocking_sensitivity(solution.ub, hkl, angles)
     motors = [goniometer.omega, goniometer.chi, goniometer.phi]
-    _md = {
-        "purpose": PURPOSE,
-        "detectors": [d.name for d in detectors],
-        "motors": [m.name for m in motors],
-        "num_points": 1,
-        "plan_name": "dfxrm_align",
-        "plan_args": {"goniometer": repr(goniometer), "crystal": structure.name, "hkl": list(hkl),
-                      "energy_keV": table.energy_keV, "up": str(up), "exit": str(exit),
-                      "instrument": asdict(instrument), "detectors": [repr(d) for d in detectors]},
-        "crystal": {"name": structure.name, "formula": structure.formula,
-                    "space_group": structure.space_group.xhm(), "cif": structure.source,
-                    "notices": list(structure.notices)},
-        "hkl": list(hkl),
-        "energy_keV": table.energy_keV,
-        "mounting": {"up": str(up), "exit": str(exit)},
-        "scattering_plane": instrument.scattering_plane,
-        "two_theta_deg": reflection.two_theta_deg,
-        "d_A": reflection.d_A,
-        "angles_deg": {"omega": angles.omega_deg, "chi": angles.chi_deg, "phi": angles.phi_deg},
-        "rocking_sensitivity": sensitivity,
-        "rocking_motor": getattr(goniometer, max(sensitivity, key=lambda axis: abs(sensitivity[axis]))).name,
-        **(md or {}),
-    }
+    _md = {**run_start(
+        DFXRM_ALIGNMENT,
+        detectors=[d.name for d in detectors],
+        motors=[m.name for m in motors],
+        num_points=1,
+        plan_name="dfxrm_align",
+        plan_args={"goniometer": repr(goniometer), "crystal": structure.name, "hkl": list(hkl),
+                   "energy_keV": table.energy_keV, "up": str(up), "exit": str(exit),
+                   "instrument": asdict(instrument), "detectors": [repr(d) for d in detectors]},
+        crystal={"name": structure.name, "formula": structure.formula, "space_group": structure.space_group.xhm(),
+                 "cif": structure.source, "notices": list(structure.notices)},
+        hkl=list(hkl),
+        energy_keV=table.energy_keV,
+        mounting={"up": str(up), "exit": str(exit)},
+        scattering_plane=instrument.scattering_plane,
+        two_theta_deg=reflection.two_theta_deg,
+        d_A=reflection.d_A,
+        angles_deg={"omega": angles.omega_deg, "chi": angles.chi_deg, "phi": angles.phi_deg},
+        rocking_sensitivity=sensitivity,
+        rocking_motor=getattr(goniometer, max(sensitivity, key=lambda axis: abs(sensitivity[axis]))).name,
+    ), **(md or {})}
 
     @bpp.run_decorator(md=_md)
     def body():
@@ -130,14 +128,9 @@ def rocking_scan(detectors: Sequence[Any], motor, center_deg: float, width_deg: 
         Extra metadata.
     """
     center, width = float(center_deg), float(width_deg)
-    _md = {
-        "purpose": PURPOSE,
-        "plan_name": "rocking_scan",
-        "plan_args": {"detectors": [repr(d) for d in detectors], "motor": repr(motor), "center_deg": center,
-                      "width_deg": width, "num": num},
-        "rocking_motor": motor.name,
-        "rocking_center_deg": center,
-        "rocking_width_deg": width,
-        **(md or {}),
-    }
+    _md = {**run_start(DFXRM_ALIGNMENT, plan_name="rocking_scan",
+                       plan_args={"detectors": [repr(d) for d in detectors], "motor": repr(motor),
+                                  "center_deg": center, "width_deg": width, "num": num},
+                       rocking_motor=motor.name, rocking_center_deg=center, rocking_width_deg=width),
+           **(md or {})}
     return (yield from bp.scan(list(detectors), motor, center - width / 2, center + width / 2, num, md=_md))

@@ -9,6 +9,7 @@ import bluesky.plan_stubs as bps
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator, plan
 
+from ..schema.start import GAIN_MAP, start_keys
 from ..science.detector_pixels import Beamstop
 from ..science.gain_map.method import check_shadows_disjoint
 from ..science.geometry import DetectorPositionModel, StagePosition
@@ -62,6 +63,6 @@ def gain_map_scan(detector: Readable, stage: Stage, positions: Sequence[Sequence
     return (yield from multi_position_count(
         [detector, *monitors], stage, positions, num=frames_per_position,
         shutter=shutter if darks else None, num_darks=frames_per_position, energy=energy, beamline=beamline,
-        sample=sample or {"name": "glass"}, purpose="gain_map",
-        md={"plan_name": "gain_map_scan", "exposure_s": exposure, "frames_per_position": frames_per_position,
+        sample=sample or {"name": "glass"}, purpose=GAIN_MAP,
+        md={**start_keys(plan_name="gain_map_scan", exposure_s=exposure, frames_per_position=frames_per_position),
             **(md or {})}))

@@ -7,6 +7,7 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 
+from ..schema.start import MEASUREMENT, POSITIONS_MM, PRIMARY_STREAM, SAMPLE, STAGE_MOTORS, run_start
 from .counting import counting_run, stage_motors
 
 #: Integration defaults of a strain series: fine radial bins for the fits, a cake of 36
@@ -58,25 +59,15 @@ def strain_series(detectors: Sequence[Any], strain, strains: Sequence[float], *,
     """
     strains = [float(s) for s in strains]
     readback = [strain] + ([stage.x, stage.y, stage.distance] if stage is not None else [])
-    _md = {
-        "purpose": "measurement",
-        "detectors": [d.name for d in detectors],
-        "motors": [strain.name],
-        "num_points": num * len(strains),
-        "num_intervals": num * len(strains) - 1,
-        "plan_name": "strain_series",
-        "plan_args": {"detectors": [repr(d) for d in detectors], "strain": repr(strain), "strains": strains,
-                      "num": num},
-        "peaks": peaks,
-        "integration": integration or STRAIN_INTEGRATION,
-        "dark_frames": shutter is not None,
-        "hints": {"dimensions": [([strain.name], "primary")]},
-    }
-    if stage is not None:
-        _md["stage_motors"] = stage_motors(stage)
-        _md["positions_mm"] = [[float(m.position) for m in readback[1:]]]
-    if sample is not None:
-        _md["sample"] = sample
+    mount = {} if stage is None else {STAGE_MOTORS: stage_motors(stage),
+                                      POSITIONS_MM: [[float(m.position) for m in readback[1:]]]}
+    _md = run_start(MEASUREMENT, detectors=[d.name for d in detectors], motors=[strain.name],
+                    num_points=num * len(strains), num_intervals=num * len(strains) - 1, plan_name="strain_series",
+                    plan_args={"detectors": [repr(d) for d in detectors], "strain": repr(strain), "strains": strains,
+                               "num": num},
+                    peaks=peaks, integration=integration or STRAIN_INTEGRATION, dark_frames=shutter is not None,
+                    hints={"dimensions": [([strain.name], PRIMARY_STREAM)]}, **mount,
+                    **({SAMPLE: sample} if sample is not None else {}))
 
     def steps():
         for value in strains:

@@ -96,7 +96,7 @@ class InstrumentSettings:
                 "air_transmission": self.air_transmission, "dark": self.dark}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "InstrumentSettings":
+    def from_dict(cls, data: Mapping) -> InstrumentSettings:
         """Rebuild recorded settings (:meth:`as_dict`), reading the mask file again;
         frames are then read wherever the documents say (a replay's own storage).
 
@@ -120,6 +120,23 @@ class InstrumentSettings:
                    polarization_factor=data.get("polarization_factor"),
                    flux_calibration=None if flux is None else FluxCalibration(**flux),
                    air_transmission=data.get("air_transmission", AIR_TRANSMISSION), dark=data.get("dark", "if_present"))
+
+    @classmethod
+    def recorded(cls, parameters: Mapping) -> InstrumentSettings:
+        """The settings an analysis recorded in its derived run's ``parameters``
+        (``instrument``, :meth:`as_dict`); older records: their beamstop, flux
+        calibration and polarization factor, the rest at its defaults.
+
+        Raises
+        ------
+        MissingMetadataError
+            The recorded mask file is gone or unreadable.
+        """
+        if "instrument" in parameters:
+            return cls.from_dict(parameters["instrument"])
+        legacy = {"beamstop": parameters.get("beamstop"), "flux_calibration": parameters.get("flux_calibration"),
+                  "polarization_factor": parameters.get("polarization_factor", 0.99)}
+        return cls.from_dict({k: v for k, v in legacy.items() if v is not None})
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ class Beamstop:
     arm_azimuth_deg: float = 0.0
     distance_mm: float = 150.0
 
-    def shadow(self, pixels: "PixelGeometry", margin_mm: float = 0.0) -> np.ndarray:
+    def shadow(self, pixels: PixelGeometry, margin_mm: float = 0.0) -> np.ndarray:
         """Boolean image, True where the beamstop (grown by ``margin_mm``, mm) shadows."""
         r = self.distance_mm * np.tan(pixels.two_theta)
         dchi = pixels.chi - math.radians(self.arm_azimuth_deg)

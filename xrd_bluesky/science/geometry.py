@@ -109,7 +109,7 @@ class Poni:
         return path
 
     @classmethod
-    def read(cls, path: str | Path) -> "Poni":
+    def read(cls, path: str | Path) -> Poni:
         """Read a pyFAI PONI file; the detector is stored by its pyFAI name.
 
         Raises
@@ -137,7 +137,7 @@ class Poni:
     @classmethod
     def from_fit2d(cls, direct_distance_mm: float, centre_x_px: float, centre_y_px: float, *,
                    tilt_deg: float = 0.0, tilt_plane_deg: float = 0.0, wavelength: float,
-                   detector: str, detector_config: str = "") -> "Poni":
+                   detector: str, detector_config: str = "") -> Poni:
         """Build from Fit2D-style parameters: direct-beam distance (mm), beam centre
         (column x, row y, pixels), tilt and tilt-plane rotation (deg), wavelength (m)."""
         from pyFAI.geometry import Geometry
@@ -152,7 +152,7 @@ class Poni:
         return self.integrator().getFit2D()
 
     @classmethod
-    def from_integrator(cls, ai, source: str = "pyFAI geometry") -> "Poni":
+    def from_integrator(cls, ai, source: str = "pyFAI geometry") -> Poni:
         """Build from a pyFAI geometry object (``Geometry`` or ``AzimuthalIntegrator``).
 
         Raises
@@ -176,7 +176,7 @@ class Poni:
         """The pyFAI detector of this geometry."""
         return detector_model(self.detector, self.detector_config)
 
-    def with_detector(self, name: str | None = None, shape: tuple[int, int] | None = None) -> "Poni":
+    def with_detector(self, name: str | None = None, shape: tuple[int, int] | None = None) -> Poni:
         """This geometry on the pyFAI detector model ``name`` (whose pixel sizes must be
         this geometry's), or with the detector shape ``shape`` (rows, columns) given to a
         detector that declares none (version-1 PONIs, Dioptas' generic detector).
@@ -350,7 +350,7 @@ class DetectorPositionModel:
             dist=ref.dist + (position.distance - pos0.distance) * 1e-3,
         )
 
-    def with_wavelength(self, wavelength_m: float) -> "DetectorPositionModel":
+    def with_wavelength(self, wavelength_m: float) -> DetectorPositionModel:
         """The same model at another wavelength (m)."""
         return replace(self, reference=replace(self.reference, wavelength=wavelength_m))
 
@@ -359,5 +359,5 @@ class DetectorPositionModel:
                 "reference_position": self.reference_position.as_dict()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DetectorPositionModel":
+    def from_dict(cls, data: dict) -> DetectorPositionModel:
         return cls(Poni(**data["reference"]), StagePosition(**data["reference_position"]))

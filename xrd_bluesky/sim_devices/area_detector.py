@@ -7,9 +7,9 @@ import functools
 import os
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import h5py
 import hdf5plugin

@@ -27,7 +27,8 @@ from ..science.geometry import (
 )
 from ..science.reduction.monitors import FluxCalibration
 from ..science.sim.image_formation import DetectorResponse, expected_photons
-from ..science.sim.samples import Sample, default_library
+from ..science.sim.library import default_library
+from ..science.sim.samples import Sample
 from ..science.sim.single_crystal import SingleCrystalSample
 from ..science.units import wavelength_m
 from .area_detector import SimAreaDetector
@@ -71,7 +72,7 @@ def arm_geometry(detector: str = "Pilatus300kw") -> ArmModel:
     return ArmModel(poni, plane="vertical", offset_deg=0.25, scale=1.0008)
 
 
-def arm_config(**changes) -> "BeamlineConfig":
+def arm_config(**changes) -> BeamlineConfig:
     """The simulated beamline with its detector (a Pilatus 300K-W) on a vertical 2theta
     arm and no beamstop in front of it (the arm leaves the direct beam), described by
     ``simulated_arm.toml``; ``changes`` override other settings."""
@@ -192,7 +193,7 @@ def make_beamline(config: BeamlineConfig | None = None, *, data_dir: str | Path,
     data_dir : path
         Where the detector writes its HDF5 files.
     library : dict, optional
-        Samples by name (default: :func:`~xrd_bluesky.science.sim.samples.default_library`).
+        Samples by name (default: :func:`~xrd_bluesky.science.sim.library.default_library`).
     """
     config = config or BeamlineConfig()
     seeds = np.random.SeedSequence(config.seed).spawn(4)

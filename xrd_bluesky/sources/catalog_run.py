@@ -82,7 +82,8 @@ def run_documents(run, where: str = "the catalog", frames: str = "auto") -> Iter
     documents: list[Pending] = []
     for stream_name in run:
         documents.extend(_stream_documents(run[stream_name], stream_name, start["uid"], frames))
-    documents.sort(key=lambda d: (d[1].get("time", float("inf")), {"stream_resource": 0, "stream_datum": 1}.get(d[0], 2)))
+    order = {"stream_resource": 0, "stream_datum": 1}
+    documents.sort(key=lambda d: (d[1].get("time", float("inf")), order.get(d[0], 2)))
     stop = run.metadata.get("stop")
     return _emitted(dict(start), documents, dict(stop) if isinstance(stop, Mapping) and stop else None)
 

@@ -1,7 +1,8 @@
 """The inputs of the file commands (``integrate``, ``calibrate``, ``gain-map``): a PONI
 made to declare its detector's shape, and the dark, gain and mask images that go with
-the frames, each read with :mod:`.image_files` and checked against the detector and for
-plausibility (:mod:`xrd_bluesky.science.reduction.input_checks`)."""
+the frames, each read with :func:`xrd_bluesky.frames.reader.read_image` and checked
+against the detector and for plausibility
+(:mod:`xrd_bluesky.science.reduction.input_checks`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GeometryError, ShapeMismatchError
+from ..frames.reader import ImageFile, read_image
 from ..science.geometry import Poni
 from ..science.reduction.input_checks import (
     check_dark,
@@ -20,7 +22,6 @@ from ..science.reduction.input_checks import (
     default_max_count,
 )
 from ..science.reduction.integration import check_frame_shape
-from .image_files import ImageFile, read_image
 
 
 def read_geometry(path: str | Path, *, detector: str | None = None, shape: tuple[int, int] | None = None) -> Poni:

@@ -227,7 +227,8 @@ def _image_key(shape: list[int], frame: np.ndarray) -> dict:
 def _data_keys(run: FileRun, shape: list[int], frame: np.ndarray, indexed: bool) -> dict:
     keys = {IMAGE_KEY: _image_key(shape, frame)}
     if run.has_monitors:
-        keys.update({key: {"dtype": "number", "shape": [], "source": "file", "units": "counts"} for key in MONITOR_KEYS})
+        keys.update({key: {"dtype": "number", "shape": [], "source": "file", "units": "counts"}
+                     for key in MONITOR_KEYS})
     if indexed:
         keys[INDEX_KEY] = {"dtype": "integer", "shape": [], "source": "file", "units": "index"}
     return keys

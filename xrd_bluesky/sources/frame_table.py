@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 
 from ..errors import MissingMetadataError, MonitorError, UsageError
-from .image_files import require_file
+from ..frames.reader import require_file
 from .positions_csv import FILE_COLUMN
 
 

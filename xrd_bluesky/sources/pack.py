@@ -39,8 +39,8 @@ import yaml
 from event_model import unpack_datum_page, unpack_event_page
 
 from ..errors import CorruptFrameError, FrameSourceError, MissingMetadataError
-from ..schema.documents import check_uid, document_field
 from ..frames.hdf5 import open_hdf5
+from ..schema.documents import check_uid, document_field
 
 #: Document format per catalog driver a pack's ``catalog.yml`` names.
 FORMATS = {"bluesky-msgpack-catalog": "msgpack", "bluesky-jsonl-catalog": "jsonl"}

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import MissingMetadataError, UsageError
-from .image_files import require_file
+from ..frames.reader import require_file
 
 #: Name of the column of frame files.
 FILE_COLUMN = "file"

@@ -14,28 +14,22 @@ The client (:func:`bulk_write_url`, :func:`post_run`) asks once whether the serv
 offers the endpoint; a stock Tiled server does not (404), and the caller falls back to
 writing the run node by node.
 
-This module is the one place of the package that reaches into Tiled and
-bluesky-tiled-plugins beyond their public APIs, each checked against the release
-(failing loudly on another one): the in-process client replaces the ``http_client``
-that a :class:`tiled.client.context.Context` makes by one whose transport calls the app
-on the server's event loop (:func:`_check_tiled_release`), and
-:func:`whole_run_writer` extends bluesky-tiled-plugins' private run writer.
+The in-process client (a Tiled context whose transport calls the app on the server's
+event loop) and the writer of whole runs reach into Tiled and bluesky-tiled-plugins
+beyond their public APIs through :mod:`xrd_bluesky.compat.tiled` and
+:mod:`xrd_bluesky.compat.bluesky_tiled_plugins`, which check the installed releases.
 """
 
-from importlib.metadata import version
-
 import httpx
-from bluesky_tiled_plugins import TiledWriter
-from bluesky_tiled_plugins.writing import tiled_writer as _plugin_writer
 
+from ..compat.bluesky_tiled_plugins import WholeRunTiledWriter
+from ..compat.tiled import context_with_transport
 from ..errors import XRDBlueskyError
 
 #: The endpoint, under ``/api/v1``: GET answers what it is, POST ``<route>/<container path>`` writes a run.
 ROUTE = "/xrd-bluesky/bulk-write"
 #: The protocol the endpoint speaks (its GET answers it); a client speaking another one falls back.
 PROTOCOL = "xrd-bluesky-bulk-write/1"
-#: Tiled releases whose client :func:`_in_process_context` builds on.
-_HOOKED_TILED_RELEASES = ("0.2.",)
 #: The in-process client's root URI (never resolved: its transport calls the app).
 _IN_PROCESS_URI = "http://xrd-bluesky-in-process/api/v1"
 
@@ -47,51 +41,18 @@ class BulkWriteError(XRDBlueskyError):
 # -- the writer of whole runs (both sides) ------------------------------------------
 #: Events per write of a run written whole (all of them at its stop).
 WHOLE_RUN_BATCH_SIZE = 2**62
-#: bluesky-tiled-plugins releases whose private run writer :func:`whole_run_writer` extends.
-_HOOKED_PLUGIN_RELEASES = ("2.0.",)
 
 
-def whole_run_writer(container) -> TiledWriter:
+def whole_run_writer(container) -> WholeRunTiledWriter:
     """The writer of runs written whole, at their stop (derived runs): as
     :func:`.writer.tiled_writer` with every event of a stream in one write, the same
     nodes and content, but the run's stream tree is closed (for Tiled's live
     subscribers) by one request, the run's, not by one per stream, table and array,
-    since none of them was written before the run's end. The client uses it for a stock
-    Tiled server, the bulk write endpoint inside the server.
-
-    This is the one private hook of the package into bluesky-tiled-plugins (its
-    ``_RunWriter``, ``TiledWriter._factory``): it is checked against the release.
-
-    Raises
-    ------
-    RuntimeError
-        The installed bluesky-tiled-plugins is not a release this hook was written for.
+    since none of them was written before the run's end (see
+    :class:`~xrd_bluesky.compat.bluesky_tiled_plugins.WholeRunTiledWriter`). The client
+    uses it for a stock Tiled server, the bulk write endpoint inside the server.
     """
-    release = version("bluesky-tiled-plugins")
-    if not release.startswith(_HOOKED_PLUGIN_RELEASES):
-        raise RuntimeError(f"xrd_bluesky.store.bulk_write.whole_run_writer extends bluesky-tiled-plugins "
-                           f"{' or '.join(_HOOKED_PLUGIN_RELEASES)}x, not the installed {release}: check its "
-                           "_RunWriter and TiledWriter._factory and update the hook")
-    return _WholeRunTiledWriter(container, batch_size=WHOLE_RUN_BATCH_SIZE, max_array_size=0)
-
-
-class _WholeRunWriter(_plugin_writer._RunWriter):
-    """bluesky-tiled-plugins' writer of one run, closing only the run's node at its stop."""
-
-    def _close_stream_tree(self) -> None:
-        if self.root_node is not None:
-            self.root_node.close_stream()
-
-
-class _WholeRunTiledWriter(TiledWriter):
-    """``TiledWriter`` writing each run with :class:`_WholeRunWriter` (normalized as
-    ``TiledWriter`` does; no backups: the spool keeps the run)."""
-
-    def _factory(self, name, doc):
-        run_writer = _WholeRunWriter(self.client, batch_size=self._batch_size, max_array_size=self._max_array_size)
-        normalizer = self._normalizer(patches=self.patches, spec_to_mimetype=self.spec_to_mimetype)
-        normalizer.subscribe(run_writer)
-        return [normalizer], []
+    return WholeRunTiledWriter(container, batch_size=WHOLE_RUN_BATCH_SIZE, max_array_size=0)
 
 
 # -- the client's side -------------------------------------------------------------
@@ -147,7 +108,6 @@ def bulk_write_router():
     from fastapi import APIRouter, HTTPException, Request, Security
     from tiled.server.authentication import check_scopes
 
-    _check_tiled_release()
     router = APIRouter()
 
     @router.get(ROUTE)
@@ -206,37 +166,11 @@ def write_documents(context, path: str, documents: list[tuple[str, dict]]) -> No
         writer(name, doc)
 
 
-def _check_tiled_release() -> None:
-    release = version("tiled")
-    if not release.startswith(_HOOKED_TILED_RELEASES):
-        raise RuntimeError(f"xrd_bluesky.store.bulk_write builds on Tiled {' or '.join(_HOOKED_TILED_RELEASES)}x "
-                           f"(its client Context's http_client), not the installed {release}: check and update it")
-
-
 def _in_process_context(app, loop, authorization: str):
     """A Tiled client context whose requests go to ``app`` in this process, on its event
     ``loop`` (to be used from another thread), with the caller's credentials."""
-    from tiled.client.context import Context
-    from tiled.client.transport import Transport
-
-    transport = Transport(transport=_AppTransport(app, loop))  # Tiled's: its responses decode msgpack
-
-    class InProcessContext(Context):
-        """Tiled's context, its HTTP client (made in ``__init__``, which already asks
-        the server) replaced by one with the in-process transport as it is set."""
-
-        @property
-        def http_client(self) -> httpx.Client:
-            return self.__dict__["http_client"]
-
-        @http_client.setter
-        def http_client(self, client: httpx.Client) -> None:
-            client.close()
-            self.__dict__["http_client"] = httpx.Client(transport=transport, headers=client.headers,
-                                                        follow_redirects=True, timeout=client.timeout)
-
     # no compression and no TLS (nothing crosses a network): no CPU spent on either
-    context = InProcessContext(_IN_PROCESS_URI, headers={"accept-encoding": "identity"}, verify=False)
+    context = context_with_transport(_IN_PROCESS_URI, _AppTransport(app, loop), headers={"accept-encoding": "identity"})
     context.http_client.headers["authorization"] = authorization
     return context
 

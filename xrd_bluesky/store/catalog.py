@@ -165,7 +165,7 @@ class Catalog:
     def processed(self):
         return self.client["processed"]
 
-    def online(self) -> "Catalog":
+    def online(self) -> Catalog:
         """This catalog, after checking that its server answers.
 
         Raises
@@ -188,7 +188,7 @@ class Catalog:
 _registered = False
 
 
-def _register_document_exporter() -> None:
+def register_document_exporter() -> None:
     """Let the server export runs as Bluesky documents (``run.documents()``, replay).
 
     Must happen before the server's app is built.
@@ -248,6 +248,23 @@ def _wait_for_answer(uri: str, timeout_s: float = OPEN_TIMEOUT_S) -> None:
                                   "and the URI right?")
 
 
+def directory_storage(directory: str | Path) -> tuple[str, list[str]]:
+    """Where Tiled keeps a catalog in the data directory ``directory``, as
+    :class:`tiled.server.SimpleTiledServer` lays it out (the embedded catalog; a served
+    one without a database of its own).
+
+    Returns
+    -------
+    catalog : str
+        The catalog database: ``<directory>/tiled/catalog.db`` (SQLite).
+    writable : list of str
+        Tiled's writable storage: the array directory ``<directory>/tiled/data``, then
+        the table storage URI, DuckDB in ``<directory>/tiled/storage.duckdb``.
+    """
+    storage = Path(directory).resolve() / "tiled"
+    return str(storage / "catalog.db"), [str(storage / "data"), f"duckdb:///{storage / 'storage.duckdb'}"]
+
+
 #: API key of every embedded server of this process. Tiled's authentication settings are
 #: process-wide: a second embedded server with a key of its own made the first refuse
 #: its clients (401 "Invalid API key"); one key for all keeps them all usable.
@@ -286,15 +303,13 @@ def open_catalog(uri: str | None = None, *, directory: str | Path | None = None,
 
     from tiled.server import SimpleTiledServer
 
-    from .server import storage_of  # it imports this module
-
-    _register_document_exporter()
+    register_document_exporter()
     frames = directory / "frames"
     frames.mkdir(parents=True, exist_ok=True)
     server = SimpleTiledServer(directory / "tiled", readable_storage=[frames, *(Path(r) for r in storage_roots)],
                                api_key=_EMBEDDED_API_KEY)
     try:
-        _, (_, tables) = storage_of(directory)  # the layout SimpleTiledServer uses
+        _, (_, tables) = directory_storage(directory)
         serialize_table_store(tables)
         client = from_uri(server.uri)
         _ensure_containers(client)

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 
 from ..errors import UsageError, XRDBlueskyError
 from .catalog import open_catalog
-from .parallel_replay import RunReplay, checked_stored, replay_one, replay_writer
+from .replay_jobs import RunReplay, checked_stored, replay_one, replay_writer
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def replay_task(catalog_uri: str, uid: str, *, calibration_uid: str | None, gain
     return outcome.as_dict()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _catalog(uri: str, directory: str | None):
     """The catalog at ``uri``, opened once per worker process."""
     return open_catalog(uri, directory=directory)

@@ -77,13 +77,13 @@ def reset_index(processed) -> None:
         _INDEXES.pop(processed.uri, None)
 
 
-def _index_of(processed) -> "LiveRunIndex":
+def _index_of(processed) -> LiveRunIndex:
     """The index of the ``processed`` container at ``processed.uri`` (made on first use)."""
     with _INDEXES_LOCK:
         return _INDEXES.setdefault(processed.uri, LiveRunIndex())
 
 
-_INDEXES: dict[str, "LiveRunIndex"] = {}
+_INDEXES: dict[str, LiveRunIndex] = {}
 _INDEXES_LOCK = threading.Lock()
 
 

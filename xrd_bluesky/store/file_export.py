@@ -31,7 +31,8 @@ of the integration they come from.
 A sink is optional: whatever goes wrong with a run's files (a full disk, a directory
 made read-only) is logged with its traceback and recorded in
 :attr:`FileExporter.failures`; the run's other documents are then ignored, the other
-runs go on, and no exception reaches the caller, so a live scan never stops for it.
+runs go on, and no exception reaches the caller, so a live scan never stops for it
+(:func:`~xrd_bluesky.isolation.isolated`, whose debug switch lets it through).
 :meth:`FileExporter.check` raises the failures as an :class:`OutputError` for a command
 that must say so. An unwritable ``DIR`` is refused when the exporter is made.
 """
@@ -51,6 +52,7 @@ import numpy as np
 from event_model import DocumentRouter, RunRouter
 
 from ..errors import OutputError
+from ..isolation import isolated
 from ..outputs import check_writable, verify_written
 from ..paths import safe_child
 from ..science.calibration.position_models import (
@@ -182,13 +184,16 @@ class FileExporter(RunRouter):
         self._starts: OrderedDict[str, dict] = OrderedDict()
         super().__init__([self._factory])
 
+    def _not_exported(self, name: str, doc: dict, validate: bool = False, *, exc: Exception):
+        """The reaction to a failure (e.g. a start document without what a header needs; see
+        :func:`~xrd_bluesky.isolation.isolated`): logged and recorded in :attr:`failures`."""
+        logger.exception("%s document %s not exported", name, doc.get("uid"))
+        self.failures.append(f"{name} document {doc.get('uid')}: {type(exc).__name__}: {exc}")
+        return name, doc
+
+    @isolated(_not_exported)
     def __call__(self, name: str, doc: dict, validate: bool = False):
-        try:
-            return super().__call__(name, doc, validate)
-        except Exception as exc:  # e.g. a start document without what a header needs: never to the caller
-            logger.exception("%s document %s not exported", name, doc.get("uid"))
-            self.failures.append(f"{name} document {doc.get('uid')}: {type(exc).__name__}: {exc}")
-            return name, doc
+        return super().__call__(name, doc, validate)
 
     def _factory(self, name: str, start: dict) -> tuple[list, list]:
         self._starts[start["uid"]] = {k: start[k] for k in (*INHERITED_KEYS, "parent_uids") if k in start}
@@ -228,18 +233,21 @@ class RunFiles(DocumentRouter):
         self._folder: Path | None = None
         self._failed = False
 
+    def _not_written(self, name: str, doc: dict, validate: bool = False, *, exc: Exception):
+        """The reaction to a failure (see :func:`~xrd_bluesky.isolation.isolated`): logged,
+        recorded in the exporter's ``failures``, and the run's later documents ignored."""
+        self._failed = True
+        uid = self.start_doc["uid"]
+        logger.exception("derived run %s: its files in %s could not be written", uid, self.exporter.directory)
+        self.exporter.failures.append(f"derived run {uid} ({self.start_doc.get('analysis')}): "
+                                      f"{type(exc).__name__}: {exc}")
+        return name, doc
+
+    @isolated(_not_written)
     def __call__(self, name: str, doc: dict, validate: bool = False):
         if self._failed:
             return name, doc
-        try:
-            return super().__call__(name, doc, validate)
-        except Exception as exc:  # a sink must never stop the scan or the other runs
-            self._failed = True
-            uid = self.start_doc["uid"]
-            logger.exception("derived run %s: its files in %s could not be written", uid, self.exporter.directory)
-            self.exporter.failures.append(f"derived run {uid} ({self.start_doc.get('analysis')}): "
-                                          f"{type(exc).__name__}: {exc}")
-            return name, doc
+        return super().__call__(name, doc, validate)
 
     def descriptor(self, doc):
         self.descriptors[doc["uid"]] = doc

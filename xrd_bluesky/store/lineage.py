@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from tiled.queries import KeyPresent
 
-from ..errors import MissingMetadataError
+from ..errors import RunNotFoundError
 from .catalog import find_run
 
 #: Start-document keys that name the runs an analysis used.
@@ -33,7 +33,7 @@ class LineageNode:
     uid: str
     container: str
     kind: str
-    inputs: dict[str, list["LineageNode"]] = field(default_factory=dict)
+    inputs: dict[str, list[LineageNode]] = field(default_factory=dict)
 
     def raw_uids(self) -> set[str]:
         """Uids of every raw run this run depends on."""
@@ -72,7 +72,7 @@ def _node(catalog, uid: str, what: str) -> LineageNode:
         run = find_run(getattr(catalog, container), uid, what)
         if run is not None:
             return _described(catalog, run.start, container)
-    raise MissingMetadataError(f"run {uid} is in neither the raw nor the processed catalog")
+    raise RunNotFoundError(f"run {uid} is in neither the raw nor the processed catalog")
 
 
 def _described(catalog, start: dict, container: str) -> LineageNode:

@@ -10,10 +10,11 @@ become the current calibration or gain map nor a reference
 (:func:`~xrd_bluesky.store.lineage.live_runs`).
 
 By default a replay uses what the live analysis of the run used, as its derived start
-document records it: the geometry (model, label, calibration uid), the gain map, the
-beamstop, the radial and cake bins, the flux calibration and, for a calibration run,
-the nominal geometry and settings; background, standard, dark and d0 reference runs
-are looked up as live. ``calibration_uid`` / ``gain_map_uid`` name another
+document records it (its parameters: :mod:`xrd_bluesky.schema`): the geometry (model,
+label, calibration uid), the gain map, the instrument (beamstop, mask, polarization
+factor, flux calibration...), the radial and cake bins, the beamstop margin and, for a
+calibration run, the nominal geometry and settings; background, standard, dark and d0
+reference runs are looked up as live. ``calibration_uid`` / ``gain_map_uid`` name another
 calibration or gain map (derived runs in ``catalog.processed``).
 """
 
@@ -23,6 +24,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as replaced
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +34,12 @@ from ..callbacks import AnalysisRouter
 from ..callbacks.derived import Emit
 from ..errors import AmbiguousInputError, MissingMetadataError, XRDBlueskyError
 from ..schema import InstrumentSettings, RunSetup
+from ..schema.calibration import CalibrationParameters
+from ..schema.gain_map import GainMapParameters
+from ..schema.integration import IntegrationParameters
+from ..schema.start import ANALYSIS_OF_PURPOSE, DETECTOR_NAME, IMAGE_KEY, MONITORS, PURPOSE
 from ..science.calibration.geometry_source import GeometrySource
 from ..science.calibration.position_models import position_model_from_dict
-from ..science.calibration.refinement import CalibrationSettings
 from ..sources.catalog_run import run_documents
 from .calibrations import geometry_from_calibration
 from .catalog import find_run
@@ -45,8 +50,9 @@ from .writer import processed_writer
 
 logger = logging.getLogger(__name__)
 
-#: The analysis the router runs on a raw run of each ``purpose``.
-ANALYSIS_OF_PURPOSE = {"calibration": "calibration", "gain_map": "gain_map", "measurement": "integration"}
+#: The parameters each replayed analysis records.
+PARAMETERS = {"calibration": CalibrationParameters, "gain_map": GainMapParameters,
+              "integration": IntegrationParameters}
 #: Start-document key of a derived run made from a run of another catalog: where that run is.
 RAW_SOURCE_KEY = "raw_source"
 
@@ -239,6 +245,13 @@ class _Inputs:
     def uid(self) -> str:
         return self.start["uid"]
 
+    @cached_property
+    def parameters(self) -> CalibrationParameters | GainMapParameters | IntegrationParameters | None:
+        """The live analysis's parameters, as recorded (None: no live analysis, or one
+        that recorded none, refused at its start)."""
+        recorded = self.recorded.get("parameters")
+        return PARAMETERS[self.analysis].from_dict(recorded) if recorded else None
+
 
 class _Made:
     """Passes the replay's documents on to ``emit`` and keeps its start and stop documents."""
@@ -278,7 +291,7 @@ def _run(container, uid: str, what: str, derived=None, where: str = "the catalog
 
 def _analysis(start: dict, calibration_uid: str | None, gain_map_uid: str | None) -> str:
     """The analysis a raw run is replayed through, after checking the overrides apply."""
-    uid, purpose = start["uid"], start.get("purpose")
+    uid, purpose = start["uid"], start.get(PURPOSE)
     analysis = ANALYSIS_OF_PURPOSE.get(purpose)
     if analysis is None:
         raise MissingMetadataError(f"run {uid} has purpose {purpose!r}: nothing to replay "
@@ -303,16 +316,15 @@ def _router(inputs: _Inputs, emit: Emit, calibration_uid: str | None, gain_map_u
             export_dir: str | Path | None) -> AnalysisRouter:
     """The live router, set up with what the live analysis recorded (its derived start
     document; empty if there was none), what the user gave and the overrides."""
-    processed, parameters = inputs.catalog.processed, inputs.recorded.get("parameters", {})
+    processed, recorded = inputs.catalog.processed, inputs.parameters
     options: dict = {}
-    if "npt" in parameters:
-        options["npt"] = int(parameters["npt"])
-    if parameters.get("cake"):
-        options["cake"] = tuple(parameters["cake"])
+    if isinstance(recorded, IntegrationParameters):
+        options.update(npt=recorded.npt, cake=recorded.cake, beamstop_margin_mm=recorded.beamstop_margin_mm)
+    elif isinstance(recorded, CalibrationParameters):
+        options["calibration_settings"] = recorded.settings
+    elif isinstance(recorded, GainMapParameters):
+        options["gain_map_settings"] = recorded.settings
     setup = _setup(inputs)
-    if inputs.analysis == "calibration":
-        options["calibration_settings"] = CalibrationSettings(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in parameters.get("settings", {}).items()})
     geometry = None if inputs.analysis == "calibration" else _geometry(inputs, calibration_uid, setup)
     gain_uid = gain_map_uid or inputs.recorded.get("gain_map_uid")
     gain_map = None if gain_uid is None else gain_map_from_run(_run(processed, gain_uid, "gain map"))
@@ -342,20 +354,18 @@ def _setup(inputs: _Inputs) -> Callable[[Mapping], RunSetup]:
         A calibration run with neither a live calibration recording its nominal geometry
         nor a nominal geometry given (a PONI file or a beamline description).
     """
-    parameters, completion = inputs.recorded.get("parameters", {}), inputs.completion
+    recorded, completion = inputs.parameters, inputs.completion
     nominal = None
-    if "nominal" in parameters:
-        nominal = position_model_from_dict(parameters["nominal"])
+    if isinstance(recorded, CalibrationParameters):
+        nominal = recorded.nominal
     elif completion.geometry is not None:
         nominal = completion.geometry.model
 
     if inputs.recorded or completion.setup is None:
-        # a run of another catalog without a description has no flux calibration: no absolute scale
-        instrument = (_recorded_instrument(parameters) if inputs.recorded or inputs.source_label is None
-                      else InstrumentSettings(flux_calibration=None))
-        recorded = inputs.recorded
-        described = {**{key: parameters[key] for key in ("monitors", "image_key") if parameters.get(key)},
-                     **{key: recorded[key] for key in ("detector_name", "image_key") if recorded.get(key)}}
+        # nothing recorded (a run of another catalog, without a description): no flux calibration, no absolute scale
+        instrument = InstrumentSettings(flux_calibration=None) if recorded is None else recorded.instrument
+        described = {**_described(recorded),
+                     **{key: inputs.recorded[key] for key in (DETECTOR_NAME, IMAGE_KEY) if inputs.recorded.get(key)}}
 
         def setup(start: Mapping) -> RunSetup:
             return _with_mask(RunSetup({**described, **start}, instrument, nominal), completion)
@@ -377,14 +387,13 @@ def _with_mask(run: RunSetup, completion: RunCompletion) -> RunSetup:
     return replaced(run, instrument=replaced(run.instrument, mask=completion.mask, mask_file=completion.mask_file))
 
 
-def _recorded_instrument(parameters: dict) -> InstrumentSettings:
-    """The instrument settings a live analysis recorded (older records: their beamstop,
-    flux calibration and polarization factor, the rest at its defaults)."""
-    if "instrument" in parameters:
-        return InstrumentSettings.from_dict(parameters["instrument"])
-    legacy = {"beamstop": parameters.get("beamstop"), "flux_calibration": parameters.get("flux_calibration"),
-              "polarization_factor": parameters.get("polarization_factor", 0.99)}
-    return InstrumentSettings.from_dict({k: v for k, v in legacy.items() if v is not None})
+def _described(recorded: CalibrationParameters | GainMapParameters | IntegrationParameters | None) -> dict:
+    """The start-document keys the live analysis took from the beamline description
+    (its image key, and an integration's monitors), as it recorded them."""
+    if recorded is None:
+        return {}
+    keys = {IMAGE_KEY: recorded.image_key, MONITORS: getattr(recorded, "monitors", None)}
+    return {key: value for key, value in keys.items() if value}
 
 
 def _geometry(inputs: _Inputs, calibration_uid: str | None, setup: Callable[[Mapping], RunSetup]) -> GeometrySource:

@@ -21,9 +21,9 @@ import os
 import socket
 from pathlib import Path
 
-from ..errors import MissingMetadataError, UsageError
+from ..errors import CredentialsError, UsageError
 from .bulk_write import bulk_write_router
-from .catalog import _register_document_exporter
+from .catalog import directory_storage, register_document_exporter
 from .postgres import (
     PostgresError,
     check_database,
@@ -38,11 +38,17 @@ API_KEY_VARIABLE = "TILED_API_KEY"
 
 
 def api_key_from_environment() -> str:
-    """The server's API key, from ``TILED_API_KEY`` (never from files or arguments)."""
+    """The server's API key, from ``TILED_API_KEY`` (never from files or arguments).
+
+    Raises
+    ------
+    CredentialsError
+        ``TILED_API_KEY`` is not set (or empty).
+    """
     key = os.environ.get(API_KEY_VARIABLE, "")
     if not key:
-        raise MissingMetadataError(f"set {API_KEY_VARIABLE} to the API key the server must require; "
-                                   "a served catalog never runs without one")
+        raise CredentialsError(f"set {API_KEY_VARIABLE} to the API key the server must require; "
+                               "a served catalog never runs without one")
     return key
 
 
@@ -65,11 +71,11 @@ def storage_of(directory: str | Path, database: str | None = None) -> tuple[str,
     writable : list of str
         Tiled's writable storage: the array directory, then the table storage URI.
     """
-    storage = Path(directory).resolve() / "tiled"
+    catalog, (arrays, tables) = directory_storage(directory)
     if is_postgres_uri(database):
         uris = tiled_uris(database)
-        return uris.catalog, [str(storage / "data"), uris.tables]
-    return database or str(storage / "catalog.db"), [str(storage / "data"), f"duckdb:///{storage / 'storage.duckdb'}"]
+        return uris.catalog, [arrays, uris.tables]
+    return database or catalog, [arrays, tables]
 
 
 def build_app(directory: str | Path, *, database: str | None = None, api_key: str):
@@ -97,7 +103,7 @@ def build_app(directory: str | Path, *, database: str | None = None, api_key: st
     from tiled.config import Authentication, StreamingCacheConfig
     from tiled.server.app import build_app as tiled_app
 
-    _register_document_exporter()
+    register_document_exporter()
     catalog, writable = storage_of(directory, database)
     Path(writable[0]).mkdir(parents=True, exist_ok=True)
     frames = Path(directory).resolve() / "frames"
@@ -113,7 +119,8 @@ def build_app(directory: str | Path, *, database: str | None = None, api_key: st
     except DatabaseInitializationError as exc:
         if not is_postgres_uri(database):
             raise
-        raise PostgresError(f"cannot set up the Tiled catalog in {redact(database)}: {_final_error(str(exc))}") from None
+        raise PostgresError(f"cannot set up the Tiled catalog in {redact(database)}: "
+                            f"{_final_error(str(exc))}") from None
     if not is_postgres_uri(database):
         serialize_table_store(writable[1])
     return tiled_app(tree, authentication=Authentication(single_user_api_key=api_key),
@@ -135,7 +142,7 @@ def serve(directory: str | Path, *, database: str | None = None, host: str = "12
 
     Raises
     ------
-    MissingMetadataError
+    CredentialsError
         ``TILED_API_KEY`` is not set.
     UsageError
         ``port`` is not a TCP port, ``host`` is not an address of this machine, or the
@@ -193,61 +200,3 @@ def _bind_failure(exc: OSError) -> str:
                errno.EADDRNOTAVAIL: "the host is not an address of this machine: choose another --host",
                errno.EACCES: "ports below 1024 need privileges: choose another --port"}
     return reasons.get(exc.errno, str(exc))
-
-
-class ServerProcess:
-    """``xrd-bluesky serve`` in a child process on a free loopback port (tests,
-    benchmarks, a quick served catalog); a context manager that kills it on exit.
-
-    Parameters
-    ----------
-    directory : path
-        The data directory to serve.
-    api_key : str
-        Passed to the child as ``TILED_API_KEY``.
-    database : str, optional
-        Catalog database URI (default: SQLite in the directory); a PostgreSQL one
-        holds the tables too (see :func:`build_app`).
-    startup_timeout_s : float
-        Longest wait (s) for the server to answer.
-    """
-
-    def __init__(self, directory: str | Path, api_key: str, *, database: str | None = None,
-                 startup_timeout_s: float = 60.0):
-        import socket
-        import subprocess
-        import sys
-        import time
-
-        import httpx
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        command = [sys.executable, "-m", "xrd_bluesky.cli.main", "serve", "--directory", str(directory),
-                   "--port", str(self.port)] + (["--database", database] if database else [])
-        self.process = subprocess.Popen(command, env={**os.environ, API_KEY_VARIABLE: api_key})
-        self.uri = f"http://127.0.0.1:{self.port}/api/v1"
-        deadline = time.monotonic() + startup_timeout_s
-        while self.process.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        exited = self.process.poll()
-        self.kill()
-        shown = " ".join(redact(part) for part in command)
-        raise RuntimeError(f"`{shown}` exited with {exited} (its error is above)" if exited is not None
-                           else f"`{shown}` did not answer within {startup_timeout_s} s")
-
-    def kill(self) -> None:
-        """SIGKILL the server (as a crash would) and reap it."""
-        self.process.kill()
-        self.process.wait()
-
-    def __enter__(self) -> "ServerProcess":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.kill()

@@ -13,8 +13,8 @@ import base64
 import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -55,7 +55,8 @@ def encode(name: str, doc: dict) -> bytes:
 def decode(line: bytes) -> tuple[str, dict]:
     """``(name, doc)`` of one spool line; ValueError if it is not one."""
     record = json.loads(line, object_hook=_object_hook)
-    if not isinstance(record, dict) or not isinstance(record.get("name"), str) or not isinstance(record.get("doc"), dict):
+    if (not isinstance(record, dict) or not isinstance(record.get("name"), str)
+            or not isinstance(record.get("doc"), dict)):
         raise ValueError("not a {'name', 'doc'} record")
     return record["name"], record["doc"]
 

@@ -8,7 +8,8 @@ by two threads at once: a read of a run's events while another run is appended f
 process (a segfault, seen with ``xrd-bluesky replay --workers 2``). So every use of
 the connection here takes one lock, from ``connect()`` to ``close()``. Table reads and
 appends are short, so requests wait milliseconds for each other. PostgreSQL has a
-real pool and is left alone.
+real pool and is left alone. The pool is Tiled's private attribute, reached through
+:mod:`xrd_bluesky.compat.tiled`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import threading
 
 from tiled.storage import get_storage
 from tiled.utils import ensure_uri
+
+from ..compat.tiled import connection_pool, replace_connection_pool
 
 
 class _SerializedConnection:
@@ -35,7 +38,7 @@ class _SerializedConnection:
             finally:
                 self._lock.release()
 
-    def __enter__(self) -> "_SerializedConnection":
+    def __enter__(self) -> _SerializedConnection:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -68,6 +71,5 @@ def serialize_table_store(uri: str) -> None:
     """Make the server's table store ``uri`` (registered with Tiled when the catalog
     was built) take one connection user at a time, if it is DuckDB."""
     storage = get_storage(ensure_uri(uri))
-    if storage.dialect == "duckdb" and not isinstance(storage._connection_pool, _SerializedPool):
-        # Tiled caches the pool in the (frozen) storage's __dict__ and builds it on first use.
-        storage.__dict__["_connection_pool"] = _SerializedPool(storage._connection_pool)
+    if storage.dialect == "duckdb" and not isinstance(connection_pool(storage), _SerializedPool):
+        replace_connection_pool(storage, _SerializedPool(connection_pool(storage)))

@@ -44,15 +44,11 @@ from pyFAI.goniometer import GoniometerRefinement, SingleGeometry
 from scipy import ndimage
 from scipy.optimize import least_squares, minimize
 
+from ...compat.pyfai import control_points, disable_garbage_collection, set_control_points, two_theta_residuals
 from ...errors import CalibrationError, ShapeMismatchError
 from .position_models import ARM_PARAMETERS, PONI_PARAMETERS, ArmModel, ArmPosition
-from .refinement import (
-    RING_EXTRACTION_SEED,
-    CalibrationSettings,
-    calibrant,
-    detector_with_mask,
-    seeded_global_rng,
-)
+from .refinement import RING_EXTRACTION_SEED, calibrant, detector_with_mask, seeded_global_rng
+from .settings import CalibrationSettings
 
 #: Control points per degree of azimuth on each arc (an arc on a wide, narrow detector
 #: spans only tens of degrees of azimuth).
@@ -273,8 +269,8 @@ def coarse_align_arm(work: list[_Frame], guess: ArmModel, cal, calibrant_name: s
     free = slice(0, 4 if refine_scale else 3)
     for width in widths[1:]:
         start = u[free]
-        res = minimize(lambda v: score(np.concatenate([v, u[len(v):]]), width, order), start, method="Nelder-Mead",
-                       options={"xatol": 1e-4, "fatol": 1e-6,
+        res = minimize(lambda v, width=width: score(np.concatenate([v, u[len(v):]]), width, order), start,
+                       method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-6,
                                 "initial_simplex": np.vstack([start, start + steps[free, free]])})
         u[free] = res.x
     final = -score(u, widths[-1], order)
@@ -359,7 +355,7 @@ def _single_geometry(w: _Frame, cal, poni) -> SingleGeometry:
     if w.single is None:
         w.single = SingleGeometry(w.frame.label, w.frame.image.astype(np.float32), metadata=w.frame.position,
                                   calibrant=cal, detector=w.detector, geometry=poni.integrator())
-        w.single.geometry_refinement.auto_gc = False  # see refine_position
+        disable_garbage_collection(w.single)
     return w.single
 
 
@@ -396,7 +392,7 @@ def _refine(used: list[_Frame], model: ArmModel, cal, settings: CalibrationSetti
         fix.add(f"{along}_ref")
     for w in used:  # the frames' own single geometries (see _single_geometry), with their points
         w.single.pos_function = gonio.pos_function
-        w.single.geometry_refinement.data = w.points
+        set_control_points(w.single, w.points)
         gonio.single_geometries[w.frame.label] = w.single
     gonio.refine3(fix=sorted(fix), method="slsqp", verbose=False)
     model = _model_of(model, gonio.param)
@@ -406,7 +402,7 @@ def _refine(used: list[_Frame], model: ArmModel, cal, settings: CalibrationSetti
     spread = max(1.4826 * np.median(np.abs(everything - centre)), 1e-7)
     for w, res in zip(used, residuals):
         w.points = w.points[np.abs(res - centre) <= settings.outlier_cut * spread]
-        gonio.single_geometries[w.frame.label].geometry_refinement.data = w.points
+        set_control_points(gonio.single_geometries[w.frame.label], w.points)
     gonio.refine3(fix=sorted(fix), method="slsqp", verbose=False)
     _polish(gonio, fix, model)
     model = _model_of(model, gonio.param)
@@ -449,9 +445,8 @@ def _polish(gonio: GoniometerRefinement, fix: set[str], model: ArmModel) -> None
         out = []
         for single in gonio.single_geometries.values():
             geometry = gonio.trans_function(param, single.get_position())._asdict()
-            values = [geometry[name] for name in PONI_PARAMETERS] + [gonio.wavelength * 1e10]
-            data = single.geometry_refinement.data
-            out.append(single.geometry_refinement.residu1_wavelength(values, data[:, 0], data[:, 1], data[:, 2]))
+            out.append(two_theta_residuals(single, [geometry[name] for name in PONI_PARAMETERS], gonio.wavelength,
+                                           control_points(single)))
         return np.concatenate(out)
 
     result = least_squares(residuals, start, bounds=(low, high), x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12)

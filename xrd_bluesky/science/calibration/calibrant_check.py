@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyFAI.calibrant
@@ -38,9 +37,7 @@ from scipy.signal import find_peaks
 from ...errors import AmbiguousInputError, CalibrationError
 from ..geometry import Poni
 from ..units import energy_keV
-
-if TYPE_CHECKING:
-    from .refinement import CalibrationSettings
+from .settings import CalibrationSettings
 
 #: Calibrants a frame is compared with: the NIST powder standards (Si 640, LaB6 660,
 #: CeO2 674, alpha-Al2O3 676), the cubic or simple standards in common use at

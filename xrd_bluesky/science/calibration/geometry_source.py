@@ -26,7 +26,7 @@ class GeometrySource:
     follows_stage: bool = True
 
     @classmethod
-    def from_poni(cls, poni: Poni, label: str = "poni_file") -> "GeometrySource":
+    def from_poni(cls, poni: Poni, label: str = "poni_file") -> GeometrySource:
         """A fixed geometry that ignores the stage position."""
         return cls(DetectorPositionModel(poni, StagePosition(0.0, 0.0, 0.0)), label, follows_stage=False)
 

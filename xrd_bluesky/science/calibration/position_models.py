@@ -50,6 +50,7 @@ from typing import Any, ClassVar
 import pyFAI.goniometer
 from pyFAI.goniometer import GeometryTransformation, Goniometer
 
+from ...compat.pyfai import goniometer_detector, goniometer_file_versions
 from ...errors import GeometryError, OutputError
 from ..geometry import DetectorPositionModel, Poni, StagePosition
 
@@ -168,7 +169,7 @@ class ArmModel:
         return replace(ref, dist=ref.dist + 1e-3 * translation,
                        **{rot: getattr(ref, rot) + self.rotation_rad(position.angle)})
 
-    def with_wavelength(self, wavelength_m: float) -> "ArmModel":
+    def with_wavelength(self, wavelength_m: float) -> ArmModel:
         """The same model at another wavelength (m)."""
         return replace(self, reference=replace(self.reference, wavelength=wavelength_m))
 
@@ -209,7 +210,7 @@ class ArmModel:
                 "calibrated_range_deg": None if self.calibrated_range_deg is None else list(self.calibrated_range_deg)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ArmModel":
+    def from_dict(cls, data: dict) -> ArmModel:
         """Inverse of :meth:`as_dict`.
 
         Raises
@@ -280,7 +281,7 @@ class PyFAIGoniometerModel:
         """None: a pyFAI goniometer file does not say which positions were calibrated."""
         return None
 
-    def with_wavelength(self, wavelength_m: float) -> "PyFAIGoniometerModel":
+    def with_wavelength(self, wavelength_m: float) -> PyFAIGoniometerModel:
         """The same goniometer at another wavelength (m)."""
         content = copy.deepcopy(self.content)
         content["wavelength"] = wavelength_m
@@ -290,7 +291,7 @@ class PyFAIGoniometerModel:
         return {"kind": self.kind, "goniometer": copy.deepcopy(self.content), "source": self.source}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PyFAIGoniometerModel":
+    def from_dict(cls, data: dict) -> PyFAIGoniometerModel:
         return cls(copy.deepcopy(data["goniometer"]), data.get("source", "pyFAI goniometer"))
 
 
@@ -375,7 +376,7 @@ def goniometer_from_content(content: dict, source: str) -> Goniometer:
     """
     if not isinstance(content, dict) or "trans_function" not in content:
         raise GeometryError(f"{source} is not a pyFAI goniometer file (no 'trans_function')")
-    if content.get("content") not in (Goniometer.file_version, Goniometer._file_version_1_1):
+    if content.get("content") not in goniometer_file_versions():
         raise GeometryError(f"{source} is not a pyFAI goniometer file (content {content.get('content')!r})")
     dico = copy.deepcopy(content)
     trans = dict(dico["trans_function"])
@@ -385,7 +386,7 @@ def goniometer_from_content(content: dict, source: str) -> Goniometer:
     if kind not in classes:
         raise GeometryError(f"{source}: unknown transformation {kind!r}; pyFAI knows {sorted(classes)}")
     try:
-        detector = Goniometer._get_detector_from_dict(dico)
+        detector = goniometer_detector(dico)
         funct = classes[kind](**trans)
         return Goniometer(param=dico.get("param", []), trans_function=funct, detector=detector,
                           wavelength=dico.get("wavelength"))

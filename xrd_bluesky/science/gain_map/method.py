@@ -183,7 +183,7 @@ class PositionPixels:
     two_theta_map_rad: np.ndarray
 
     @classmethod
-    def prepare(cls, position: PositionData, settings: GainMapSettings) -> "PositionPixels":
+    def prepare(cls, position: PositionData, settings: GainMapSettings) -> PositionPixels:
         """Select and correct (``settings.polarization_factor``) ``position``'s pixels and
         number their 2theta bins, ``settings.bin_width_px`` pixels' angular size wide.
 
@@ -250,7 +250,7 @@ def _clipped_bin_means(corrected: np.ndarray, gain: np.ndarray, pixels: np.ndarr
         values[i] = v if np.isfinite(v) else np.nan  # never kept: NaN fails every comparison
     n_bins = bins.max() + 1
     mean, limit = np.zeros(n_bins), np.full(n_bins, np.inf)
-    for round_ in range(clip_rounds + 1):
+    for _round in range(clip_rounds + 1):
         n, s1, s2, st = np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins)
         for i in range(values.size):
             v, b = values[i], bins[i]

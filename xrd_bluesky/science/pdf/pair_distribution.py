@@ -27,8 +27,9 @@ The ad hoc method of Juhas, Davis, Farrow & Billinge, J. Appl. Cryst. 46, 560 (2
 Input is checked before it is used: a single-point spike (a hot bin, more than
 :data:`SPIKE_RATIO` times both neighbours and far outside the pattern's point-to-point
 scatter) is replaced by its neighbours' mean and *flagged*; NaN (empty) bins are left
-out, and a stretch of the used Q range without data is flagged; a background stronger than the sample, a ``qmax`` or ``qmaxinst`` beyond the
-data, non-increasing Q, an unknown element or a parameter out of range is a named error.
+out, and a stretch of the used Q range without data is flagged; a background stronger
+than the sample, a ``qmax`` or ``qmaxinst`` beyond the data, non-increasing Q, an unknown
+element or a parameter out of range is a named error.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""Reduction of frames: corrections, the integration kernel, stitching, absolute scale, input checks, peaks and strain."""
+"""Reduction of frames: corrections, the integration kernel, stitching, absolute scale, input
+checks, peaks and strain."""

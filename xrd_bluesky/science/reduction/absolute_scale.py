@@ -232,7 +232,7 @@ class ReferencePattern:
     standard_factor: float | None = None
 
     @classmethod
-    def from_stitched(cls, uid: str, last: Mapping, standard_factor: float | None = None) -> "ReferencePattern":
+    def from_stitched(cls, uid: str, last: Mapping, standard_factor: float | None = None) -> ReferencePattern:
         """From the last ``stitched_absolute`` event's values of an integration of run
         ``uid`` (its q, intensity, sigma, thickness and the standard factor it was
         multiplied by, taken out: back to the monitors' scale)."""

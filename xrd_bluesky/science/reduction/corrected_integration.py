@@ -35,6 +35,7 @@ import numba
 import numpy as np
 import scipy.sparse
 
+from ...compat.pyfai import csr_matrix_parts
 from ...errors import GeometryError, InvalidFrameError
 from ..geometry import Poni
 from .integration import (
@@ -87,7 +88,7 @@ class BinSums:
     unit: str
     azimuthal: np.ndarray | None = None
 
-    def __add__(self, other: "BinSums") -> "BinSums":
+    def __add__(self, other: BinSums) -> BinSums:
         if (self.unit != other.unit or self.signal.shape != other.signal.shape
                 or not np.allclose(self.radial, other.radial, rtol=1e-9, atol=0)):
             raise ValueError("cannot add integrations with different bins")
@@ -95,7 +96,7 @@ class BinSums:
                        self.normalization + other.normalization, self.count + other.count,
                        self.unit, self.azimuthal)
 
-    def normalized_by(self, factor: float) -> "BinSums":
+    def normalized_by(self, factor: float) -> BinSums:
         """The same sums with the normalization multiplied by ``factor`` (e.g. a monitor
         or ``flux x exposure x transmission x thickness``): intensities divide by it."""
         return BinSums(self.radial, self.signal, self.variance, self.normalization * factor,
@@ -213,7 +214,7 @@ class CorrectedIntegrator:
         return (self.poni, self.npt, self.npt_azim, self.unit, self._split, radial_range,
                 _digest(np.packbits(valid)), _digest(self._gain), _digest(self._dark), self._polarization_factor)
 
-    def _prepare(self, valid: np.ndarray) -> "PreparedPosition":
+    def _prepare(self, valid: np.ndarray) -> PreparedPosition:
         """Build (and cache) the splitting matrix, per-pixel corrections and constant sums."""
         ai = self.poni.integrator()
         norm = ai.solidAngleArray(self.shape, absolute=True).astype(np.float64)
@@ -233,7 +234,7 @@ class CorrectedIntegrator:
         _remember(self._key, prepared)
         return prepared
 
-    def _prepared(self) -> "PreparedPosition":
+    def _prepared(self) -> PreparedPosition:
         """The cached preparation, prepared again if it was evicted."""
         prepared = _cached(self._key)
         if prepared is not None:
@@ -244,7 +245,7 @@ class CorrectedIntegrator:
                                 "made: make a new integrator")
         return self._prepare(valid)
 
-    def _azimuthal_moments(self, prepared: "PreparedPosition") -> tuple[np.ndarray, np.ndarray]:
+    def _azimuthal_moments(self, prepared: PreparedPosition) -> tuple[np.ndarray, np.ndarray]:
         """Per cake bin, the normalization-weighted means of cos(2 chi) and sin(2 chi)
         over the pixels it holds (NaN where none): where a bin's pixels really are in
         azimuth when the detector's edge or a gap cuts its sector."""
@@ -455,7 +456,7 @@ def pixel_splitting(poni: Poni, npt: int, npt_azim: int | None, unit: str,
     else:
         res = ai.integrate1d_ng(dummy, npt, **kw)
         azimuthal = None
-    data, indices, indptr = (np.asarray(a) for a in ai.engines[res.method].engine.lut)
+    data, indices, indptr = csr_matrix_parts(ai, res.method)
     n_pixels = int(np.prod(shape))
     matrix = scipy.sparse.csr_matrix((data.astype(np.float32), indices.astype(np.int32), indptr.astype(np.int32)),
                                      shape=(len(indptr) - 1, n_pixels))

@@ -165,7 +165,8 @@ def to_blocks(colptr: np.ndarray, rows: np.ndarray, data: np.ndarray, n_bins: in
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Blocks of a CSC matrix (bins x pixels) with sorted row indices: ``first``, ``coef``
     (one primary block per pixel; a pixel without weights has first bin ``n_bins``, in
-    the kernel's padding, and zero weights), ``extra_pixel``, ``extra_first``, ``extra_coef`` (secondary blocks by pixel).
+    the kernel's padding, and zero weights), ``extra_pixel``, ``extra_first``,
+    ``extra_coef`` (secondary blocks by pixel).
     First bins are uint16 when every block fits below 65536, else int32."""
     per_pixel = _count_blocks(colptr, rows)
     n_extra = int(np.maximum(per_pixel - 1, 0).sum())

@@ -16,8 +16,8 @@ document under ``peaks``)::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy.signal import find_peaks, peak_widths
@@ -53,7 +53,8 @@ def check_config(config: dict) -> None:
     ``peaks`` configuration."""
     unknown = set(config) - CONFIG_KEYS
     if unknown:
-        raise MissingMetadataError(f"unknown keys {sorted(unknown)} in the peaks configuration; known: {sorted(CONFIG_KEYS)}")
+        raise MissingMetadataError(f"unknown keys {sorted(unknown)} in the peaks configuration; "
+                                   f"known: {sorted(CONFIG_KEYS)}")
     if not any(k in config for k in ("hkl", "d_windows_A", "auto")):
         raise MissingMetadataError("the peaks configuration names no peaks: give 'hkl' (with 'phase'), "
                                    "'d_windows_A' or 'auto'")

@@ -206,7 +206,8 @@ def ring_strain(ring: RingSectors, cake: Cake, spec: PeakSpec, wavelength_m: flo
                for f, a, b in zip(ring.fits, d0_A, sector_sigma)]
     cos2 = sector_cos2(cake.cos2chi, cake.sin2chi, loading_azimuth_deg)
     weights = peak_cos2(cake.q_nm, q_window_nm(spec, wavelength_m), cake.intensity, cos2, ring.fits)
-    fit = directional_strain(weights, np.array([s.strain for s in strains]), np.array([s.strain_sigma for s in strains]))
+    fit = directional_strain(weights, np.array([s.strain for s in strains]),
+                             np.array([s.strain_sigma for s in strains]))
     scale = math.sqrt(max(1.0, fit.reduced_chi2)) if fit.success else float("nan")
     d0, d0_rel = float(np.nanmean(d0_A)), float(d0_sigma_A[0] / d0_A[0]) if common_d0 else 0.0
     return RingStrain(ring.label, d0, fit, math.hypot(fit.loading_sigma * scale, (1 + fit.loading) * d0_rel),

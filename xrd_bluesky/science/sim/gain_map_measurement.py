@@ -11,7 +11,7 @@ from ..gain_map.method import PositionData
 from ..geometry import DetectorPositionModel, StagePosition
 from ..reduction.integration import invalid_pixels
 from .image_formation import DetectorResponse, detect, expected_photons
-from .samples import default_library
+from .library import default_library
 
 #: Stage positions (mm) whose beamstop shadows do not overlap on the default geometry.
 GAIN_POSITIONS = ((0.0, 0.0, 300.0), (0.0, 12.0, 300.0), (0.0, -12.0, 300.0), (15.0, 6.0, 300.0),

@@ -52,7 +52,7 @@ class DetectorResponse:
     @classmethod
     def simulate(cls, detector: str, seed: int = 0, *, pixel_rms: float = 0.03,
                  module_rms: float = 0.01, n_dead: int = 10, n_damaged: int = 20,
-                 n_hot: int = 5, **kwargs) -> "DetectorResponse":
+                 n_hot: int = 5, **kwargs) -> DetectorResponse:
         """A random but reproducible detector: lognormal pixel gain (``pixel_rms``),
         a gain step per module (``module_rms``), dead (gain 0), radiation-damaged
         (gain 1.5-2.5) and hot (high dark current) pixels away from the gaps."""

@@ -14,13 +14,13 @@ cumulative integral of the profile on a fine grid.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 
 from ...errors import SampleError
-from ..crystal import Crystal, Reflection, ceo2, lab6, magnesium
+from ..crystal import Crystal, Reflection, ceo2
 from ..materials import Material
 from ..reduction.absolute_scale import WATER_LOW_Q_CM_SR
 from ..units import q_nm, two_theta_rad
@@ -145,7 +145,7 @@ class PowderSample(Sample):
     loading_chi_deg: float = 0.0
     tensile: TensileResponse | None = None
 
-    def under_load(self, applied: float) -> "PowderSample":
+    def under_load(self, applied: float) -> PowderSample:
         """The sample at applied strain ``applied``: with a :class:`TensileResponse`,
         directional lattice strains and plastic broadening; otherwise isotropic strain."""
         if self.tensile is None:
@@ -242,31 +242,6 @@ def glass_cross_section(q: np.ndarray) -> np.ndarray:
     15.5 1/nm, a second maximum near 30 1/nm and a smooth incoherent rise."""
     q = np.asarray(q, dtype=float)
     return 0.05 + 0.6 * _gaussian(q, 15.5, 3.0) + 0.35 * _gaussian(q, 30.0, 6.0) + 0.15 * (1 - np.exp(-(q / 40.0) ** 2))
-
-
-def default_library() -> dict[str, Sample]:
-    """The simulated beamline's samples, by name."""
-    from .total_scattering import (  # it imports Sample from here
-        amorphous_silicon,
-        nickel_powder,
-    )
-
-    water = Material("H2O", 1.0)
-    samples: list[Sample] = [
-        PowderSample("CeO2", Material("CeO2", 7.215 * 0.5), 0.02, crystal=ceo2()),
-        PowderSample("LaB6", Material("LaB6", 4.72 * 0.5), 0.05, crystal=lab6()),
-        PowderSample("Mg", Material("Mg", 1.738), 0.5, crystal=magnesium(),
-                     strongest_ring_cm_sr=50.0, fwhm_deg=0.04, tensile=TensileResponse()),
-        AmorphousSample("glass", Material("SiO2Na0.3Ca0.1", 2.5), 1.0,
-                        cross_section_q=glass_cross_section),
-        AmorphousSample("water", water, 1.0, cross_section_q=water_cross_section),
-        AmorphousSample("buffer", water, 1.0, cross_section_q=buffer_cross_section),
-        AmorphousSample("sample_in_buffer", water, 1.0, cross_section_q=sample_in_buffer_cross_section),
-        EmptySample("empty", None, 0.0),
-        nickel_powder(),      # fcc Ni, 250 A crystallites, 1 mm capillary at 50 % packing: known G(r)
-        amorphous_silicon(),  # a-Si, 1 mm capillary at 50 % packing: known G(r)
-    ]
-    return {s.name: s for s in samples}
 
 
 def with_strain(sample: Sample, strain: float) -> Sample:

@@ -1,0 +1,333 @@
+"""The compatibility hooks of :mod:`xrd_bluesky.compat`, each exercised against the
+installed library (the library's own public results as the oracle), and the release
+check every compatibility module makes when it is imported."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import importlib.metadata
+import threading
+import time
+import tomllib
+import types
+import uuid
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pyFAI.calibrant
+import pyFAI.detectors
+import pytest
+import scipy.sparse
+import zmq
+from bluesky.plans import scan
+from bluesky_tiled_plugins import TiledWriter
+from ophyd.sim import det, motor
+from pyFAI.goniometer import GeometryTransformation, Goniometer, SingleGeometry
+from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+from tiled.client import from_context
+from tiled.mimetypes import TILED_SQL_TABLE_MIMETYPE
+from tiled.storage import parse_storage, register_storage
+from tiled.structures.core import StructureFamily
+from tiled.structures.data_source import DataSource, Management
+from tiled.structures.table import TableStructure
+
+from xrd_bluesky.compat import bluesky as bluesky_compat
+from xrd_bluesky.compat import bluesky_tiled_plugins as plugins_compat
+from xrd_bluesky.compat import pyfai as pyfai_compat
+from xrd_bluesky.compat import tiled as tiled_compat
+from xrd_bluesky.compat.releases import ReleaseRange, UnsupportedReleaseError
+from xrd_bluesky_bench.testing import PostgresNotInstalledError, TemporaryPostgres
+
+COMPAT_MODULES = (tiled_compat, bluesky_compat, pyfai_compat, plugins_compat)
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+# -- the release checks -------------------------------------------------------------------
+def _declared_dependency(distribution: str) -> str:
+    """The requirement of ``distribution`` in pyproject.toml's [project] dependencies."""
+    dependencies = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    found = [d for d in dependencies if d.split("[")[0].split(">")[0].split("<")[0].lower() == distribution.lower()]
+    assert len(found) == 1, (distribution, dependencies)
+    return found[0]
+
+
+@pytest.mark.parametrize("module", COMPAT_MODULES, ids=lambda m: m.__name__)
+def test_each_hooked_library_is_bounded_in_pyproject_as_its_module_checks_it(module):
+    releases = module.RELEASES
+    assert releases.module == module.__name__
+    assert _declared_dependency(releases.distribution).endswith(releases.specifier)
+    assert releases.check() == importlib.metadata.version(releases.distribution)
+
+
+@pytest.mark.parametrize("module", COMPAT_MODULES, ids=lambda m: m.__name__)
+def test_importing_a_compat_module_with_a_release_outside_its_range_fails_naming_everything(module, monkeypatch):
+    releases = module.RELEASES
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: releases.below + ".0" if name == releases.distribution else real_version(name))
+    with pytest.raises(UnsupportedReleaseError) as raised:
+        importlib.reload(module)  # the check comes before every definition: a failed reload keeps them
+    message = str(raised.value)
+    assert releases.distribution in message and f"{releases.below}.0 is installed" in message
+    assert module.__name__ in message and releases.internals in message and releases.specifier in message
+
+
+@pytest.mark.parametrize(("release", "inside"), [
+    ("0.2", True), ("0.2.0b3", True), ("0.2.20", True), ("0.2.999", True),
+    ("0.1.9", False), ("0.3", False), ("0.3.0a1", False), ("1.0.0", False), ("", False), ("dev", False)])
+def test_a_release_range_holds_its_minimum_and_stops_before_its_bound(release, inside):
+    assert ReleaseRange("tiled", "0.2", "0.3", "m", "x").contains(release) is inside
+
+
+def test_a_library_without_metadata_is_outside_every_range():
+    releases = ReleaseRange("no-such-distribution-xrd", "1.0", "2.0", "xrd_bluesky.compat.none", "nothing")
+    with pytest.raises(UnsupportedReleaseError, match="no-such-distribution-xrd \\(no package metadata\\)"):
+        releases.check()
+
+
+# -- tiled ---------------------------------------------------------------------------------
+class _CountingPool:
+    """A connection pool handing out ``pool``'s connections, counting them."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.connections = 0
+
+    def connect(self):
+        self.connections += 1
+        return self.pool.connect()
+
+    def dispose(self) -> None:
+        self.pool.dispose()
+
+
+def test_a_replaced_connection_pool_serves_the_storages_connections(tmp_path):
+    storage = parse_storage(f"duckdb:///{tmp_path / 'tables.duckdb'}")
+    original = tiled_compat.connection_pool(storage)
+    assert hasattr(original, "connect") and tiled_compat.connection_pool(storage) is original
+    counting = _CountingPool(original)
+    tiled_compat.replace_connection_pool(storage, counting)
+    try:
+        assert tiled_compat.connection_pool(storage) is counting
+        with closing(storage.connect()) as connection, connection.cursor() as cursor:
+            cursor.execute("SELECT 42")
+            assert cursor.fetchall() == [(42,)]
+        assert counting.connections == 1
+    finally:
+        storage.dispose()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    try:
+        with TemporaryPostgres() as cluster:
+            yield cluster
+    except PostgresNotInstalledError as exc:  # .ci/run installs it; a user's machine may not have it
+        pytest.skip(str(exc))
+
+
+def test_the_event_ordered_adapter_reads_a_postgresql_table_in_seq_num_order_through_its_index(postgres):
+    storage = parse_storage(postgres.uri)
+    register_storage(storage)
+    frame = pd.DataFrame({"seq_num": np.arange(1, 6), "value": np.arange(5) * 1.5})
+    source = DataSource(structure_family=StructureFamily.table, structure=TableStructure.from_pandas(frame),
+                        mimetype=TILED_SQL_TABLE_MIMETYPE, management=Management.writable)
+    adapter_class = tiled_compat.event_ordered_sql_adapter()
+    assert tiled_compat.event_ordered_sql_adapter() is adapter_class
+    source = adapter_class.init_storage(storage, source)
+    node = types.SimpleNamespace(metadata_={}, specs=[])
+    adapter = adapter_class.from_catalog(source, node)
+    try:
+        for row in reversed(range(len(frame))):  # appended last event first
+            adapter.append_partition(0, frame.iloc[[row]])
+        assert adapter.order_by_args == [{"column": "seq_num", "direction": "asc"}]
+        pd.testing.assert_frame_equal(adapter.read(), frame)
+        tiled_order = adapter_class.__mro__[1].from_catalog(source, node).read()
+        assert list(tiled_order["seq_num"]) == [5, 4, 3, 2, 1]  # what Tiled alone reads
+        with closing(storage.connect()) as connection, connection.cursor() as cursor:
+            cursor.execute(f"SELECT indexname FROM pg_indexes WHERE tablename = '{adapter.table_name}'")
+            assert (f"{adapter.table_name}_events",) in cursor.fetchall()
+    finally:
+        storage.dispose()
+
+
+class _RecordingTransport(httpx.BaseTransport):
+    """A real HTTP transport recording every request's path."""
+
+    def __init__(self):
+        self.http = httpx.HTTPTransport()
+        self.paths: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return self.http.handle_request(request)
+
+
+def test_a_context_with_a_transport_sends_every_request_through_it(catalog):
+    base, _, query = catalog.uri.partition("?")
+    key = dict(part.split("=", 1) for part in query.split("&"))["api_key"]
+    transport = _RecordingTransport()
+    context = tiled_compat.context_with_transport(base, transport, headers={"accept-encoding": "identity"})
+    try:
+        assert transport.paths, "the context's first request (in its __init__) went elsewhere"
+        context.api_key = key
+        assert {"raw", "processed"} <= set(from_context(context))
+        assert any(path.startswith("/api/v1/search") for path in transport.paths), transport.paths
+    finally:
+        context.http_client.close()
+
+
+# -- bluesky-tiled-plugins -----------------------------------------------------------------
+def _closed_streams(client, write) -> list[str]:
+    """The paths of the streams closed while ``write()`` writes through ``client``."""
+    closed: list[str] = []
+
+    def record(request: httpx.Request) -> None:
+        if "/stream/close/" in request.url.path:
+            closed.append(request.url.path)
+
+    hooks = client.context.http_client.event_hooks["request"]
+    hooks.append(record)
+    try:
+        write()
+    finally:
+        hooks.remove(record)
+    return closed
+
+
+def test_the_whole_run_writer_writes_what_tiledwriter_writes_closing_the_run_only(catalog, RE):
+    name = f"compat-{uuid.uuid4().hex[:8]}"
+    stock, whole = (catalog.client.create_container(f"{name}-{kind}") for kind in ("stock", "whole"))
+    writers = {"stock": TiledWriter(stock, batch_size=2**62, max_array_size=0),
+               "whole": plugins_compat.WholeRunTiledWriter(whole, batch_size=2**62, max_array_size=0)}
+    documents: list[tuple[str, dict]] = []
+    RE(scan([det], motor, -1, 1, 5), lambda n, d: documents.append((n, d)))
+    closed = {kind: _closed_streams(container, lambda kind=kind: [writers[kind](n, d) for n, d in documents])
+              for kind, container in (("stock", stock), ("whole", whole))}
+    uid = documents[0][1]["uid"]
+    assert closed["whole"] == [f"/api/v1/stream/close/{name}-whole/{uid}"]
+    assert len(closed["stock"]) > 1
+    pd.testing.assert_frame_equal(whole[uid]["primary"].read().to_dataframe(),
+                                  stock[uid]["primary"].read().to_dataframe())
+    assert whole[uid].metadata["stop"]["exit_status"] == "success"
+
+
+# -- bluesky --------------------------------------------------------------------------------
+class _Recorder(bluesky_compat.MessageDispatcher):
+    """Records the messages it receives; stops at ``b"stop"``."""
+
+    def __init__(self, address: str):
+        super().__init__(address, deserializer=self._never)
+        self.listened = threading.Event()
+        self.messages: list[bytes] = []
+
+    @staticmethod
+    def _never(payload: bytes) -> dict:
+        raise AssertionError("the deserializer was called")
+
+    def listening(self) -> None:
+        self.listened.set()
+
+    def receive(self, message: bytes) -> None:
+        self.messages.append(message)
+        if message == b"stop":
+            self.stop_soon()
+
+
+def test_a_message_dispatcher_hands_every_message_to_receive_as_received_until_stopped():
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    recorder = _Recorder(f"tcp://127.0.0.1:{port}")
+    done = threading.Event()
+
+    def publish() -> None:  # repeatedly: messages before the subscription arrives are dropped (slow joiner)
+        recorder.listened.wait(30)
+        deadline = time.monotonic() + 30
+        while not done.wait(0.05) and time.monotonic() < deadline:
+            pub.send(b"not a document at all")
+            if recorder.messages:
+                pub.send(b"stop")
+        recorder.stop_soon()
+
+    sender = threading.Thread(target=publish)
+    sender.start()
+    try:
+        recorder.start()
+    finally:
+        done.set()
+        sender.join()
+        pub.close()
+        context.destroy()
+    assert recorder.listened.is_set()
+    assert recorder.messages[-1] == b"stop" and set(recorder.messages[:-1]) == {b"not a document at all"}
+
+
+# -- pyFAI -----------------------------------------------------------------------------------
+DETECTOR = pyFAI.detectors.Detector(pixel1=172e-6, pixel2=172e-6, max_shape=(120, 100))
+
+
+def _integrator() -> AzimuthalIntegrator:
+    return AzimuthalIntegrator(dist=0.05, poni1=0.01, poni2=0.009, rot1=0.02, detector=DETECTOR, wavelength=1e-10)
+
+
+@pytest.mark.parametrize("split", ["bbox", "no"])
+def test_the_csr_matrix_is_the_one_pyfai_integrates_with(split):
+    ai = _integrator()
+    image = np.random.default_rng(1).uniform(10, 100, DETECTOR.max_shape).astype(np.float32)
+    result = ai.integrate1d_ng(image, 40, unit="2th_deg", method=(split, "csr", "cython"), correctSolidAngle=False)
+    data, indices, indptr = pyfai_compat.csr_matrix_parts(ai, result.method)
+    matrix = scipy.sparse.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, image.size))
+    signal = matrix @ image.ravel().astype(np.float64)
+    pixels = matrix @ np.ones(image.size)
+    np.testing.assert_allclose(signal, result.sum_signal, rtol=1e-6)
+    np.testing.assert_allclose(signal / np.where(pixels > 0, pixels, 1), result.intensity, rtol=1e-5)
+
+
+def _single_geometry() -> SingleGeometry:
+    calibrant = pyFAI.calibrant.get_calibrant("LaB6")
+    calibrant.wavelength = 1e-10
+    image = np.zeros(DETECTOR.max_shape, np.float32)
+    return SingleGeometry("compat", image, calibrant=calibrant, detector=DETECTOR, geometry=_integrator())
+
+
+def test_a_refinement_without_garbage_collection_never_collects(monkeypatch):
+    single = _single_geometry()
+    collections: list[int] = []
+    real_collect = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *args: collections.append(1) or real_collect(*args))
+    single.geometry_refinement.reset()
+    assert collections  # pyFAI's default
+    collections.clear()
+    pyfai_compat.disable_garbage_collection(single)
+    single.geometry_refinement.reset()
+    single.geometry_refinement.set_dist(0.06)
+    assert not collections
+
+
+def test_the_refinement_fits_the_control_points_set_and_their_residuals_are_pyfais():
+    single = _single_geometry()
+    points = np.array([[10.2, 20.7, 0], [60.0, 50.0, 1], [100.5, 3.0, 2]])
+    pyfai_compat.set_control_points(single, points)
+    assert pyfai_compat.control_points(single) is points
+    ai = _integrator()
+    poni = [ai.dist, ai.poni1, ai.poni2, ai.rot1, ai.rot2, ai.rot3]
+    residuals = pyfai_compat.two_theta_residuals(single, poni, ai.wavelength, points)
+    rings = np.asarray(single.calibrant.get_2th())[points[:, 2].astype(int)]
+    np.testing.assert_allclose(residuals, ai.tth(points[:, 0], points[:, 1]) - rings, rtol=1e-12)
+    assert single.geometry_refinement.chi2() == pytest.approx(float(np.dot(residuals, residuals)), rel=1e-12)
+
+
+def test_a_goniometer_files_content_and_detector_are_read_as_pyfai_writes_them():
+    transformation = GeometryTransformation(param_names=["dist", "poni1", "poni2"], pos_names=["x"],
+                                            dist_expr="dist", poni1_expr="poni1", poni2_expr="poni2 + x",
+                                            rot1_expr="0", rot2_expr="0", rot3_expr="0")
+    content = Goniometer([0.1, 0.01, 0.02], transformation, detector=DETECTOR, wavelength=1e-10).to_dict()
+    versions = pyfai_compat.goniometer_file_versions()
+    assert content["content"] == versions[0] and len(set(versions)) == 2
+    detector = pyfai_compat.goniometer_detector(content)
+    assert (detector.pixel1, detector.pixel2, tuple(detector.max_shape)) == (172e-6, 172e-6, DETECTOR.max_shape)

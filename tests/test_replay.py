@@ -402,5 +402,5 @@ def test_replay_search_refuses_bad_requests(catalog):
         parse_search(["purpose"])
     with pytest.raises(RunNotFoundError, match="no replayable raw run matches"):
         find_runs(catalog, {"batch": "never recorded"})
-    with pytest.raises(MissingMetadataError, match="at least 1"):
+    with pytest.raises(UsageError, match="at least 1"):
         replay_runs(catalog, [], workers=0)

@@ -45,7 +45,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..errors import InvalidFrameError, MissingMetadataError
+from ..errors import InvalidFrameError, MissingMetadataError, NothingAnalysedError
 from ..frames import FrameEvent, detector_config, detector_position, planned_positions
 from ..schema import InstrumentSettings
 from ..schema.integration import (
@@ -169,7 +169,7 @@ class LiveIntegration(FrameRunCallback):
         if not self._integrated:
             why = f"{len(self._rejected)} rejected, the first: {self._rejected[0]}" if self._rejected \
                 else "the run has no events in its primary stream"
-            raise MissingMetadataError(f"no frame of this run was integrated ({why})")
+            raise NothingAnalysedError(f"no frame of this run was integrated ({why})")
 
     def frames_arrived(self) -> None:
         self._dark.stream_frames(self.frames.ready(DARK_STREAM))

@@ -21,7 +21,7 @@ import bluesky.preprocessors as bpp
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator, plan
 
-from ..errors import MissingMetadataError
+from ..errors import DeviceError, MissingMetadataError
 from ..schema.start import (
     DARK,
     DARK_STREAM,
@@ -58,7 +58,7 @@ def stage_axes(stage: Stage) -> dict[str, Any]:
 
     Raises
     ------
-    MissingMetadataError
+    DeviceError
         A stage lacks an axis (named).
     """
     kind = mount_kind(stage)
@@ -70,7 +70,7 @@ def stage_axes(stage: Stage) -> dict[str, Any]:
     motors = {axis: get(axis) for axis in STAGE_AXES}
     missing = [axis for axis, motor in motors.items() if motor is None]
     if missing:
-        raise MissingMetadataError(f"detector stage {getattr(stage, 'name', stage)!r} has no {', '.join(missing)} "
+        raise DeviceError(f"detector stage {getattr(stage, 'name', stage)!r} has no {', '.join(missing)} "
                                    "motor; give a device with x, y, distance (a stage) or angle (a 2theta arm), "
                                    "or a mapping of those axes to motors")
     return motors
@@ -125,14 +125,14 @@ def acquire_time_signal(detector: Any):
 
     Raises
     ------
-    MissingMetadataError
+    DeviceError
         The detector has none (named).
     """
     for owner in (detector, getattr(detector, "cam", None), getattr(detector, "driver", None)):
         signal = getattr(owner, "acquire_time", None) if owner is not None else None
         if signal is not None:
             return signal
-    raise MissingMetadataError(f"detector {detector.name!r} has no acquire_time signal (nor cam.acquire_time, "
+    raise DeviceError(f"detector {detector.name!r} has no acquire_time signal (nor cam.acquire_time, "
                                "driver.acquire_time); set its exposure yourself and pass exposure=None")
 
 

@@ -61,7 +61,9 @@ def lineage(catalog, uid: str) -> LineageNode:
     ------
     MissingMetadataError
         ``uid``, or a uid a start document names, is not a run uid
-        (``UnsafeUidError``), names no single run, or is in neither container.
+        (``UnsafeUidError``) or names no single run.
+    RunNotFoundError
+        A uid is in neither container.
     """
     return _node(catalog, uid, "run uid")
 

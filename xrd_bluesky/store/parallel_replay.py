@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 def parse_search(terms: list[str]) -> dict[str, object]:
     """``["purpose=measurement", "sample.thickness_mm=1.0"]`` as a query: the value
     is read as JSON when it is (numbers, ``true``, ``null``, quoted strings), else
-    taken as a string. Raises MissingMetadataError naming a term without ``=``."""
+    taken as a string. Raises UsageError naming a term without ``=``."""
     query: dict[str, object] = {}
     for term in terms:
         key, sep, value = term.partition("=")
@@ -45,7 +45,7 @@ def parse_search(terms: list[str]) -> dict[str, object]:
 def find_runs(catalog, query: dict[str, object], *, runs=None, purpose: str | None = None) -> list[str]:
     """The raw runs whose start documents match every ``KEY=VALUE`` of ``query``
     (dotted keys reach into nested metadata) and that have an analysis to replay,
-    oldest first. Raises MissingMetadataError if none does.
+    oldest first. Raises RunNotFoundError if none does.
 
     Parameters
     ----------
@@ -113,10 +113,9 @@ def replay_runs(catalog, uids: list[str], *, workers: int | None = None, schedul
     Raises
     ------
     MissingMetadataError
-        ``workers`` is below 1, or a uid is not a run uid (``UnsafeUidError``, before
-        any run is replayed).
+        A uid is not a run uid (``UnsafeUidError``, before any run is replayed).
     UsageError
-        Dask is asked for runs of another catalog, completed or exported, or for the
+        ``workers`` is below 1, or Dask is asked for runs of another catalog, completed or exported, or for the
         embedded catalog on a scheduler of its own (see :mod:`.dask_replay`).
     """
     if workers is not None and workers < 1:

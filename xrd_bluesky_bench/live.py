@@ -138,6 +138,10 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
             out["rss_after_warmup_mb"] = float(rss[after][0])
             out["rss_end_mb"] = float(rss[-1])
             out["rss_growth_after_warmup_mb"] = float(rss[-1] - rss[after][0])
+            # whether the growth levels off: the second half of the measurement against the first
+            middle = t >= (t[after][0] + t[-1]) / 2
+            out["rss_growth_first_half_mb"] = float(rss[middle][0] - rss[after][0])
+            out["rss_growth_second_half_mb"] = float(rss[-1] - rss[middle][0])
             depth = np.array([s[3] for s in samples])
             out["writer_queue_max_documents"] = max(w.max_depth for w in session.writers)
             out["writer_queue_mean_documents_after_warmup"] = float(depth[after].mean())

@@ -4,8 +4,9 @@
 (derived runs) call. On the caller's thread it only appends the document to the run's
 spool file (:mod:`.spool`) and queues it; a background thread uploads queued documents
 to Tiled with bluesky-tiled-plugins' ``TiledWriter`` and fsyncs the spool at a bounded
-interval. Raw runs are uploaded while they are recorded; derived runs (small) are
-written whole at their stop: in one request to the server's bulk write endpoint
+interval. Raw runs are uploaded while they are recorded; derived runs are written
+whole at their stop, read back from their spool file (nothing of a run is held in
+memory while it is recorded): in one request to the server's bulk write endpoint
 (:mod:`.bulk_write`) where it offers one, else node by node with fewer requests than
 while recording (:func:`whole_run_writer`). A bulk write the server refuses or fails
 leaves the run's spool file, as any failed upload. If the catalog is down, slow or
@@ -51,7 +52,6 @@ class _Run:
     spool: OpenSpool
     writer: TiledWriter | None = None
     failed: str = ""
-    held: list[bytes] = field(default_factory=list)  # whole runs: its documents until its stop
     uploaded: threading.Event = field(default_factory=threading.Event)
 
 
@@ -253,12 +253,11 @@ class SpoolingWriter:
                 return
             run_uid, name, line, counted = item
             run = self._runs.get(run_uid)
-            if run is not None and not run.failed:
-                if self.whole_runs and name != "stop":
-                    run.held.append(line)
-                else:
-                    self._upload(run_uid, run, [*run.held, line])
-                    run.held.clear()
+            if run is not None and not run.failed and (name == "stop" or not self.whole_runs):
+                # a whole run is read back from its spool file, which has every document
+                # up to the stop: memory does not grow with the length of a run
+                self._upload(run_uid, run, run.spool.path.read_bytes().splitlines(keepends=True)
+                             if self.whole_runs else [line])
             with self._lock:
                 self._handled += 1
                 if counted:

@@ -121,7 +121,6 @@ class LiveIntegration(FrameRunCallback):
         super().__init__(emit, provenance=provenance, frame_options=instrument.frame_options)
         self.geometry = geometry
         self.gain_map = gain_map
-        self.instrument = instrument
         self.parameters = IntegrationParameters(npt=npt, cake=cake, beamstop_margin_mm=beamstop_margin_mm,
                                                 instrument=instrument)
         self.references = references
@@ -131,6 +130,11 @@ class LiveIntegration(FrameRunCallback):
         self._scan_units: dict[str, str] = {}
         self._integrated = 0
         self._rejected: list[str] = []
+
+    @property
+    def instrument(self) -> InstrumentSettings:
+        """The instrument the frames are integrated with (that of :attr:`parameters`)."""
+        return self.parameters.instrument
 
     # -- run lifecycle -------------------------------------------------------
     def start(self, doc):

@@ -75,9 +75,9 @@ def bulk_write_url(container) -> str | None:
     return f"{context.api_uri}{ROUTE.lstrip('/')}/{'/'.join(container.path_parts)}"
 
 
-def post_run(container, url: str, lines: list[bytes]) -> None:
-    """Write a whole run (its spool ``lines``, start to stop) into ``container`` by one
-    request to ``url`` (:func:`bulk_write_url`).
+def post_run(container, url: str, lines: bytes) -> None:
+    """Write a whole run (its spool ``lines``, start to stop, as the spool file holds
+    them) into ``container`` by one request to ``url`` (:func:`bulk_write_url`).
 
     Raises
     ------
@@ -86,7 +86,7 @@ def post_run(container, url: str, lines: list[bytes]) -> None:
     httpx.HTTPError
         The request did not complete.
     """
-    response = container.context.http_client.post(url, content=b"".join(lines),
+    response = container.context.http_client.post(url, content=lines,
                                                    headers={"content-type": "application/x-ndjson"})
     if not response.is_success:
         raise BulkWriteError(f"bulk write to {url} answered {response.status_code}: {_reason(response)}")

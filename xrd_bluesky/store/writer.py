@@ -256,8 +256,7 @@ class SpoolingWriter:
             if run is not None and not run.failed and (name == "stop" or not self.whole_runs):
                 # a whole run is read back from its spool file, which has every document
                 # up to the stop: memory does not grow with the length of a run
-                self._upload(run_uid, run, run.spool.path.read_bytes().splitlines(keepends=True)
-                             if self.whole_runs else [line])
+                self._upload(run_uid, run, run.spool.path.read_bytes() if self.whole_runs else line)
             with self._lock:
                 self._handled += 1
                 if counted:
@@ -266,10 +265,10 @@ class SpoolingWriter:
             if run is not None and name == "stop":
                 self._finish(run_uid, run)
 
-    def _upload(self, run_uid: str, run: _Run, lines: list[bytes]) -> None:
+    def _upload(self, run_uid: str, run: _Run, lines: bytes) -> None:
         """Upload ``lines`` (spool lines of one run, in order; a whole run if
         ``whole_runs``: in one request where the server offers it)."""
-        name = decode(lines[0])[0]
+        name = decode(lines[:lines.index(b"\n")])[0]  # the first document's
         if name == "start" and self._offline and not answers(self.container):
             self._fail(run_uid, run, "catalog unreachable")
             return
@@ -280,7 +279,8 @@ class SpoolingWriter:
                 with self.upload_lock:
                     post_run(self.container, self._bulk_url, lines)
             else:
-                for name, doc in map(decode, lines):  # the lock document by document: the other writer keeps its pace
+                # the lock document by document: the other writer keeps its pace
+                for name, doc in map(decode, lines.splitlines()):
                     self._inflight_since = time.monotonic()  # waiting for the lock counts: the other may be stuck
                     with self.upload_lock:
                         if name == "start":

@@ -28,7 +28,6 @@ from bluesky_tiled_plugins import TiledWriter
 from ophyd.sim import det, motor
 from pyFAI.goniometer import GeometryTransformation, Goniometer, SingleGeometry
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
-from tiled.client import from_context
 from tiled.mimetypes import TILED_SQL_TABLE_MIMETYPE
 from tiled.storage import parse_storage, register_storage
 from tiled.structures.core import StructureFamily
@@ -155,30 +154,84 @@ def test_the_event_ordered_adapter_reads_a_postgresql_table_in_seq_num_order_thr
         storage.dispose()
 
 
-class _RecordingTransport(httpx.BaseTransport):
-    """A real HTTP transport recording every request's path."""
+@pytest.fixture
+def catalog_tree(tmp_path):
+    """A catalog's root adapter (SQLite, arrays in a directory, tables in DuckDB) as
+    a server builds it, started on an event loop running in a thread of its own."""
+    import asyncio
 
-    def __init__(self):
-        self.http = httpx.HTTPTransport()
-        self.paths: list[str] = []
+    from tiled.catalog import from_uri
+    from tiled.config import StreamingCacheConfig
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.paths.append(request.url.path)
-        return self.http.handle_request(request)
+    from xrd_bluesky.store.server import storage_of
+
+    catalog_uri, writable = storage_of(tmp_path)
+    Path(writable[0]).mkdir(parents=True)
+    tree = from_uri(catalog_uri, writable_storage=writable, init_if_not_exists=True,
+                    cache_config=StreamingCacheConfig(uri="memory").model_dump())
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(tree.startup(), loop).result()
+    yield tree, loop
+    asyncio.run_coroutine_threadsafe(tree.shutdown(), loop).result()
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
 
 
-def test_a_context_with_a_transport_sends_every_request_through_it(catalog):
-    base, _, query = catalog.uri.partition("?")
-    key = dict(part.split("=", 1) for part in query.split("&"))["api_key"]
-    transport = _RecordingTransport()
-    context = tiled_compat.context_with_transport(base, transport, headers={"accept-encoding": "identity"})
-    try:
-        assert transport.paths, "the context's first request (in its __init__) went elsewhere"
-        context.api_key = key
-        assert {"raw", "processed"} <= set(from_context(context))
-        assert any(path.startswith("/api/v1/search") for path in transport.paths), transport.paths
-    finally:
-        context.http_client.close()
+def _read(tree, loop, path: str):
+    """The data of the node at ``path`` of ``tree``, read through Tiled's adapters."""
+    import asyncio
+
+    adapter = asyncio.run_coroutine_threadsafe(tree.lookup_adapter(path.split("/")), loop).result()
+    return adapter, asyncio.run_coroutine_threadsafe(adapter.read(), loop).result()
+
+
+def test_a_catalog_write_node_stores_what_it_is_given_as_tiled_reads_it(catalog_tree):
+    import pyarrow as pa
+    from tiled.structures.core import Spec
+
+    tree, loop = catalog_tree
+    root = tiled_compat.CatalogWriteNode.at(tree, loop, "")
+    run = root.create_container("run1", metadata={"start": {"uid": "run1", "n": np.int64(3)}},
+                                specs=[Spec("BlueskyRun", version="3.0")])
+    stream = run.create_container("primary", metadata={"data_keys": {}},
+                                  specs=[Spec("BlueskyEventStream", version="3.0"), Spec("composite")]).base
+    pattern = np.arange(12.0).reshape(3, 4)
+    pattern[0, 0] = np.nan
+    array = stream.write_array(pattern, key="intensity", metadata={"units": "1/sr"}, dims=("time", "dim_int_1"))
+    table = stream.create_appendable_table(pa.schema([("seq_num", pa.int64()), ("I0", pa.float64())]), key="internal")
+    table.append_partition(0, pa.table({"seq_num": [1, 2, 3], "I0": [1.5, 2.5, 3.5]}))
+    table.append_partition(0, pa.table({"seq_num": [4], "I0": [4.5]}))
+    run.update_metadata(metadata={"stop": {"exit_status": "success"}}, drop_revision=True)
+    run.close_stream()
+
+    assert (array.shape, array.dtype, stream.item["id"]) == ((3, 4), np.dtype("float64"), "primary")
+    adapter, stored = _read(tree, loop, "run1/primary/intensity")
+    np.testing.assert_array_equal(stored, pattern)  # NaN where NaN was written
+    assert adapter.structure().dims == ("time", "dim_int_1") and adapter.metadata() == {"units": "1/sr"}
+    _, rows = _read(tree, loop, "run1/primary/internal")
+    assert list(rows["seq_num"]) == [1, 2, 3, 4] and list(rows["I0"]) == [1.5, 2.5, 3.5, 4.5]
+    stored_run, _ = _read(tree, loop, "run1")
+    # numpy values stored as a client sends them (JSON), the update merged in
+    assert stored_run.metadata() == {"start": {"uid": "run1", "n": 3}, "stop": {"exit_status": "success"}}
+    assert [spec.name for spec in stored_run.specs] == ["BlueskyRun"]
+    with pytest.raises(KeyError, match="no node at 'absent'"):
+        tiled_compat.CatalogWriteNode.at(tree, loop, "absent")
+
+
+def test_a_catalog_write_node_applies_tileds_spec_validators(catalog_tree):
+    from tiled.structures.core import Spec
+    from tiled.validation_registration import ValidationError
+
+    tree, loop = catalog_tree
+    root = tiled_compat.CatalogWriteNode.at(tree, loop, "")
+    stream = root.create_container("composite", specs=[Spec("composite")])
+    stream.create_container("nested")  # Tiled checks a composite container's contents when it is updated
+    with pytest.raises(ValidationError, match="Nested containers are not allowed"):
+        stream.update_metadata(metadata={"touched": True})
+    stored, _ = _read(tree, loop, "composite")
+    assert "touched" not in stored.metadata()
 
 
 # -- bluesky-tiled-plugins -----------------------------------------------------------------

@@ -6,26 +6,35 @@
 * :func:`event_ordered_sql_adapter`: a subclass of ``tiled.adapters.sql.SQLAdapter``
   that sets its row order and indexes its table (``from_catalog``'s signature,
   ``order_by_args``, ``table_name``, ``storage.connect()``).
-* :func:`context_with_transport`: a client ``Context`` whose ``http_client`` (made, and
-  used, in ``Context.__init__``) is replaced by one with another transport.
+* :class:`CatalogWriteNode`: a node of the server's catalog written to through its
+  catalog adapters (``lookup_adapter``, ``create_node``, ``write``, ``append_partition``,
+  ``replace_metadata``, ``close_stream``; ``tiled.catalog.adapter.STRUCTURES``) with
+  the steps of the server's endpoints (``schemas.PostMetadataRequest``, the spec
+  validators of ``default_validation_registry``, the deserializers of
+  ``default_deserialization_registry``), offering the part of the client's API that
+  bluesky-tiled-plugins' run writer uses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
+import uuid
+from collections.abc import Coroutine
 from contextlib import closing
-
-import httpx
-from tiled.client.context import Context
-from tiled.client.transport import Transport
+from copy import deepcopy
+from dataclasses import asdict
+from typing import Any
 
 from .releases import ReleaseRange
 
 RELEASES = ReleaseRange("tiled", "0.2", "0.3", __name__,
                         "SQLStorage._connection_pool, SQLAdapter.from_catalog and order_by_args, "
-                        "Context.__init__ setting http_client")
+                        "the catalog adapters' create_node, write, append_partition, replace_metadata and "
+                        "close_stream, and the steps of the POST/PATCH metadata, PUT array and PATCH table "
+                        "partition endpoints")
 RELEASES.check()
 
 logger = logging.getLogger(__name__)
@@ -109,35 +118,224 @@ def event_ordered_sql_adapter() -> type:
     return EventOrderedSQLAdapter
 
 
-# -- a client context with a transport of ours -------------------------------------------
-def context_with_transport(uri: str, transport: httpx.BaseTransport, *, headers: dict[str, str]) -> Context:
-    """A Tiled client context of the server at ``uri`` whose every request, from the
-    first (``Context.__init__`` already asks the server), goes through ``transport``
-    (inside Tiled's own transport, whose responses decode msgpack), without TLS.
+# -- writing to the catalog through its adapters -------------------------------------------
+class CatalogWriteNode:
+    """A node of a served catalog, written to through its catalog adapter on the
+    server's event loop instead of through HTTP requests: the part of Tiled's client API
+    (container, array and table clients) that bluesky-tiled-plugins' run writer uses
+    for a run whose data are all in its events, each call carried out with the steps of
+    the server's endpoint for it, so that the nodes and data stored are those the
+    client's requests store.
+
+    For a server with Tiled's single-user API key and no access policy (``xrd-bluesky
+    serve``): access tags are those of such a server (none), and specs without a
+    validator are accepted (Tiled's default settings). Calls are made from a thread
+    other than the event loop's, which runs the adapters' coroutines.
 
     Parameters
     ----------
-    uri : str
-        The server's API root (``http://host/api/v1``); never resolved if ``transport``
-        does not resolve it.
-    transport : httpx.BaseTransport
-        What sends the requests.
-    headers : dict
-        Headers of every request.
+    adapter : tiled.catalog.adapter.CatalogNodeAdapter
+        The node's catalog adapter (of the class of its structure family).
+    loop : asyncio.AbstractEventLoop
+        The server's event loop.
+    metadata : dict
+        The node's metadata as stored.
     """
-    wrapped = Transport(transport=transport)
 
-    class ContextWithTransport(Context):
-        """Tiled's context, its HTTP client replaced as it is set."""
+    def __init__(self, adapter, loop: asyncio.AbstractEventLoop, metadata: dict):
+        self._adapter, self._loop = adapter, loop
+        self.metadata = metadata
 
-        @property
-        def http_client(self) -> httpx.Client:
-            return self.__dict__["http_client"]
+    @classmethod
+    def at(cls, tree, loop: asyncio.AbstractEventLoop, path: str) -> CatalogWriteNode:
+        """The container at ``path`` (``a/b``) of the served catalog ``tree`` (its
+        root catalog adapter), run on ``loop``.
 
-        @http_client.setter
-        def http_client(self, client: httpx.Client) -> None:
-            client.close()
-            self.__dict__["http_client"] = httpx.Client(transport=wrapped, headers=client.headers,
-                                                        follow_redirects=True, timeout=client.timeout)
+        Raises
+        ------
+        KeyError
+            Nothing is at ``path``, or not a container.
+        """
+        from tiled.structures.core import StructureFamily
 
-    return ContextWithTransport(uri, headers=headers, verify=False)
+        segments = [segment for segment in path.split("/") if segment]
+        try:
+            adapter = _run(loop, tree.lookup_adapter(segments))
+        except KeyError:  # Tiled's NoEntry
+            raise KeyError(f"no node at {path!r} of the catalog") from None
+        if adapter.structure_family != StructureFamily.container:
+            raise KeyError(f"{path!r} of the catalog is a {adapter.structure_family}, not a container")
+        return cls(adapter, loop, adapter.metadata())
+
+    # -- what the run writer reads
+    def include_data_sources(self) -> CatalogWriteNode:
+        """This node (a catalog adapter has its data sources)."""
+        return self
+
+    @property
+    def base(self) -> CatalogWriteNode:
+        """This node (a composite container is written to as a plain one)."""
+        return self
+
+    @property
+    def item(self) -> dict:
+        """The node's key and metadata, as a client's ``item`` has them."""
+        return {"id": self._adapter.key, "attributes": {"metadata": self.metadata}}
+
+    @property
+    def dtype(self):
+        """An array node's numpy data type."""
+        return self._adapter.structure().data_type.to_numpy_dtype()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """An array node's shape."""
+        return tuple(self._adapter.structure().shape)
+
+    # -- what the run writer writes
+    def create_container(self, key: str | None = None, *, metadata: dict | None = None, specs=None,
+                         access_tags: list[str] | None = None) -> CatalogWriteNode:
+        """A new empty container in this one (as ``Container.create_container``)."""
+        from tiled.structures.core import StructureFamily
+
+        return self._new(StructureFamily.container, [], key, metadata, specs, access_tags)
+
+    def write_array(self, array, *, key: str | None = None, metadata: dict | None = None,
+                    dims: tuple[str, ...] | None = None, specs=None,
+                    access_tags: list[str] | None = None) -> CatalogWriteNode:
+        """A new array node in this container holding ``array`` (as
+        ``Container.write_array``: the same chunks, stored with Tiled's default
+        array storage)."""
+        import numpy as np
+        from dask.array.core import normalize_chunks
+        from tiled.client.container import Container
+        from tiled.structures.array import ArrayStructure, BuiltinDtype
+        from tiled.structures.core import StructureFamily
+        from tiled.structures.data_source import DataSource
+
+        array = np.asarray(array)
+        chunks = normalize_chunks(tuple("auto" for _ in array.shape), limit=Container._SUGGESTED_MAX_UPLOAD_SIZE,
+                                  dtype=array.dtype, shape=array.shape)
+        structure = ArrayStructure(shape=array.shape, chunks=chunks, dims=dims,
+                                   data_type=BuiltinDtype.from_numpy_dtype(array.dtype))
+        node = self._new(StructureFamily.array, [DataSource(structure=structure, structure_family="array")],
+                         key, metadata, specs, access_tags)
+        media_type = "application/octet-stream"
+        node._write(node._adapter.write, StructureFamily.array, media_type, np.ascontiguousarray(array).tobytes())
+        return node
+
+    def create_appendable_table(self, schema, npartitions: int = 1, *, key: str | None = None,
+                                metadata: dict | None = None, specs=None,
+                                access_tags: list[str] | None = None) -> CatalogWriteNode:
+        """A new empty table node in this container stored in the SQL table storage
+        (as ``Container.create_appendable_table``), for :meth:`append_partition`."""
+        from tiled.structures.core import StructureFamily
+        from tiled.structures.data_source import DataSource
+        from tiled.structures.table import TableStructure
+
+        source = DataSource(structure=TableStructure.from_schema(schema, npartitions), structure_family="table",
+                            mimetype="application/x-tiled-sql-table", parameters={})
+        return self._new(StructureFamily.table, [source], key, metadata or {}, specs or [], access_tags)
+
+    def append_partition(self, partition: int, table) -> None:
+        """Append the rows of ``table`` (a pyarrow table) to ``partition`` of this table node."""
+        from tiled.serialization.table import serialize_arrow
+        from tiled.structures.core import StructureFamily
+        from tiled.utils import APACHE_ARROW_FILE_MIME_TYPE
+
+        if partition > self._adapter.structure().npartitions:
+            raise ValueError(f"Table has {self._adapter.structure().npartitions} partitions")
+        body = bytes(serialize_arrow(APACHE_ARROW_FILE_MIME_TYPE, table, {}))
+        self._write(self._adapter.append_partition, StructureFamily.table, APACHE_ARROW_FILE_MIME_TYPE, body,
+                    partition)
+
+    def update_metadata(self, metadata: dict | None = None, specs=None, access_tags=None, *,
+                        drop_revision: bool = False) -> None:
+        """Update this node's metadata as ``dict.update`` would, recursively (as the
+        client's ``update_metadata``); its specs and access tags stay."""
+        from tiled.client.metadata_update import apply_update_patch
+
+        if specs is not None or access_tags:
+            raise NotImplementedError("CatalogWriteNode updates metadata only, not specs or access tags")
+        updated = apply_update_patch(deepcopy(self.metadata), _as_json(metadata or {}))
+
+        async def replace() -> dict:
+            validated = await _validate_specs(self._adapter.specs or [], updated, self._adapter, None, None)
+            # None: the specs and access tags stay as they are
+            await self._adapter.replace_metadata(metadata=validated, specs=None, access_tags=None,
+                                                 drop_revision=drop_revision)
+            return validated
+
+        self.metadata = _run(self._loop, replace())
+
+    def close_stream(self) -> None:
+        """Declare the end of the writes to this node (to Tiled's live subscribers)."""
+        _run(self._loop, self._adapter.close_stream())
+
+    # -- the steps of the server's endpoints
+    def _new(self, structure_family, data_sources: list, key: str | None, metadata: dict | None, specs,
+             access_tags: list[str] | None) -> CatalogWriteNode:
+        """A new node in this container, created as ``POST /metadata`` creates one."""
+        from tiled.access_control.protocols import normalize_access_tags
+        from tiled.catalog.adapter import STRUCTURES
+        from tiled.client.utils import normalize_specs
+        from tiled.server.schemas import PostMetadataRequest
+
+        body = PostMetadataRequest.model_validate(_as_json({
+            "id": key or str(uuid.uuid4()), "metadata": metadata or {}, "structure_family": structure_family,
+            "specs": normalize_specs(specs or []), "data_sources": [asdict(source) for source in data_sources],
+            "access_tags": access_tags}))
+
+        async def create():
+            structure = None if not body.data_sources else body.data_sources[0].structure
+            await _validate_specs(body.specs, body.metadata, None, body.structure_family, structure)
+            node = await self._adapter.create_node(metadata=body.metadata, structure_family=body.structure_family,
+                                                   key=body.id, specs=body.specs, data_sources=body.data_sources,
+                                                   access_tags=normalize_access_tags())
+            return STRUCTURES[body.structure_family](node.context, node.node)
+
+        return CatalogWriteNode(_run(self._loop, create()), self._loop, body.metadata)
+
+    def _write(self, write, structure_family, media_type: str, body: bytes, *args) -> None:
+        """Write serialized ``body`` by the catalog adapter's ``write`` method (as the
+        server's endpoint does, with Tiled's deserializer of ``media_type``)."""
+        from tiled.media_type_registration import default_deserialization_registry
+
+        deserializer = default_deserialization_registry.dispatch(structure_family, media_type)
+        _run(self._loop, write(media_type, deserializer, self._adapter, body, *args))
+
+
+def _run(loop: asyncio.AbstractEventLoop, coroutine: Coroutine) -> Any:
+    """Run ``coroutine`` on ``loop`` (from another thread) and return its result."""
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+
+def _as_json(content: dict) -> dict:
+    """``content`` as the server receives it from a client: serialized as the client
+    serializes it (numpy values, dates) and parsed again."""
+    import orjson
+    from tiled.utils import safe_json_dump
+
+    return orjson.loads(safe_json_dump(content))
+
+
+async def _validate_specs(specs: list, metadata: dict, entry, structure_family, structure) -> dict:
+    """``metadata`` as the validators of Tiled's registry for ``specs`` leave it (the
+    server's ``validate_specs``, least constrained spec first); specs without a
+    validator pass.
+
+    Raises
+    ------
+    tiled.validation_registration.ValidationError
+        A validator rejected the node.
+    """
+    from tiled.utils import ensure_awaitable
+    from tiled.validation_registration import default_validation_registry
+
+    for spec in reversed(specs):
+        if spec in default_validation_registry:
+            result = await ensure_awaitable(default_validation_registry(spec), spec, metadata, entry,
+                                            structure_family, structure)
+            if result is not None:
+                metadata = result
+    return metadata

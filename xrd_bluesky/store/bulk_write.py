@@ -5,33 +5,35 @@ The endpoint (:func:`bulk_write_router`, mounted through the ``include_routers``
 :func:`tiled.server.app.build_app`) takes a whole run's documents as spool lines
 (:mod:`.spool`, one JSON document a line) and writes them into a container of the
 catalog with bluesky-tiled-plugins' ``TiledWriter`` (as :func:`whole_run_writer`
-does on the client), run inside the server against the server's own app: the nodes
-and the data are those the client-side path writes, without crossing the network. The
-request needs the API key (Tiled's own scope check) and the in-process requests carry
-the caller's credentials, so the endpoint can do nothing the caller could not.
+does on the client), inside the server: the writer's calls go to the catalog's
+adapters directly (:class:`~xrd_bluesky.compat.tiled.CatalogWriteNode`), with the
+steps of the endpoints its requests would reach, so that the nodes and the data are
+those the client-side path writes, without an HTTP request for each. The request
+needs the API key with the scopes of those requests (Tiled's own check); the server
+(``xrd-bluesky serve``) has one user and no access policy. It takes runs whose data
+are all in their events (derived runs): a run with external data (resources, stream
+resources) or ragged arrays is refused (422) and stays in the caller's spool.
 
 The client (:func:`bulk_write_url`, :func:`post_run`) asks once whether the server
 offers the endpoint; a stock Tiled server does not (404), and the caller falls back to
 writing the run node by node.
 
-The in-process client (a Tiled context whose transport calls the app on the server's
-event loop) and the writer of whole runs reach into Tiled and bluesky-tiled-plugins
-beyond their public APIs through :mod:`xrd_bluesky.compat.tiled` and
-:mod:`xrd_bluesky.compat.bluesky_tiled_plugins`, which check the installed releases.
+The writes through the catalog's adapters and the writer of whole runs reach into
+Tiled and bluesky-tiled-plugins beyond their public APIs through
+:mod:`xrd_bluesky.compat.tiled` and :mod:`xrd_bluesky.compat.bluesky_tiled_plugins`,
+which check the installed releases.
 """
 
 import httpx
 
 from ..compat.bluesky_tiled_plugins import WholeRunTiledWriter
-from ..compat.tiled import context_with_transport
+from ..compat.tiled import CatalogWriteNode
 from ..errors import XRDBlueskyError
 
 #: The endpoint, under ``/api/v1``: GET answers what it is, POST ``<route>/<container path>`` writes a run.
 ROUTE = "/xrd-bluesky/bulk-write"
 #: The protocol the endpoint speaks (its GET answers it); a client speaking another one falls back.
 PROTOCOL = "xrd-bluesky-bulk-write/1"
-#: The in-process client's root URI (never resolved: its transport calls the app).
-_IN_PROCESS_URI = "http://xrd-bluesky-in-process/api/v1"
 
 
 class BulkWriteError(XRDBlueskyError):
@@ -100,9 +102,14 @@ def _reason(response: httpx.Response) -> str:
 
 
 # -- the server's side -------------------------------------------------------------
-def bulk_write_router():
+#: Documents of data outside the events, which the bulk write does not take.
+EXTERNAL_DATA_DOCUMENTS = frozenset({"resource", "datum", "datum_page", "stream_resource", "stream_datum"})
+
+
+def bulk_write_router(tree):
     """The FastAPI router of the endpoint (see the module docstring), for
-    ``include_routers`` of :func:`tiled.server.app.build_app`."""
+    ``include_routers`` of :func:`tiled.server.app.build_app`, writing into ``tree``
+    (the served catalog's root adapter, as ``build_app`` gets it)."""
     import asyncio
 
     from fastapi import APIRouter, HTTPException, Request, Security
@@ -117,12 +124,12 @@ def bulk_write_router():
     @router.post(ROUTE + "/{path:path}")
     async def write_run(path: str, request: Request,
                         _=Security(check_scopes, scopes=["create:node", "write:metadata", "write:data"])) -> dict:
-        # the run is written from a thread of the event loop's executor (not of the worker
-        # threads Tiled's own endpoints use, so that they are free to answer it)
+        # the writer runs in a thread of the event loop's executor; the adapters'
+        # coroutines it calls run on the event loop
         loop = asyncio.get_running_loop()
-        lines, authorization = await request.body(), request.headers.get("authorization", "")
+        lines = await request.body()
         try:
-            return await loop.run_in_executor(None, _write_run, request.app, loop, authorization, path, lines)
+            return await loop.run_in_executor(None, _write_run, tree, loop, path, lines)
         except BulkWriteError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         except Exception as exc:  # the caller keeps the run in its spool; tell it why
@@ -131,14 +138,15 @@ def bulk_write_router():
     return router
 
 
-def _write_run(app, loop, authorization: str, path: str, lines: bytes) -> dict:
-    """Write the run in spool ``lines`` into the container at ``path`` through ``app``
-    (on ``loop``) with the caller's ``authorization``; what was written.
+def _write_run(tree, loop, path: str, lines: bytes) -> dict:
+    """Write the run in spool ``lines`` into the container at ``path`` of the catalog
+    ``tree`` (its adapters' coroutines run on ``loop``); what was written.
 
     Raises
     ------
     BulkWriteError
-        ``lines`` are not a whole run's spool lines (start first, stop last).
+        ``lines`` are not a whole run's spool lines (start first, stop last), the run
+        has data outside its events, or nothing is at ``path``.
     """
     from .spool import decode
 
@@ -148,47 +156,25 @@ def _write_run(app, loop, authorization: str, path: str, lines: bytes) -> dict:
         raise BulkWriteError(f"not spool lines: {exc}") from None
     if not documents or documents[0][0] != "start" or documents[-1][0] != "stop":
         raise BulkWriteError("a bulk write takes a whole run: its start first, its stop last")
-    context = _in_process_context(app, loop, authorization)
+    _check_internal(documents)
     try:
-        write_documents(context, path, documents)
-    finally:
-        context.http_client.close()
+        container = CatalogWriteNode.at(tree, loop, path)
+    except KeyError as exc:
+        raise BulkWriteError(str(exc)) from None
+    writer = whole_run_writer(container)
+    for name, doc in documents:
+        writer(name, doc)
     return {"uid": documents[0][1]["uid"], "documents": len(documents)}
 
 
-def write_documents(context, path: str, documents: list[tuple[str, dict]]) -> None:
-    """Write a whole run's ``documents`` into the container at ``path`` of the catalog
-    behind ``context``, as the client-side path does (:func:`whole_run_writer`)."""
-    from tiled.client import from_context
-
-    writer = whole_run_writer(from_context(context)[path])
+def _check_internal(documents: list[tuple[str, dict]]) -> None:
+    """Refuse a run with data outside its events or of ragged shape (which the writer
+    through the catalog's adapters does not write)."""
     for name, doc in documents:
-        writer(name, doc)
-
-
-def _in_process_context(app, loop, authorization: str):
-    """A Tiled client context whose requests go to ``app`` in this process, on its event
-    ``loop`` (to be used from another thread), with the caller's credentials."""
-    # no compression and no TLS (nothing crosses a network): no CPU spent on either
-    context = context_with_transport(_IN_PROCESS_URI, _AppTransport(app, loop), headers={"accept-encoding": "identity"})
-    context.http_client.headers["authorization"] = authorization
-    return context
-
-
-class _AppTransport(httpx.BaseTransport):
-    """An httpx transport calling an ASGI app on its event loop from another thread."""
-
-    def __init__(self, app, loop):
-        self._asgi = httpx.ASGITransport(app=app)
-        self._loop = loop
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        import asyncio
-
-        return asyncio.run_coroutine_threadsafe(self._send(request), self._loop).result()
-
-    async def _send(self, request: httpx.Request) -> httpx.Response:
-        sent = httpx.Request(request.method, request.url, headers=request.headers, content=request.read())
-        response = await self._asgi.handle_async_request(sent)
-        return httpx.Response(response.status_code, headers=response.headers, content=await response.aread(),
-                              request=request)
+        if name in EXTERNAL_DATA_DOCUMENTS:
+            raise BulkWriteError(f"a bulk write takes runs whose data are in their events, not a {name} document")
+        if name == "descriptor":
+            ragged = [key for key, data_key in doc.get("data_keys", {}).items() if None in data_key.get("shape", ())]
+            if ragged:
+                raise BulkWriteError(f"a bulk write takes no ragged arrays (data keys {ragged} of stream "
+                                     f"{doc.get('name')!r} have a dimension of no fixed length)")

@@ -124,7 +124,7 @@ def build_app(directory: str | Path, *, database: str | None = None, api_key: st
     if not is_postgres_uri(database):
         serialize_table_store(writable[1])
     return tiled_app(tree, authentication=Authentication(single_user_api_key=api_key),
-                     include_routers=[bulk_write_router()])
+                     include_routers=[bulk_write_router(tree)])
 
 
 def _final_error(output: str) -> str:

@@ -88,6 +88,39 @@ def test_1d_equals_pyfai_with_all_corrections(ponis, response):
     assert np.isnan(ours.intensity[~valid]).all()
 
 
+def test_runs_of_one_geometry_share_its_splitting_whatever_their_dark(ponis, response, monkeypatch):
+    """Two runs at one position, each with a dark of its own (as every run records):
+    the second builds no splitting matrix of its own (the costly part of preparing a
+    position), holds only its own corrections in the cache, and integrates as pyFAI
+    does with its own dark."""
+    from xrd_bluesky.science.reduction import corrected_integration
+
+    poni = ponis[0]
+    built = []
+    real = corrected_integration.pixel_splitting
+    monkeypatch.setattr(corrected_integration, "pixel_splitting", lambda *a, **k: built.append(1) or real(*a, **k))
+    corrected_integration.clear_splitting_cache()
+    frame, _ = measure("glass", poni, response, 2)
+    darks = [response.dark_rate() * EXPOSURE_S + offset for offset in (0.0, 0.5)]
+    first = CorrectedIntegrator(poni, npt=2000, mask=static_mask(poni), gain=response.gain, dark=darks[0])
+    one_run = corrected_integration.splitting_cache_bytes()
+    second = CorrectedIntegrator(poni, npt=2000, mask=static_mask(poni), gain=response.gain, dark=darks[1])
+    assert len(built) == 1
+    splitting = corrected_integration._cached(second._key[0])
+    # the second run's corrections are all it adds: as much as the first run's own
+    assert corrected_integration.splitting_cache_bytes() - one_run == one_run - splitting.nbytes
+    ai = poni.integrator()
+    mask = ai.detector.mask.astype(bool) | static_mask(poni) | (frame < 0)
+    for integrator, dark in zip((first, second), darks):
+        ours = integrator.integrate(frame)
+        ref = ai.integrate1d_ng(frame, 2000, unit="q_nm^-1", method=CSR, dark=dark, flat=response.gain, mask=mask,
+                                polarization_factor=0.99, error_model="poisson",
+                                normalization_factor=ai.pixel1 * ai.pixel2 / ai.dist**2)
+        valid = ref.count > 0
+        np.testing.assert_allclose(ours.intensity[valid], ref.intensity[valid], rtol=1e-6)
+    assert len(built) == 1
+
+
 def test_cake_equals_pyfai(ponis, response):
     """The (azimuth, q) cake: intensity and sigma equal pyFAI's CSR integrate2d with the
     same Poisson variance max(raw, 1) (pyFAI's 2D engine otherwise adds the dark to

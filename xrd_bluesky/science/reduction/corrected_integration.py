@@ -189,7 +189,7 @@ class CorrectedIntegrator:
                                 "nothing to integrate")
         check_radial_range(poni, unit, radial_range, valid)
         self._key = self._cache_key(valid)
-        prepared = _cached(self._key) or self._prepare(valid)
+        prepared = self._cached_preparation() or self._prepare(valid)
         self.n_bins = prepared.splitting.n_bins
         self.radial, self.azimuthal = prepared.splitting.radial, prepared.splitting.azimuthal
         self.azimuthal_moments = self._azimuthal_moments(prepared) if npt_azim else None
@@ -208,22 +208,39 @@ class CorrectedIntegrator:
                 valid &= np.isfinite(self._gain) & (np.asarray(self._gain, np.float64) > 0)
         return valid
 
-    def _cache_key(self, valid: np.ndarray) -> tuple:
-        """What the preparation depends on: geometry, bins, valid pixels, gain, dark, polarization."""
+    def _cache_key(self, valid: np.ndarray) -> tuple[tuple, tuple]:
+        """What the preparation depends on: the key of its splitting matrix (geometry,
+        bins, valid pixels), then its own (that key with gain, dark and polarization)."""
         radial_range = None if self._radial_range is None else tuple(map(float, self._radial_range))
-        return (self.poni, self.npt, self.npt_azim, self.unit, self._split, radial_range,
-                _digest(np.packbits(valid)), _digest(self._gain), _digest(self._dark), self._polarization_factor)
+        splitting = (PixelSplitting, self.poni, self.npt, self.npt_azim, self.unit, self._split, radial_range,
+                     _digest(np.packbits(valid)))
+        return splitting, (PreparedPosition, *splitting[1:], _digest(self._gain), _digest(self._dark),
+                           self._polarization_factor)
+
+    def _cached_preparation(self) -> PreparedPosition | None:
+        """The cached preparation (its splitting marked as used too), or None."""
+        prepared = _cached(self._key[1])
+        if prepared is not None:
+            _cached(self._key[0])
+        return prepared
 
     def _prepare(self, valid: np.ndarray) -> PreparedPosition:
-        """Build (and cache) the splitting matrix, per-pixel corrections and constant sums."""
+        """Build (and cache) the per-pixel corrections and constant sums, and the
+        splitting matrix unless the cache has it: positions of the same geometry and
+        valid pixels share it whatever their dark, gain or polarization (runs of one
+        calibration, each with a dark of its own)."""
+        splitting_key, key = self._key
+        splitting = _cached(splitting_key)
+        if splitting is None:
+            splitting = pixel_splitting(self.poni, self.npt, self.npt_azim, self.unit, self._radial_range, ~valid,
+                                        self._split)
+            _remember(splitting_key, splitting)
         ai = self.poni.integrator()
         norm = ai.solidAngleArray(self.shape, absolute=True).astype(np.float64)
         if self._polarization_factor is not None:
             norm = norm * ai.polarization(self.shape, factor=self._polarization_factor)
         if self._gain is not None:
             norm = norm * np.where(valid, np.asarray(self._gain, np.float64), 0.0)
-        splitting = pixel_splitting(self.poni, self.npt, self.npt_azim, self.unit, self._radial_range, ~valid,
-                                    self._split)
         norm = np.where(valid, norm, 0.0).ravel()
         dark = None
         if self._dark is not None:  # kept in the smallest float dtype that holds the given dark exactly
@@ -231,12 +248,13 @@ class CorrectedIntegrator:
             dark = dark.ravel()
         static = splitting.sums(norm, _zero_if_none(dark, norm.shape))
         prepared = PreparedPosition(splitting, norm, dark, static)
-        _remember(self._key, prepared)
+        if _cached(splitting_key) is splitting:  # a splitting too large to cache leaves its preparation out too
+            _remember(key, prepared)
         return prepared
 
     def _prepared(self) -> PreparedPosition:
         """The cached preparation, prepared again if it was evicted."""
-        prepared = _cached(self._key)
+        prepared = self._cached_preparation()
         if prepared is not None:
             return prepared
         valid = self._valid()
@@ -371,9 +389,9 @@ class PreparedPosition:
 
     @property
     def nbytes(self) -> int:
-        """Memory held by the arrays (bytes)."""
+        """Memory held by its own arrays (bytes), not by the splitting it shares."""
         dark = 0 if self.dark is None else self.dark.nbytes
-        return self.splitting.nbytes + self.norm.nbytes + dark + self.static.nbytes
+        return self.norm.nbytes + dark + self.static.nbytes
 
 
 def _zero_if_none(per_pixel: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -383,14 +401,15 @@ def _zero_if_none(per_pixel: np.ndarray | None, shape: tuple[int, ...]) -> np.nd
 
 #: Pixel splittings the integrator offers (pyFAI's names).
 SPLITTINGS = ("bbox", "no")
-#: Bound (bytes) of the cache of prepared positions (:class:`PreparedPosition`, least
-#: recently used evicted first). With a dark, 2000 bins and bbox splitting, a Pilatus
-#: 300K-W position at 0.9 m takes about 7.2 MiB, so the default holds a 50-position
-#: 2theta-arm scan (360 MiB) with room to spare; a Pilatus 2M position at 0.3 m takes
-#: about 71 MiB, so it holds 7 of those.
-#: A preparation larger than the bound is used but not cached.
+#: Bound (bytes) of the cache of splitting matrices (:class:`PixelSplitting`) and of
+#: the prepared positions using them (:class:`PreparedPosition`), least recently used
+#: evicted first; a splitting evicted takes the preparations using it along. With a
+#: dark, 2000 bins and bbox splitting, a Pilatus 300K-W position at 0.9 m takes about
+#: 7.2 MiB, so the default holds a 50-position 2theta-arm scan (360 MiB) with room to
+#: spare; a Pilatus 2M position at 0.3 m takes about 71 MiB, so it holds 7 of those.
+#: An entry larger than the bound is used but not cached.
 SPLITTING_CACHE_BYTES = 512 * 2**20
-_SPLITTING_CACHE: OrderedDict[tuple, PreparedPosition] = OrderedDict()
+_SPLITTING_CACHE: OrderedDict[tuple, PixelSplitting | PreparedPosition] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
 
@@ -406,24 +425,31 @@ def clear_splitting_cache() -> None:
         _SPLITTING_CACHE.clear()
 
 
-def _cached(key: tuple) -> PreparedPosition | None:
+def _cached(key: tuple):
+    """The cached entry of ``key`` (marked as most recently used), or None."""
     with _CACHE_LOCK:
-        prepared = _SPLITTING_CACHE.get(key)
-        if prepared is not None:
+        entry = _SPLITTING_CACHE.get(key)
+        if entry is not None:
             _SPLITTING_CACHE.move_to_end(key)
-        return prepared
+        return entry
 
 
-def _remember(key: tuple, prepared: PreparedPosition) -> None:
-    """Cache ``prepared``, evicting the least recently used until the cache fits
-    :data:`SPLITTING_CACHE_BYTES` (read at each call)."""
+def _remember(key: tuple, entry: PixelSplitting | PreparedPosition) -> None:
+    """Cache ``entry``, evicting the least recently used until the cache fits
+    :data:`SPLITTING_CACHE_BYTES` (read at each call); a splitting evicted takes the
+    preparations using it along, so that what the cache holds is what it counts."""
     with _CACHE_LOCK:
-        if prepared.nbytes > SPLITTING_CACHE_BYTES:
+        if entry.nbytes > SPLITTING_CACHE_BYTES:
             return
-        _SPLITTING_CACHE[key] = prepared
+        _SPLITTING_CACHE[key] = entry
         total = sum(p.nbytes for p in _SPLITTING_CACHE.values())
         while total > SPLITTING_CACHE_BYTES:
-            total -= _SPLITTING_CACHE.popitem(last=False)[1].nbytes
+            _, evicted = _SPLITTING_CACHE.popitem(last=False)
+            total -= evicted.nbytes
+            if isinstance(evicted, PixelSplitting):
+                for other in [k for k, p in _SPLITTING_CACHE.items()
+                              if isinstance(p, PreparedPosition) and p.splitting is evicted]:
+                    total -= _SPLITTING_CACHE.pop(other).nbytes
 
 
 def _digest(array: np.ndarray | None) -> str | None:

@@ -146,6 +146,35 @@ def test_the_bulk_write_endpoint_needs_the_api_key(served):
     assert docs[0][1]["uid"] not in catalog.processed
 
 
+def _with_external_data(docs):
+    """``docs`` with a resource document after the start (data outside the events)."""
+    start = docs[0][1]
+    resource = {"uid": "r" * 8, "run_start": start["uid"], "spec": "AD_HDF5", "root": "/", "resource_path": "x.h5",
+                "resource_kwargs": {}, "path_semantics": "posix"}
+    return [docs[0], ("resource", resource), *docs[1:]]
+
+
+def _with_a_ragged_key(docs):
+    """``docs`` with the first stream's pattern declared of no fixed length."""
+    index = next(i for i, (name, _) in enumerate(docs) if name == "descriptor")
+    descriptor = docs[index][1]
+    data_keys = {**descriptor["data_keys"], "q": {**descriptor["data_keys"]["q"], "shape": [None]}}
+    return [*docs[:index], ("descriptor", {**descriptor, "data_keys": data_keys}), *docs[index + 1:]]
+
+
+@pytest.mark.parametrize("alter, refusal", [(_with_external_data, "not a resource document"),
+                                            (_with_a_ragged_key, "no ragged arrays")])
+def test_the_bulk_write_refuses_runs_it_cannot_write_as_tiledwriter_would_and_stores_nothing(served, alter,
+                                                                                                refusal):
+    server, catalog = served
+    docs = alter(derived_run(seed=7))
+    url = f"{server.uri}{ROUTE}/processed"
+    # with the catalog's own (authenticated) HTTP client, as the processed writer posts
+    response = catalog.client.context.http_client.post(url, content=b"".join(encode(n, d) for n, d in docs))
+    assert response.status_code == 422 and refusal in response.json()["detail"]
+    assert docs[0][1]["uid"] not in catalog.processed
+
+
 def test_a_refused_bulk_write_leaves_the_spool_and_sync_back_fills_it(served, monkeypatch):
     _, catalog = served
     real = writer_module.bulk_write_url

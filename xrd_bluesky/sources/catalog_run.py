@@ -123,14 +123,15 @@ def _stream_documents(stream, stream_name: str, start_uid: str, frames: str) -> 
     data_keys = metadata.get("data_keys", {})
     external, inline = [], {}
     for key in sorted(names - {INTERNAL}):
+        array = parts[key]
         external_key = data_keys.get(key, {}).get("external")
-        in_place = _in_place(parts, key, start_uid, frames) if external_key and frames != "client" else None
+        in_place = _in_place(array, key, start_uid, frames) if external_key and frames != "client" else None
         if in_place is not None:
-            external.append(_stream_resource(parts, key, *in_place, metadata, start_uid))
+            external.append(_stream_resource(key, *in_place, metadata, start_uid))
         elif external_key:
-            inline[key] = parts[key]
+            inline[key] = array
         else:
-            for seq_num, value in zip(sorted(rows) or itertools.count(1), parts[key].read()):
+            for seq_num, value in zip(sorted(rows) or itertools.count(1), array.read()):
                 rows.setdefault(seq_num, _Row(0.0)).set(key, _builtin(value), None)
     if inline:  # frames read through the client: the descriptor no longer calls them external
         for desc in descriptors:
@@ -197,10 +198,11 @@ def _table_rows(table) -> dict[int, _Row]:
     return rows
 
 
-def _in_place(parts, key: str, start_uid: str, frames: str) -> tuple[Any, list[tuple[str, Path]]] | None:
-    """An external array's data source and its files (asset URI, local path), in order,
-    when every one is a file this machine reads; None otherwise (then read through the
-    client).
+def _in_place(array, key: str, start_uid: str, frames: str) -> tuple[tuple[int, ...], Any,
+                                                                      list[tuple[str, Path]]] | None:
+    """An external array's shape, data source and files (asset URI, local path), in
+    order, when every one is a file this machine reads; None otherwise (then read
+    through the client). ``array``: its client, named ``key`` in its stream.
 
     Raises
     ------
@@ -208,7 +210,8 @@ def _in_place(parts, key: str, start_uid: str, frames: str) -> tuple[Any, list[t
         ``frames="files"`` and a file is not readable here (or not a file URI).
     """
     try:
-        source = parts[key].include_data_sources().data_sources()[0]
+        array = array.include_data_sources()
+        source = array.data_sources()[0]
     except Exception as exc:  # a server that does not list data sources
         if frames == "files":
             raise CorruptFrameError(f"run {start_uid} cannot be replayed: the catalog lists no files of its "
@@ -229,10 +232,10 @@ def _in_place(parts, key: str, start_uid: str, frames: str) -> tuple[Any, list[t
         files.append((asset.data_uri, path))
     if not files or (len(files) > 1 and frames == "auto"):
         return None  # a series of files is not read in place: through the client
-    return source, files
+    return tuple(array.shape), source, files
 
 
-def _stream_resource(parts, key: str, source, files: list[tuple[str, Path]], metadata: dict,
+def _stream_resource(key: str, shape: tuple[int, ...], source, files: list[tuple[str, Path]], metadata: dict,
                      start_uid: str) -> tuple[dict, dict]:
     """The ``stream_resource`` and ``stream_datum`` of an external array kept in one
     file (as ophyd-async and TiledWriter's conversion of AD_HDF5 resources keep it).
@@ -245,7 +248,6 @@ def _stream_resource(parts, key: str, source, files: list[tuple[str, Path]], met
     if len(files) != 1:
         raise FrameSourceError(f"frames {key!r} of run {start_uid} are {len(files)} files "
                                f"({files[0][1]}, ...): only frames in one HDF5 file are read in place")
-    shape = parts[key].shape
     k = _concatenated(shape, metadata["data_keys"][key]["shape"])
     n = shape[0] if k is None else shape[0] // k
     desc_uid = metadata["uid"]

@@ -157,13 +157,24 @@ class Catalog:
     #: serialize table access, see :mod:`.table_store`) fails under concurrent appends.
     upload_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    _containers: dict = field(default_factory=dict, repr=False)
+
     @property
     def raw(self):
-        return self.client["raw"]
+        """The ``raw`` container (its client fetched once; a new one each time, so that
+        lengths and contents are the server's now)."""
+        return self._container("raw")
 
     @property
     def processed(self):
-        return self.client["processed"]
+        """The ``processed`` container (as :attr:`raw`)."""
+        return self._container("processed")
+
+    def _container(self, key: str):
+        """A fresh client of the container ``key``, from the one fetched the first time."""
+        if key not in self._containers:
+            self._containers[key] = self.client[key]
+        return self._containers[key].new_variation()
 
     def online(self) -> Catalog:
         """This catalog, after checking that its server answers.

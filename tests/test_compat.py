@@ -205,6 +205,9 @@ def test_a_catalog_write_node_stores_what_it_is_given_as_tiled_reads_it(catalog_
     table.append_partition(0, pa.table({"seq_num": [4], "I0": [4.5]}))
     run.update_metadata(metadata={"stop": {"exit_status": "success"}}, drop_revision=True)
     run.close_stream()
+    with pytest.raises(KeyError):  # nothing is in the catalog before the commit
+        _read(tree, loop, "run1")
+    root.commit()
 
     assert (array.shape, array.dtype, stream.item["id"]) == ((3, 4), np.dtype("float64"), "primary")
     adapter, stored = _read(tree, loop, "run1/primary/intensity")
@@ -220,6 +223,28 @@ def test_a_catalog_write_node_stores_what_it_is_given_as_tiled_reads_it(catalog_
         tiled_compat.CatalogWriteNode.at(tree, loop, "absent")
 
 
+def test_a_run_whose_key_is_taken_is_refused_whole_and_the_stored_one_stays(catalog_tree):
+    import asyncio
+
+    from tiled.catalog.adapter import Collision
+
+    tree, loop = catalog_tree
+
+    def stage(values) -> tiled_compat.CatalogWriteNode:
+        root = tiled_compat.CatalogWriteNode.at(tree, loop, "")
+        stream = root.create_container("run1").create_container("primary")
+        stream.write_array(values, key="intensity")
+        return root
+
+    first, second = np.arange(6.0).reshape(2, 3), np.ones((2, 3))
+    stage(first).commit()
+    with pytest.raises(Collision, match="/run1"):
+        stage(second).commit()
+    _, stored = _read(tree, loop, "run1/primary/intensity")
+    np.testing.assert_array_equal(stored, first)
+    assert asyncio.run_coroutine_threadsafe(tree.keys_range(0, 10), loop).result() == ["run1"]
+
+
 def test_a_catalog_write_node_applies_tileds_spec_validators(catalog_tree):
     from tiled.structures.core import Spec
     from tiled.validation_registration import ValidationError
@@ -230,6 +255,7 @@ def test_a_catalog_write_node_applies_tileds_spec_validators(catalog_tree):
     stream.create_container("nested")  # Tiled checks a composite container's contents when it is updated
     with pytest.raises(ValidationError, match="Nested containers are not allowed"):
         stream.update_metadata(metadata={"touched": True})
+    root.commit()
     stored, _ = _read(tree, loop, "composite")
     assert "touched" not in stored.metadata()
 

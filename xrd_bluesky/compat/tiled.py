@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Coroutine
 from contextlib import closing
 from copy import deepcopy
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .releases import ReleaseRange
@@ -118,38 +118,37 @@ def event_ordered_sql_adapter() -> type:
     return EventOrderedSQLAdapter
 
 
-# -- writing to the catalog through its adapters -------------------------------------------
+# -- writing a run into the catalog in one transaction --------------------------------------
 class CatalogWriteNode:
-    """A node of a served catalog, written to through its catalog adapter on the
-    server's event loop instead of through HTTP requests: the part of Tiled's client API
-    (container, array and table clients) that bluesky-tiled-plugins' run writer uses
-    for a run whose data are all in its events, each call carried out with the steps of
-    the server's endpoint for it, so that the nodes and data stored are those the
-    client's requests store.
+    """A node of a served catalog as bluesky-tiled-plugins' run writer writes to it:
+    the part of Tiled's client API (container, array and table clients) that the writer
+    uses for a run whose data are all in its events, without an HTTP request per call.
+
+    The node :meth:`at` a path is an existing container. Every node created under it is
+    *staged*: checked as the server's endpoint checks the request that would create it
+    (the body parsed with ``schemas.PostMetadataRequest``, the spec validators of Tiled's
+    ``default_validation_registry``, the data serialized as the client sends them and
+    parsed with Tiled's deserializers) and held in memory until :meth:`commit`. The
+    commit writes the data with Tiled's storage adapters (``init_storage``, ``write``,
+    ``append_partition``), then enters every staged node in the catalog in one database
+    transaction (the rows ``create_node`` writes) and announces the new nodes to Tiled's
+    live subscribers as ``create_node`` and ``close_stream`` do. Readers see the run
+    whole or not at all; a failed commit leaves no node in the catalog and removes the
+    data it stored.
 
     For a server with Tiled's single-user API key and no access policy (``xrd-bluesky
-    serve``): access tags are those of such a server (none), and specs without a
+    serve``): nodes get the access tags of such a server (none), and specs without a
     validator are accepted (Tiled's default settings). Calls are made from a thread
-    other than the event loop's, which runs the adapters' coroutines.
-
-    Parameters
-    ----------
-    adapter : tiled.catalog.adapter.CatalogNodeAdapter
-        The node's catalog adapter (of the class of its structure family).
-    loop : asyncio.AbstractEventLoop
-        The server's event loop.
-    metadata : dict
-        The node's metadata as stored.
+    other than the event loop's, which runs the catalog's coroutines.
     """
 
-    def __init__(self, adapter, loop: asyncio.AbstractEventLoop, metadata: dict):
-        self._adapter, self._loop = adapter, loop
-        self.metadata = metadata
+    def __init__(self, stage: _Stage, node: _StagedNode | None):
+        self._stage, self._node = stage, node
 
     @classmethod
     def at(cls, tree, loop: asyncio.AbstractEventLoop, path: str) -> CatalogWriteNode:
         """The container at ``path`` (``a/b``) of the served catalog ``tree`` (its
-        root catalog adapter), run on ``loop``.
+        root catalog adapter), whose coroutines run on ``loop``.
 
         Raises
         ------
@@ -165,11 +164,11 @@ class CatalogWriteNode:
             raise KeyError(f"no node at {path!r} of the catalog") from None
         if adapter.structure_family != StructureFamily.container:
             raise KeyError(f"{path!r} of the catalog is a {adapter.structure_family}, not a container")
-        return cls(adapter, loop, adapter.metadata())
+        return cls(_Stage(adapter, loop, segments), None)
 
     # -- what the run writer reads
     def include_data_sources(self) -> CatalogWriteNode:
-        """This node (a catalog adapter has its data sources)."""
+        """This node (its data sources are at hand)."""
         return self
 
     @property
@@ -178,19 +177,24 @@ class CatalogWriteNode:
         return self
 
     @property
+    def metadata(self) -> dict:
+        """The node's metadata (as it will be stored)."""
+        return self._staged().metadata
+
+    @property
     def item(self) -> dict:
         """The node's key and metadata, as a client's ``item`` has them."""
-        return {"id": self._adapter.key, "attributes": {"metadata": self.metadata}}
+        return {"id": self._staged().key, "attributes": {"metadata": self.metadata}}
 
     @property
     def dtype(self):
         """An array node's numpy data type."""
-        return self._adapter.structure().data_type.to_numpy_dtype()
+        return self._staged().structure().data_type.to_numpy_dtype()
 
     @property
     def shape(self) -> tuple[int, ...]:
         """An array node's shape."""
-        return tuple(self._adapter.structure().shape)
+        return tuple(self._staged().structure().shape)
 
     # -- what the run writer writes
     def create_container(self, key: str | None = None, *, metadata: dict | None = None, specs=None,
@@ -220,8 +224,8 @@ class CatalogWriteNode:
                                    data_type=BuiltinDtype.from_numpy_dtype(array.dtype))
         node = self._new(StructureFamily.array, [DataSource(structure=structure, structure_family="array")],
                          key, metadata, specs, access_tags)
-        media_type = "application/octet-stream"
-        node._write(node._adapter.write, StructureFamily.array, media_type, np.ascontiguousarray(array).tobytes())
+        node._stage_data("write", StructureFamily.array, "application/octet-stream",
+                         np.ascontiguousarray(array).tobytes(), array.dtype, array.shape)
         return node
 
     def create_appendable_table(self, schema, npartitions: int = 1, *, key: str | None = None,
@@ -243,41 +247,50 @@ class CatalogWriteNode:
         from tiled.structures.core import StructureFamily
         from tiled.utils import APACHE_ARROW_FILE_MIME_TYPE
 
-        if partition > self._adapter.structure().npartitions:
-            raise ValueError(f"Table has {self._adapter.structure().npartitions} partitions")
-        body = bytes(serialize_arrow(APACHE_ARROW_FILE_MIME_TYPE, table, {}))
-        self._write(self._adapter.append_partition, StructureFamily.table, APACHE_ARROW_FILE_MIME_TYPE, body,
-                    partition)
+        npartitions = self._staged().structure().npartitions
+        if partition > npartitions:
+            raise ValueError(f"Table has {npartitions} partitions")
+        self._stage_data("append_partition", StructureFamily.table, APACHE_ARROW_FILE_MIME_TYPE,
+                         bytes(serialize_arrow(APACHE_ARROW_FILE_MIME_TYPE, table, {})), partition=partition)
 
     def update_metadata(self, metadata: dict | None = None, specs=None, access_tags=None, *,
                         drop_revision: bool = False) -> None:
         """Update this node's metadata as ``dict.update`` would, recursively (as the
-        client's ``update_metadata``); its specs and access tags stay."""
+        client's ``update_metadata``; a staged node has no revisions to keep); its
+        specs and access tags stay."""
         from tiled.client.metadata_update import apply_update_patch
 
         if specs is not None or access_tags:
             raise NotImplementedError("CatalogWriteNode updates metadata only, not specs or access tags")
-        updated = apply_update_patch(deepcopy(self.metadata), _as_json(metadata or {}))
-
-        async def replace() -> dict:
-            validated = await _validate_specs(self._adapter.specs or [], updated, self._adapter, None, None)
-            # None: the specs and access tags stay as they are
-            await self._adapter.replace_metadata(metadata=validated, specs=None, access_tags=None,
-                                                 drop_revision=drop_revision)
-            return validated
-
-        self.metadata = _run(self._loop, replace())
+        node = self._staged()
+        updated = apply_update_patch(deepcopy(node.metadata), _as_json(metadata or {}))
+        node.metadata = _run(self._stage.loop, _validate_specs(node.specs, updated, node, None, None))
 
     def close_stream(self) -> None:
-        """Declare the end of the writes to this node (to Tiled's live subscribers)."""
-        _run(self._loop, self._adapter.close_stream())
+        """Declare the end of the writes to this node (to Tiled's live subscribers, at
+        the commit)."""
+        self._staged().closed = True
 
-    # -- the steps of the server's endpoints
+    def commit(self) -> None:
+        """Store every node staged under this one (see the class docstring).
+
+        Raises
+        ------
+        tiled.catalog.adapter.Collision
+            A node of the same key is already in the catalog (nothing is stored).
+        """
+        self._stage.commit()
+
+    # -- staging
+    def _staged(self) -> _StagedNode:
+        if self._node is None:
+            raise NotImplementedError("CatalogWriteNode writes into the nodes it creates, not into existing ones")
+        return self._node
+
     def _new(self, structure_family, data_sources: list, key: str | None, metadata: dict | None, specs,
              access_tags: list[str] | None) -> CatalogWriteNode:
-        """A new node in this container, created as ``POST /metadata`` creates one."""
-        from tiled.access_control.protocols import normalize_access_tags
-        from tiled.catalog.adapter import STRUCTURES
+        """A new staged node in this container, checked as ``POST /metadata`` checks it."""
+        from tiled.catalog.adapter import Collision
         from tiled.client.utils import normalize_specs
         from tiled.server.schemas import PostMetadataRequest
 
@@ -285,24 +298,241 @@ class CatalogWriteNode:
             "id": key or str(uuid.uuid4()), "metadata": metadata or {}, "structure_family": structure_family,
             "specs": normalize_specs(specs or []), "data_sources": [asdict(source) for source in data_sources],
             "access_tags": access_tags}))
+        structure = None if not body.data_sources else body.data_sources[0].structure
+        validated = _run(self._stage.loop, _validate_specs(body.specs, body.metadata, None, body.structure_family,
+                                                           structure))
+        siblings = self._stage.top if self._node is None else self._node.children
+        if body.id in siblings:
+            raise Collision("/" + "/".join(self._path() + [body.id]))
+        node = _StagedNode(body.id, body.structure_family, validated, body.specs,
+                           body.data_sources[0] if body.data_sources else None, self._path() + [body.id])
+        siblings[body.id] = node
+        return CatalogWriteNode(self._stage, node)
 
-        async def create():
-            structure = None if not body.data_sources else body.data_sources[0].structure
-            await _validate_specs(body.specs, body.metadata, None, body.structure_family, structure)
-            node = await self._adapter.create_node(metadata=body.metadata, structure_family=body.structure_family,
-                                                   key=body.id, specs=body.specs, data_sources=body.data_sources,
-                                                   access_tags=normalize_access_tags())
-            return STRUCTURES[body.structure_family](node.context, node.node)
+    def _path(self) -> list[str]:
+        return self._stage.path if self._node is None else self._node.path
 
-        return CatalogWriteNode(_run(self._loop, create()), self._loop, body.metadata)
-
-    def _write(self, write, structure_family, media_type: str, body: bytes, *args) -> None:
-        """Write serialized ``body`` by the catalog adapter's ``write`` method (as the
-        server's endpoint does, with Tiled's deserializer of ``media_type``)."""
+    def _stage_data(self, method: str, structure_family, media_type: str, body: bytes, *args,
+                    partition: int | None = None) -> None:
+        """Keep data for :meth:`commit`, parsed from ``body`` by Tiled's deserializer
+        of ``media_type`` as the server's endpoint parses it."""
         from tiled.media_type_registration import default_deserialization_registry
 
         deserializer = default_deserialization_registry.dispatch(structure_family, media_type)
-        _run(self._loop, write(media_type, deserializer, self._adapter, body, *args))
+        data = deserializer(body, *args)
+        self._staged().data.append((method, data) if partition is None else (method, partition, data))
+
+
+@dataclass(eq=False)
+class _StagedNode:
+    """A node created through a :class:`CatalogWriteNode`, not yet in the catalog."""
+
+    key: str
+    structure_family: Any
+    metadata: dict
+    specs: list
+    source: Any  # its data source, as the request body has it (None for a container)
+    path: list[str]
+    children: dict[str, _StagedNode] = field(default_factory=dict)
+    data: list[tuple] = field(default_factory=list)  # (adapter method, *arguments), in the order written
+    closed: bool = False
+
+    # what a spec validator reads of the node it validates
+    def structure(self):
+        return None if self.source is None else self.source.structure
+
+    async def items_range(self) -> list[tuple[str, _StagedNode]]:
+        return list(self.children.items())
+
+
+class _Stage:
+    """The nodes staged under one existing container (``adapter``, at ``path``) and
+    their commit."""
+
+    def __init__(self, adapter, loop: asyncio.AbstractEventLoop, path: list[str]):
+        self.adapter, self.loop, self.path = adapter, loop, path
+        self.top: dict[str, _StagedNode] = {}
+
+    def nodes(self) -> list[list[_StagedNode]]:
+        """The staged nodes level by level, parents before their children."""
+        levels, level = [], list(self.top.values())
+        while level:
+            levels.append(level)
+            level = [child for node in level for child in node.children.values()]
+        return levels
+
+    def commit(self) -> None:
+        """Store the staged nodes (see :meth:`CatalogWriteNode.commit`): their data
+        first, then their catalog rows in one transaction; on failure, the data
+        stored is removed again."""
+        from tiled.catalog import orm
+        from tiled.catalog.adapter import Collision
+
+        if taken := _run(self.loop, self._taken()):  # before any storage is written at their paths
+            raise Collision(", ".join("/" + "/".join(self.path + [key]) for key in taken))
+        levels = self.nodes()
+        rows = {node: orm.Node(key=node.key, metadata_=node.metadata, structure_family=node.structure_family,
+                               specs=[spec.model_dump() for spec in node.specs])
+                for level in levels for node in level}
+        sources: dict[_StagedNode, Any] = {}
+        try:
+            for node in rows:
+                if node.source is not None:
+                    sources[node] = self._init_storage(node)
+                    self._write(node, rows[node], sources[node])
+            _run(self.loop, self._enter(levels, rows, sources))
+        except BaseException:
+            for source in sources.values():
+                _delete_stored(source)
+            raise
+        self.top = {}
+        _run(self.loop, self._announce(levels, rows))
+
+    async def _taken(self) -> list[str]:
+        """The keys of the staged top nodes already in the container."""
+        from sqlalchemy import select
+        from tiled.catalog import orm
+
+        async with self.adapter.context.session() as db:
+            found = await db.execute(select(orm.Node.key).where(orm.Node.parent == self.adapter.node.id,
+                                                                orm.Node.key.in_(list(self.top))))
+            return [key for (key,) in found]
+
+    def _init_storage(self, node: _StagedNode):
+        """Initialize ``node``'s storage with Tiled's storage adapter (as
+        ``create_node`` does); its data source as initialized."""
+        from tiled.catalog.adapter import DEFAULT_CREATION_MIMETYPE, STORAGE_ADAPTERS_BY_MIMETYPE
+        from tiled.storage import FileStorage
+
+        source = node.source.model_copy(deep=True)
+        source.mimetype = source.mimetype or DEFAULT_CREATION_MIMETYPE[source.structure_family]
+        storage_class = STORAGE_ADAPTERS_BY_MIMETYPE[source.mimetype]
+        supported = tuple(getattr(storage_class, "supported_storage", lambda: {FileStorage})())
+        storage = next((storage for storage in self.adapter.context.writable_storage.values()
+                        if isinstance(storage, supported)), None)
+        if storage is None:
+            raise RuntimeError(f"the catalog has no writable storage for {source.mimetype}")
+        return self._done(storage_class.init_storage(storage, source, node.path))
+
+    def _write(self, node: _StagedNode, row, source) -> None:
+        """Write ``node``'s data into its storage (``source``) with the adapter the
+        catalog reads it with (as the catalog adapter's ``write`` and
+        ``append_partition`` do)."""
+        adapter = self.adapter.context.adapters_by_mimetype[source.mimetype].from_catalog(source, row,
+                                                                                         **source.parameters)
+        for method, *args in node.data:
+            self._done(getattr(adapter, method)(*args))
+
+    def _done(self, result):
+        """``result`` of a storage adapter's method, which may be a coroutine function."""
+        import inspect
+
+        return _run(self.loop, result) if inspect.isawaitable(result) else result
+
+    async def _enter(self, levels: list[list[_StagedNode]], rows: dict, sources: dict) -> None:
+        """Enter the staged nodes (``rows``, their initialized ``sources``) in the
+        catalog in one transaction: the rows ``create_node`` writes."""
+        from sqlalchemy.exc import IntegrityError
+        from tiled.catalog import orm
+        from tiled.catalog.adapter import Collision, _prepare_structure
+        from tiled.catalog.utils import compute_structure_id
+
+        async with self.adapter.context.session() as db:
+            structures = {node: _prepare_structure(node.structure_family, source.structure)
+                          for node, source in sources.items()}
+            ids = {node: compute_structure_id(structure) for node, structure in structures.items()}
+            if structures:
+                await db.execute(self.adapter.insert(orm.Structure).values(
+                    [{"id": ids[node], "structure": structure} for node, structure in structures.items()]
+                ).on_conflict_do_nothing(index_elements=["id"]))
+            assets = await self._asset_ids(db, [asset for source in sources.values() for asset in source.assets])
+            for node, source in sources.items():
+                rows[node].data_sources = [orm.DataSource(
+                    structure_family=source.structure_family, mimetype=source.mimetype,
+                    management=source.management, parameters=source.parameters, properties=source.properties,
+                    structure_id=ids[node], asset_associations=[
+                        orm.DataSourceAssetAssociation(asset_id=assets[asset.data_uri], parameter=asset.parameter,
+                                                       num=asset.num) for asset in source.assets])]
+            parents = {node: self.adapter.node.id for node in levels[0]} if levels else {}
+            for level in levels:
+                for node in level:
+                    rows[node].parent = parents[node]
+                db.add_all([rows[node] for node in level])
+                try:
+                    await db.flush()
+                except IntegrityError as exc:
+                    if exc.code == "gkpj":  # a unique constraint failed: the key is taken
+                        raise Collision("/" + "/".join(self.path)) from None
+                    raise
+                parents.update((child, rows[node].id) for node in level for child in node.children.values())
+            await db.commit()
+
+    async def _asset_ids(self, db, assets: list) -> dict[str, int]:
+        """The catalog's id of each asset's ``data_uri``, its row inserted if new."""
+        from sqlalchemy import select
+        from tiled.catalog import orm
+
+        by_uri = {asset.data_uri: asset for asset in assets}
+        if not by_uri:
+            return {}
+        found = await db.execute(select(orm.Asset.data_uri, orm.Asset.id).where(orm.Asset.data_uri.in_(by_uri)))
+        ids = dict(found.all())
+        new = [asset for uri, asset in by_uri.items() if uri not in ids]
+        if new:
+            inserted = await db.execute(self.adapter.insert(orm.Asset).values(
+                [{"data_uri": asset.data_uri, "is_directory": asset.is_directory, "size": asset.size}
+                 for asset in new]).returning(orm.Asset.data_uri, orm.Asset.id))
+            ids.update(inserted.all())
+        return ids
+
+    async def _announce(self, levels: list[list[_StagedNode]], rows: dict) -> None:
+        """Tell Tiled's live subscribers and webhooks of the new top nodes (as
+        ``create_node`` tells them of a new child) and of the streams closed (as
+        ``close_stream`` does)."""
+        from datetime import UTC, datetime
+
+        from tiled.catalog.adapter import STRUCTURES
+        from tiled.server.schemas import ContainerChildCreatedEvent
+
+        context, parent = self.adapter.context, self.adapter.node
+        for node in levels[0] if levels else []:
+            specs = [spec.model_dump() for spec in node.specs]
+            if context.streaming_cache:
+                sequence = await context.streaming_cache.incr_seq(parent.id)
+                await context.streaming_cache.set(parent.id, sequence, {
+                    "type": "container-child-created", "sequence": sequence,
+                    "timestamp": datetime.now().isoformat(), "key": node.key,
+                    "structure_family": node.structure_family, "specs": specs, "metadata": node.metadata,
+                    "data_sources": [source.model_dump() for source in _with_ids(node, rows[node])],
+                    "access_tags": []})
+            if context.webhook_dispatcher:
+                await context.webhook_dispatcher.dispatch(ContainerChildCreatedEvent(
+                    timestamp=datetime.now(tz=UTC), key=node.key, structure_family=node.structure_family,
+                    specs=specs, metadata=node.metadata, path=node.path), node_id=parent.id)
+        for node, row in rows.items():
+            if node.closed:
+                await STRUCTURES[node.structure_family](context, row).close_stream()
+
+
+def _with_ids(node: _StagedNode, row) -> list:
+    """``node``'s data sources as ``create_node`` announces them: with their catalog ids."""
+    if node.source is None:
+        return []
+    source = node.source.model_copy()
+    source.id = row.data_sources[0].id
+    return [source]
+
+
+def _delete_stored(source) -> None:
+    """Remove the data stored for a data source whose node did not enter the catalog."""
+    from tiled.catalog.adapter import delete_physical_asset
+
+    for asset in source.assets:
+        try:
+            delete_physical_asset(asset.data_uri, asset.is_directory, source.parameters.get("table_name"),
+                                  source.parameters.get("dataset_id"))
+        except Exception as exc:  # leave the rest; the failure that got us here is raised
+            logger.warning("could not remove %s of a run not written: %s", asset.data_uri, exc)
 
 
 def _run(loop: asyncio.AbstractEventLoop, coroutine: Coroutine) -> Any:

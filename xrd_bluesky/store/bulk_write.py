@@ -164,6 +164,7 @@ def _write_run(tree, loop, path: str, lines: bytes) -> dict:
     writer = whole_run_writer(container)
     for name, doc in documents:
         writer(name, doc)
+    container.commit()
     return {"uid": documents[0][1]["uid"], "documents": len(documents)}
 
 

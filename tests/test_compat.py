@@ -278,6 +278,38 @@ def _closed_streams(client, write) -> list[str]:
     return closed
 
 
+_EVENT = {"uid": "e1", "descriptor": "d1", "seq_num": 1, "time": 1.0, "filled": {},
+          "data": {"intensity": np.arange(4.0), "note": "ok"}, "timestamps": {"intensity": 1.0, "note": 1.0}}
+
+
+@pytest.mark.parametrize("event", [
+    _EVENT,
+    {key: value for key, value in _EVENT.items() if key != "seq_num"},
+    {**_EVENT, "seq_num": "1"},
+    {**_EVENT, "unexpected": 1},
+    {**_EVENT, "data": ["intensity", "note"]},
+    {**_EVENT, "timestamps": None},
+    {**_EVENT, "filled": {"intensity": 3}},
+], ids=["valid", "no seq_num", "string seq_num", "extra key", "data a list", "no timestamps", "bad filled"])
+def test_the_whole_run_normalizer_accepts_and_refuses_events_as_event_models_schema_does(event):
+    from event_model import DocumentNames, schema_validators
+    from jsonschema.exceptions import ValidationError
+
+    def verdict(check) -> bool:
+        try:
+            check()
+        except ValidationError:
+            return False
+        return True
+
+    normalizer = plugins_compat._RunNormalizer()
+    normalizer.dispatcher.process = lambda name, doc: None
+    plain = {**event, "data": {key: np.asarray(value).tolist() for key, value in event["data"].items()}} \
+        if isinstance(event["data"], dict) else event
+    assert verdict(lambda: normalizer.emit(DocumentNames.event, event)) == \
+        verdict(lambda: schema_validators[DocumentNames.event].validate(plain))
+
+
 def test_the_whole_run_writer_writes_what_tiledwriter_writes_closing_the_run_only(catalog, RE):
     name = f"compat-{uuid.uuid4().hex[:8]}"
     stock, whole = (catalog.client.create_container(f"{name}-{kind}") for kind in ("stock", "whole"))

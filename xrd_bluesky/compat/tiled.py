@@ -264,7 +264,7 @@ class CatalogWriteNode:
             raise NotImplementedError("CatalogWriteNode updates metadata only, not specs or access tags")
         node = self._staged()
         updated = apply_update_patch(deepcopy(node.metadata), _as_json(metadata or {}))
-        node.metadata = _run(self._stage.loop, _validate_specs(node.specs, updated, node, None, None))
+        node.metadata = _validate_specs(self._stage.loop, node.specs, updated, node, None, None)
 
     def close_stream(self) -> None:
         """Declare the end of the writes to this node (to Tiled's live subscribers, at
@@ -299,8 +299,8 @@ class CatalogWriteNode:
             "specs": normalize_specs(specs or []), "data_sources": [asdict(source) for source in data_sources],
             "access_tags": access_tags}))
         structure = None if not body.data_sources else body.data_sources[0].structure
-        validated = _run(self._stage.loop, _validate_specs(body.specs, body.metadata, None, body.structure_family,
-                                                           structure))
+        validated = _validate_specs(self._stage.loop, body.specs, body.metadata, None, body.structure_family,
+                                    structure)
         siblings = self._stage.top if self._node is None else self._node.children
         if body.id in siblings:
             raise Collision("/" + "/".join(self._path() + [body.id]))
@@ -549,10 +549,11 @@ def _as_json(content: dict) -> dict:
     return orjson.loads(safe_json_dump(content))
 
 
-async def _validate_specs(specs: list, metadata: dict, entry, structure_family, structure) -> dict:
+def _validate_specs(loop: asyncio.AbstractEventLoop, specs: list, metadata: dict, entry, structure_family,
+                    structure) -> dict:
     """``metadata`` as the validators of Tiled's registry for ``specs`` leave it (the
-    server's ``validate_specs``, least constrained spec first); specs without a
-    validator pass.
+    server's ``validate_specs``, least constrained spec first, run on ``loop``); specs
+    without a validator pass.
 
     Raises
     ------
@@ -562,10 +563,14 @@ async def _validate_specs(specs: list, metadata: dict, entry, structure_family, 
     from tiled.utils import ensure_awaitable
     from tiled.validation_registration import default_validation_registry
 
-    for spec in reversed(specs):
-        if spec in default_validation_registry:
+    validated = [spec for spec in reversed(specs) if spec in default_validation_registry]
+
+    async def validate(metadata: dict) -> dict:
+        for spec in validated:
             result = await ensure_awaitable(default_validation_registry(spec), spec, metadata, entry,
                                             structure_family, structure)
             if result is not None:
                 metadata = result
-    return metadata
+        return metadata
+
+    return _run(loop, validate(metadata)) if validated else metadata

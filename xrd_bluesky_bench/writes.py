@@ -51,7 +51,7 @@ def writes(runs: int = 8, num: int = 4, database: str = "sqlite", detector: str 
 
     key = os.environ.setdefault(API_KEY_VARIABLE, secrets.token_hex(16))
     out: dict[str, float | int | str | bool] = {"database": database, "runs": runs, "num": num}
-    with tempfile.TemporaryDirectory(prefix="xrd-bluesky-bench-writes-") as tmp, _database(database, tmp) as uri:
+    with tempfile.TemporaryDirectory(prefix="xrd-bluesky-bench-writes-") as tmp, _database(database) as uri:
         from .testing import ServerProcess
 
         with ServerProcess(tmp, key, database=uri, startup_timeout_s=300) as server:
@@ -62,14 +62,16 @@ def writes(runs: int = 8, num: int = 4, database: str = "sqlite", detector: str 
 
 
 @contextlib.contextmanager
-def _database(database: str, tmp: str):
-    """The catalog database URI the server gets (None: SQLite in the data directory)."""
+def _database(database: str):
+    """The catalog database URI the server gets (None: SQLite in the data directory);
+    a PostgreSQL cluster lives in a directory of its own, which its ``postgres`` user
+    can reach when this process is root."""
     if database == "sqlite":
         yield None
     elif database == "postgresql":
         from .testing import TemporaryPostgres
 
-        with TemporaryPostgres(parent=tmp) as postgres:
+        with TemporaryPostgres() as postgres:
             yield postgres.uri
     else:
         raise ValueError(f"database is sqlite or postgresql, not {database!r}")

@@ -6,13 +6,20 @@
 * :func:`event_ordered_sql_adapter`: a subclass of ``tiled.adapters.sql.SQLAdapter``
   that sets its row order and indexes its table (``from_catalog``'s signature,
   ``order_by_args``, ``table_name``, ``storage.connect()``).
-* :class:`CatalogWriteNode`: a node of the server's catalog written to through its
-  catalog adapters (``lookup_adapter``, ``create_node``, ``write``, ``append_partition``,
-  ``replace_metadata``, ``close_stream``; ``tiled.catalog.adapter.STRUCTURES``) with
-  the steps of the server's endpoints (``schemas.PostMetadataRequest``, the spec
-  validators of ``default_validation_registry``, the deserializers of
-  ``default_deserialization_registry``), offering the part of the client's API that
-  bluesky-tiled-plugins' run writer uses.
+* :class:`CatalogWriteNode`: the part of the client's API that bluesky-tiled-plugins'
+  run writer uses, staging a run's nodes in memory with the steps of the server's
+  endpoints (``schemas.PostMetadataRequest``, the spec validators of
+  ``default_validation_registry``, the deserializers of
+  ``default_deserialization_registry``) and committing them as ``create_node`` would,
+  in one transaction: the storage adapters' ``init_storage`` (chosen as ``create_node``
+  chooses them: ``STORAGE_ADAPTERS_BY_MIMETYPE``, ``DEFAULT_CREATION_MIMETYPE``,
+  ``supported_storage``, the context's ``writable_storage``) and ``from_catalog``;
+  the catalog's ORM (``orm.Node``, ``orm.DataSource``, ``orm.Structure``,
+  ``orm.Asset``, ``orm.DataSourceAssetAssociation``, ``_prepare_structure``,
+  ``compute_structure_id``, the context's ``session()``, the adapter's ``insert``);
+  the announcements of ``create_node`` and ``close_stream`` (``streaming_cache``,
+  ``webhook_dispatcher``, ``STRUCTURES``); ``delete_physical_asset`` and
+  ``Collision``.
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ from .releases import ReleaseRange
 
 RELEASES = ReleaseRange("tiled", "0.2", "0.3", __name__,
                         "SQLStorage._connection_pool, SQLAdapter.from_catalog and order_by_args, "
-                        "the catalog adapters' create_node, write, append_partition, replace_metadata and "
-                        "close_stream, and the steps of the POST/PATCH metadata, PUT array and PATCH table "
-                        "partition endpoints")
+                        "CatalogNodeAdapter.create_node's rows, storage choice and announcements (re-enacted "
+                        "for a whole run in one transaction), the storage adapters' init_storage, and the "
+                        "steps of the POST/PATCH metadata, PUT array and PATCH table partition endpoints")
 RELEASES.check()
 
 logger = logging.getLogger(__name__)

@@ -245,6 +245,36 @@ def test_a_run_whose_key_is_taken_is_refused_whole_and_the_stored_one_stays(cata
     assert asyncio.run_coroutine_threadsafe(tree.keys_range(0, 10), loop).result() == ["run1"]
 
 
+def test_a_commit_the_database_fails_leaves_nothing_behind_and_can_be_retried(catalog_tree, monkeypatch):
+    import asyncio
+
+    import pyarrow as pa
+
+    tree, loop = catalog_tree
+
+    def stage() -> tiled_compat.CatalogWriteNode:
+        root = tiled_compat.CatalogWriteNode.at(tree, loop, "")
+        stream = root.create_container("run1").create_container("primary")
+        stream.write_array(np.arange(6.0).reshape(2, 3), key="intensity")
+        stream.create_appendable_table(pa.schema([("seq_num", pa.int64())]), key="internal") \
+            .append_partition(0, pa.table({"seq_num": [1, 2]}))
+        return root
+
+    async def database_down(*args):  # a fault we cannot cause for real mid-commit
+        raise ConnectionError("the catalog database went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tiled_compat._Stage, "_enter", database_down)
+        with pytest.raises(ConnectionError):
+            stage().commit()
+    assert asyncio.run_coroutine_threadsafe(tree.keys_range(0, 10), loop).result() == []
+    stage().commit()  # the array storage the failed commit wrote was removed: nothing is in the way
+    _, stored = _read(tree, loop, "run1/primary/intensity")
+    np.testing.assert_array_equal(stored, np.arange(6.0).reshape(2, 3))
+    _, rows = _read(tree, loop, "run1/primary/internal")
+    assert list(rows["seq_num"]) == [1, 2]
+
+
 def test_a_catalog_write_node_applies_tileds_spec_validators(catalog_tree):
     from tiled.structures.core import Spec
     from tiled.validation_registration import ValidationError

@@ -486,7 +486,8 @@ def pixel_splitting(poni: Poni, npt: int, npt_azim: int | None, unit: str,
     n_pixels = int(np.prod(shape))
     matrix = scipy.sparse.csr_matrix((data.astype(np.float32), indices.astype(np.int32), indptr.astype(np.int32)),
                                      shape=(len(indptr) - 1, n_pixels))
-    matrix = (matrix @ scipy.sparse.diags((~mask.ravel()).astype(np.float32))).tocsc()
+    matrix.data[mask.ravel()[matrix.indices]] = 0  # a masked pixel's weights (its column) removed
+    matrix = matrix.tocsc()
     matrix.eliminate_zeros()
     matrix.sort_indices()
     if matrix.nnz == 0:

@@ -8,7 +8,7 @@ tested range; ``pyproject.toml`` bounds the same library to the same range. The 
 of the package calls the hooks here and never touches those internals itself.
 
 Modules: :mod:`.tiled` (the table storage's connection pool, the SQL table adapter,
-writing to the catalog through its adapters), :mod:`.bluesky` (``RemoteDispatcher``'s receive
+a whole run written into the catalog in one transaction), :mod:`.bluesky` (``RemoteDispatcher``'s receive
 loop), :mod:`.pyfai` (the CSR integration engine's matrix, the geometry refinement's
 control points and garbage collection, the goniometer file's versions and detector),
 :mod:`.bluesky_tiled_plugins` (``TiledWriter``'s run writer).

@@ -22,7 +22,8 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
     """The whole live chain at a detector frame rate, on pre-rendered frames.
 
     A RunEngine counts glass with the simulated detector (``frames_per_event`` frames of
-    ``1/frame_rate`` s per trigger, pre-rendered so that rendering is not timed), I0 and
+    ``1/frame_rate`` s per trigger, pre-rendered and compressed, as a detector delivers
+    them, so that neither is timed), I0 and
     It, for ``seconds`` (s) after ``warmup_s`` (s): as fast as the chain allows, or, with
     ``paced``, no faster than the detector would deliver them (``frame_rate`` Hz). Every
     frame is written to HDF5, announced, read back, dark-subtracted and masked; each

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..errors import CorruptFrameError, ResourceLimitError, ShapeMismatchError, XRDBlueskyError
 from ..timeouts import call_with_timeout
+from .chunk_codecs import read_stack
 from .fabio_formats import check_complete, fabio_errors, header_values
 from .hdf5 import HDF5_SUFFIXES, frame_datasets, hdf5_header, open_hdf5, unwritten_frames
 
@@ -96,7 +97,7 @@ class FrameRef:
                 raise CorruptFrameError(f"{where} holds {dset.shape[0]} frames, "
                                         f"event {self.index} needs frames {start}-{stop - 1}")
             _check_written(where, dset, start, stop)
-            return np.asarray(dset[start:stop])
+            return read_stack(dset, start, stop, where)
 
 
 def read_datum_frames(handler_class: type, path: Path, resource_kwargs: Mapping, datum_kwargs: Mapping, *,
@@ -230,7 +231,7 @@ def _stack_frames(where: str, dataset: h5py.Dataset) -> list[np.ndarray]:
         return [np.asarray(dataset[()])]
     if not dataset.is_virtual:
         _check_written(where, dataset, 0, dataset.shape[0])
-    return [np.asarray(dataset[i]) for i in range(dataset.shape[0])]
+    return list(read_stack(dataset, 0, dataset.shape[0], where))
 
 
 def available_memory_bytes() -> int | None:

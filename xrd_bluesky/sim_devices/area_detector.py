@@ -3,12 +3,9 @@ StreamResource / StreamDatum documents, as real area detectors do."""
 
 from __future__ import annotations
 
-import functools
-import os
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -19,6 +16,7 @@ from ophyd import Component as Cpt
 from ophyd import Device
 from ophyd.status import Status
 
+from ..frames.chunk_codecs import codec_pool
 from ..science.sim.image_formation import DetectorResponse, detect
 from .signals import UnitSignal
 
@@ -59,16 +57,17 @@ class SimAreaDetector(Device):
         self._frames_written = 0
         self._frames_announced = 0
         self._pending: deque = deque()
-        self._prerendered: np.ndarray | None = None
+        self._prerendered: list[bytes] | None = None  # compressed chunks
         self._next_prerendered = 0
 
     def use_prerendered(self, frames: np.ndarray | None) -> None:
         """Record these frames (cycled, ``num_frames`` per trigger) instead of rendering
         and detecting new ones — for throughput tests at detector frame rates; None
-        goes back to rendering."""
+        goes back to rendering. They are compressed here, once: a detector delivers its
+        frames compressed by its own hardware, so a throughput test does not time it."""
         if frames is not None and tuple(frames.shape[1:]) != tuple(self.response.shape):
             raise ValueError(f"pre-rendered frames have shape {frames.shape[1:]}, detector {self.response.shape}")
-        self._prerendered = frames
+        self._prerendered = None if frames is None else _compressed(frames)
         self._next_prerendered = 0
 
     @property
@@ -94,17 +93,18 @@ class SimAreaDetector(Device):
         n = int(self.num_frames.get())
         if self._prerendered is None:
             expected = self._render(exposure)
-            frames = np.stack([detect(expected, self.response, exposure, self._rng) for _ in range(n)])
+            chunks = _compressed([detect(expected, self.response, exposure, self._rng) for _ in range(n)])
         else:
             take = (self._next_prerendered + np.arange(n)) % len(self._prerendered)
             self._next_prerendered = int(take[-1]) + 1
-            frames = [self._prerendered[i] for i in take]  # views: no copy of the stack
-        self._append(frames)
+            chunks = [self._prerendered[i] for i in take]
+        self._append(chunks)
         status = Status(obj=self)
         status.set_finished()
         return status
 
-    def _append(self, frames: Sequence[np.ndarray]) -> None:
+    def _append(self, chunks: Sequence[bytes]) -> None:
+        """Append frames, compressed as the dataset's filter stores them (:func:`_compressed`)."""
         rows, cols = self.response.shape
         with h5py.File(self._file, "a") as f:
             if FRAME_DATASET not in f:
@@ -120,10 +120,10 @@ class SimAreaDetector(Device):
                 }))
             dset = f[FRAME_DATASET]
             start = dset.shape[0]
-            dset.resize(start + len(frames), axis=0)
-            for i, chunk in enumerate(_compressed(frames)):
+            dset.resize(start + len(chunks), axis=0)
+            for i, chunk in enumerate(chunks):
                 dset.id.write_direct_chunk((start + i, 0, 0), chunk)
-        self._frames_written += len(frames)
+        self._frames_written += len(chunks)
 
     def describe(self):
         desc = super().describe()
@@ -164,9 +164,4 @@ def _compressed(frames: Sequence[np.ndarray]) -> list[bytes]:
     """Each frame as the dataset's Blosc filter would store it, compressed on every core
     (HDF5's filter pipeline compresses on one, holding Python's global lock): the chunks
     are written as they are stored, and any HDF5 reader with the filter reads them."""
-    return list(_codec_pool().map(lambda frame: _CODEC.encode(np.ascontiguousarray(frame, "<i4")), frames))
-
-
-@functools.cache
-def _codec_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="sim-detector-blosc")
+    return list(codec_pool().map(lambda frame: _CODEC.encode(np.ascontiguousarray(frame, "<i4")), frames))

@@ -195,3 +195,31 @@ def test_a_flush_waits_for_what_was_queued_not_for_a_run_still_recording(catalog
     writer("stop", bundle.compose_stop())
     writer.close()
     assert list(catalog.raw[bundle.start_doc["uid"]]["primary"].read()["x"]) == [float(i) for i in sent]
+
+
+def test_a_document_is_spooled_while_the_disk_is_still_syncing(tmp_path, monkeypatch):
+    """An fsync can take a second while a detector streams to the same disk: the
+    writer's periodic sync must not hold the caller (the RunEngine) meanwhile. The slow
+    disk is the one fault faked here (``os.fsync`` held until released)."""
+    import xrd_bluesky.store.spool as spool
+
+    released, syncing = threading.Event(), threading.Event()
+
+    def slow_fsync(fd):
+        syncing.set()
+        released.wait(10)
+
+    monkeypatch.setattr(spool.os, "fsync", slow_fsync)
+    writer = SpoolingWriter(None, tmp_path, fsync_interval_s=0.01)
+    try:
+        writer("start", {"uid": "0" * 32, "time": 0.0})
+        assert syncing.wait(5), "the periodic sync never started"
+        started = time.monotonic()
+        writer("descriptor", {"uid": "d", "run_start": "0" * 32, "name": "primary", "data_keys": {}})
+        assert time.monotonic() - started < 1.0
+        released.set()
+    finally:
+        released.set()
+        writer.close(timeout_s=1)
+    lines = list(read_spool(next(tmp_path.glob("*.jsonl"))))
+    assert [name for name, _ in lines] == ["start", "descriptor"]

@@ -13,6 +13,7 @@ import base64
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,7 +102,11 @@ def append(path: Path, line: bytes) -> None:
 
 
 class OpenSpool:
-    """A run's spool file, open for appending and locked while the run is live."""
+    """A run's spool file, open for appending and locked while the run is live.
+
+    :meth:`write` never waits for a :meth:`sync` in progress (an fsync can take a
+    second while a detector streams to the same disk); :meth:`close` does.
+    """
 
     def __init__(self, path: Path):
         self.path = path
@@ -112,6 +117,7 @@ class OpenSpool:
             raise SpoolError(f"cannot record raw data: cannot open spool file {path}: {exc}") from exc
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.dirty = False
+        self._sync_lock = threading.Lock()  # held by sync and close, not by write
 
     def write(self, line: bytes) -> None:
         """Append ``line`` in one ``write`` call: the kernel has it once this returns, so
@@ -127,17 +133,24 @@ class OpenSpool:
         self.dirty = True
 
     def sync(self) -> None:
-        """fsync what was written since the last call."""
-        if self.dirty:
+        """fsync what was written since the last call (writes meanwhile go on)."""
+        with self._sync_lock:
+            self._sync()
+
+    def _sync(self) -> None:
+        # a write sets ``dirty`` after its data are in the kernel: a write that set it
+        # before it is cleared here is covered by this fsync, a later one by the next
+        if self.dirty and self.fd >= 0:
             self.dirty = False
             os.fsync(self.fd)
 
     def close(self) -> None:
         """fsync, unlock and close (once)."""
-        if self.fd >= 0:
-            self.sync()
-            os.close(self.fd)
-            self.fd = -1
+        with self._sync_lock:
+            if self.fd >= 0:
+                self._sync()
+                os.close(self.fd)
+                self.fd = -1
 
 
 def is_locked(path: Path) -> bool:

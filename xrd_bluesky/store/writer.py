@@ -313,8 +313,9 @@ class SpoolingWriter:
     def _sync_loop(self) -> None:
         while not self._closing.wait(self.fsync_interval_s):
             with self._lock:
-                for run in self._runs.values():
-                    run.spool.sync()
+                spools = [run.spool for run in self._runs.values()]
+            for spool in spools:  # outside the lock: the caller's next document does not wait for the disk
+                spool.sync()
 
 
 def catalog_writers(catalog) -> tuple[SpoolingWriter, SpoolingWriter]:

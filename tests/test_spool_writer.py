@@ -28,6 +28,7 @@ from xrd_bluesky.store import open_catalog
 from xrd_bluesky.store.spool import SpoolError, decode, encode, read_spool
 from xrd_bluesky.store.sync import sync
 from xrd_bluesky.store.writer import SpoolingWriter
+from xrd_bluesky_bench.common import RequestCounter
 from xrd_bluesky_bench.testing import ServerProcess
 
 POSITIONS = [(0, 0, 300), (20, -15, 300), (-20, 15, 300)]
@@ -223,3 +224,59 @@ def test_a_document_is_spooled_while_the_disk_is_still_syncing(tmp_path, monkeyp
         writer.close(timeout_s=1)
     lines = list(read_spool(next(tmp_path.glob("*.jsonl"))))
     assert [name for name, _ in lines] == ["start", "descriptor"]
+
+
+def test_a_fast_detector_costs_the_catalog_a_few_requests_not_two_per_event(catalog, beamline, RE, tmp_path):
+    """Documents that queued since the last upload (a detector faster than the upload
+    interval) go up together: a request per stream and stream resource for all of them,
+    not two per event as before. The run reads back whole: every event's readings and
+    every frame, through the catalog."""
+    det = beamline.detector
+    frames = np.random.default_rng(3).poisson(2.0, (3, *det.response.shape)).astype(np.int32)
+    det.use_prerendered(frames)
+    docs = []
+    try:
+        RE(count([det, beamline.i0], num=60), lambda name, doc: docs.append((name, doc)))
+    finally:
+        det.use_prerendered(None)
+    writer = SpoolingWriter(catalog.raw, tmp_path / "spool", upload_lock=catalog.upload_lock, upload_interval_s=1.0)
+    with RequestCounter(catalog.client) as requests:
+        for name, doc in docs:
+            writer(name, doc)
+        writer.close()
+    assert requests.count < 20  # document by document: two per event, 120 for the events alone
+    primary = catalog.raw[docs[0][1]["uid"]]["primary"]
+    events = [doc for name, doc in docs if name == "event"]
+    assert list(primary.read()["I0_counts"]) == [event["data"]["I0_counts"] for event in events]
+    image = primary[det.image_key].read()
+    recorded = image.reshape(-1, *det.response.shape)
+    assert len(recorded) == 60 * int(det.num_frames.get())
+    for i, frame in enumerate(recorded):
+        np.testing.assert_array_equal(frame, frames[i % len(frames)])
+
+
+def test_a_stop_or_a_flush_does_not_wait_for_the_upload_interval(catalog, tmp_path):
+    """The interval that lets documents go up together never holds up a caller that
+    waits for them: a flush (a run-start lookup) or a run's stop uploads at once."""
+    from event_model import compose_run
+
+    writer = SpoolingWriter(catalog.raw, tmp_path / "spool", upload_lock=catalog.upload_lock, upload_interval_s=600)
+    bundle = compose_run()
+    stream = bundle.compose_descriptor(name="primary", data_keys={
+        "x": {"dtype": "number", "shape": [], "source": "sim", "units": "mm"}})
+    try:
+        for name, doc in [("start", bundle.start_doc), ("descriptor", stream.descriptor_doc)]:
+            writer(name, doc)
+        for x in (1.0, 2.0):
+            writer("event", stream.compose_event(data={"x": x}, timestamps={"x": time.time()}))
+        started = time.monotonic()
+        assert writer.flush(timeout_s=60)
+        assert list(catalog.raw[bundle.start_doc["uid"]]["primary"].read()["x"]) == [1.0, 2.0]
+        writer("event", stream.compose_event(data={"x": 3.0}, timestamps={"x": time.time()}))
+        writer("stop", bundle.compose_stop())
+        assert time.monotonic() - started < 60
+    finally:
+        writer.close()
+    run = catalog.raw[bundle.start_doc["uid"]]
+    assert run.metadata["stop"]["exit_status"] == "success"
+    assert list(run["primary"].read()["x"]) == [1.0, 2.0, 3.0]

@@ -4,7 +4,11 @@
 (derived runs) call. On the caller's thread it only appends the document to the run's
 spool file (:mod:`.spool`) and queues it; a background thread uploads queued documents
 to Tiled with bluesky-tiled-plugins' ``TiledWriter`` and fsyncs the spool at a bounded
-interval. Raw runs are uploaded while they are recorded; derived runs are written
+interval. Raw runs are uploaded while they are recorded, at most every
+``upload_interval_s`` (0.5 s): the documents that queued meanwhile go together (a
+request per stream for their events, one per stream resource for their frames), so
+that a fast detector costs the catalog a few requests a second, not a growing lag; a
+run's stop, a flush or the close is uploaded at once. Derived runs are written
 whole at their stop, read back from their spool file (nothing of a run is held in
 memory while it is recorded): in one request to the server's bulk write endpoint
 (:mod:`.bulk_write`) where it offers one, else node by node with fewer requests than
@@ -21,6 +25,7 @@ since the raw data would otherwise not be recorded.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -31,11 +36,15 @@ from pathlib import Path
 
 from bluesky_tiled_plugins import TiledWriter
 
+from ..compat.bluesky_tiled_plugins import FlushingTiledWriter
 from .bulk_write import BulkWriteError, bulk_write_url, post_run, whole_run_writer
 from .catalog import answers
 from .spool import OpenSpool, decode, encode, spool_file
 
 logger = logging.getLogger(__name__)
+
+#: Most documents of a run uploaded together, when they queued while the uploader was busy.
+MAX_COALESCED = 1000
 
 
 def tiled_writer(container, batch_size: int) -> TiledWriter:
@@ -45,12 +54,19 @@ def tiled_writer(container, batch_size: int) -> TiledWriter:
     return TiledWriter(container, batch_size=batch_size, max_array_size=0)
 
 
+def flushing_writer(container) -> FlushingTiledWriter:
+    """bluesky-tiled-plugins' writer into ``container`` that writes what it was given
+    when flushed (at most :data:`MAX_COALESCED` events a stream are held), with every
+    array in array storage, as :func:`tiled_writer`'s."""
+    return FlushingTiledWriter(container, batch_size=MAX_COALESCED, max_array_size=0)
+
+
 @dataclass
 class _Run:
     """Upload state of one run."""
 
     spool: OpenSpool
-    writer: TiledWriter | None = None
+    writer: TiledWriter | FlushingTiledWriter | None = None
     failed: str = ""
     uploaded: threading.Event = field(default_factory=threading.Event)
 
@@ -65,8 +81,15 @@ class SpoolingWriter:
         once: the writer never looks it up again while the server may be down.
     spool_dir : path
         This container's spool directory.
-    batch_size : int
-        Events per upload (1: each as it arrives, so live readers see it at once).
+    batch_size : int, optional
+        Events (and stream datums) per upload, as ``TiledWriter`` batches them (and the
+        rest at the stop). None (the default): what queued since the last upload, at
+        most every ``upload_interval_s`` and at most :data:`MAX_COALESCED` documents.
+    upload_interval_s : float
+        With ``batch_size`` None, the shortest time (s) between the starts of two
+        uploads of documents that do not wait for it (events, stream datums...): live
+        readers see a document within about this time and the upload. A stop, a
+        :meth:`flush` and :meth:`close` do not wait for it.
     fsync_interval_s : float
         Longest time (s) a written document stays un-fsynced: a machine crash loses at
         most this much; killing the process loses nothing that was written.
@@ -97,7 +120,8 @@ class SpoolingWriter:
         does; a stock Tiled server does not, and gets the run node by node).
     """
 
-    def __init__(self, container, spool_dir: str | Path, *, batch_size: int = 1, fsync_interval_s: float = 0.5,
+    def __init__(self, container, spool_dir: str | Path, *, batch_size: int | None = None,
+                 upload_interval_s: float = 0.5, fsync_interval_s: float = 0.5,
                  max_queued: int = 20_000, max_queued_bytes: int = 512 * 2**20, stop_wait_s: float = 120.0,
                  stall_s: float = 5.0, upload_lock: threading.Lock | None = None, whole_runs: bool = False,
                  bulk: bool = True):
@@ -109,6 +133,9 @@ class SpoolingWriter:
         self.upload_lock = upload_lock or threading.Lock()
         self.spool_dir = Path(spool_dir)
         self.batch_size = batch_size
+        self.upload_interval_s = upload_interval_s
+        self._upload_started = float("-inf")  # time.monotonic() of the last coalesced upload
+        self._hurry = threading.Event()  # a caller waits: upload without waiting for the interval
         self.fsync_interval_s = fsync_interval_s
         self.max_queued = max_queued
         self.max_queued_bytes = max_queued_bytes
@@ -161,6 +188,7 @@ class SpoolingWriter:
         # stop reaches the uploader after every document before it
         self._queue.put((run_uid, name, line if queued else b"", queued))
         if name == "stop":
+            self._hurry.set()
             self._wait_for_upload(run)
 
     def _run_uid(self, name: str, doc: dict) -> str:
@@ -214,6 +242,7 @@ class SpoolingWriter:
         document queued so far was handled (not those queued meanwhile: a run being
         recorded does not hold the caller up); True if they were."""
         received = self._received
+        self._hurry.set()
         return self._wait_while_answered(lambda: self._handled >= received, timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -221,6 +250,7 @@ class SpoolingWriter:
         runs still open (they stay for ``sync``)."""
         if self.flush(timeout_s):
             self._queue.put(None)
+            self._hurry.set()
             self._uploader.join(timeout_s)
         self._closing.set()
         with self._lock:
@@ -248,51 +278,90 @@ class SpoolingWriter:
 
     def _upload_loop(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            items = self._next_items()
+            closing = items[-1] is None
+            for run_uid, group in itertools.groupby(items[:-1] if closing else items, key=lambda item: item[0]):
+                self._upload_group(run_uid, list(group))
+            if closing:
                 return
-            run_uid, name, line, counted = item
-            run = self._runs.get(run_uid)
-            if run is not None and not run.failed and (name == "stop" or not self.whole_runs):
-                # a whole run is read back from its spool file, which has every document
-                # up to the stop: memory does not grow with the length of a run
-                self._upload(run_uid, run, run.spool.path.read_bytes() if self.whole_runs else line)
-            with self._lock:
+
+    def _next_items(self) -> list:
+        """The next queued document, waited for, and (see ``upload_interval_s``) those
+        queued behind it until the interval since the last upload ended, up to
+        :data:`MAX_COALESCED` and the close (None)."""
+        items = [self._queue.get()]
+        if self.batch_size is not None or self.whole_runs or items[-1] is None:
+            return items
+        self._hurry.wait(self._upload_started + self.upload_interval_s - time.monotonic())
+        self._hurry.clear()  # a stop queued from now on sets it again, for the next call
+        self._upload_started = time.monotonic()
+        while items[-1] is not None and len(items) < MAX_COALESCED:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _upload_group(self, run_uid: str, group: list) -> None:
+        """Upload consecutive queued documents of one run, and account for them."""
+        run = self._runs.get(run_uid)
+        stops = group[-1][1] == "stop"
+        if run is not None and not run.failed and (stops or not self.whole_runs):
+            # a whole run is read back from its spool file, which has every document
+            # up to the stop: memory does not grow with the length of a run
+            self._upload(run_uid, run, run.spool.path.read_bytes() if self.whole_runs
+                         else b"".join(line for _, _, line, _ in group))
+        with self._lock:
+            for _, _, line, counted in group:
                 self._handled += 1
                 if counted:
                     self._queued -= 1
                     self._queued_bytes -= len(line)
-            if run is not None and name == "stop":
-                self._finish(run_uid, run)
+        if run is not None and stops:
+            self._finish(run_uid, run)
 
     def _upload(self, run_uid: str, run: _Run, lines: bytes) -> None:
         """Upload ``lines`` (spool lines of one run, in order; a whole run if
         ``whole_runs``: in one request where the server offers it)."""
         name = decode(lines[:lines.index(b"\n")])[0]  # the first document's
+        what = f"{name} document"  # what was being uploaded, for the message of a failure
         if name == "start" and self._offline and not answers(self.container):
             self._fail(run_uid, run, "catalog unreachable")
             return
         try:
             self._inflight_since = time.monotonic()
             if self.whole_runs and self._bulk_write_url() is not None:
-                name = "whole run (bulk write)"
+                what = "whole run (bulk write)"
                 with self.upload_lock:
                     post_run(self.container, self._bulk_url, lines)
             else:
                 # the lock document by document: the other writer keeps its pace
                 for name, doc in map(decode, lines.splitlines()):
+                    what = f"{name} document"
                     self._inflight_since = time.monotonic()  # waiting for the lock counts: the other may be stuck
                     with self.upload_lock:
                         if name == "start":
-                            run.writer = (whole_run_writer(self.container) if self.whole_runs
-                                          else tiled_writer(self.container, self.batch_size))
+                            run.writer = self._run_writer()
                         run.writer(name, doc)
+                if isinstance(run.writer, FlushingTiledWriter):
+                    what = "events and stream datums queued together"
+                    self._inflight_since = time.monotonic()
+                    with self.upload_lock:
+                        run.writer.flush()
             self._offline = False
         except Exception as exc:  # whatever the server or network does, the spool has it
             self._offline = not isinstance(exc, BulkWriteError)  # a refused write: the server answered
-            self._fail(run_uid, run, f"{name} document: {type(exc).__name__}: {exc}")
+            self._fail(run_uid, run, f"{what}: {type(exc).__name__}: {exc}")
         finally:
             self._inflight_since = None
+
+    def _run_writer(self) -> TiledWriter | FlushingTiledWriter:
+        """The writer of a new run (see ``whole_runs`` and ``batch_size``)."""
+        if self.whole_runs:
+            return whole_run_writer(self.container)
+        if self.batch_size is None:
+            return flushing_writer(self.container)
+        return tiled_writer(self.container, self.batch_size)
 
     def _bulk_write_url(self) -> str | None:
         """The server's bulk write endpoint for this container (None: a stock Tiled

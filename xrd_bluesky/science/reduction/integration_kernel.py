@@ -211,15 +211,19 @@ def sum_frames(frames: np.ndarray, max_count: float, out: np.ndarray) -> int:
     n, rows, cols = frames.shape
     saturated = 0
     for r in numba.prange(rows):
+        # frame by frame along a row, so that the inner loop runs over contiguous
+        # memory without a branch (SIMD); an invalid value makes the sum -inf
+        row = out[r]
+        row[:] = 0.0
+        row_saturated = 0
+        for i in range(n):
+            values = frames[i, r]
+            for c in range(cols):
+                x = np.float64(values[c])
+                row[c] += x if x >= 0.0 and x < max_count else -np.inf
+                row_saturated += x >= max_count
         for c in range(cols):
-            total = 0.0
-            bad = False
-            for i in range(n):
-                x = np.float64(frames[i, r, c])
-                if not (x >= 0.0 and x < max_count):
-                    bad = True
-                    if x >= max_count:
-                        saturated += 1
-                total += x
-            out[r, c] = -1.0 if bad else total
+            if row[c] == -np.inf:
+                row[c] = -1.0
+        saturated += row_saturated
     return saturated

@@ -120,6 +120,12 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
             token = session.RE.subscribe(progress)
             session.RE(plan())
             session.RE.unsubscribe(token)
+            # a run's stop stops waiting for its upload if the server seems stalled: the
+            # catalog is read once the writers are done (or gave up)
+            waited = time.perf_counter()
+            for writer in session.writers:
+                writer.flush(timeout_s=600)
+            out["upload_wait_after_scan_s"] = time.perf_counter() - waited
             out["runs"] = len(list(session.catalog.raw))
             t = np.array([s[0] for s in samples])
             n = np.array([s[1] for s in samples])
@@ -152,9 +158,12 @@ def live(seconds: float = 120.0, frames_per_event: int = 10, frame_rate: float =
             out["writer_queue_mean_documents_after_warmup"] = float(depth[after].mean())
             out["writer_queue_bound_documents"] = sum(w.max_queued for w in session.writers)
             out["spool_files_left"] = len(list(session.catalog.spool_dir.rglob("*.jsonl")))
-            derived = session.catalog.processed.values().last()
-            out["derived_exit_status"] = (derived.stop or {}).get("exit_status", "none")
-            out["derived_absolute_events"] = int(len(derived["absolute"].read()["intensity"]))
+            if len(session.catalog.processed):
+                derived = session.catalog.processed.values().last()
+                out["derived_exit_status"] = (derived.stop or {}).get("exit_status", "none")
+                out["derived_absolute_events"] = int(len(derived["absolute"].read()["intensity"]))
+            else:  # its upload failed: the writer's warning says why, its spool file is left
+                out["derived_exit_status"] = "not in the catalog"
         finally:
             session.close()
     for name, value in out.items():

@@ -212,7 +212,8 @@ class SpoolingWriter:
     def _wait_while_answered(self, done: Callable[[], bool], timeout_s: float) -> bool:
         """Wait until ``done()``, at most ``timeout_s`` (s) and while the server answers:
         a slow request on a busy machine, or a bulk write of a whole run, is waited for; a
-        dead server is not. Whether it is done."""
+        dead server is not. A server busy with a long write may take a while to answer
+        the check: it has ``stall_s`` to. Whether it is done."""
         deadline = time.monotonic() + timeout_s
         answered_until = 0.0  # a stalled request is checked on by asking the server, once a stall_s
         while not done():
@@ -220,7 +221,7 @@ class SpoolingWriter:
             if now > deadline or self._offline:
                 return done()
             if not self.uploading() and now >= answered_until:
-                if not answers(self.container):
+                if not answers(self.container, timeout_s=self.stall_s):
                     return done()
                 answered_until = now + self.stall_s
             time.sleep(0.01)

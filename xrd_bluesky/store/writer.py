@@ -4,11 +4,13 @@
 (derived runs) call. On the caller's thread it only appends the document to the run's
 spool file (:mod:`.spool`) and queues it; a background thread uploads queued documents
 to Tiled with bluesky-tiled-plugins' ``TiledWriter`` and fsyncs the spool at a bounded
-interval. Raw runs are uploaded while they are recorded, at most every
-``upload_interval_s`` (0.5 s): the documents that queued meanwhile go together (a
-request per stream for their events, one per stream resource for their frames), so
-that a fast detector costs the catalog a few requests a second, not a growing lag; a
-run's stop, a flush or the close is uploaded at once. Derived runs are written
+interval. Raw runs are uploaded while they are recorded, each document as it comes
+while the uploads keep up; when documents queue during an upload (a detector faster
+than the catalog), at most every ``upload_interval_s`` (0.5 s), the documents that
+queued meanwhile together (a request per stream for their events, one per stream
+resource for their frames), so that a fast detector costs the catalog a few requests
+a second, not a growing lag; a run's stop, a flush or the close is uploaded at once.
+Derived runs are written
 whole at their stop, read back from their spool file (nothing of a run is held in
 memory while it is recorded): in one request to the server's bulk write endpoint
 (:mod:`.bulk_write`) where it offers one, else node by node with fewer requests than
@@ -43,7 +45,7 @@ from .spool import OpenSpool, decode, encode, spool_file
 
 logger = logging.getLogger(__name__)
 
-#: Most documents of a run uploaded together, when they queued while the uploader was busy.
+#: Most documents uploaded together (those queued since the last upload, see SpoolingWriter).
 MAX_COALESCED = 1000
 
 
@@ -83,13 +85,13 @@ class SpoolingWriter:
         This container's spool directory.
     batch_size : int, optional
         Events (and stream datums) per upload, as ``TiledWriter`` batches them (and the
-        rest at the stop). None (the default): what queued since the last upload, at
-        most every ``upload_interval_s`` and at most :data:`MAX_COALESCED` documents.
+        rest at the stop). None (the default): what queued since the last upload (at
+        most :data:`MAX_COALESCED` documents), see ``upload_interval_s``.
     upload_interval_s : float
-        With ``batch_size`` None, the shortest time (s) between the starts of two
-        uploads of documents that do not wait for it (events, stream datums...): live
-        readers see a document within about this time and the upload. A stop, a
-        :meth:`flush` and :meth:`close` do not wait for it.
+        With ``batch_size`` None, while documents queue during the uploads, the shortest
+        time (s) between the starts of two uploads: live readers see a document within
+        about this time and the upload. A stop, a :meth:`flush` and :meth:`close` do not
+        wait for it, nor does anything while the uploads keep up.
     fsync_interval_s : float
         Longest time (s) a written document stays un-fsynced: a machine crash loses at
         most this much; killing the process loses nothing that was written.
@@ -135,6 +137,7 @@ class SpoolingWriter:
         self.batch_size = batch_size
         self.upload_interval_s = upload_interval_s
         self._upload_started = float("-inf")  # time.monotonic() of the last coalesced upload
+        self._behind = False  # documents were queued when the last upload ended
         self._hurry = threading.Event()  # a caller waits: upload without waiting for the interval
         self.fsync_interval_s = fsync_interval_s
         self.max_queued = max_queued
@@ -285,15 +288,17 @@ class SpoolingWriter:
                 self._upload_group(run_uid, list(group))
             if closing:
                 return
+            self._behind = not self._queue.empty()
 
     def _next_items(self) -> list:
-        """The next queued document, waited for, and (see ``upload_interval_s``) those
-        queued behind it until the interval since the last upload ended, up to
-        :data:`MAX_COALESCED` and the close (None)."""
+        """The next queued document, waited for, and those queued behind it (when the
+        uploads fall behind, until the interval since the last upload ended: see
+        ``upload_interval_s``), up to :data:`MAX_COALESCED` and the close (None)."""
         items = [self._queue.get()]
         if self.batch_size is not None or self.whole_runs or items[-1] is None:
             return items
-        self._hurry.wait(self._upload_started + self.upload_interval_s - time.monotonic())
+        if self._behind:
+            self._hurry.wait(self._upload_started + self.upload_interval_s - time.monotonic())
         self._hurry.clear()  # a stop queued from now on sets it again, for the next call
         self._upload_started = time.monotonic()
         while items[-1] is not None and len(items) < MAX_COALESCED:

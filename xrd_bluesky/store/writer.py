@@ -10,15 +10,14 @@ than the catalog), at most every ``upload_interval_s`` (0.5 s), the documents th
 queued meanwhile together (a request per stream for their events, one per stream
 resource for their frames), so that a fast detector costs the catalog a few requests
 a second, not a growing lag; a run's stop, a flush or the close is uploaded at once.
-Derived runs are written
-whole at their stop, read back from their spool file (nothing of a run is held in
-memory while it is recorded): in one request to the server's bulk write endpoint
-(:mod:`.bulk_write`) where it offers one, else node by node with fewer requests than
-while recording (:func:`whole_run_writer`). A bulk write the server refuses or fails
-leaves the run's spool file, as any failed upload. If the catalog is down, slow or
-killed, uploads of the affected runs stop, their spool files stay, and ``xrd-bluesky
-sync`` (:mod:`.sync`) back-fills them later.
-A run whose upload completed has its spool file removed.
+Derived runs are written whole at their stop, read back from their spool file
+(nothing of a run is held in memory while it is recorded): in one request to the
+server's bulk write endpoint (:mod:`.bulk_write`) where it offers one, else node by
+node with fewer requests than while recording (:func:`whole_run_writer`). A bulk
+write the server refuses or fails leaves the run's spool file, as any failed upload.
+If the catalog is down, slow or killed, uploads of the affected runs stop, their
+spool files stay, and ``xrd-bluesky sync`` (:mod:`.sync`) back-fills them later. A
+run whose upload completed has its spool file removed.
 
 A spool file that cannot be written is the one failure that reaches the caller
 (:class:`~xrd_bluesky.store.spool.SpoolError`): for the raw writer it stops the scan,

@@ -107,3 +107,29 @@ def test_the_embedded_catalog_is_refused_on_a_cluster_of_its_own(catalog):
     ``xrd-bluesky serve``, before any connection to the scheduler."""
     with pytest.raises(UsageError, match="xrd-bluesky serve"):
         replay_runs(catalog, ["0123456789abcdef"], scheduler="tcp://127.0.0.1:1")
+
+
+def test_a_worker_replays_one_run_at_a_time_and_shares_its_matrices(served, recorded):
+    """Tiled's client reads tables with dask; on a worker those reads must not go to the
+    cluster, which would take the replay off the worker's thread and start the next run
+    beside it (every run at once in one process, each building its own matrices). On a
+    one-worker cluster the replays follow each other, and the splitting matrices of the
+    two positions x two units are kept once for every later worker of this machine."""
+    from distributed import get_task_stream
+
+    from xrd_bluesky.store.dask_replay import dask_client, replay_on_cluster, splittings_directory
+
+    session, directory = served
+    catalog = session.catalog
+    good, _ = recorded
+    shared = splittings_directory(directory)
+    for path in shared.glob("*"):
+        path.unlink()
+    with dask_client("local", 1) as client, get_task_stream(client) as stream:
+        outcomes = replay_on_cluster(client, catalog, good)
+    assert [o.error for o in outcomes] == ["", ""]
+    spans = sorted((s["start"], s["stop"]) for task in stream.data if str(task["key"]).startswith("replay-")
+                   for s in task["startstops"] if s["action"] == "compute")
+    # the worker stamps a task's stop after its own bookkeeping: a few ms after the next may start
+    assert len(spans) == 2 and spans[1][0] > spans[0][1] - 0.1, spans
+    assert len(list(shared.glob("*.npz"))) == 2 * len(POSITIONS)

@@ -63,7 +63,7 @@ from ..science.detector_pixels import pixel_geometry
 from ..science.gain_map.source import GainMapSource
 from ..science.geometry import Poni
 from ..science.reduction.absolute_scale import ReferencePattern
-from ..science.reduction.corrected_integration import CorrectedIntegrator
+from ..science.reduction.corrected_integration import CorrectedIntegrator, prepare_together
 from ..science.reduction.integration_kernel import sum_frames
 from ..science.reduction.multi_geometry import covered_radial_range
 from .dark_frames import Darks, RunDark
@@ -277,12 +277,13 @@ class LiveIntegration(FrameRunCallback):
                           max_count=None if not max_count else max_count * n_frames)
             ranges = parameters.radial_ranges
             built = {unit_name: CorrectedIntegrator(poni, npt=parameters.npt, unit=unit, radial_range=ranges[unit],
-                                                    **common)
+                                                    prepare=False, **common)
                      for unit_name, unit in (("q", "q_nm^-1"), ("2th", "2th_deg"))}
             if parameters.cake:
                 radial, azimuthal = parameters.cake
                 built["cake"] = CorrectedIntegrator(poni, npt=radial, npt_azim=azimuthal, unit="q_nm^-1",
-                                                    radial_range=ranges["q_nm^-1"], **common)
+                                                    radial_range=ranges["q_nm^-1"], prepare=False, **common)
+            prepare_together(built.values())
             self._integrators[key] = built
             while len(self._integrators) > KEPT_POSITIONS:
                 self._integrators.popitem(last=False)

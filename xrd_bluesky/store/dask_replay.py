@@ -10,6 +10,13 @@ uid, analysis, status and reason, or why the run could not be replayed): no docu
 or arrays travel through Dask, and nothing but that summary is pickled. A run that
 fails, on a worker that dies included, is reported by name; the others go on.
 
+The workers of one machine share the pixel-splitting matrices they build
+(:func:`splittings_directory`,
+:func:`~xrd_bluesky.science.reduction.corrected_integration.share_splittings`): each
+matrix of a geometry is built once between them, the builds divided, not once per
+worker. A worker replays one run at a time: the dask reads of Tiled's client run
+inside the task, not on the cluster.
+
 ``--scheduler local`` (or ``--workers N`` alone) starts a ``distributed.LocalCluster``
 of N worker processes with one thread each on this machine; ``--scheduler
 tcp://host:port`` uses a running cluster, whose workers must have this package
@@ -29,9 +36,11 @@ import urllib.parse
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from ..errors import UsageError, XRDBlueskyError
-from .catalog import open_catalog
+from ..science.reduction.corrected_integration import share_splittings
+from .catalog import data_directory, open_catalog
 from .replay_jobs import RunReplay, checked_stored, replay_one, replay_writer
 
 logger = logging.getLogger(__name__)
@@ -179,8 +188,10 @@ def replay_task(catalog_uri: str, uid: str, *, calibration_uid: str | None, gain
     calibration_uid, gain_map_uid : str or None
         As in :func:`~.replay.replay`.
     directory : str or None
-        Data directory holding the spool of derived runs whose upload fails (None: the
-        worker's default, :func:`~.catalog.data_directory`).
+        Data directory holding the spool of derived runs whose upload fails and the
+        pixel-splitting matrices the workers of this machine share
+        (:func:`splittings_directory`; None: the worker's default,
+        :func:`~.catalog.data_directory`).
     export_dir : str or None
         Where replayed calibrations and gain maps export their files (None: nowhere).
     threads : int or None
@@ -196,14 +207,33 @@ def replay_task(catalog_uri: str, uid: str, *, calibration_uid: str | None, gain
         import numba
 
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    import dask
+
+    _share_splittings(str(splittings_directory(directory)))
     catalog = _catalog(catalog_uri, directory)
-    with replay_writer(catalog) as writer:
+    # Tiled's client reads tables with dask: on a worker that would hand the reads to the
+    # cluster and take this task off its thread, so the worker would start its next run
+    # meanwhile, and every run would go on at once in one process.
+    with dask.config.set(scheduler="synchronous"), replay_writer(catalog) as writer:
         outcome = replay_one(catalog, uid, writer, calibration_uid=calibration_uid, gain_map_uid=gain_map_uid,
                              export_dir=export_dir)
-    outcome = checked_stored(catalog, outcome, str(catalog.spool_dir))
+        outcome = checked_stored(catalog, outcome, str(catalog.spool_dir))
     if outcome.error:
         outcome = RunReplay(outcome.raw_uid, outcome.runs, f"{outcome.error} (on worker {_worker_address()})")
     return outcome.as_dict()
+
+
+def splittings_directory(directory: str | Path | None) -> Path:
+    """Where the workers of one machine share their pixel-splitting matrices: ``cache/
+    pixel-splittings`` in the data directory ``directory`` (None: the default,
+    :func:`~.catalog.data_directory`)."""
+    return (Path(directory) if directory is not None else data_directory()) / "cache" / "pixel-splittings"
+
+
+@functools.cache
+def _share_splittings(directory: str) -> None:
+    """Share this worker's pixel-splitting matrices in ``directory`` (once per worker)."""
+    share_splittings(directory)
 
 
 @functools.cache

@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -53,6 +56,7 @@ from .integration_kernel import (
     pixel_sums,
     to_blocks,
 )
+from .splitting_store import DEFAULT_MAX_BYTES, SplittingStore
 
 #: Frame dtypes the compiled kernel takes as they are; frames of other real dtypes are
 #: converted to float64 (one compiled version per dtype, each compiled once).
@@ -152,14 +156,17 @@ class CorrectedIntegrator:
         shared by neighbouring bins makes their errors correlated) or ``"no"`` (each
         pixel in the bin of its centre: independent bins, as least-squares fits with
         honest uncertainties need).
+    prepare : bool
+        Prepare now (default); False leaves it to :meth:`prepare`, to
+        :func:`prepare_together` or to the first use.
 
     Raises
     ------
     GeometryError
         Unusable bins (``npt``, ``npt_azim``, ``unit``, ``split``), a radial range that
-        is empty or outside the detector's valid pixels, a detector without a shape, a
-        ``max_count`` that is not a positive number, or every pixel masked; all checked
-        before the pixel-splitting matrix is built.
+        is empty or outside the detector's valid pixels (when prepared), a detector
+        without a shape, a ``max_count`` that is not a positive number, or every pixel
+        masked; all checked before the pixel-splitting matrix is built.
     ShapeMismatchError
         ``mask``, ``gain`` or ``dark`` does not fit the detector.
     """
@@ -168,7 +175,7 @@ class CorrectedIntegrator:
                  radial_range: tuple[float, float] | None = None, npt_azim: int | None = None,
                  mask: np.ndarray | None = None, gain: np.ndarray | None = None,
                  dark: np.ndarray | None = None, polarization_factor: float | None = 0.99,
-                 max_count: float | None = None, split: str = "bbox"):
+                 max_count: float | None = None, split: str = "bbox", prepare: bool = True):
         check_binning(npt, unit, npt_azim)
         if split not in SPLITTINGS:
             raise GeometryError(f"unknown pixel splitting {split!r}; use one of {SPLITTINGS}")
@@ -187,12 +194,60 @@ class CorrectedIntegrator:
         if not valid.any():
             raise GeometryError(f"every pixel of detector {poni.detector!r} is masked (mask, gain, dark): "
                                 "nothing to integrate")
-        check_radial_range(poni, unit, radial_range, valid)
         self._key = self._cache_key(valid)
-        prepared = self._cached_preparation() or self._prepare(valid)
-        self.n_bins = prepared.splitting.n_bins
-        self.radial, self.azimuthal = prepared.splitting.radial, prepared.splitting.azimuthal
-        self.azimuthal_moments = self._azimuthal_moments(prepared) if npt_azim else None
+        self._bins: tuple[int, np.ndarray, np.ndarray | None] | None = None
+        self._moments: tuple[np.ndarray, np.ndarray] | None = None
+        if prepare:
+            self.prepare()
+
+    @property
+    def n_bins(self) -> int:
+        """Number of bins (radial x azimuthal for a cake)."""
+        return self._bins_prepared()[0]
+
+    @property
+    def radial(self) -> np.ndarray:
+        """Radial bin centres (in :attr:`unit`)."""
+        return self._bins_prepared()[1]
+
+    @property
+    def azimuthal(self) -> np.ndarray | None:
+        """Azimuthal bin centres (deg) of a cake, else None."""
+        return self._bins_prepared()[2]
+
+    @property
+    def azimuthal_moments(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per cake bin (azimuth, radial), the normalization-weighted means of cos(2 chi)
+        and sin(2 chi) over the pixels it holds (NaN where none): where a bin's pixels
+        really are in azimuth when the detector's edge or a gap cuts its sector. None in 1D."""
+        if self.npt_azim and self._moments is None:
+            self._moments = self._azimuthal_moments(self._prepared())
+        return self._moments
+
+    @property
+    def prepared(self) -> bool:
+        """Whether the integrator has its bins (:meth:`prepare` was called)."""
+        return self._bins is not None
+
+    def prepare(self) -> None:
+        """Prepare what every frame needs (see the class), waiting for another process
+        that builds the same pixel-splitting matrix (:func:`share_splittings`).
+
+        Raises
+        ------
+        GeometryError
+            The radial range lies outside what the valid pixels cover.
+        """
+        self._adopt(self._prepared())
+
+    def _bins_prepared(self) -> tuple[int, np.ndarray, np.ndarray | None]:
+        if self._bins is None:
+            self.prepare()
+        return self._bins
+
+    def _adopt(self, prepared: PreparedPosition) -> None:
+        split = prepared.splitting
+        self._bins = (split.n_bins, split.radial, split.azimuthal)
 
     def _valid(self) -> np.ndarray:
         """Pixels to integrate (True = good): not in the detector's gaps, the static mask,
@@ -224,17 +279,57 @@ class CorrectedIntegrator:
             _cached(self._key[0])
         return prepared
 
-    def _prepare(self, valid: np.ndarray) -> PreparedPosition:
-        """Build (and cache) the per-pixel corrections and constant sums, and the
-        splitting matrix unless the cache has it: positions of the same geometry and
-        valid pixels share it whatever their dark, gain or polarization (runs of one
-        calibration, each with a dark of its own)."""
-        splitting_key, key = self._key
-        splitting = _cached(splitting_key)
-        if splitting is None:
-            splitting = pixel_splitting(self.poni, self.npt, self.npt_azim, self.unit, self._radial_range, ~valid,
-                                        self._split)
-            _remember(splitting_key, splitting)
+    def _prepared(self, wait: bool = True) -> PreparedPosition | None:
+        """The cached preparation, prepared (again, if it was evicted) when missing;
+        None when not ``wait`` and another process builds its splitting matrix."""
+        prepared = self._cached_preparation()
+        if prepared is not None:
+            return prepared
+        valid = self._valid()
+        if self._cache_key(valid) != self._key:
+            raise GeometryError("the mask, gain or dark array given to this integrator was changed since it was "
+                                "made: make a new integrator")
+        splitting = self._splitting(valid, wait)
+        return None if splitting is None else self._prepare(valid, splitting)
+
+    def _splitting(self, valid: np.ndarray, wait: bool) -> PixelSplitting | None:
+        """The splitting matrix: cached in this process, else loaded from the shared
+        store (:func:`share_splittings`), else built here (and saved there) unless
+        another process is building it: then waited for, or None when not ``wait``."""
+        key = self._key[0]
+        splitting, store = _cached(key), _SHARED_STORE
+        while splitting is None:
+            if store is None:
+                splitting = self._build_splitting(valid)
+                break
+            splitting = store.load(key[1:], PixelSplitting.from_arrays)
+            if splitting is None and store.claim(key[1:]):
+                try:  # saved meanwhile by the process whose claim just ended, or built here
+                    splitting = store.load(key[1:], PixelSplitting.from_arrays)
+                    if splitting is None:
+                        splitting = self._build_splitting(valid)
+                        store.save(key[1:], splitting.arrays())
+                finally:
+                    store.release(key[1:])
+            elif splitting is None and not wait:
+                return None
+            elif splitting is None:
+                time.sleep(SHARED_POLL_S)
+        if _cached(key) is None:
+            _remember(key, splitting)
+        return splitting
+
+    def _build_splitting(self, valid: np.ndarray) -> PixelSplitting:
+        """pyFAI's splitting matrix for these bins, after checking the radial range
+        (:class:`GeometryError`); a cached or shared matrix of the same key passed it."""
+        check_radial_range(self.poni, self.unit, self._radial_range, valid)
+        return pixel_splitting(self.poni, self.npt, self.npt_azim, self.unit, self._radial_range, ~valid, self._split)
+
+    def _prepare(self, valid: np.ndarray, splitting: PixelSplitting) -> PreparedPosition:
+        """Build (and cache) the per-pixel corrections and constant sums with
+        ``splitting``: positions of the same geometry and valid pixels share it whatever
+        their dark, gain or polarization (runs of one calibration, each with a dark of
+        its own)."""
         ai = self.poni.integrator()
         norm = ai.solidAngleArray(self.shape, absolute=True).astype(np.float64)
         if self._polarization_factor is not None:
@@ -248,25 +343,12 @@ class CorrectedIntegrator:
             dark = dark.ravel()
         static = splitting.sums(norm, _zero_if_none(dark, norm.shape))
         prepared = PreparedPosition(splitting, norm, dark, static)
-        if _cached(splitting_key) is splitting:  # a splitting too large to cache leaves its preparation out too
-            _remember(key, prepared)
+        if _cached(self._key[0]) is splitting:  # a splitting too large to cache leaves its preparation out too
+            _remember(self._key[1], prepared)
         return prepared
 
-    def _prepared(self) -> PreparedPosition:
-        """The cached preparation, prepared again if it was evicted."""
-        prepared = self._cached_preparation()
-        if prepared is not None:
-            return prepared
-        valid = self._valid()
-        if self._cache_key(valid) != self._key:
-            raise GeometryError("the mask, gain or dark array given to this integrator was changed since it was "
-                                "made: make a new integrator")
-        return self._prepare(valid)
-
     def _azimuthal_moments(self, prepared: PreparedPosition) -> tuple[np.ndarray, np.ndarray]:
-        """Per cake bin, the normalization-weighted means of cos(2 chi) and sin(2 chi)
-        over the pixels it holds (NaN where none): where a bin's pixels really are in
-        azimuth when the detector's edge or a gap cuts its sector."""
+        """:attr:`azimuthal_moments` computed."""
         two_chi = 2 * self.poni.integrator().center_array(self.shape, unit="chi_rad").ravel()
         sums = prepared.splitting.sums(prepared.norm * np.cos(two_chi), prepared.norm * np.sin(two_chi))
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -367,6 +449,36 @@ class PixelSplitting:
         keep = weights != 0  # padding (and nothing else: the matrix had its zeros eliminated)
         return scipy.sparse.csr_matrix((weights[keep], (bins[keep], pixels[keep])), shape=(self.n_bins, n_pixels))
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Its arrays by name, for :meth:`from_arrays` (not the per-thread ranges, which
+        depend on the threads of the process using it)."""
+        out = {"first": self.first, "coef": self.coef, "extra_pixel": self.extra_pixel,
+               "extra_first": self.extra_first, "extra_coef": self.extra_coef, "n_bins": np.array(self.n_bins),
+               "radial": self.radial}
+        return out if self.azimuthal is None else {**out, "azimuthal": self.azimuthal}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> PixelSplitting:
+        """The splitting of :meth:`arrays`, with ranges for this process's threads.
+
+        Raises
+        ------
+        ValueError
+            An array is missing or their shapes disagree.
+        """
+        try:
+            first, coef, extra_pixel = arrays["first"], arrays["coef"], arrays["extra_pixel"]
+            extra_first, extra_coef, n_bins = arrays["extra_first"], arrays["extra_coef"], int(arrays["n_bins"])
+            radial, azimuthal = arrays["radial"], arrays.get("azimuthal")
+        except KeyError as exc:
+            raise ValueError(f"no array {exc}") from None
+        if (coef.shape != (len(first), BLOCK) or extra_coef.shape != (len(extra_pixel), BLOCK)
+                or len(extra_first) != len(extra_pixel) or radial.ndim != 1
+                or n_bins != len(radial) * (1 if azimuthal is None else len(azimuthal))):
+            raise ValueError("the shapes of its arrays disagree")
+        ranges = balanced_ranges(extra_pixel, len(first), numba.get_num_threads())
+        return cls(first, coef, extra_pixel, extra_first, extra_coef, n_bins, radial, azimuthal, *ranges)
+
     @property
     def nbytes(self) -> int:
         """Memory held by the arrays (bytes)."""
@@ -411,6 +523,47 @@ SPLITTINGS = ("bbox", "no")
 SPLITTING_CACHE_BYTES = 512 * 2**20
 _SPLITTING_CACHE: OrderedDict[tuple, PixelSplitting | PreparedPosition] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+#: Where this process shares its splitting matrices with others (:func:`share_splittings`).
+_SHARED_STORE: SplittingStore | None = None
+#: Interval (s) at which a matrix another process is building is looked for.
+SHARED_POLL_S = 0.05
+
+
+def share_splittings(directory: str | Path | None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Share the pixel-splitting matrices of this process with the other processes
+    using ``directory`` (:class:`~.splitting_store.SplittingStore`, bounded to
+    ``max_bytes``): a matrix is loaded from there when it is there, waited for while
+    another process builds it, and built and saved there otherwise; integrators
+    prepared together (:func:`prepare_together`) divide their builds between the
+    processes. The Dask workers replaying runs of the same geometries thus build each
+    matrix once between them. None: stop sharing (the default)."""
+    global _SHARED_STORE
+    _SHARED_STORE = None if directory is None else SplittingStore(directory, max_bytes)
+
+
+def prepare_together(integrators: Iterable[CorrectedIntegrator]) -> None:
+    """Prepare ``integrators`` (:meth:`CorrectedIntegrator.prepare`), building the
+    matrices no other process is building first: processes sharing their matrices
+    (:func:`share_splittings`) that need the same ones at once each build some and load
+    the others', instead of one building while the others wait.
+
+    Raises
+    ------
+    GeometryError
+        As :meth:`CorrectedIntegrator.prepare`.
+    """
+    pending = [integrator for integrator in integrators if not integrator.prepared]
+    while pending:
+        waiting = []
+        for integrator in pending:
+            prepared = integrator._prepared(wait=False)
+            if prepared is None:
+                waiting.append(integrator)
+            else:
+                integrator._adopt(prepared)
+        if len(waiting) == len(pending):
+            time.sleep(SHARED_POLL_S)
+        pending = waiting
 
 
 def splitting_cache_bytes() -> int:

@@ -182,7 +182,9 @@ def balanced_ranges(extra_pixel: np.ndarray, n_pixels: int, n_ranges: int) -> tu
     """Pixel boundaries splitting the blocks into ``n_ranges`` runs of about equal numbers
     of blocks (int64, from 0 to ``n_pixels``), and the matching boundaries of the
     secondary blocks."""
-    blocks_before = np.arange(n_pixels + 1) + np.searchsorted(extra_pixel, np.arange(n_pixels + 1))
+    extra_before = np.zeros(n_pixels + 1, np.int64)  # secondary blocks of the pixels before each (sorted by pixel)
+    np.cumsum(np.bincount(extra_pixel, minlength=n_pixels)[:n_pixels], out=extra_before[1:])
+    blocks_before = np.arange(n_pixels + 1) + extra_before
     bounds = np.searchsorted(blocks_before, np.linspace(0, blocks_before[-1], n_ranges + 1), side="left")
     bounds[0], bounds[-1] = 0, n_pixels
     return bounds.astype(np.int64), np.searchsorted(extra_pixel, bounds).astype(np.int64)

@@ -240,6 +240,13 @@ class CorrectedIntegrator:
         """
         self._adopt(self._prepared())
 
+    def _try_prepare(self) -> bool:
+        """Prepare unless another process builds the splitting matrix; whether prepared."""
+        prepared = self._prepared(wait=False)
+        if prepared is not None:
+            self._adopt(prepared)
+        return prepared is not None
+
     def _bins_prepared(self) -> tuple[int, np.ndarray, np.ndarray | None]:
         if self._bins is None:
             self.prepare()
@@ -298,26 +305,34 @@ class CorrectedIntegrator:
         another process is building it: then waited for, or None when not ``wait``."""
         key = self._key[0]
         splitting, store = _cached(key), _SHARED_STORE
+        if splitting is not None:
+            return splitting
         while splitting is None:
             if store is None:
                 splitting = self._build_splitting(valid)
-                break
-            splitting = store.load(key[1:], PixelSplitting.from_arrays)
-            if splitting is None and store.claim(key[1:]):
-                try:  # saved meanwhile by the process whose claim just ended, or built here
-                    splitting = store.load(key[1:], PixelSplitting.from_arrays)
-                    if splitting is None:
-                        splitting = self._build_splitting(valid)
-                        store.save(key[1:], splitting.arrays())
-                finally:
-                    store.release(key[1:])
-            elif splitting is None and not wait:
-                return None
-            elif splitting is None:
-                time.sleep(SHARED_POLL_S)
-        if _cached(key) is None:
-            _remember(key, splitting)
+            else:
+                splitting = store.load(key[1:], PixelSplitting.from_arrays) or self._build_shared(valid, store)
+                if splitting is None and not wait:
+                    return None
+                if splitting is None:
+                    time.sleep(SHARED_POLL_S)
+        _remember(key, splitting)
         return splitting
+
+    def _build_shared(self, valid: np.ndarray, store: SplittingStore) -> PixelSplitting | None:
+        """The splitting matrix built here and saved in ``store`` (or saved there just
+        now by the process whose claim ended), or None while another process builds it."""
+        key = self._key[0][1:]
+        if not store.claim(key):
+            return None
+        try:
+            splitting = store.load(key, PixelSplitting.from_arrays)
+            if splitting is None:
+                splitting = self._build_splitting(valid)
+                store.save(key, splitting.arrays())
+            return splitting
+        finally:
+            store.release(key)
 
     def _build_splitting(self, valid: np.ndarray) -> PixelSplitting:
         """pyFAI's splitting matrix for these bins, after checking the radial range
@@ -554,13 +569,7 @@ def prepare_together(integrators: Iterable[CorrectedIntegrator]) -> None:
     """
     pending = [integrator for integrator in integrators if not integrator.prepared]
     while pending:
-        waiting = []
-        for integrator in pending:
-            prepared = integrator._prepared(wait=False)
-            if prepared is None:
-                waiting.append(integrator)
-            else:
-                integrator._adopt(prepared)
+        waiting = [integrator for integrator in pending if not integrator._try_prepare()]
         if len(waiting) == len(pending):
             time.sleep(SHARED_POLL_S)
         pending = waiting

@@ -214,9 +214,10 @@ def replay_task(catalog_uri: str, uid: str, *, calibration_uid: str | None, gain
     # Tiled's client reads tables with dask: on a worker that would hand the reads to the
     # cluster and take this task off its thread, so the worker would start its next run
     # meanwhile, and every run would go on at once in one process.
-    with dask.config.set(scheduler="synchronous"), replay_writer(catalog) as writer:
-        outcome = replay_one(catalog, uid, writer, calibration_uid=calibration_uid, gain_map_uid=gain_map_uid,
-                             export_dir=export_dir)
+    with dask.config.set(scheduler="synchronous"):
+        with replay_writer(catalog) as writer:
+            outcome = replay_one(catalog, uid, writer, calibration_uid=calibration_uid, gain_map_uid=gain_map_uid,
+                                 export_dir=export_dir)
         outcome = checked_stored(catalog, outcome, str(catalog.spool_dir))
     if outcome.error:
         outcome = RunReplay(outcome.raw_uid, outcome.runs, f"{outcome.error} (on worker {_worker_address()})")

@@ -48,6 +48,7 @@ from .integration import (
     check_max_count,
     check_radial_range,
     describe_invalid,
+    radial_bounds,
 )
 from .integration_kernel import (
     BLOCK,
@@ -273,7 +274,7 @@ class CorrectedIntegrator:
     def _cache_key(self, valid: np.ndarray) -> tuple[tuple, tuple]:
         """What the preparation depends on: the key of its splitting matrix (geometry,
         bins, valid pixels), then its own (that key with gain, dark and polarization)."""
-        radial_range = None if self._radial_range is None else tuple(map(float, self._radial_range))
+        radial_range = None if self._radial_range is None else radial_bounds(self._radial_range, self.unit)
         splitting = (PixelSplitting, self.poni, self.npt, self.npt_azim, self.unit, self._split, radial_range,
                      _digest(np.packbits(valid)))
         return splitting, (PreparedPosition, *splitting[1:], _digest(self._gain), _digest(self._dark),

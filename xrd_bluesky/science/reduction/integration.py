@@ -100,6 +100,18 @@ def radial_coverage(poni: Poni, unit: str, valid: np.ndarray | None = None) -> t
     return float(radial.min()), float(radial.max())
 
 
+def radial_bounds(radial_range, unit: str) -> tuple[float, float]:
+    """``radial_range`` (in ``unit``) as two floats; :class:`GeometryError` naming it
+    unless they are finite and increasing."""
+    try:
+        lo, hi = (float(v) for v in radial_range)
+    except (TypeError, ValueError):
+        raise GeometryError(f"radial range {radial_range!r} {UNITS[unit]} is not two numbers") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise GeometryError(f"radial range {radial_range} {UNITS[unit]} is empty or reversed")
+    return lo, hi
+
+
 def check_radial_range(poni: Poni, unit: str, radial_range: tuple[float, float] | None,
                        valid: np.ndarray | None = None) -> None:
     """Raise :class:`GeometryError` naming the range when ``radial_range`` (in ``unit``)
@@ -107,12 +119,7 @@ def check_radial_range(poni: Poni, unit: str, radial_range: tuple[float, float] 
     centres of the detector cover; ``None`` (the detector's own coverage) passes."""
     if radial_range is None:
         return
-    try:
-        lo, hi = (float(v) for v in radial_range)
-    except (TypeError, ValueError):
-        raise GeometryError(f"radial range {radial_range!r} {UNITS[unit]} is not two numbers") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise GeometryError(f"radial range {radial_range} {UNITS[unit]} is empty or reversed")
+    lo, hi = radial_bounds(radial_range, unit)
     low, high = radial_coverage(poni, unit, valid)
     if not (lo < high and hi > low):
         raise GeometryError(f"radial range {lo:.6g}-{hi:.6g} {UNITS[unit]} ({unit}) is empty: the valid pixels "

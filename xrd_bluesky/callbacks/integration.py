@@ -59,7 +59,7 @@ from ..schema.integration import (
 )
 from ..schema.start import BACKGROUND_UID, DARK_STREAM, INTEGRATION, PRIMARY_STREAM, STANDARD_UID, MeasurementStart
 from ..science.calibration.geometry_source import GeometrySource
-from ..science.detector_pixels import beamstop_shadow
+from ..science.detector_pixels import pixel_geometry
 from ..science.gain_map.source import GainMapSource
 from ..science.geometry import Poni
 from ..science.reduction.absolute_scale import ReferencePattern
@@ -264,7 +264,7 @@ class LiveIntegration(FrameRunCallback):
         else:
             parameters, beamstop = self.parameters, self.instrument.beamstop
             margin_mm = parameters.beamstop_margin_mm
-            static = beamstop_shadow(beamstop, poni, margin_mm) if beamstop else None
+            static = beamstop.shadow(pixel_geometry(poni), margin_mm=margin_mm) if beamstop else None
             if self.instrument.mask is not None:
                 static = self.instrument.mask if static is None else static | self.instrument.mask
             gain = None

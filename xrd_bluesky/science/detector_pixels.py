@@ -69,16 +69,6 @@ def pixel_geometry(poni: Poni, polarization_factor: float = 0.99) -> PixelGeomet
     )
 
 
-@lru_cache(maxsize=8)
-def beamstop_shadow(beamstop: Beamstop, poni: Poni, margin_mm: float = 0.0) -> np.ndarray:
-    """``beamstop``'s shadow (grown by ``margin_mm``, mm) on the detector at ``poni``:
-    :meth:`Beamstop.shadow`, cached (read-only; 2.4 MB for a Pilatus 2M), since the
-    analyses ask for it at every position of every run."""
-    shadow = beamstop.shadow(pixel_geometry(poni), margin_mm=margin_mm)
-    shadow.setflags(write=False)
-    return shadow
-
-
 def module_slices(det) -> list[tuple[slice, slice]]:
     """Row and column slices of each detector module (one module if not modular)."""
     size = getattr(det, "MODULE_SIZE", None)

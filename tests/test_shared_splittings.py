@@ -5,6 +5,7 @@ other process is building first."""
 
 import logging
 import multiprocessing
+import socket
 import threading
 import time
 
@@ -110,7 +111,7 @@ def test_the_claim_of_a_process_that_died_is_taken_over(shared):
     process.join()
     q = integrators(prepare=False)[0]
     claim = SplittingStore(directory).path(q._key[0][1:]).with_suffix(".claim")
-    claim.write_text(f"{__import__('socket').gethostname()} {process.pid} {time.time()}")
+    claim.write_text(f"{socket.gethostname()} {process.pid} {time.time()}")
     q.prepare()
     assert built == ["q_nm^-1"] and not claim.exists()
 

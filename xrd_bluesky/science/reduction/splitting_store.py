@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 #: Version of the file layout; part of every name, so that a change never reads old files.
 FORMAT = 1
-#: Default bound (bytes) of a store's directory: about 40 Pilatus 2M geometries.
+#: Default bound (bytes) of a store's directory: about 45 Pilatus 2M matrices (45 MB each).
 DEFAULT_MAX_BYTES = 2 * 2**30
 #: Age (s) after which another process's claim is taken over, wherever it runs.
 CLAIM_TIMEOUT_S = 600.0

@@ -6,8 +6,11 @@ reported by name while the others succeed."""
 
 from __future__ import annotations
 
+import collections
+import re
 import secrets
 
+import numpy as np
 import pytest
 from conftest import TEST_DETECTOR
 from test_replay import assert_same_results, assert_same_start, derived_of
@@ -109,20 +112,22 @@ def test_the_embedded_catalog_is_refused_on_a_cluster_of_its_own(catalog):
         replay_runs(catalog, ["0123456789abcdef"], scheduler="tcp://127.0.0.1:1")
 
 
-def test_a_worker_replays_one_run_at_a_time_and_shares_its_matrices(served, recorded):
+def test_a_worker_replays_one_run_at_a_time_and_shares_its_preparations(served, recorded):
     """Tiled's client reads tables with dask; on a worker those reads must not go to the
     cluster, which would take the replay off the worker's thread and start the next run
     beside it (every run at once in one process, each building its own matrices). On a
-    one-worker cluster the replays follow each other, and the splitting matrices of the
-    two positions x two units are kept once for every later worker of this machine."""
+    one-worker cluster the replays follow each other, and what the two positions need
+    is kept once for every later worker of this machine: per position the beamstop's
+    shadow and the pixels' normalization, and per position and unit (q, 2theta) the
+    splitting matrix and the detector's coverage."""
     from distributed import get_task_stream
 
-    from xrd_bluesky.store.dask_replay import dask_client, replay_on_cluster, splittings_directory
+    from xrd_bluesky.store.dask_replay import dask_client, preparations_directory, replay_on_cluster
 
     session, directory = served
     catalog = session.catalog
     good, _ = recorded
-    shared = splittings_directory(directory)
+    shared = preparations_directory(directory)
     for path in shared.glob("*"):
         path.unlink()
     with dask_client("local", 1) as client, get_task_stream(client) as stream:
@@ -132,4 +137,10 @@ def test_a_worker_replays_one_run_at_a_time_and_shares_its_matrices(served, reco
                    for s in task["startstops"] if s["action"] == "compute")
     # the worker stamps a task's stop after its own bookkeeping: a few ms after the next may start
     assert len(spans) == 2 and spans[1][0] > spans[0][1] - 0.1, spans
-    assert len(list(shared.glob("*.npz"))) == 2 * len(POSITIONS)
+    kinds = collections.Counter()
+    for path in shared.glob("*.npz"):
+        with np.load(path) as npz:
+            kinds[re.match(r"\(\d+, '[^']*', \('([^']*)'", str(npz["key"])).group(1)] += 1  # (format, pyFAI, (kind
+    n = len(POSITIONS)
+    assert kinds == {"pixel splitting": 2 * n, "pixel normalization": n, "beamstop shadow": n,
+                     "detector coverage": 2 * n}

@@ -32,7 +32,7 @@ def replay_speedup(runs: int = 8, workers: int = 2, num: int = 2, detector: str 
     replayed serially in this process (the reference for the numbers) and on a
     LocalCluster of 1 and of ``workers`` worker processes, each worker reading its raw
     run from the server and writing its derived run there. Each cluster starts
-    without the pixel-splitting matrices its workers share on disk.
+    without the preparations its workers share on disk (matrices, shadows, coverages).
 
     Prints, per cluster size, the time of the replays (s; the cluster started and the
     package imported on its workers before, :data:`{label}_start_s`) and where the CPU
@@ -47,7 +47,7 @@ def replay_speedup(runs: int = 8, workers: int = 2, num: int = 2, detector: str 
     """
     from xrd_bluesky.cli.session import build_session
     from xrd_bluesky.plans.counting import multi_position_count
-    from xrd_bluesky.store.dask_replay import dask_client, replay_on_cluster, splittings_directory
+    from xrd_bluesky.store.dask_replay import dask_client, preparations_directory, replay_on_cluster
     from xrd_bluesky.store.parallel_replay import find_runs, replay_runs
     from xrd_bluesky.store.server import API_KEY_VARIABLE
 
@@ -83,7 +83,7 @@ def replay_speedup(runs: int = 8, workers: int = 2, num: int = 2, detector: str 
         timings = {}
         for n in (1, workers):
             label = f"dask{n}"
-            shutil.rmtree(splittings_directory(catalog.spool_dir.parent), ignore_errors=True)  # each cluster from cold
+            shutil.rmtree(preparations_directory(catalog.spool_dir.parent), ignore_errors=True)  # each cluster cold
             t0 = time.perf_counter()
             with dask_client("local", n) as client:
                 client.run(_import_replay)  # as the first task would

@@ -50,8 +50,8 @@ from ..science.calibration.calibrant_check import CalibrantCheck
 from ..science.calibration.position_models import ArmModel, write_goniometer_json
 from ..science.calibration.refinement import PositionCalibration, fit_position_model, refine_position
 from ..science.calibration.settings import CalibrationSettings
-from ..science.detector_pixels import pixel_geometry
 from ..science.geometry import DetectorPositionModel, Poni
+from ..science.reduction.masks import beamstop_shadow
 from ..science.units import wavelength_m
 from .derived import Emit, FrameRunCallback, position_data
 
@@ -132,8 +132,7 @@ class GeometryCalibration(FrameRunCallback):
         """The static mask and the beamstop's shadow (with a margin) predicted by ``guess``."""
         mask = self.instrument.mask
         if self.instrument.beamstop is not None:
-            shadow = self.instrument.beamstop.shadow(pixel_geometry(guess),
-                                                     margin_mm=self.parameters.beamstop_margin_mm)
+            shadow = beamstop_shadow(self.instrument.beamstop, guess, self.parameters.beamstop_margin_mm)
             mask = shadow if mask is None else mask | shadow
         return mask
 

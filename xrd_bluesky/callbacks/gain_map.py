@@ -23,7 +23,6 @@ from ..schema import InstrumentSettings
 from ..schema.gain_map import GAIN_MAP_KEYS, GAIN_MAP_STREAM, STATISTICS_STREAM, GainMapParameters
 from ..schema.start import DARK_STREAM, ENERGY_KEV, GAIN_MAP, PRIMARY_STREAM, STAGE_MOTORS, check_start
 from ..science.calibration.geometry_source import GeometrySource
-from ..science.detector_pixels import pixel_geometry
 from ..science.gain_map.method import (
     GainMap,
     GainMapSettings,
@@ -33,6 +32,7 @@ from ..science.gain_map.method import (
 )
 from ..science.geometry import StagePosition
 from ..science.reduction.integration import invalid_pixels
+from ..science.reduction.masks import beamstop_shadow
 from .derived import Emit, FrameRunCallback
 
 
@@ -101,7 +101,7 @@ class GainMapBuilder(FrameRunCallback):
             mean -= dark
         static = self.instrument.mask
         if self.instrument.beamstop is not None:
-            shadow = self.instrument.beamstop.shadow(pixel_geometry(poni), margin_mm=self.parameters.beamstop_margin_mm)
+            shadow = beamstop_shadow(self.instrument.beamstop, poni, self.parameters.beamstop_margin_mm)
             static = shadow if static is None else static | shadow
         mask = invalid_pixels(frames.min(axis=0), poni, static_mask=static)
         max_count = self.instrument.max_count(config["max_count"] if config else None)

@@ -38,6 +38,7 @@ Derived-run streams (all intensities with their 1-sigma errors):
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -45,7 +46,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..errors import InvalidFrameError, MissingMetadataError, NothingAnalysedError
+from ..errors import InvalidFrameError, MissingMetadataError, NothingAnalysedError, XRDBlueskyError
 from ..frames import FrameEvent, detector_config, detector_position, planned_positions
 from ..schema import InstrumentSettings
 from ..schema.integration import (
@@ -59,13 +60,14 @@ from ..schema.integration import (
 )
 from ..schema.start import BACKGROUND_UID, DARK_STREAM, INTEGRATION, PRIMARY_STREAM, STANDARD_UID, MeasurementStart
 from ..science.calibration.geometry_source import GeometrySource
-from ..science.detector_pixels import pixel_geometry
 from ..science.gain_map.source import GainMapSource
 from ..science.geometry import Poni
 from ..science.reduction.absolute_scale import ReferencePattern
-from ..science.reduction.corrected_integration import CorrectedIntegrator, prepare_together
+from ..science.reduction.corrected_integration import CorrectedIntegrator, prepare_ahead, prepare_together
 from ..science.reduction.integration_kernel import sum_frames
-from ..science.reduction.multi_geometry import covered_radial_range
+from ..science.reduction.masks import beamstop_shadow
+from ..science.reduction.multi_geometry import covered_radial_range, detector_coverage
+from ..science.reduction.shared_preparations import obtain_together, sharing
 from .dark_frames import Darks, RunDark
 from .derived import Emit, FrameRunCallback, position_data
 from .monitors import Monitors
@@ -145,8 +147,14 @@ class LiveIntegration(FrameRunCallback):
         self._scan_keys = run.scan_keys
         self._monitors = Monitors(run.monitors, run.thickness_mm, self.instrument)
         self._dark = RunDark(self.instrument.dark, announced=run.dark_frames, dark_uid=run.dark_uid, darks=self.darks)
-        self.parameters = replace(parameters, radial_ranges=self._radial_ranges(doc), monitors=run.monitors,
+        ponis = [self.geometry.poni(p, self._energy) for p in planned_positions(doc) or [None]]
+        if sharing():  # processes sharing their preparations divide those of every position now
+            obtain_together(lambda p=p, u=u: detector_coverage(p, u, wait=False) is not None
+                            for p in ponis for u in RADIAL_UNITS)
+        self.parameters = replace(parameters, radial_ranges=self._radial_ranges(ponis), monitors=run.monitors,
                                   image_key=run.image_key)
+        if sharing():
+            self._prepare_ahead(ponis)
         background = self._reference(run.background_uid, BACKGROUND_UID)
         standard = self._reference(run.standard_uid, STANDARD_UID)
         self._patterns = PatternAccumulator(self._event, thickness_mm=run.thickness_mm, background=background,
@@ -262,37 +270,60 @@ class LiveIntegration(FrameRunCallback):
         if key in self._integrators:
             self._integrators.move_to_end(key)
         else:
-            parameters, beamstop = self.parameters, self.instrument.beamstop
-            margin_mm = parameters.beamstop_margin_mm
-            static = beamstop.shadow(pixel_geometry(poni), margin_mm=margin_mm) if beamstop else None
-            if self.instrument.mask is not None:
-                static = self.instrument.mask if static is None else static | self.instrument.mask
-            gain = None
-            if self.gain_map is not None:
-                static = self.gain_map.bad if static is None else static | self.gain_map.bad
-                gain = self.gain_map.gain
-            common = dict(mask=static, gain=gain, polarization_factor=self.instrument.polarization_factor,
-                          split=parameters.split,
-                          dark=None if self._dark.frame is None else self._dark.frame * n_frames,
-                          max_count=None if not max_count else max_count * n_frames)
-            ranges = parameters.radial_ranges
-            built = {unit_name: CorrectedIntegrator(poni, npt=parameters.npt, unit=unit, radial_range=ranges[unit],
-                                                    prepare=False, **common)
-                     for unit_name, unit in (("q", "q_nm^-1"), ("2th", "2th_deg"))}
-            if parameters.cake:
-                radial, azimuthal = parameters.cake
-                built["cake"] = CorrectedIntegrator(poni, npt=radial, npt_azim=azimuthal, unit="q_nm^-1",
-                                                    radial_range=ranges["q_nm^-1"], prepare=False, **common)
+            built = self._new_integrators(poni, dark=None if self._dark.frame is None else self._dark.frame * n_frames,
+                                          max_count=None if not max_count else max_count * n_frames)
             prepare_together(built.values())
             self._integrators[key] = built
             while len(self._integrators) > KEPT_POSITIONS:
                 self._integrators.popitem(last=False)
         return self._integrators[key]
 
-    def _radial_ranges(self, doc: dict) -> dict[str, tuple[float, float]]:
-        """Common q and 2theta ranges of every position the run will visit."""
-        positions = planned_positions(doc) or [None]
-        ponis = [self.geometry.poni(p, self._energy) for p in positions]
+    def _new_integrators(self, poni: Poni, *, dark: np.ndarray | None = None,
+                         max_count: float | None = None) -> dict[str, CorrectedIntegrator]:
+        """The q, 2theta (and cake) integrators of ``poni``, not prepared yet, with the
+        dark (counts) and saturation level (counts) of the frames they will take."""
+        parameters = self.parameters
+        common = dict(mask=self._static_mask(poni), gain=self.gain_map.gain if self.gain_map is not None else None,
+                      polarization_factor=self.instrument.polarization_factor, split=parameters.split, dark=dark,
+                      max_count=max_count, prepare=False)
+        ranges = parameters.radial_ranges
+        built = {unit_name: CorrectedIntegrator(poni, npt=parameters.npt, unit=unit, radial_range=ranges[unit],
+                                                **common)
+                 for unit_name, unit in (("q", "q_nm^-1"), ("2th", "2th_deg"))}
+        if parameters.cake:
+            radial, azimuthal = parameters.cake
+            built["cake"] = CorrectedIntegrator(poni, npt=radial, npt_azim=azimuthal, unit="q_nm^-1",
+                                                radial_range=ranges["q_nm^-1"], **common)
+        return built
+
+    def _static_mask(self, poni: Poni) -> np.ndarray | None:
+        """Pixels never integrated at ``poni`` (True = bad): the beamstop's shadow (with
+        the margin), the instrument's mask and the gain map's bad pixels."""
+        masks = [self.instrument.mask, self.gain_map.bad if self.gain_map is not None else None]
+        if self.instrument.beamstop is not None:
+            masks.insert(0, beamstop_shadow(self.instrument.beamstop, poni, self.parameters.beamstop_margin_mm))
+        masks = [m for m in masks if m is not None]
+        return functools.reduce(np.logical_or, masks) if masks else None
+
+    def _prepare_ahead(self, ponis: list[Poni]) -> None:
+        """Obtain the beamstop's shadow, the pixel-splitting matrices and the per-pixel
+        normalization of every position the run plans (``ponis``) at its start, dividing them with the other
+        processes sharing their preparations
+        (:mod:`~xrd_bluesky.science.reduction.shared_preparations`), instead of each
+        computing them at the position's first frame. A domain error is left for that
+        frame to report."""
+        beamstop, margin = self.instrument.beamstop, self.parameters.beamstop_margin_mm
+        try:
+            if beamstop is not None:
+                obtain_together(lambda p=p: beamstop_shadow(beamstop, p, margin, wait=False) is not None
+                                for p in ponis)
+            prepare_ahead(i for poni in ponis for i in self._new_integrators(poni).values())
+        except XRDBlueskyError as exc:
+            logger.debug("positions not prepared ahead (%s: %s): their first frames prepare them",
+                         type(exc).__name__, exc)
+
+    def _radial_ranges(self, ponis: list[Poni]) -> dict[str, tuple[float, float]]:
+        """Common q and 2theta ranges of the geometries of every position the run will visit."""
         return {unit: covered_radial_range(ponis, unit) for unit in RADIAL_UNITS}
 
     def _reference(self, uid: str | None, key: str) -> ReferencePattern | None:

@@ -29,8 +29,13 @@ class Beamstop:
 
     def shadow(self, pixels: PixelGeometry, margin_mm: float = 0.0) -> np.ndarray:
         """Boolean image, True where the beamstop (grown by ``margin_mm``, mm) shadows."""
-        r = self.distance_mm * np.tan(pixels.two_theta)
-        dchi = pixels.chi - math.radians(self.arm_azimuth_deg)
+        return self.shadow_at(pixels.two_theta, pixels.chi, margin_mm)
+
+    def shadow_at(self, two_theta: np.ndarray, chi: np.ndarray, margin_mm: float = 0.0) -> np.ndarray:
+        """Boolean image, True where the beamstop (grown by ``margin_mm``, mm) shadows
+        the pixels of scattering angle ``two_theta`` and azimuth ``chi`` (rad)."""
+        r = self.distance_mm * np.tan(two_theta)
+        dchi = chi - math.radians(self.arm_azimuth_deg)
         disc = r < self.radius_mm + margin_mm
         arm = (np.cos(dchi) > 0) & (np.abs(r * np.sin(dchi)) < self.arm_width_mm / 2 + margin_mm)
         return disc | arm

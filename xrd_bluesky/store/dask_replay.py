@@ -10,11 +10,11 @@ uid, analysis, status and reason, or why the run could not be replayed): no docu
 or arrays travel through Dask, and nothing but that summary is pickled. A run that
 fails, on a worker that dies included, is reported by name; the others go on.
 
-The workers of one machine share the pixel-splitting matrices they build
-(:func:`splittings_directory`,
-:func:`~xrd_bluesky.science.reduction.corrected_integration.share_splittings`): each
-matrix of a geometry is built once between them, the builds divided, not once per
-worker. A worker replays one run at a time: the dask reads of Tiled's client run
+The workers of one machine share what they prepare per geometry: pixel-splitting
+matrices, beamstop shadows, detector coverages (:func:`preparations_directory`,
+:mod:`~xrd_bluesky.science.reduction.shared_preparations`). Each is computed once
+between them, those of every position a run plans divided between the workers at its
+start, not once per worker. A worker replays one run at a time: the dask reads of Tiled's client run
 inside the task, not on the cluster.
 
 ``--scheduler local`` (or ``--workers N`` alone) starts a ``distributed.LocalCluster``
@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UsageError, XRDBlueskyError
-from ..science.reduction.corrected_integration import share_splittings
+from ..science.reduction.shared_preparations import share_preparations
 from .catalog import data_directory, open_catalog
 from .replay_jobs import RunReplay, checked_stored, replay_one, replay_writer
 
@@ -189,8 +189,8 @@ def replay_task(catalog_uri: str, uid: str, *, calibration_uid: str | None, gain
         As in :func:`~.replay.replay`.
     directory : str or None
         Data directory holding the spool of derived runs whose upload fails and the
-        pixel-splitting matrices the workers of this machine share
-        (:func:`splittings_directory`; None: the worker's default,
+        preparations the workers of this machine share
+        (:func:`preparations_directory`; None: the worker's default,
         :func:`~.catalog.data_directory`).
     export_dir : str or None
         Where replayed calibrations and gain maps export their files (None: nowhere).
@@ -209,7 +209,7 @@ def replay_task(catalog_uri: str, uid: str, *, calibration_uid: str | None, gain
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     import dask
 
-    _share_splittings(str(splittings_directory(directory)))
+    _share_preparations(str(preparations_directory(directory)))
     catalog = _catalog(catalog_uri, directory)
     # Tiled's client reads tables with dask: on a worker that would hand the reads to the
     # cluster and take this task off its thread, so the worker would start its next run
@@ -224,17 +224,17 @@ def replay_task(catalog_uri: str, uid: str, *, calibration_uid: str | None, gain
     return outcome.as_dict()
 
 
-def splittings_directory(directory: str | Path | None) -> Path:
-    """Where the workers of one machine share their pixel-splitting matrices: ``cache/
-    pixel-splittings`` in the data directory ``directory`` (None: the default,
+def preparations_directory(directory: str | Path | None) -> Path:
+    """Where the workers of one machine share what they prepare per geometry: ``cache/
+    preparations`` in the data directory ``directory`` (None: the default,
     :func:`~.catalog.data_directory`)."""
-    return (Path(directory) if directory is not None else data_directory()) / "cache" / "pixel-splittings"
+    return (Path(directory) if directory is not None else data_directory()) / "cache" / "preparations"
 
 
 @functools.cache
-def _share_splittings(directory: str) -> None:
-    """Share this worker's pixel-splitting matrices in ``directory`` (once per worker)."""
-    share_splittings(directory)
+def _share_preparations(directory: str) -> None:
+    """Share this worker's preparations in ``directory`` (once per worker)."""
+    share_preparations(directory)
 
 
 @functools.cache

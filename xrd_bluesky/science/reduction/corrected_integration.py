@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numba
 import numpy as np
@@ -57,7 +55,7 @@ from .integration_kernel import (
     pixel_sums,
     to_blocks,
 )
-from .splitting_store import DEFAULT_MAX_BYTES, SplittingStore
+from .shared_preparations import KeptPreparations, obtain, obtain_together
 
 #: Frame dtypes the compiled kernel takes as they are; frames of other real dtypes are
 #: converted to float64 (one compiled version per dtype, each compiled once).
@@ -232,7 +230,8 @@ class CorrectedIntegrator:
 
     def prepare(self) -> None:
         """Prepare what every frame needs (see the class), waiting for another process
-        that builds the same pixel-splitting matrix (:func:`share_splittings`).
+        that builds the same pixel-splitting matrix (see
+        :mod:`~xrd_bluesky.science.reduction.shared_preparations`).
 
         Raises
         ------
@@ -302,38 +301,26 @@ class CorrectedIntegrator:
 
     def _splitting(self, valid: np.ndarray, wait: bool) -> PixelSplitting | None:
         """The splitting matrix: cached in this process, else loaded from the shared
-        store (:func:`share_splittings`), else built here (and saved there) unless
-        another process is building it: then waited for, or None when not ``wait``."""
+        store, else built here (and saved there) unless another process is building it:
+        then waited for, or None when not ``wait``
+        (:func:`~xrd_bluesky.science.reduction.shared_preparations.obtain`)."""
         key = self._key[0]
-        splitting, store = _cached(key), _SHARED_STORE
-        if splitting is not None:
-            return splitting
-        while splitting is None:
-            if store is None:
-                splitting = self._build_splitting(valid)
-            else:
-                splitting = store.load(key[1:], PixelSplitting.from_arrays) or self._build_shared(valid, store)
-                if splitting is None and not wait:
-                    return None
-                if splitting is None:
-                    time.sleep(SHARED_POLL_S)
-        _remember(key, splitting)
+        splitting = _cached(key)
+        if splitting is None:
+            splitting = obtain((SHARED_KIND, *key[1:]), lambda: self._build_splitting(valid), PixelSplitting.arrays,
+                               PixelSplitting.from_arrays, wait=wait)
+            if splitting is not None:
+                _remember(key, splitting)
         return splitting
 
-    def _build_shared(self, valid: np.ndarray, store: SplittingStore) -> PixelSplitting | None:
-        """The splitting matrix built here and saved in ``store`` (or saved there just
-        now by the process whose claim ended), or None while another process builds it."""
-        key = self._key[0][1:]
-        if not store.claim(key):
-            return None
-        try:
-            splitting = store.load(key, PixelSplitting.from_arrays)
-            if splitting is None:
-                splitting = self._build_splitting(valid)
-                store.save(key, splitting.arrays())
-            return splitting
-        finally:
-            store.release(key)
+    def _try_splitting(self) -> bool:
+        """Obtain the splitting matrix unless another process builds it; whether obtained."""
+        return self._splitting(self._valid(), wait=False) is not None
+
+    def _try_normalization(self) -> bool:
+        """Obtain the per-pixel normalization unless another process computes it; whether
+        obtained."""
+        return pixel_normalization(self.poni, self._polarization_factor, wait=False) is not None
 
     def _build_splitting(self, valid: np.ndarray) -> PixelSplitting:
         """pyFAI's splitting matrix for these bins, after checking the radial range
@@ -346,10 +333,7 @@ class CorrectedIntegrator:
         ``splitting``: positions of the same geometry and valid pixels share it whatever
         their dark, gain or polarization (runs of one calibration, each with a dark of
         its own)."""
-        ai = self.poni.integrator()
-        norm = ai.solidAngleArray(self.shape, absolute=True).astype(np.float64)
-        if self._polarization_factor is not None:
-            norm = norm * ai.polarization(self.shape, factor=self._polarization_factor)
+        norm = pixel_normalization(self.poni, self._polarization_factor)
         if self._gain is not None:
             norm = norm * np.where(valid, np.asarray(self._gain, np.float64), 0.0)
         norm = np.where(valid, norm, 0.0).ravel()
@@ -539,41 +523,69 @@ SPLITTINGS = ("bbox", "no")
 SPLITTING_CACHE_BYTES = 512 * 2**20
 _SPLITTING_CACHE: OrderedDict[tuple, PixelSplitting | PreparedPosition] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
-#: Where this process shares its splitting matrices with others (:func:`share_splittings`).
-_SHARED_STORE: SplittingStore | None = None
-#: Interval (s) at which a matrix another process is building is looked for.
-SHARED_POLL_S = 0.05
-
-
-def share_splittings(directory: str | Path | None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-    """Share the pixel-splitting matrices of this process with the other processes
-    using ``directory`` (:class:`~.splitting_store.SplittingStore`, bounded to
-    ``max_bytes``): a matrix is loaded from there when it is there, waited for while
-    another process builds it, and built and saved there otherwise; integrators
-    prepared together (:func:`prepare_together`) divide their builds between the
-    processes. The Dask workers replaying runs of the same geometries thus build each
-    matrix once between them. None: stop sharing (the default)."""
-    global _SHARED_STORE
-    _SHARED_STORE = None if directory is None else SplittingStore(directory, max_bytes)
+#: What the shared store calls a splitting matrix (the first element of its key there).
+SHARED_KIND = "pixel splitting"
 
 
 def prepare_together(integrators: Iterable[CorrectedIntegrator]) -> None:
     """Prepare ``integrators`` (:meth:`CorrectedIntegrator.prepare`), building the
-    matrices no other process is building first: processes sharing their matrices
-    (:func:`share_splittings`) that need the same ones at once each build some and load
-    the others', instead of one building while the others wait.
+    matrices no other process is building first: processes sharing their preparations
+    (:mod:`~xrd_bluesky.science.reduction.shared_preparations`) that need the same
+    matrices at once each build some and load the others', instead of one building
+    while the others wait.
 
     Raises
     ------
     GeometryError
         As :meth:`CorrectedIntegrator.prepare`.
     """
-    pending = [integrator for integrator in integrators if not integrator.prepared]
-    while pending:
-        waiting = [integrator for integrator in pending if not integrator._try_prepare()]
-        if len(waiting) == len(pending):
-            time.sleep(SHARED_POLL_S)
-        pending = waiting
+    obtain_together(integrator._try_prepare for integrator in integrators if not integrator.prepared)
+
+
+def prepare_ahead(integrators: Iterable[CorrectedIntegrator]) -> None:
+    """Obtain the pixel-splitting matrices and per-pixel normalizations of
+    ``integrators`` ahead of their frames (the rest of their preparation is left to
+    them), dividing the work between the processes that share their preparations as
+    :func:`prepare_together` does.
+
+    Raises
+    ------
+    GeometryError
+        As :meth:`CorrectedIntegrator.prepare`.
+    """
+    integrators = list(integrators)
+    obtain_together([i._try_splitting for i in integrators] + [i._try_normalization for i in integrators])
+
+
+def pixel_normalization(poni: Poni, polarization_factor: float | None, *, wait: bool = True) -> np.ndarray | None:
+    """Per pixel, the absolute solid angle (sr) times pyFAI's polarization factor
+    (none if ``polarization_factor`` is None) at ``poni``: float64, read-only, the
+    detector's shape. Computed once per geometry (:data:`_NORMALIZATIONS`) for the
+    integrators of every unit; None when not ``wait`` and another process computes it."""
+    def compute() -> np.ndarray:
+        ai = poni.integrator()
+        shape = tuple(poni.detector_model().shape)
+        norm = ai.solidAngleArray(shape, absolute=True).astype(np.float64)
+        return norm if polarization_factor is None else norm * ai.polarization(shape, factor=polarization_factor)
+
+    norm = _NORMALIZATIONS.get((poni, polarization_factor), compute, wait=wait)
+    if norm is not None:
+        norm.flags.writeable = False
+    return norm
+
+
+def _normalization(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The normalization saved as ``arrays``; ValueError if it is not one."""
+    norm = arrays.get("norm")
+    if norm is None or norm.dtype != np.float64 or norm.ndim != 2:
+        raise ValueError("its normalization is not an image of float64")
+    return norm
+
+
+#: The per-pixel normalizations used last in this process (a Pilatus 2M's takes 19 MB),
+#: shared with the processes sharing their preparations.
+_NORMALIZATIONS: KeptPreparations[np.ndarray] = KeptPreparations("pixel normalization", 2,
+                                                                 lambda norm: {"norm": norm}, _normalization)
 
 
 def splitting_cache_bytes() -> int:

@@ -1,17 +1,18 @@
-"""Pixel-splitting matrices kept in a directory, shared by the processes of a machine.
+"""Arrays prepared once per geometry, kept in a directory shared by the processes of a machine.
 
 Building the pixel-splitting matrix of one geometry takes one to two seconds of CPU for a
-Pilatus 2M, and every process integrating that geometry needs it: the Dask workers
-replaying runs of one calibration each built all of them from scratch. A
-:class:`SplittingStore` keeps each matrix built as one file (an uncompressed ``.npz``,
-whose members carry a CRC-32), named by a digest of everything it depends on. A process
-that needs a matrix loads it from there, or *claims* it (an exclusively created
-``.claim`` file naming host, process and time), builds it and saves it, while the
-others wait for it or build another one meanwhile: each matrix is built once between
-them.
+Pilatus 2M, the beamstop's shadow and the radial range the pixels cover a second more,
+and every process integrating that geometry needs them: the Dask workers replaying runs
+of one calibration each computed all of them from scratch. A :class:`PreparationStore`
+keeps each preparation as one file (an uncompressed ``.npz``, whose members carry a
+CRC-32), named by a digest of everything it depends on. A process that needs one loads
+it from there, or *claims* it (an exclusively created ``.claim`` file naming host,
+process and time), computes it and saves it, while the others wait for it or compute
+another one meanwhile: each is computed once between them
+(:mod:`~xrd_bluesky.science.reduction.shared_preparations`).
 
 Nothing wrong is ever loaded silently: a file whose CRC, members or recorded key do not
-match is reported, removed and built again; a claim whose process has died (on this
+match is reported, removed and computed again; a claim whose process has died (on this
 host) or that is older than :data:`CLAIM_TIMEOUT_S` is taken over. The directory is
 bounded in bytes: the files used least recently are removed first.
 """
@@ -37,7 +38,8 @@ T = TypeVar("T")
 
 #: Version of the file layout; part of every name, so that a change never reads old files.
 FORMAT = 1
-#: Default bound (bytes) of a store's directory: about 45 Pilatus 2M matrices (45 MB each).
+#: Default bound (bytes) of a store's directory: about 45 Pilatus 2M matrices (45 MB each;
+#: a shadow or a coverage is small beside one).
 DEFAULT_MAX_BYTES = 2 * 2**30
 #: Age (s) after which another process's claim is taken over, wherever it runs.
 CLAIM_TIMEOUT_S = 600.0
@@ -47,8 +49,8 @@ WRITE_GRACE_S = 10.0
 KEY_MEMBER = "key"
 
 
-class SplittingStore:
-    """Arrays of pixel-splitting matrices in ``directory``, by key (see the module).
+class PreparationStore:
+    """Prepared arrays in ``directory``, by key (see the module).
 
     Parameters
     ----------
@@ -71,8 +73,8 @@ class SplittingStore:
     def load(self, key: tuple, convert: Callable[[dict[str, np.ndarray]], T]) -> T | None:
         """``convert`` of the arrays saved under ``key``, or None when there are none or
         the file is damaged: unreadable, saved under another key, or arrays that
-        ``convert`` refuses (ValueError); it is then logged and removed, so that the
-        matrix is built again."""
+        ``convert`` refuses (ValueError); it is then logged and removed, so that it is
+        computed again."""
         path = self.path(key)
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -93,7 +95,7 @@ class SplittingStore:
     def save(self, key: tuple, arrays: dict[str, np.ndarray]) -> None:
         """Save ``arrays`` under ``key`` (atomically: readers see the whole file or
         none), then remove the least recently used files beyond :attr:`max_bytes`. A
-        disk that refuses the file is logged, not raised: the matrix is in memory."""
+        disk that refuses the file is logged, not raised: the arrays are in memory."""
         path = self.path(key)
         partial = path.with_name(f"{path.stem}.{uuid.uuid4().hex}.partial")
         try:
@@ -102,12 +104,12 @@ class SplittingStore:
             os.replace(partial, path)
         except OSError as exc:
             partial.unlink(missing_ok=True)
-            logger.warning("pixel-splitting matrix not kept in %s: %s", self.directory, exc)
+            logger.warning("prepared arrays not kept in %s: %s", self.directory, exc)
             return
         self._evict(keep=path)
 
     def claim(self, key: tuple) -> bool:
-        """Whether this process now holds the claim to build ``key`` (then it must
+        """Whether this process now holds the claim to compute ``key`` (then it must
         :meth:`release` it); False while another live process holds it. A claim of a
         dead process or older than :data:`CLAIM_TIMEOUT_S` is taken over."""
         claim = self.path(key).with_suffix(".claim")
@@ -126,11 +128,11 @@ class SplittingStore:
         return False
 
     def release(self, key: tuple) -> None:
-        """Give up this process's claim of ``key`` (built or not)."""
+        """Give up this process's claim of ``key`` (computed or not)."""
         self.path(key).with_suffix(".claim").unlink(missing_ok=True)
 
     def _discard(self, path: Path, why: str) -> None:
-        logger.warning("pixel-splitting file %s is not used and is removed: %s; the matrix is built again", path, why)
+        logger.warning("prepared file %s is not used and is removed: %s; it is computed again", path, why)
         path.unlink(missing_ok=True)
 
     def _evict(self, keep: Path) -> None:

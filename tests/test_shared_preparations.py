@@ -1,7 +1,8 @@
-"""Pixel-splitting matrices shared on disk between processes (what the Dask workers of one
-machine do): loaded matrices integrate exactly as built ones, damaged or foreign files and
-dead processes' claims are never trusted, and integrators prepared together build what no
-other process is building first."""
+"""What is prepared per geometry, shared on disk between processes (what the Dask workers
+of one machine do): loaded matrices integrate exactly as built ones, and loaded shadows
+and coverages are those computed; damaged or foreign files and dead processes' claims
+are never trusted, and integrators prepared together build what no other process is
+building first."""
 
 import logging
 import multiprocessing
@@ -12,14 +13,15 @@ import time
 import numpy as np
 import pytest
 
+from xrd_bluesky.science.detector_pixels import Beamstop, pixel_geometry
 from xrd_bluesky.science.geometry import Poni
-from xrd_bluesky.science.reduction import corrected_integration
-from xrd_bluesky.science.reduction.corrected_integration import (
-    CorrectedIntegrator,
-    prepare_together,
-    share_splittings,
-)
-from xrd_bluesky.science.reduction.splitting_store import SplittingStore
+from xrd_bluesky.science.reduction import corrected_integration, masks, multi_geometry
+from xrd_bluesky.science.reduction.corrected_integration import CorrectedIntegrator, prepare_together
+from xrd_bluesky.science.reduction.integration import radial_coverage
+from xrd_bluesky.science.reduction.masks import beamstop_shadow
+from xrd_bluesky.science.reduction.multi_geometry import detector_coverage
+from xrd_bluesky.science.reduction.preparation_store import PreparationStore
+from xrd_bluesky.science.reduction.shared_preparations import share_preparations
 
 #: A small detector: each matrix builds in well under a second.
 PONI = Poni(dist=0.15, poni1=0.02, poni2=0.03, rot1=0.05, rot2=-0.02, wavelength=0.7e-10, detector="Pilatus100k")
@@ -34,10 +36,15 @@ def shared(tmp_path, monkeypatch):
     monkeypatch.setattr(corrected_integration, "pixel_splitting",
                         lambda *a, **k: built.append(a[3]) or real(*a, **k))
     corrected_integration.clear_splitting_cache()
-    share_splittings(tmp_path)
+    share_preparations(tmp_path)
     yield tmp_path, built
-    share_splittings(None)
+    share_preparations(None)
     corrected_integration.clear_splitting_cache()
+
+
+def shared_key(integrator):
+    """The key of ``integrator``'s splitting matrix in the shared store."""
+    return (corrected_integration.SHARED_KIND, *integrator._key[0][1:])
 
 
 def frame():
@@ -55,11 +62,11 @@ def integrators(**kw):
 def reference(directory):
     """The integrations with matrices built here, nothing shared (then sharing in
     ``directory`` again, the memory cache empty)."""
-    share_splittings(None)
+    share_preparations(None)
     corrected_integration.clear_splitting_cache()
     results = [i.integrate(frame()) for i in integrators()]
     corrected_integration.clear_splitting_cache()
-    share_splittings(directory)
+    share_preparations(directory)
     return results
 
 
@@ -75,7 +82,8 @@ def test_a_matrix_loaded_from_disk_integrates_exactly_as_one_built_here(shared):
     loaded, not built again, and the same intensities and sigmas to the last bit."""
     directory, built = shared
     first = [i.integrate(frame()) for i in integrators()]
-    assert built == ["q_nm^-1", "2th_deg"] and len(list(directory.glob("*.npz"))) == 2
+    assert built == ["q_nm^-1", "2th_deg"]
+    assert len(list(directory.glob("*.npz"))) == 3  # the two matrices and the normalization they share
     corrected_integration.clear_splitting_cache()
     assert_identical([i.integrate(frame()) for i in integrators()], first)
     assert len(built) == 2
@@ -86,7 +94,7 @@ def test_a_matrix_loaded_from_disk_integrates_exactly_as_one_built_here(shared):
 def test_a_damaged_or_foreign_file_is_built_again_not_used(shared, damage, caplog):
     directory, built = shared
     expected = [i.integrate(frame()) for i in integrators()]
-    q_file, tth_file = (SplittingStore(directory).path(i._key[0][1:]) for i in integrators())
+    q_file, tth_file = (PreparationStore(directory).path(shared_key(i)) for i in integrators())
     data = q_file.read_bytes()
     if damage == "truncated":
         q_file.write_bytes(data[: len(data) // 2])
@@ -99,7 +107,7 @@ def test_a_damaged_or_foreign_file_is_built_again_not_used(shared, damage, caplo
     with caplog.at_level(logging.WARNING):
         assert_identical([i.integrate(frame()) for i in integrators()], expected)
     assert built == ["q_nm^-1", "2th_deg", "q_nm^-1"]
-    assert str(q_file) in caplog.text and "built again" in caplog.text
+    assert str(q_file) in caplog.text and "computed again" in caplog.text
 
 
 def test_the_claim_of_a_process_that_died_is_taken_over(shared):
@@ -110,7 +118,7 @@ def test_the_claim_of_a_process_that_died_is_taken_over(shared):
     process.start()
     process.join()
     q = integrators(prepare=False)[0]
-    claim = SplittingStore(directory).path(q._key[0][1:]).with_suffix(".claim")
+    claim = PreparationStore(directory).path(shared_key(q)).with_suffix(".claim")
     claim.write_text(f"{socket.gethostname()} {process.pid} {time.time()}")
     q.prepare()
     assert built == ["q_nm^-1"] and not claim.exists()
@@ -124,12 +132,12 @@ def test_integrators_prepared_together_build_what_nobody_else_builds_first(share
     expected = reference(directory)
     built.clear()
     q, tth = integrators(prepare=False)
-    store, key = SplittingStore(directory), q._key[0][1:]
+    store, key = PreparationStore(directory), shared_key(q)
     assert store.claim(key)
     worker = threading.Thread(target=prepare_together, args=([q, tth],))
     worker.start()
     deadline = time.monotonic() + 60
-    while not store.path(tth._key[0][1:]).exists() and time.monotonic() < deadline:
+    while not store.path(shared_key(tth)).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert built == ["2th_deg"] and worker.is_alive() and not q.prepared  # 2theta built, q waited for
     other = CorrectedIntegrator(PONI, npt=500, unit="q_nm^-1", mask=q._mask, dark=q._dark, prepare=False)
@@ -139,3 +147,24 @@ def test_integrators_prepared_together_build_what_nobody_else_builds_first(share
     worker.join(60)
     assert not worker.is_alive() and q.prepared and built == ["2th_deg", "q_nm^-1"]  # the second: "the other's"
     assert_identical([q.integrate(frame()), tth.integrate(frame())], expected)
+
+
+def test_a_shadow_and_a_coverage_are_computed_once_and_loaded_exactly(shared, monkeypatch):
+    """The beamstop's shadow and the detector's coverage, loaded from another process's
+    files (the memory emptied stands for the fresh process), are those computed from
+    the pixel geometry to the last bit, and neither is computed twice."""
+    directory, _ = shared
+    beamstop = Beamstop(radius_mm=1.0, arm_width_mm=0.6, arm_azimuth_deg=30.0, distance_mm=40.0)
+    expected_shadow = beamstop.shadow(pixel_geometry(PONI), margin_mm=0.5)
+    expected_coverage = radial_coverage(PONI, "q_nm^-1")
+    assert 0 < expected_shadow.sum() < expected_shadow.size  # the disc and its arm are on this detector
+    computed = []
+    real = Beamstop.shadow_at
+    monkeypatch.setattr(Beamstop, "shadow_at", lambda *a: computed.append("shadow") or real(*a))
+    for _ in range(2):
+        masks._SHADOWS.clear()
+        multi_geometry._COVERAGES.clear()
+        np.testing.assert_array_equal(beamstop_shadow(beamstop, PONI, 0.5), expected_shadow)
+        assert detector_coverage(PONI, "q_nm^-1") == expected_coverage
+    assert computed == ["shadow"] and len(list(directory.glob("*.npz"))) == 2
+

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from bluesky_tiled_plugins.exporters import build_descriptor_docs
+from tiled.client.container import Container
 
 from ..errors import (
     CorruptFrameError,
@@ -80,8 +81,11 @@ def run_documents(run, where: str = "the catalog", frames: str = "auto") -> Iter
     if not _sql_layout(run):
         return iter(_server_documents(run, where))
     documents: list[Pending] = []
-    for stream_name in run:
-        documents.extend(_stream_documents(run[stream_name], stream_name, start["uid"], frames))
+    streams = _children(run)
+    if "streams" in streams and not _is_stream(streams["streams"]):  # an early layout's namespace of streams
+        streams = _children(streams["streams"])
+    for stream_name in sorted(streams):
+        documents.extend(_stream_documents(streams[stream_name], stream_name, start["uid"], frames))
     order = {"stream_resource": 0, "stream_datum": 1}
     documents.sort(key=lambda d: (d[1].get("time", float("inf")), order.get(d[0], 2)))
     stop = run.metadata.get("stop")
@@ -103,6 +107,17 @@ def _sql_layout(run) -> bool:
     return any(spec.name == "BlueskyRun" and spec.version.startswith("3.") for spec in run.specs)
 
 
+def _children(node) -> dict[str, Any]:
+    """The children of a run or a stream by key, with their metadata and data sources:
+    one request to the server (a page of children), not two or three per child."""
+    return dict(Container.items(getattr(node, "base", node).new_variation(include_data_sources=True)))
+
+
+def _is_stream(node) -> bool:
+    """Whether a Tiled node is a Bluesky event stream."""
+    return any(spec.name == "BlueskyEventStream" for spec in getattr(node, "specs", ()))
+
+
 def _server_documents(run, where: str) -> list[Document]:
     """The documents of a databroker run, exported by its server."""
     try:
@@ -117,7 +132,7 @@ def _stream_documents(stream, stream_name: str, start_uid: str, frames: str) -> 
     the reader of its inline frames (None when none)."""
     metadata = dict(stream.metadata)
     descriptors = build_descriptor_docs(metadata, stream_name=stream_name, run_start_uid=start_uid)
-    parts = stream.base
+    parts = _children(stream)
     names = set(parts)
     rows = _table_rows(parts[INTERNAL]) if INTERNAL in names else {}
     data_keys = metadata.get("data_keys", {})
@@ -210,8 +225,7 @@ def _in_place(array, key: str, start_uid: str, frames: str) -> tuple[tuple[int, 
         ``frames="files"`` and a file is not readable here (or not a file URI).
     """
     try:
-        array = array.include_data_sources()
-        source = array.data_sources()[0]
+        source = array.data_sources()[0]  # listed with the stream's children
     except Exception as exc:  # a server that does not list data sources
         if frames == "files":
             raise CorruptFrameError(f"run {start_uid} cannot be replayed: the catalog lists no files of its "

@@ -333,6 +333,22 @@ class CorrectedIntegrator:
         ``splitting``: positions of the same geometry and valid pixels share it whatever
         their dark, gain or polarization (runs of one calibration, each with a dark of
         its own)."""
+        norm, dark = self._pixel_corrections(valid)
+        static = splitting.sums(norm, _zero_if_none(dark, norm.shape))
+        prepared = PreparedPosition(splitting, norm, dark, static)
+        if _cached(self._key[0]) is splitting:  # a splitting too large to cache leaves its preparation out too
+            _remember(self._key[1], prepared)
+        return prepared
+
+    def _pixel_corrections(self, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The per-pixel normalization (gain x polarization x solid angle) and dark of
+        the ``valid`` pixels, flattened and 0 where masked: computed once for the
+        integrators of one position and frames (q, 2theta, cake), which share them
+        (:data:`_CORRECTIONS`)."""
+        key = (self.poni, self._key[0][-1], *self._key[1][-3:])  # geometry, valid pixels, gain, dark, polarization
+        with _CACHE_LOCK:
+            if key in _CORRECTIONS:
+                return _CORRECTIONS[key]
         norm = pixel_normalization(self.poni, self._polarization_factor)
         if self._gain is not None:
             norm = norm * np.where(valid, np.asarray(self._gain, np.float64), 0.0)
@@ -341,11 +357,11 @@ class CorrectedIntegrator:
         if self._dark is not None:  # kept in the smallest float dtype that holds the given dark exactly
             dark = np.where(valid, self._dark, 0).astype(np.result_type(np.asarray(self._dark).dtype, np.float32))
             dark = dark.ravel()
-        static = splitting.sums(norm, _zero_if_none(dark, norm.shape))
-        prepared = PreparedPosition(splitting, norm, dark, static)
-        if _cached(self._key[0]) is splitting:  # a splitting too large to cache leaves its preparation out too
-            _remember(self._key[1], prepared)
-        return prepared
+        with _CACHE_LOCK:
+            _CORRECTIONS[key] = norm, dark
+            while len(_CORRECTIONS) > KEPT_CORRECTIONS:
+                _CORRECTIONS.popitem(last=False)
+        return norm, dark
 
     def _azimuthal_moments(self, prepared: PreparedPosition) -> tuple[np.ndarray, np.ndarray]:
         """:attr:`azimuthal_moments` computed."""
@@ -501,7 +517,9 @@ class PreparedPosition:
 
     @property
     def nbytes(self) -> int:
-        """Memory held by its own arrays (bytes), not by the splitting it shares."""
+        """Memory held by its arrays (bytes), not by the splitting it shares; the
+        per-pixel arrays the integrators of one position share are counted in each (a
+        bound, not an estimate)."""
         dark = 0 if self.dark is None else self.dark.nbytes
         return self.norm.nbytes + dark + self.static.nbytes
 
@@ -523,6 +541,10 @@ SPLITTINGS = ("bbox", "no")
 SPLITTING_CACHE_BYTES = 512 * 2**20
 _SPLITTING_CACHE: OrderedDict[tuple, PixelSplitting | PreparedPosition] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+#: The per-pixel corrections of the positions prepared last (:meth:`CorrectedIntegrator._pixel_corrections`):
+#: the integrators of one position share them, and the preparations using them hold them.
+KEPT_CORRECTIONS = 2
+_CORRECTIONS: OrderedDict[tuple, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
 #: What the shared store calls a splitting matrix (the first element of its key there).
 SHARED_KIND = "pixel splitting"
 
@@ -598,6 +620,7 @@ def clear_splitting_cache() -> None:
     """Drop every cached preparation (integrators prepare theirs again when next used)."""
     with _CACHE_LOCK:
         _SPLITTING_CACHE.clear()
+        _CORRECTIONS.clear()
 
 
 def _cached(key: tuple):

@@ -168,3 +168,18 @@ def test_a_shadow_and_a_coverage_are_computed_once_and_loaded_exactly(shared, mo
         assert detector_coverage(PONI, "q_nm^-1") == expected_coverage
     assert computed == ["shadow"] and len(list(directory.glob("*.npz"))) == 2
 
+
+
+def test_the_integrators_of_one_position_share_its_pixel_corrections():
+    """q and 2theta at one position hold one normalization and one dark between them
+    (the memory of a position's preparation, not twice it), the same as computed from
+    pyFAI's solid angle and polarization."""
+    corrected_integration.clear_splitting_cache()
+    q, tth = integrators()
+    prepared_q, prepared_tth = q._prepared(), tth._prepared()
+    assert prepared_q.norm is prepared_tth.norm and prepared_q.dark is prepared_tth.dark
+    ai, valid = PONI.integrator(), q._valid()
+    shape = valid.shape
+    expected = ai.solidAngleArray(shape, absolute=True) * ai.polarization(shape, factor=0.99)
+    np.testing.assert_array_equal(prepared_q.norm, np.where(valid, expected, 0.0).ravel())
+    np.testing.assert_array_equal(prepared_q.dark, np.where(valid, 0.5, 0.0).ravel())

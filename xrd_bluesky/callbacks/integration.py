@@ -307,8 +307,8 @@ class LiveIntegration(FrameRunCallback):
 
     def _prepare_ahead(self, ponis: list[Poni]) -> None:
         """Obtain the beamstop's shadow, the pixel-splitting matrices and the per-pixel
-        normalization of every position the run plans (``ponis``) at its start, dividing them with the other
-        processes sharing their preparations
+        normalization of every position the run plans (``ponis``) at its start,
+        dividing them with the other processes sharing their preparations
         (:mod:`~xrd_bluesky.science.reduction.shared_preparations`), instead of each
         computing them at the position's first frame. A domain error is left for that
         frame to report."""

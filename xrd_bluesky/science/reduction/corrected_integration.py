@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -344,11 +345,13 @@ class CorrectedIntegrator:
         """The per-pixel normalization (gain x polarization x solid angle) and dark of
         the ``valid`` pixels, flattened and 0 where masked: computed once for the
         integrators of one position and frames (q, 2theta, cake), which share them
-        (:data:`_CORRECTIONS`)."""
+        while any of their preparations holds them (:data:`_CORRECTIONS`)."""
         key = (self.poni, self._key[0][-1], *self._key[1][-3:])  # geometry, valid pixels, gain, dark, polarization
         with _CACHE_LOCK:
-            if key in _CORRECTIONS:
-                return _CORRECTIONS[key]
+            norm_ref, dark_ref = _CORRECTIONS.get(key, (lambda: None, None))
+            norm, dark = norm_ref(), dark_ref and dark_ref()
+            if norm is not None and (dark_ref is None or dark is not None):
+                return norm, dark
         norm = pixel_normalization(self.poni, self._polarization_factor)
         if self._gain is not None:
             norm = norm * np.where(valid, np.asarray(self._gain, np.float64), 0.0)
@@ -358,7 +361,7 @@ class CorrectedIntegrator:
             dark = np.where(valid, self._dark, 0).astype(np.result_type(np.asarray(self._dark).dtype, np.float32))
             dark = dark.ravel()
         with _CACHE_LOCK:
-            _CORRECTIONS[key] = norm, dark
+            _CORRECTIONS[key] = weakref.ref(norm), None if dark is None else weakref.ref(dark)
             while len(_CORRECTIONS) > KEPT_CORRECTIONS:
                 _CORRECTIONS.popitem(last=False)
         return norm, dark
@@ -541,10 +544,11 @@ SPLITTINGS = ("bbox", "no")
 SPLITTING_CACHE_BYTES = 512 * 2**20
 _SPLITTING_CACHE: OrderedDict[tuple, PixelSplitting | PreparedPosition] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
-#: The per-pixel corrections of the positions prepared last (:meth:`CorrectedIntegrator._pixel_corrections`):
-#: the integrators of one position share them, and the preparations using them hold them.
-KEPT_CORRECTIONS = 2
-_CORRECTIONS: OrderedDict[tuple, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
+#: Weak references to the per-pixel corrections of the positions prepared last
+#: (:meth:`CorrectedIntegrator._pixel_corrections`): the integrators of one position
+#: share them while the preparations using them hold them, and never keep them alive.
+KEPT_CORRECTIONS = 8
+_CORRECTIONS: OrderedDict[tuple, tuple[weakref.ref, weakref.ref | None]] = OrderedDict()
 #: What the shared store calls a splitting matrix (the first element of its key there).
 SHARED_KIND = "pixel splitting"
 
@@ -604,9 +608,10 @@ def _normalization(arrays: dict[str, np.ndarray]) -> np.ndarray:
     return norm
 
 
-#: The per-pixel normalizations used last in this process (a Pilatus 2M's takes 19 MB),
-#: shared with the processes sharing their preparations.
-_NORMALIZATIONS: KeptPreparations[np.ndarray] = KeptPreparations("pixel normalization", 2,
+#: The per-pixel normalizations, shared with the processes sharing their preparations;
+#: none kept in memory (a Pilatus 2M's takes 19 MB): the integrators of a position share
+#: the corrections computed from it.
+_NORMALIZATIONS: KeptPreparations[np.ndarray] = KeptPreparations("pixel normalization", 0,
                                                                  lambda norm: {"norm": norm}, _normalization)
 
 

@@ -159,8 +159,8 @@ def test_a_shadow_and_a_coverage_are_computed_once_and_loaded_exactly(shared, mo
     expected_coverage = radial_coverage(PONI, "q_nm^-1")
     assert 0 < expected_shadow.sum() < expected_shadow.size  # the disc and its arm are on this detector
     computed = []
-    real = Beamstop.shadow_at
-    monkeypatch.setattr(Beamstop, "shadow_at", lambda *a: computed.append("shadow") or real(*a))
+    real = Beamstop.shadow
+    monkeypatch.setattr(Beamstop, "shadow", lambda *a: computed.append("shadow") or real(*a))
     for _ in range(2):
         masks._SHADOWS.clear()
         multi_geometry._COVERAGES.clear()

@@ -29,13 +29,8 @@ class Beamstop:
 
     def shadow(self, pixels: PixelGeometry, margin_mm: float = 0.0) -> np.ndarray:
         """Boolean image, True where the beamstop (grown by ``margin_mm``, mm) shadows."""
-        return self.shadow_at(pixels.two_theta, pixels.chi, margin_mm)
-
-    def shadow_at(self, two_theta: np.ndarray, chi: np.ndarray, margin_mm: float = 0.0) -> np.ndarray:
-        """Boolean image, True where the beamstop (grown by ``margin_mm``, mm) shadows
-        the pixels of scattering angle ``two_theta`` and azimuth ``chi`` (rad)."""
-        r = self.distance_mm * np.tan(two_theta)
-        dchi = chi - math.radians(self.arm_azimuth_deg)
+        r = self.distance_mm * np.tan(pixels.two_theta)
+        dchi = pixels.chi - math.radians(self.arm_azimuth_deg)
         disc = r < self.radius_mm + margin_mm
         arm = (np.cos(dchi) > 0) & (np.abs(r * np.sin(dchi)) < self.arm_width_mm / 2 + margin_mm)
         return disc | arm
@@ -57,9 +52,11 @@ class PixelGeometry:
     polarization: np.ndarray
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=2)
 def pixel_geometry(poni: Poni, polarization_factor: float = 0.99) -> PixelGeometry:
-    """Compute (and cache) the per-pixel arrays of ``poni``."""
+    """Compute (and cache) the per-pixel arrays of ``poni``: those of the last two
+    geometries are kept (a Pilatus 2M's take 96 MB), enough for the frames of one
+    position after another."""
     ai = poni.integrator()
     tth = ai.center_array(unit="2th_rad")
     g1, g2 = np.gradient(tth)

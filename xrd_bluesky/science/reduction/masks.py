@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..detector_pixels import Beamstop
+from ..detector_pixels import Beamstop, pixel_geometry
 from ..geometry import Poni
 from .integration import check_frame_shape
 from .shared_preparations import KeptPreparations
@@ -22,20 +22,15 @@ def beamstop_shadow(beamstop: Beamstop, poni: Poni, margin_mm: float = 0.0, *,
     """Boolean image of the detector at ``poni``, True where ``beamstop`` (grown by
     ``margin_mm``, mm) shadows it.
 
-    Computed once per beamstop, margin and geometry from the pixel centres' 2theta and
-    azimuth (:meth:`~xrd_bluesky.science.detector_pixels.Beamstop.shadow_at`), and kept
-    as bits (:data:`_SHADOWS`; 0.3 MB for a Pilatus 2M), also for the processes sharing
-    their preparations (:mod:`~.shared_preparations`). None when not ``wait`` and
-    another process computes it.
+    Computed once per beamstop, margin and geometry from the pixel geometry
+    (:func:`~xrd_bluesky.science.detector_pixels.pixel_geometry`, whose arrays the
+    simulator shares), and kept as bits (:data:`_SHADOWS`; 0.3 MB for a Pilatus 2M),
+    also for the processes sharing their preparations (:mod:`~.shared_preparations`).
+    None when not ``wait`` and another process computes it.
     """
     shape = tuple(poni.detector_model().shape)
-
-    def compute() -> np.ndarray:
-        ai = poni.integrator()
-        two_theta, chi = (ai.center_array(shape, unit=unit) for unit in ("2th_rad", "chi_rad"))
-        return np.packbits(beamstop.shadow_at(two_theta, chi, margin_mm))
-
-    bits = _SHADOWS.get((beamstop, float(margin_mm), poni), compute, wait=wait)
+    bits = _SHADOWS.get((beamstop, float(margin_mm), poni),
+                        lambda: np.packbits(beamstop.shadow(pixel_geometry(poni), margin_mm)), wait=wait)
     return None if bits is None else np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape).view(bool)
 
 

@@ -586,8 +586,10 @@ def prepare_ahead(integrators: Iterable[CorrectedIntegrator]) -> None:
 def pixel_normalization(poni: Poni, polarization_factor: float | None, *, wait: bool = True) -> np.ndarray | None:
     """Per pixel, the absolute solid angle (sr) times pyFAI's polarization factor
     (none if ``polarization_factor`` is None) at ``poni``: float64, read-only, the
-    detector's shape. Computed once per geometry (:data:`_NORMALIZATIONS`) for the
-    integrators of every unit; None when not ``wait`` and another process computes it."""
+    detector's shape. The integrators of one position compute it once between them
+    (they share their corrections), and processes sharing their preparations once
+    between them (:data:`_NORMALIZATIONS`); None when not ``wait`` and another process
+    computes it."""
     def compute() -> np.ndarray:
         ai = poni.integrator()
         shape = tuple(poni.detector_model().shape)

@@ -148,9 +148,6 @@ class LiveIntegration(FrameRunCallback):
         self._monitors = Monitors(run.monitors, run.thickness_mm, self.instrument)
         self._dark = RunDark(self.instrument.dark, announced=run.dark_frames, dark_uid=run.dark_uid, darks=self.darks)
         ponis = [self.geometry.poni(p, self._energy) for p in planned_positions(doc) or [None]]
-        if sharing():  # processes sharing their preparations divide those of every position now
-            obtain_together(lambda p=p, u=u: detector_coverage(p, u, wait=False) is not None
-                            for p in ponis for u in RADIAL_UNITS)
         self.parameters = replace(parameters, radial_ranges=self._radial_ranges(ponis), monitors=run.monitors,
                                   image_key=run.image_key)
         if sharing():
@@ -299,9 +296,9 @@ class LiveIntegration(FrameRunCallback):
     def _static_mask(self, poni: Poni) -> np.ndarray | None:
         """Pixels never integrated at ``poni`` (True = bad): the beamstop's shadow (with
         the margin), the instrument's mask and the gain map's bad pixels."""
-        masks = [self.instrument.mask, self.gain_map.bad if self.gain_map is not None else None]
-        if self.instrument.beamstop is not None:
-            masks.insert(0, beamstop_shadow(self.instrument.beamstop, poni, self.parameters.beamstop_margin_mm))
+        beamstop = self.instrument.beamstop
+        masks = [beamstop_shadow(beamstop, poni, self.parameters.beamstop_margin_mm) if beamstop is not None else None,
+                 self.instrument.mask, self.gain_map.bad if self.gain_map is not None else None]
         masks = [m for m in masks if m is not None]
         return functools.reduce(np.logical_or, masks) if masks else None
 
@@ -323,7 +320,11 @@ class LiveIntegration(FrameRunCallback):
                          type(exc).__name__, exc)
 
     def _radial_ranges(self, ponis: list[Poni]) -> dict[str, tuple[float, float]]:
-        """Common q and 2theta ranges of the geometries of every position the run will visit."""
+        """Common q and 2theta ranges of the geometries of every position the run will
+        visit (their coverages divided between the processes sharing their preparations)."""
+        if sharing():
+            obtain_together(lambda p=p, u=u: detector_coverage(p, u, wait=False) is not None
+                            for p in ponis for u in RADIAL_UNITS)
         return {unit: covered_radial_range(ponis, unit) for unit in RADIAL_UNITS}
 
     def _reference(self, uid: str | None, key: str) -> ReferencePattern | None:

@@ -580,7 +580,8 @@ def prepare_ahead(integrators: Iterable[CorrectedIntegrator]) -> None:
         As :meth:`CorrectedIntegrator.prepare`.
     """
     integrators = list(integrators)
-    obtain_together([i._try_splitting for i in integrators] + [i._try_normalization for i in integrators])
+    one_per_normalization = {(i.poni, i._polarization_factor): i for i in integrators}.values()
+    obtain_together([i._try_splitting for i in integrators] + [i._try_normalization for i in one_per_normalization])
 
 
 def pixel_normalization(poni: Poni, polarization_factor: float | None, *, wait: bool = True) -> np.ndarray | None:

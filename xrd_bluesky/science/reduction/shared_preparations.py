@@ -1,9 +1,9 @@
 """What is prepared once per geometry, shared between the processes of a machine.
 
 A process that calls :func:`share_preparations` keeps what it prepares for a geometry
-(pixel-splitting matrices, beamstop shadows, the radial range the pixels cover) in a
-:class:`~.preparation_store.PreparationStore` directory, and takes from there what
-another process prepared: :func:`obtain` loads a preparation, or computes and saves it
+(pixel-splitting matrices, per-pixel normalizations, beamstop shadows, the radial range
+the pixels cover) in a :class:`~.preparation_store.PreparationStore` directory, and
+takes from there what another process prepared: :func:`obtain` loads a preparation, or computes and saves it
 under a claim, or waits while another process computes it. :func:`obtain_together`
 divides several preparations between the processes that need them at once: each
 computes first what nobody else is computing, then loads the others'. Without a
